@@ -1,0 +1,10 @@
+//! Jobs: the record and states ([`record`]), what clients submit and how it is validated
+//! ([`spec`]), and the embedder's typed handlers ([`handler`]).
+
+pub mod handler;
+pub mod record;
+pub mod spec;
+
+pub use handler::{Job, JobContext, JobError, Registry};
+pub use record::{Backoff, JobId, JobRecord, JobStatus, Json};
+pub use spec::{JobSpec, NewJob, SpecDefaults, SpecError, SpecErrorKind};

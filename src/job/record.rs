@@ -1,0 +1,258 @@
+//! The job record of `semantics.md`: ids, states, backoff policy and the record itself.
+//!
+//! These are plain data types shared by every layer (backends, actors, HTTP); the rules that
+//! move a job between states live in the queue backends, not here.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// A JSON document kept as its text: payloads, results and progress are stored and handed on
+/// without being parsed into a tree, which keeps a queued job small and cheap to clone.
+pub type Json = Arc<RawValue>;
+
+/// Parses `text` as a [`Json`] document.
+pub fn json_from_str(text: &str) -> Result<Json, serde_json::Error> {
+    RawValue::from_string(text.to_owned()).map(Arc::from)
+}
+
+/// Serialises `value` into a [`Json`] document.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Json, serde_json::Error> {
+    serde_json::value::to_raw_value(value).map(Arc::from)
+}
+
+/// The JSON `null`, the payload of a job submitted without one.
+pub fn json_null() -> Json {
+    json_from_str("null").expect("null is valid JSON")
+}
+
+/// A job's id: a UUID v7, so ids sort in submit order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        JobId(Uuid::now_v7())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({})", self.0)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(JobId)
+    }
+}
+
+/// The states of `semantics.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Waiting,
+    Scheduled,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every state, in lifecycle order (the order of counters in stats).
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Waiting,
+        JobStatus::Scheduled,
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// A terminal job never changes state again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    /// The position of this state in [`JobStatus::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The lowercase name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Waiting => "waiting",
+            JobStatus::Scheduled => "scheduled",
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown status '{s}'"))
+    }
+}
+
+/// How long to wait before retrying a failed attempt (rule 2 of `semantics.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    pub multiplier: f64,
+    /// Full jitter: the delay is drawn uniformly from `[0, computed delay]`, so that many jobs
+    /// failing together do not retry together.
+    pub jitter: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_ms: 1_000,
+            max_ms: 300_000,
+            multiplier: 2.0,
+            jitter: true,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the retry that follows failed attempt number `attempt` (1-based):
+    /// `min(max_ms, initial_ms * multiplier^(attempt-1))`, jittered when `jitter`.
+    pub fn delay_ms(&self, attempt: u32) -> u64 {
+        let exponent = attempt.saturating_sub(1).min(1_000) as i32;
+        let raw = self.initial_ms as f64 * self.multiplier.powi(exponent);
+        let capped = if raw.is_finite() {
+            raw.min(self.max_ms as f64) as u64
+        } else {
+            self.max_ms
+        };
+        if self.jitter {
+            fastrand::u64(0..=capped)
+        } else {
+            capped
+        }
+    }
+}
+
+/// The record of one job, as `semantics.md` describes it and the HTTP API returns it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub kind: Arc<str>,
+    pub payload: Json,
+    pub queue: Arc<str>,
+    pub priority: i32,
+    pub status: JobStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout_ms: u64,
+    pub run_at: Option<DateTime<Utc>>,
+    pub depends_on: Vec<JobId>,
+    pub idempotency_key: Option<Arc<str>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub result: Option<Json>,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub worker: Option<Arc<str>>,
+    pub progress: Option<Json>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_cap() {
+        let backoff = Backoff {
+            initial_ms: 100,
+            max_ms: 1_000,
+            multiplier: 2.0,
+            jitter: false,
+        };
+        let delays: Vec<u64> = (1..=6).map(|a| backoff.delay_ms(a)).collect();
+        assert_eq!(delays, vec![100, 200, 400, 800, 1_000, 1_000]);
+    }
+
+    #[test]
+    fn jitter_stays_within_the_computed_delay() {
+        let backoff = Backoff {
+            initial_ms: 100,
+            max_ms: 1_000,
+            multiplier: 3.0,
+            jitter: true,
+        };
+        for attempt in 1..10 {
+            let cap = Backoff {
+                jitter: false,
+                ..backoff
+            }
+            .delay_ms(attempt);
+            assert!(backoff.delay_ms(attempt) <= cap);
+        }
+    }
+
+    #[test]
+    fn huge_attempt_numbers_do_not_overflow() {
+        let backoff = Backoff {
+            jitter: false,
+            ..Backoff::default()
+        };
+        assert_eq!(backoff.delay_ms(u32::MAX), backoff.max_ms);
+    }
+
+    #[test]
+    fn status_round_trips_through_its_name() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
+        }
+        assert!("bogus".parse::<JobStatus>().is_err());
+    }
+}

@@ -1,0 +1,601 @@
+//! `JobSpec`, what a client asks for, and its validation into [`NewJob`], what a backend stores.
+//!
+//! Every submit path (HTTP, the embedding API, cron) goes through [`plan`], so the limits of
+//! `api.md` and the batch rules (local refs, cycle detection) hold the same everywhere.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::record::{json_null, Backoff, JobId, Json};
+
+/// Longest accepted `kind`, in bytes.
+pub const MAX_KIND_BYTES: usize = 128;
+/// Most `depends_on` entries of one job, and most jobs in one batch.
+pub const MAX_LIST_LEN: usize = 1_000;
+/// Longest accepted `idempotency_key`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+/// Longest accepted queue name.
+pub const MAX_QUEUE_NAME: usize = 64;
+/// Longest accepted `timeout_ms`: one day.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// Furthest accepted `delay_ms`: one year.
+pub const MAX_DELAY_MS: u64 = 365 * 86_400_000;
+/// The queue of a job submitted without one.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A job as a client describes it (`api.md`, JobSpec). Unknown fields are rejected.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Job ids, or in a batch also the `ref` of another entry of the same batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// A name other entries of the same batch use in `depends_on`; only valid in a batch.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+impl JobSpec {
+    /// A spec of `kind` with every other field at its default.
+    pub fn new(kind: impl Into<String>) -> Self {
+        JobSpec {
+            kind: kind.into(),
+            ..JobSpec::default()
+        }
+    }
+}
+
+/// A validated job, ready for a backend: ids assigned, refs resolved, defaults applied.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: JobId,
+    pub kind: Arc<str>,
+    pub payload: Json,
+    pub queue: Arc<str>,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout_ms: u64,
+    pub run_at: Option<DateTime<Utc>>,
+    pub depends_on: Vec<JobId>,
+    pub idempotency_key: Option<Arc<str>>,
+}
+
+/// What is wrong with a spec. The HTTP layer maps `kind` to the code of `api.md`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SpecError {
+    pub kind: SpecErrorKind,
+    pub message: String,
+    /// The field at fault, when one is.
+    pub field: Option<String>,
+}
+
+/// The classes of [`SpecError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecErrorKind {
+    Invalid,
+    UnknownKind,
+    UnknownDependency,
+    DependencyCycle,
+}
+
+impl SpecError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl fmt::Display) -> Self {
+        SpecError {
+            kind: SpecErrorKind::Invalid,
+            message: message.to_string(),
+            field: Some(field.into()),
+        }
+    }
+
+    fn at(mut self, index: Option<usize>) -> Self {
+        if let (Some(i), Some(field)) = (index, self.field.as_mut()) {
+            *field = format!("jobs[{i}].{field}");
+        }
+        self
+    }
+}
+
+/// Defaults a deployment applies to specs that leave a field out.
+#[derive(Clone, Debug)]
+pub struct SpecDefaults {
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    pub backoff: Backoff,
+}
+
+impl Default for SpecDefaults {
+    fn default() -> Self {
+        SpecDefaults {
+            max_attempts: 3,
+            timeout_ms: 300_000,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Looks up a registered kind, returning the shared name so that every job of a kind points to
+/// one allocation.
+pub trait KindLookup {
+    fn lookup(&self, kind: &str) -> Option<Arc<str>>;
+
+    /// Checks that `payload` is what `kind` expects, so a malformed payload is refused at
+    /// submit rather than failing every attempt later.
+    fn check_payload(&self, _kind: &str, _payload: &Json) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Validates one spec or a whole batch and resolves it into [`NewJob`]s, in request order.
+///
+/// `depends_on` entries that name a `ref` of the batch become the id assigned to that entry; a
+/// cycle among them is rejected with the cycle named. Whether external ids exist is the
+/// backend's to check, atomically with the insert.
+pub fn plan(
+    specs: Vec<JobSpec>,
+    batch: bool,
+    kinds: &dyn KindLookup,
+    defaults: &SpecDefaults,
+    now: DateTime<Utc>,
+) -> Result<Vec<NewJob>, SpecError> {
+    if batch && specs.is_empty() {
+        return Err(SpecError::invalid("jobs", "a batch needs at least one job"));
+    }
+    if specs.len() > MAX_LIST_LEN {
+        return Err(SpecError::invalid(
+            "jobs",
+            format!("a batch holds at most {MAX_LIST_LEN} jobs"),
+        ));
+    }
+    let index = |i| batch.then_some(i);
+    let ids: Vec<JobId> = specs.iter().map(|_| JobId::new()).collect();
+    let refs = collect_refs(&specs, batch)?;
+    let mut local_edges: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
+    let mut jobs = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.into_iter().enumerate() {
+        let deps =
+            resolve_deps(&spec, &refs, &ids, &mut local_edges[i]).map_err(|e| e.at(index(i)))?;
+        let job = validate(spec, ids[i], deps, kinds, defaults, now).map_err(|e| e.at(index(i)))?;
+        jobs.push(job);
+    }
+    if let Some(cycle) = find_cycle(&local_edges) {
+        let names: Vec<&str> = cycle.iter().map(|&i| ref_name(&refs, i)).collect();
+        return Err(SpecError {
+            kind: SpecErrorKind::DependencyCycle,
+            message: format!("dependency cycle: {}", names.join(" -> ")),
+            field: Some("depends_on".into()),
+        });
+    }
+    Ok(jobs)
+}
+
+fn collect_refs(specs: &[JobSpec], batch: bool) -> Result<HashMap<String, usize>, SpecError> {
+    let mut refs = HashMap::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let Some(name) = &spec.reference else {
+            continue;
+        };
+        if !batch {
+            return Err(SpecError::invalid("ref", "ref is only allowed in a batch"));
+        }
+        if name.is_empty() || name.len() > MAX_KIND_BYTES {
+            return Err(SpecError::invalid(
+                format!("jobs[{i}].ref"),
+                format!("ref must be 1 to {MAX_KIND_BYTES} bytes"),
+            ));
+        }
+        if refs.insert(name.clone(), i).is_some() {
+            return Err(SpecError::invalid(
+                format!("jobs[{i}].ref"),
+                format!("ref '{name}' is used twice in this batch"),
+            ));
+        }
+    }
+    Ok(refs)
+}
+
+fn ref_name(refs: &HashMap<String, usize>, index: usize) -> &str {
+    refs.iter()
+        .find(|(_, &i)| i == index)
+        .map(|(name, _)| name.as_str())
+        .unwrap_or("?")
+}
+
+fn resolve_deps(
+    spec: &JobSpec,
+    refs: &HashMap<String, usize>,
+    ids: &[JobId],
+    local: &mut Vec<usize>,
+) -> Result<Vec<JobId>, SpecError> {
+    let Some(names) = &spec.depends_on else {
+        return Ok(Vec::new());
+    };
+    if names.len() > MAX_LIST_LEN {
+        return Err(SpecError::invalid(
+            "depends_on",
+            format!("depends_on holds at most {MAX_LIST_LEN} ids"),
+        ));
+    }
+    let mut deps = Vec::with_capacity(names.len());
+    for name in names {
+        let id = if let Some(&i) = refs.get(name) {
+            local.push(i);
+            ids[i]
+        } else if let Ok(id) = name.parse::<JobId>() {
+            id
+        } else {
+            return Err(SpecError {
+                kind: SpecErrorKind::UnknownDependency,
+                message: format!(
+                    "depends_on names '{name}', which is neither a job id nor a ref of this batch"
+                ),
+                field: Some("depends_on".into()),
+            });
+        };
+        if !deps.contains(&id) {
+            deps.push(id);
+        }
+    }
+    Ok(deps)
+}
+
+fn validate(
+    spec: JobSpec,
+    id: JobId,
+    depends_on: Vec<JobId>,
+    kinds: &dyn KindLookup,
+    defaults: &SpecDefaults,
+    now: DateTime<Utc>,
+) -> Result<NewJob, SpecError> {
+    if spec.kind.is_empty() || spec.kind.len() > MAX_KIND_BYTES {
+        return Err(SpecError::invalid(
+            "kind",
+            format!("kind must be 1 to {MAX_KIND_BYTES} bytes"),
+        ));
+    }
+    let kind = kinds.lookup(&spec.kind).ok_or_else(|| SpecError {
+        kind: SpecErrorKind::UnknownKind,
+        message: format!("no handler is registered for kind '{}'", spec.kind),
+        field: Some("kind".into()),
+    })?;
+    let queue = validate_queue(spec.queue.as_deref())?;
+    let priority = spec.priority.unwrap_or(0);
+    if !(-1000..=1000).contains(&priority) {
+        return Err(SpecError::invalid(
+            "priority",
+            "priority must be between -1000 and 1000",
+        ));
+    }
+    let max_attempts = spec.max_attempts.unwrap_or(defaults.max_attempts);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(SpecError::invalid(
+            "max_attempts",
+            "max_attempts must be between 1 and 100",
+        ));
+    }
+    let backoff = spec.backoff.unwrap_or(defaults.backoff);
+    validate_backoff(&backoff)?;
+    let timeout_ms = spec.timeout_ms.unwrap_or(defaults.timeout_ms);
+    if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(SpecError::invalid(
+            "timeout_ms",
+            format!("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}"),
+        ));
+    }
+    let run_at = match (spec.delay_ms, spec.run_at) {
+        (Some(_), Some(_)) => {
+            return Err(SpecError::invalid(
+                "delay_ms",
+                "give delay_ms or run_at, not both",
+            ))
+        }
+        (Some(delay), None) if delay > MAX_DELAY_MS => {
+            return Err(SpecError::invalid(
+                "delay_ms",
+                format!("delay_ms must be at most {MAX_DELAY_MS}"),
+            ))
+        }
+        (Some(0), None) => None,
+        (Some(delay), None) => Some(now + Duration::milliseconds(delay as i64)),
+        (None, run_at) => run_at.filter(|at| *at > now),
+    };
+    let idempotency_key = match spec.idempotency_key {
+        Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
+            return Err(SpecError::invalid(
+                "idempotency_key",
+                format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+            ))
+        }
+        key => key.map(Arc::from),
+    };
+    let payload = spec.payload.unwrap_or_else(json_null);
+    kinds.check_payload(&kind, &payload).map_err(|why| {
+        SpecError::invalid(
+            "payload",
+            format!("invalid payload for kind '{kind}': {why}"),
+        )
+    })?;
+    Ok(NewJob {
+        id,
+        kind,
+        payload,
+        queue,
+        priority,
+        max_attempts,
+        backoff,
+        timeout_ms,
+        run_at,
+        depends_on,
+        idempotency_key,
+    })
+}
+
+fn validate_queue(queue: Option<&str>) -> Result<Arc<str>, SpecError> {
+    let Some(name) = queue else {
+        return Ok(Arc::from(DEFAULT_QUEUE));
+    };
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if name.is_empty() || name.len() > MAX_QUEUE_NAME || !valid_chars {
+        return Err(SpecError::invalid(
+            "queue",
+            format!("queue must match [A-Za-z0-9_.-]{{1,{MAX_QUEUE_NAME}}}"),
+        ));
+    }
+    Ok(Arc::from(name))
+}
+
+fn validate_backoff(backoff: &Backoff) -> Result<(), SpecError> {
+    if backoff.initial_ms == 0 || backoff.initial_ms > MAX_TIMEOUT_MS {
+        return Err(SpecError::invalid(
+            "backoff.initial_ms",
+            format!("backoff.initial_ms must be between 1 and {MAX_TIMEOUT_MS}"),
+        ));
+    }
+    if backoff.max_ms < backoff.initial_ms || backoff.max_ms > MAX_DELAY_MS {
+        return Err(SpecError::invalid(
+            "backoff.max_ms",
+            format!("backoff.max_ms must be between initial_ms and {MAX_DELAY_MS}"),
+        ));
+    }
+    if !backoff.multiplier.is_finite() || !(1.0..=100.0).contains(&backoff.multiplier) {
+        return Err(SpecError::invalid(
+            "backoff.multiplier",
+            "backoff.multiplier must be between 1 and 100",
+        ));
+    }
+    Ok(())
+}
+
+/// Finds a cycle among batch-local dependency edges (`edges[i]` = entries `i` depends on),
+/// returned as the entries along it with the first repeated at the end.
+fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut marks = vec![Mark::New; edges.len()];
+    for start in 0..edges.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // Iterative depth-first search: (node, next edge to follow); the stack is the path.
+        let mut stack = vec![(start, 0usize)];
+        marks[start] = Mark::OnPath;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&dep) = edges[node].get(*next) {
+                *next += 1;
+                match marks[dep] {
+                    Mark::New => {
+                        marks[dep] = Mark::OnPath;
+                        stack.push((dep, 0));
+                    }
+                    Mark::OnPath => {
+                        let from = stack.iter().position(|&(n, _)| n == dep).unwrap_or(0);
+                        let mut cycle: Vec<usize> = stack[from..].iter().map(|&(n, _)| n).collect();
+                        cycle.push(dep);
+                        return Some(cycle);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                marks[node] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct AnyKind;
+    impl KindLookup for AnyKind {
+        fn lookup(&self, kind: &str) -> Option<Arc<str>> {
+            (kind != "unknown").then(|| Arc::from(kind))
+        }
+    }
+
+    fn plan_one(spec: JobSpec) -> Result<NewJob, SpecError> {
+        plan(
+            vec![spec],
+            false,
+            &AnyKind,
+            &SpecDefaults::default(),
+            Utc::now(),
+        )
+        .map(|mut jobs| jobs.remove(0))
+    }
+
+    fn batch_entry(reference: &str, deps: &[&str]) -> JobSpec {
+        JobSpec {
+            reference: Some(reference.into()),
+            depends_on: Some(deps.iter().map(|d| d.to_string()).collect()),
+            ..JobSpec::new("noop")
+        }
+    }
+
+    #[test]
+    fn defaults_are_applied() {
+        let job = plan_one(JobSpec::new("noop")).unwrap();
+        assert_eq!(&*job.queue, DEFAULT_QUEUE);
+        assert_eq!(job.priority, 0);
+        assert_eq!(job.max_attempts, 3);
+        assert_eq!(job.timeout_ms, 300_000);
+        assert_eq!(job.payload.get(), "null");
+        assert!(job.run_at.is_none());
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        let cases = [
+            (
+                JobSpec {
+                    priority: Some(1001),
+                    ..JobSpec::new("noop")
+                },
+                "priority",
+            ),
+            (
+                JobSpec {
+                    max_attempts: Some(0),
+                    ..JobSpec::new("noop")
+                },
+                "max_attempts",
+            ),
+            (
+                JobSpec {
+                    timeout_ms: Some(0),
+                    ..JobSpec::new("noop")
+                },
+                "timeout_ms",
+            ),
+            (
+                JobSpec {
+                    queue: Some("bad queue".into()),
+                    ..JobSpec::new("noop")
+                },
+                "queue",
+            ),
+            (
+                JobSpec {
+                    idempotency_key: Some("k".repeat(257)),
+                    ..JobSpec::new("noop")
+                },
+                "idempotency_key",
+            ),
+            (JobSpec::new("k".repeat(129)), "kind"),
+            (
+                JobSpec {
+                    delay_ms: Some(5),
+                    run_at: Some(Utc::now()),
+                    ..JobSpec::new("noop")
+                },
+                "delay_ms",
+            ),
+        ];
+        for (spec, field) in cases {
+            let err = plan_one(spec).unwrap_err();
+            assert_eq!(err.kind, SpecErrorKind::Invalid);
+            assert_eq!(err.field.as_deref(), Some(field));
+        }
+    }
+
+    #[test]
+    fn unknown_kind_is_its_own_error() {
+        let err = plan_one(JobSpec::new("unknown")).unwrap_err();
+        assert_eq!(err.kind, SpecErrorKind::UnknownKind);
+    }
+
+    #[test]
+    fn delay_becomes_run_at() {
+        let now = Utc::now();
+        let spec = JobSpec {
+            delay_ms: Some(1500),
+            ..JobSpec::new("noop")
+        };
+        let job = plan(vec![spec], false, &AnyKind, &SpecDefaults::default(), now).unwrap();
+        assert_eq!(job[0].run_at, Some(now + Duration::milliseconds(1500)));
+    }
+
+    #[test]
+    fn batch_refs_resolve_to_assigned_ids() {
+        let specs = vec![batch_entry("a", &[]), batch_entry("b", &["a"])];
+        let jobs = plan(specs, true, &AnyKind, &SpecDefaults::default(), Utc::now()).unwrap();
+        assert_eq!(jobs[1].depends_on, vec![jobs[0].id]);
+    }
+
+    #[test]
+    fn a_cycle_is_rejected_and_named() {
+        let specs = vec![
+            batch_entry("a", &["c"]),
+            batch_entry("b", &["a"]),
+            batch_entry("c", &["b"]),
+        ];
+        let err = plan(specs, true, &AnyKind, &SpecDefaults::default(), Utc::now()).unwrap_err();
+        assert_eq!(err.kind, SpecErrorKind::DependencyCycle);
+        assert_eq!(err.message, "dependency cycle: a -> c -> b -> a");
+    }
+
+    #[test]
+    fn a_self_dependency_is_a_cycle() {
+        let err = plan(
+            vec![batch_entry("a", &["a"])],
+            true,
+            &AnyKind,
+            &SpecDefaults::default(),
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, SpecErrorKind::DependencyCycle);
+    }
+
+    #[test]
+    fn a_name_that_is_neither_ref_nor_id_is_an_unknown_dependency() {
+        let err = plan(
+            vec![batch_entry("a", &["zzz"])],
+            true,
+            &AnyKind,
+            &SpecDefaults::default(),
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, SpecErrorKind::UnknownDependency);
+        assert_eq!(err.field.as_deref(), Some("jobs[0].depends_on"));
+    }
+
+    #[test]
+    fn ref_outside_a_batch_is_rejected() {
+        let err = plan_one(batch_entry("a", &[])).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("ref"));
+    }
+}

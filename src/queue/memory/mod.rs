@@ -1,0 +1,141 @@
+//! The in-memory queue backend: the default, needing nothing else. State lives in the process
+//! and is gone when it exits (rule 9 of `semantics.md`).
+//!
+//! A `std` mutex guards the [`Store`]: every call holds it for a few microseconds at most and
+//! never across an await, so an async mutex would only add cost.
+
+mod index;
+mod store;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use store::Store;
+
+use super::{
+    CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Page,
+    QueueBackend, QueueError, QueueStats, Submitted,
+};
+use crate::job::{JobId, JobRecord, Json, NewJob};
+use crate::schedule::{Fire, Schedule};
+
+/// The in-memory [`QueueBackend`].
+#[derive(Default)]
+pub struct MemoryQueue {
+    store: Mutex<Store>,
+}
+
+impl MemoryQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave a half-applied transition visible to
+        // callers that matter more than the panic itself; keep serving.
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl QueueBackend for MemoryQueue {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn submit(&self, jobs: Vec<NewJob>, now: DateTime<Utc>) -> Result<Submitted, QueueError> {
+        self.store().submit(jobs, now)
+    }
+
+    async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
+        Ok(self.store().dequeue(&claim, now))
+    }
+
+    async fn complete(
+        &self,
+        done: Vec<Completion>,
+        now: DateTime<Utc>,
+    ) -> Result<Changes, QueueError> {
+        Ok(self.store().complete(done, now))
+    }
+
+    async fn renew(
+        &self,
+        leases: Vec<LeaseRef>,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LeaseState>, QueueError> {
+        Ok(self.store().renew(&leases, lease, now))
+    }
+
+    async fn release(
+        &self,
+        leases: Vec<LeaseRef>,
+        now: DateTime<Utc>,
+    ) -> Result<Changes, QueueError> {
+        Ok(self.store().release(&leases, now))
+    }
+
+    async fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: Json,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.store().report_progress(&lease, progress, now);
+        Ok(())
+    }
+
+    async fn cancel(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(CancelOutcome, Changes), QueueError> {
+        self.store().cancel(id, now)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, QueueError> {
+        Ok(self.store().get(id))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, QueueError> {
+        self.store().list(query)
+    }
+
+    async fn tick(&self, now: DateTime<Utc>, retention: Duration) -> Result<Changes, QueueError> {
+        Ok(self.store().tick(now, retention))
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        Ok(self.store().stats())
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn put_schedule(&self, schedule: Schedule) -> Result<bool, QueueError> {
+        Ok(self.store().put_schedule(schedule))
+    }
+
+    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>, QueueError> {
+        Ok(self.store().get_schedule(name))
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, QueueError> {
+        Ok(self.store().list_schedules())
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, QueueError> {
+        Ok(self.store().delete_schedule(name))
+    }
+
+    async fn record_fire(&self, name: &str, fire: Fire) -> Result<(), QueueError> {
+        self.store().record_fire(name, fire)
+    }
+}

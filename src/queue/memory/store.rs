@@ -1,0 +1,613 @@
+//! The in-memory job store: every state transition of `semantics.md`, as plain synchronous
+//! code over one struct. [`super::MemoryQueue`] wraps it in a mutex behind the async trait;
+//! the property tests drive it directly.
+//!
+//! Every change of a job's status goes through [`Store::transition`], which keeps the indexes
+//! and counters in step; consequences for dependents are settled afterwards by
+//! [`Store::settle`] from a work list, so a long dependency chain never recurses.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
+use crate::queue::{
+    CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Outcome,
+    Page, QueueError, QueueStats, StateCounts, SubmitResult, Submitted,
+};
+use crate::schedule::{Fire, Schedule};
+
+use super::index::Indexes;
+
+/// The lease of a running attempt.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Lease {
+    token: u64,
+    expires_ms: i64,
+}
+
+/// One job and the bookkeeping the store keeps beside its record.
+pub(super) struct Entry {
+    pub record: JobRecord,
+    /// Submit order, the FIFO tie-breaker within a priority and the listing order.
+    pub seq: u64,
+    /// Dependencies that have not succeeded yet; the job leaves `waiting` at zero.
+    pending_deps: u32,
+    lease: Option<Lease>,
+}
+
+impl Entry {
+    pub fn lease_expiry(&self) -> i64 {
+        self.lease.map_or(0, |l| l.expires_ms)
+    }
+
+    fn holds(&self, lease: &LeaseRef) -> bool {
+        self.record.status == JobStatus::Running
+            && self.lease.is_some_and(|l| l.token == lease.token)
+    }
+}
+
+/// All jobs and schedules of one in-memory backend.
+#[derive(Default)]
+pub struct Store {
+    jobs: HashMap<JobId, Entry>,
+    /// Submit sequence → id, for listings newest first.
+    order: BTreeMap<u64, JobId>,
+    idx: Indexes,
+    /// Job → the jobs waiting on it. Removed once the job is terminal.
+    dependents: HashMap<JobId, Vec<JobId>>,
+    idempotency: HashMap<Arc<str>, JobId>,
+    schedules: BTreeMap<String, Schedule>,
+    next_seq: u64,
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of jobs held (all states), for tests and memory figures.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    pub fn submit(
+        &mut self,
+        jobs: Vec<NewJob>,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, QueueError> {
+        let alias = self.idempotent_aliases(&jobs);
+        let fresh: HashSet<JobId> = jobs
+            .iter()
+            .map(|j| j.id)
+            .filter(|id| !alias.contains_key(id))
+            .collect();
+        let resolve = |id: &JobId| *alias.get(id).unwrap_or(id);
+        for job in jobs.iter().filter(|j| fresh.contains(&j.id)) {
+            if let Some(dep) = job
+                .depends_on
+                .iter()
+                .map(resolve)
+                .find(|dep| !self.jobs.contains_key(dep) && !fresh.contains(dep))
+            {
+                return Err(QueueError::UnknownDependency(dep));
+            }
+        }
+        // Validated: from here on nothing fails, so the batch goes in whole.
+        let mut doomed = Vec::new();
+        let order: Vec<(JobId, bool)> = jobs
+            .iter()
+            .map(|j| (resolve(&j.id), !alias.contains_key(&j.id)))
+            .collect();
+        for mut job in jobs.into_iter().filter(|j| fresh.contains(&j.id)) {
+            job.depends_on = job.depends_on.iter().map(resolve).collect();
+            if let Some(failed) = self.insert(job, &fresh, now) {
+                doomed.push(failed);
+            }
+        }
+        let mut changes = Changes::default();
+        let mark = changes.finished.len();
+        for (id, created) in &order {
+            if !created || self.jobs[id].record.status != JobStatus::Waiting {
+                continue;
+            }
+            if let Some((_, (dep, status))) = doomed.iter().find(|(job, _)| job == id) {
+                let error = format!("dependency {dep} {status}");
+                self.transition(*id, JobStatus::Cancelled, now, &mut changes, |e| {
+                    e.record.error = Some(error)
+                });
+            } else if self.jobs[id].pending_deps == 0 {
+                self.make_runnable(*id, now, &mut changes);
+            }
+        }
+        self.settle(mark, now, &mut changes);
+        let jobs = order
+            .into_iter()
+            .map(|(id, created)| SubmitResult {
+                record: self.jobs[&id].record.clone(),
+                created,
+            })
+            .collect();
+        Ok(Submitted { jobs, changes })
+    }
+
+    /// Maps each job whose idempotency key was seen (in the store, or earlier in the batch) to
+    /// the job that key belongs to.
+    fn idempotent_aliases(&self, jobs: &[NewJob]) -> HashMap<JobId, JobId> {
+        let mut alias = HashMap::new();
+        let mut in_batch: HashMap<&Arc<str>, JobId> = HashMap::new();
+        for job in jobs {
+            let Some(key) = &job.idempotency_key else {
+                continue;
+            };
+            match self.idempotency.get(key).or_else(|| in_batch.get(key)) {
+                Some(&existing) => {
+                    alias.insert(job.id, existing);
+                }
+                None => {
+                    in_batch.insert(key, job.id);
+                }
+            }
+        }
+        alias
+    }
+
+    /// Inserts a validated job as `waiting`, wiring it to its dependencies. Returns the job
+    /// with the dependency that already ended badly, if one did.
+    fn insert(
+        &mut self,
+        job: NewJob,
+        fresh: &HashSet<JobId>,
+        now: DateTime<Utc>,
+    ) -> Option<(JobId, (JobId, JobStatus))> {
+        let id = job.id;
+        let mut pending = 0;
+        let mut doomed = None;
+        for dep in &job.depends_on {
+            let status = (!fresh.contains(dep)).then(|| self.jobs[dep].record.status);
+            match status {
+                Some(JobStatus::Succeeded) => {}
+                Some(s @ (JobStatus::Failed | JobStatus::Cancelled)) => {
+                    doomed = doomed.or(Some((*dep, s)))
+                }
+                _ => {
+                    pending += 1;
+                    self.dependents.entry(*dep).or_default().push(id);
+                }
+            }
+        }
+        if let Some(key) = &job.idempotency_key {
+            self.idempotency.insert(key.clone(), id);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Entry {
+            record: JobRecord {
+                id,
+                kind: job.kind,
+                payload: job.payload,
+                queue: self.idx.intern_queue(&job.queue),
+                priority: job.priority,
+                status: JobStatus::Waiting,
+                attempts: 0,
+                max_attempts: job.max_attempts,
+                backoff: job.backoff,
+                timeout_ms: job.timeout_ms,
+                run_at: job.run_at,
+                depends_on: job.depends_on,
+                idempotency_key: job.idempotency_key,
+                created_at: now,
+                updated_at: now,
+                started_at: None,
+                finished_at: None,
+                result: None,
+                error: None,
+                cancel_requested: false,
+                worker: None,
+                progress: None,
+            },
+            seq,
+            pending_deps: pending,
+            lease: None,
+        };
+        self.idx.add(&entry);
+        self.order.insert(seq, id);
+        self.jobs.insert(id, entry);
+        doomed.map(|d| (id, d))
+    }
+
+    pub fn dequeue(&mut self, claim: &Claim, now: DateTime<Utc>) -> Vec<Claimed> {
+        let mut changes = Changes::default();
+        self.promote_due(now, &mut changes);
+        let expires_ms = now.timestamp_millis() + claim.lease.as_millis() as i64;
+        let mut claimed = Vec::with_capacity(claim.workers.len().min(self.idx.ready.len()));
+        for worker in &claim.workers {
+            let Some(&(_, _, id)) = self.idx.ready.first() else {
+                break;
+            };
+            let token = fastrand::u64(..);
+            self.transition(id, JobStatus::Running, now, &mut changes, |e| {
+                e.lease = Some(Lease { token, expires_ms });
+                e.record.attempts += 1;
+                e.record.started_at = Some(now);
+                e.record.worker = Some(worker.clone());
+            });
+            claimed.push(Claimed {
+                record: self.jobs[&id].record.clone(),
+                lease: LeaseRef { id, token },
+            });
+        }
+        claimed
+    }
+
+    pub fn complete(&mut self, done: Vec<Completion>, now: DateTime<Utc>) -> Changes {
+        let mut changes = Changes::default();
+        for Completion { lease, outcome } in done {
+            let Some(entry) = self.jobs.get(&lease.id).filter(|e| e.holds(&lease)) else {
+                changes.stale += 1;
+                continue;
+            };
+            let record = &entry.record;
+            let attempts_left = record.attempts < record.max_attempts;
+            let (to, edit): (JobStatus, Box<dyn FnOnce(&mut Entry)>) = match outcome {
+                Outcome::Succeeded(result) => (
+                    JobStatus::Succeeded,
+                    Box::new(|e| e.record.result = Some(result)),
+                ),
+                Outcome::Failed { .. } | Outcome::Cancelled(_) if record.cancel_requested => (
+                    JobStatus::Cancelled,
+                    Box::new(|e| e.record.error = Some("cancelled".into())),
+                ),
+                Outcome::Failed {
+                    error,
+                    retry_at: Some(at),
+                } if attempts_left => {
+                    let to = if at > now {
+                        JobStatus::Scheduled
+                    } else {
+                        JobStatus::Queued
+                    };
+                    (
+                        to,
+                        Box::new(move |e| {
+                            e.record.error = Some(error);
+                            e.record.run_at = Some(at);
+                        }),
+                    )
+                }
+                Outcome::Failed { error, .. } => (
+                    JobStatus::Failed,
+                    Box::new(|e| e.record.error = Some(error)),
+                ),
+                Outcome::Cancelled(reason) => (
+                    JobStatus::Cancelled,
+                    Box::new(|e| e.record.error = Some(reason)),
+                ),
+            };
+            self.transition(lease.id, to, now, &mut changes, edit);
+        }
+        self.settle(0, now, &mut changes);
+        changes
+    }
+
+    pub fn renew(
+        &mut self,
+        leases: &[LeaseRef],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Vec<LeaseState> {
+        let expires_ms = now.timestamp_millis() + lease.as_millis() as i64;
+        leases
+            .iter()
+            .map(|l| {
+                if !self.jobs.get(&l.id).is_some_and(|e| e.holds(l)) {
+                    return LeaseState::Lost;
+                }
+                let cancel = self.update(l.id, |e| {
+                    e.lease = Some(Lease {
+                        token: l.token,
+                        expires_ms,
+                    });
+                    e.record.cancel_requested
+                });
+                if cancel == Some(true) {
+                    LeaseState::CancelRequested
+                } else {
+                    LeaseState::Active
+                }
+            })
+            .collect()
+    }
+
+    pub fn release(&mut self, leases: &[LeaseRef], now: DateTime<Utc>) -> Changes {
+        let mut changes = Changes::default();
+        for lease in leases {
+            if !self.jobs.get(&lease.id).is_some_and(|e| e.holds(lease)) {
+                changes.stale += 1;
+                continue;
+            }
+            self.transition(lease.id, JobStatus::Queued, now, &mut changes, |e| {
+                e.record.attempts = e.record.attempts.saturating_sub(1);
+            });
+        }
+        changes
+    }
+
+    pub fn report_progress(&mut self, lease: &LeaseRef, progress: Json, now: DateTime<Utc>) {
+        if let Some(entry) = self.jobs.get_mut(&lease.id).filter(|e| e.holds(lease)) {
+            entry.record.progress = Some(progress);
+            entry.record.updated_at = now;
+        }
+    }
+
+    pub fn cancel(
+        &mut self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(CancelOutcome, Changes), QueueError> {
+        let status = self
+            .jobs
+            .get(&id)
+            .ok_or(QueueError::NotFound(id))?
+            .record
+            .status;
+        let mut changes = Changes::default();
+        match status {
+            s if s.is_terminal() => return Err(QueueError::AlreadyFinished { id, status: s }),
+            JobStatus::Running => {
+                if let Some(entry) = self.jobs.get_mut(&id) {
+                    entry.record.cancel_requested = true;
+                    entry.record.updated_at = now;
+                }
+                Ok((
+                    CancelOutcome::Requested(self.jobs[&id].record.clone()),
+                    changes,
+                ))
+            }
+            _ => {
+                self.transition(id, JobStatus::Cancelled, now, &mut changes, |e| {
+                    e.record.error = Some("cancelled".into())
+                });
+                self.settle(0, now, &mut changes);
+                Ok((
+                    CancelOutcome::Cancelled(self.jobs[&id].record.clone()),
+                    changes,
+                ))
+            }
+        }
+    }
+
+    pub fn get(&self, id: JobId) -> Option<JobRecord> {
+        self.jobs.get(&id).map(|e| e.record.clone())
+    }
+
+    pub fn list(&self, query: &ListQuery) -> Result<Page, QueueError> {
+        let before = match &query.cursor {
+            None => u64::MAX,
+            Some(c) => c
+                .parse::<u64>()
+                .map_err(|_| QueueError::InvalidCursor(c.clone()))?,
+        };
+        let limit = query.limit.max(1);
+        let mut jobs = Vec::with_capacity(limit.min(1024));
+        let mut next_cursor = None;
+        for (&seq, id) in self.order.range(..before).rev() {
+            let record = &self.jobs[id].record;
+            let matches = query.status.is_none_or(|s| s == record.status)
+                && query.kind.as_deref().is_none_or(|k| k == &*record.kind)
+                && query.queue.as_deref().is_none_or(|q| q == &*record.queue);
+            if !matches {
+                continue;
+            }
+            if jobs.len() == limit {
+                next_cursor = Some((seq + 1).to_string());
+                break;
+            }
+            jobs.push(record.clone());
+        }
+        Ok(Page { jobs, next_cursor })
+    }
+
+    pub fn tick(&mut self, now: DateTime<Utc>, retention: Duration) -> Changes {
+        let mut changes = Changes::default();
+        self.promote_due(now, &mut changes);
+        self.expire_leases(now, &mut changes);
+        self.purge_finished(now, retention);
+        changes.next_due = self.next_due();
+        changes
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        self.idx
+            .counts
+            .iter()
+            .map(|(queue, counts)| (queue.to_string(), StateCounts::from_array(*counts)))
+            .collect()
+    }
+
+    pub fn put_schedule(&mut self, mut schedule: Schedule) -> bool {
+        match self.schedules.get(&schedule.name) {
+            Some(old) => {
+                schedule.created_at = old.created_at;
+                schedule.last_run_at = old.last_run_at;
+                schedule.last_job_id = old.last_job_id;
+                self.schedules.insert(schedule.name.clone(), schedule);
+                false
+            }
+            None => {
+                self.schedules.insert(schedule.name.clone(), schedule);
+                true
+            }
+        }
+    }
+
+    pub fn get_schedule(&self, name: &str) -> Option<Schedule> {
+        self.schedules.get(name).cloned()
+    }
+
+    pub fn list_schedules(&self) -> Vec<Schedule> {
+        self.schedules.values().cloned().collect()
+    }
+
+    pub fn delete_schedule(&mut self, name: &str) -> bool {
+        self.schedules.remove(name).is_some()
+    }
+
+    pub fn record_fire(&mut self, name: &str, fire: Fire) -> Result<(), QueueError> {
+        let schedule = self
+            .schedules
+            .get_mut(name)
+            .ok_or_else(|| QueueError::ScheduleNotFound(name.to_owned()))?;
+        schedule.next_run_at = fire.next_run_at;
+        if let Some((tick, job)) = fire.fired {
+            schedule.last_run_at = Some(tick);
+            schedule.last_job_id = Some(job);
+        }
+        Ok(())
+    }
+
+    /// Applies `edit` to a job, keeping its index entries in step.
+    fn update<R>(&mut self, id: JobId, edit: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+        let entry = self.jobs.get_mut(&id)?;
+        self.idx.remove(entry);
+        let result = edit(entry);
+        self.idx.add(entry);
+        Some(result)
+    }
+
+    /// The one place a job changes state. Dependents of a job that became terminal are settled
+    /// later by [`Store::settle`].
+    fn transition(
+        &mut self,
+        id: JobId,
+        to: JobStatus,
+        now: DateTime<Utc>,
+        changes: &mut Changes,
+        edit: impl FnOnce(&mut Entry),
+    ) {
+        let run_at = self.update(id, |e| {
+            e.record.status = to;
+            e.record.updated_at = now;
+            if to != JobStatus::Running {
+                e.lease = None;
+            }
+            if to.is_terminal() {
+                e.record.finished_at = Some(now);
+            }
+            edit(e);
+            e.record.run_at
+        });
+        match to {
+            JobStatus::Queued => changes.ready += 1,
+            JobStatus::Scheduled => changes.note_due(run_at.flatten()),
+            s if s.is_terminal() => changes.finished.push(id),
+            _ => {}
+        }
+    }
+
+    /// Moves a job whose dependencies are all met to `scheduled` or `queued`.
+    fn make_runnable(&mut self, id: JobId, now: DateTime<Utc>, changes: &mut Changes) {
+        let due = self.jobs[&id].record.run_at.is_some_and(|at| at > now);
+        let to = if due {
+            JobStatus::Scheduled
+        } else {
+            JobStatus::Queued
+        };
+        self.transition(id, to, now, changes, |_| {});
+    }
+
+    /// Settles the dependents of every job in `changes.finished[from..]`, including jobs that
+    /// this settling itself cancels: releases them on success, cancels them otherwise.
+    fn settle(&mut self, from: usize, now: DateTime<Utc>, changes: &mut Changes) {
+        let mut next = from;
+        while let Some(&id) = changes.finished.get(next) {
+            next += 1;
+            let Some(dependents) = self.dependents.remove(&id) else {
+                continue;
+            };
+            let status = self.jobs[&id].record.status;
+            for dependent in dependents {
+                if self.jobs.get(&dependent).map(|e| e.record.status) != Some(JobStatus::Waiting) {
+                    continue;
+                }
+                if status == JobStatus::Succeeded {
+                    let remaining = self.update(dependent, |e| {
+                        e.pending_deps -= 1;
+                        e.pending_deps
+                    });
+                    if remaining == Some(0) {
+                        self.make_runnable(dependent, now, changes);
+                    }
+                } else {
+                    let error = format!("dependency {id} {status}");
+                    self.transition(dependent, JobStatus::Cancelled, now, changes, |e| {
+                        e.record.error = Some(error)
+                    });
+                }
+            }
+        }
+    }
+
+    fn promote_due(&mut self, now: DateTime<Utc>, changes: &mut Changes) {
+        let now_ms = now.timestamp_millis();
+        while let Some(&(at, _, id)) = self.idx.scheduled.first() {
+            if at > now_ms {
+                break;
+            }
+            self.transition(id, JobStatus::Queued, now, changes, |_| {});
+        }
+    }
+
+    fn expire_leases(&mut self, now: DateTime<Utc>, changes: &mut Changes) {
+        let now_ms = now.timestamp_millis();
+        let mark = changes.finished.len();
+        while let Some(&(expires, id)) = self.idx.leases.first() {
+            if expires > now_ms {
+                break;
+            }
+            let record = &self.jobs[&id].record;
+            let (to, error) = if record.cancel_requested {
+                (JobStatus::Cancelled, "cancelled (lease expired)")
+            } else if record.attempts < record.max_attempts {
+                (JobStatus::Queued, "lease expired")
+            } else {
+                (JobStatus::Failed, "lease expired")
+            };
+            self.transition(id, to, now, changes, |e| {
+                e.record.error = Some(error.into())
+            });
+        }
+        self.settle(mark, now, changes);
+    }
+
+    fn purge_finished(&mut self, now: DateTime<Utc>, retention: Duration) {
+        let cutoff = now.timestamp_millis() - retention.as_millis() as i64;
+        while let Some(&(finished, id)) = self.idx.finished.first() {
+            if finished > cutoff {
+                break;
+            }
+            let Some(entry) = self.jobs.remove(&id) else {
+                break;
+            };
+            self.idx.remove(&entry);
+            self.order.remove(&entry.seq);
+            self.dependents.remove(&id);
+            if let Some(key) = &entry.record.idempotency_key {
+                if self.idempotency.get(key) == Some(&id) {
+                    self.idempotency.remove(key);
+                }
+            }
+        }
+    }
+
+    fn next_due(&self) -> Option<DateTime<Utc>> {
+        let &(at, _, _) = self.idx.scheduled.first()?;
+        DateTime::from_timestamp_millis(at)
+    }
+}

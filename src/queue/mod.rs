@@ -1,0 +1,297 @@
+//! The job store: the [`QueueBackend`] trait every backend implements, the types that cross it,
+//! and [`QueueError`].
+//!
+//! The trait is shaped for a backend whose every call is a network round trip: calls are async
+//! and fallible, and the hot ones (submit, dequeue, complete, renew) take batches. Every state
+//! transition of `semantics.md` happens inside the backend, atomically, so the actors above it
+//! never hold job state of their own. Time is always passed in (`now`), which makes a backend a
+//! pure function of its calls and lets tests step time.
+
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
+use crate::schedule::{Fire, Schedule};
+
+pub use memory::MemoryQueue;
+
+/// Errors of the queue layer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueueError {
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    #[error("job {id} already finished ({status})")]
+    AlreadyFinished { id: JobId, status: JobStatus },
+    #[error("depends_on names job {0}, which does not exist")]
+    UnknownDependency(JobId),
+    #[error("cursor '{0}' is not one this listing returned")]
+    InvalidCursor(String),
+    #[error("schedule '{0}' not found")]
+    ScheduleNotFound(String),
+    /// The backend cannot be reached right now; the call may succeed later.
+    #[error("queue backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Which worker slots ask for jobs: one job is claimed per name, so `workers.len()` is the
+/// most this call returns.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub workers: Vec<Arc<str>>,
+    pub lease: Duration,
+}
+
+/// The fencing pair of a running attempt: a completion, renewal or progress report is accepted
+/// only while the job still runs under this token, so an attempt whose lease expired (and whose
+/// job was handed to another worker) cannot overwrite the newer attempt's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseRef {
+    pub id: JobId,
+    pub token: u64,
+}
+
+/// A job handed to a worker: its record as of the claim, and the lease it runs under.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub record: JobRecord,
+    pub lease: LeaseRef,
+}
+
+/// How an attempt ended, as the worker reports it.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Succeeded(Json),
+    /// `retry_at` is when to try again, or `None` when the job must not be retried.
+    Failed {
+        error: String,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    Cancelled(String),
+}
+
+/// One finished attempt.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub lease: LeaseRef,
+    pub outcome: Outcome,
+}
+
+/// What a lease renewal found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still ours, renewed.
+    Active,
+    /// Still ours, renewed, and a cancel was requested: fire the token.
+    CancelRequested,
+    /// No longer ours (expired and reclaimed, or the job ended): stop the attempt.
+    Lost,
+}
+
+/// What a call changed that the actors must react to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Jobs that reached a terminal state (waiters are told).
+    pub finished: Vec<JobId>,
+    /// How many jobs became `queued` (idle workers are woken).
+    pub ready: usize,
+    /// The earliest `run_at` of any `scheduled` job, when this call scheduled one or is a tick
+    /// (the scheduler wakes then).
+    pub next_due: Option<DateTime<Utc>>,
+    /// Completions, renewals or releases refused because the lease was no longer theirs.
+    pub stale: usize,
+}
+
+impl Changes {
+    /// Folds `other` into `self`.
+    pub fn merge(&mut self, other: Changes) {
+        self.finished.extend(other.finished);
+        self.ready += other.ready;
+        self.note_due(other.next_due);
+        self.stale += other.stale;
+    }
+
+    /// Lowers `next_due` to `at` when that is earlier.
+    pub fn note_due(&mut self, at: Option<DateTime<Utc>>) {
+        self.next_due = match (self.next_due, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// The answer to a submit, in request order.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    pub jobs: Vec<SubmitResult>,
+    pub changes: Changes,
+}
+
+/// One submitted job: `created` is false when its idempotency key returned an earlier job.
+#[derive(Clone, Debug)]
+pub struct SubmitResult {
+    pub record: JobRecord,
+    pub created: bool,
+}
+
+/// The answer to a cancel.
+#[derive(Clone, Debug)]
+pub enum CancelOutcome {
+    /// The job was waiting, scheduled or queued and is now `cancelled`.
+    Cancelled(JobRecord),
+    /// The job is running: `cancel_requested` is set and its worker must stop it.
+    Requested(JobRecord),
+}
+
+impl CancelOutcome {
+    pub fn record(&self) -> &JobRecord {
+        match self {
+            CancelOutcome::Cancelled(r) | CancelOutcome::Requested(r) => r,
+        }
+    }
+}
+
+/// Filters and paging of a job listing (newest first).
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub limit: usize,
+    /// Opaque: the `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Serialize)]
+pub struct Page {
+    pub jobs: Vec<JobRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// Jobs per state in one queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    pub waiting: u64,
+    pub scheduled: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl StateCounts {
+    /// Builds the counts from an array indexed by [`JobStatus::index`].
+    pub fn from_array(counts: [u64; 7]) -> Self {
+        let [waiting, scheduled, queued, running, succeeded, failed, cancelled] = counts;
+        StateCounts {
+            waiting,
+            scheduled,
+            queued,
+            running,
+            succeeded,
+            failed,
+            cancelled,
+        }
+    }
+
+    pub fn get(&self, status: JobStatus) -> u64 {
+        match status {
+            JobStatus::Waiting => self.waiting,
+            JobStatus::Scheduled => self.scheduled,
+            JobStatus::Queued => self.queued,
+            JobStatus::Running => self.running,
+            JobStatus::Succeeded => self.succeeded,
+            JobStatus::Failed => self.failed,
+            JobStatus::Cancelled => self.cancelled,
+        }
+    }
+}
+
+/// Counts per queue name.
+pub type QueueStats = BTreeMap<String, StateCounts>;
+
+/// The job store. See the module doc for the shape of the calls.
+#[async_trait]
+pub trait QueueBackend: Send + Sync + 'static {
+    /// `"memory"` or `"redis"`, for stats and logs.
+    fn name(&self) -> &'static str;
+
+    /// Inserts a batch, all or nothing. Every `depends_on` id must exist (in the store or in the
+    /// batch); a job whose idempotency key was seen returns the earlier job instead.
+    async fn submit(&self, jobs: Vec<NewJob>, now: DateTime<Utc>) -> Result<Submitted, QueueError>;
+
+    /// Claims up to `claim.workers.len()` queued jobs, highest priority first, FIFO within a
+    /// priority, after promoting `scheduled` jobs that are due.
+    async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError>;
+
+    /// Records finished attempts; stale leases are counted in [`Changes::stale`] and ignored.
+    async fn complete(
+        &self,
+        done: Vec<Completion>,
+        now: DateTime<Utc>,
+    ) -> Result<Changes, QueueError>;
+
+    /// Extends the leases to `now + lease`, reporting what became of each.
+    async fn renew(
+        &self,
+        leases: Vec<LeaseRef>,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LeaseState>, QueueError>;
+
+    /// Hands running jobs back to `queued` without counting their attempt (graceful shutdown).
+    async fn release(
+        &self,
+        leases: Vec<LeaseRef>,
+        now: DateTime<Utc>,
+    ) -> Result<Changes, QueueError>;
+
+    /// Stores the latest progress report of a running attempt.
+    async fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: Json,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError>;
+
+    /// Cancels a job (rule 4): at once unless it runs, else by request to its worker.
+    async fn cancel(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(CancelOutcome, Changes), QueueError>;
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, QueueError>;
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, QueueError>;
+
+    /// The periodic step: promotes due jobs, expires leases, removes terminal jobs older than
+    /// `retention`.
+    async fn tick(&self, now: DateTime<Utc>, retention: Duration) -> Result<Changes, QueueError>;
+
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<(), QueueError>;
+
+    /// Creates or replaces a schedule; true when it was created.
+    async fn put_schedule(&self, schedule: Schedule) -> Result<bool, QueueError>;
+
+    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>, QueueError>;
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, QueueError>;
+
+    /// Removes a schedule; true when it existed.
+    async fn delete_schedule(&self, name: &str) -> Result<bool, QueueError>;
+
+    /// Records that a schedule fired (or skipped ahead to `fire.next_run_at`).
+    async fn record_fire(&self, name: &str, fire: Fire) -> Result<(), QueueError>;
+}
