@@ -1,6 +1,32 @@
 //! jobyard: an actor-based background job runtime with a Redis-backed cache.
-pub mod job;
-pub mod queue;
-pub mod schedule;
+//!
+//! # Layout
+//! - [`job`]: the job record and states, the `JobSpec` clients send and its validation, and the
+//!   typed [`Job`] trait embedders implement.
+//! - [`queue`]: the [`queue::QueueBackend`] trait (every state transition, atomically) and the
+//!   in-memory backend.
+//! - [`schedule`]: cron schedules and their tick arithmetic.
+//! - [`actors`]: the supervisor, queue, scheduler, worker pool and cache actors.
+//! - [`runtime`]: the embedding API: [`Runtime::builder`], [`Client`], typed submits and waits.
+//! - [`cache`]: the memory cache (job results are cached there).
+//! - [`kinds`]: the built-in kinds `noop`, `sleep`, `fail`, `http`.
+//! - [`api`]: the HTTP API (actix-web).
+//! - [`config`]: the typed configuration; [`startup`]: building and running the server;
+//!   [`cli`]: the `jobyard` binary's subcommands; [`telemetry`]: logging.
 
-pub use job::{Job, JobContext, JobError};
+pub mod actors;
+pub mod api;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod job;
+pub mod kinds;
+pub mod queue;
+pub mod runtime;
+pub mod schedule;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Config;
+pub use job::{Backoff, Job, JobContext, JobError, JobId, JobRecord, JobSpec, JobStatus};
+pub use runtime::{Client, JobHandle, Runtime, RuntimeError};

@@ -255,14 +255,14 @@ impl Store {
             };
             let record = &entry.record;
             let attempts_left = record.attempts < record.max_attempts;
-            let (to, edit): (JobStatus, Box<dyn FnOnce(&mut Entry)>) = match outcome {
-                Outcome::Succeeded(result) => (
-                    JobStatus::Succeeded,
-                    Box::new(|e| e.record.result = Some(result)),
-                ),
+            // (new status, result, error, retry time)
+            let (to, result, error, retry_at) = match outcome {
+                Outcome::Succeeded(result) => (JobStatus::Succeeded, Some(result), None, None),
                 Outcome::Failed { .. } | Outcome::Cancelled(_) if record.cancel_requested => (
                     JobStatus::Cancelled,
-                    Box::new(|e| e.record.error = Some("cancelled".into())),
+                    None,
+                    Some("cancelled".to_owned()),
+                    None,
                 ),
                 Outcome::Failed {
                     error,
@@ -273,24 +273,16 @@ impl Store {
                     } else {
                         JobStatus::Queued
                     };
-                    (
-                        to,
-                        Box::new(move |e| {
-                            e.record.error = Some(error);
-                            e.record.run_at = Some(at);
-                        }),
-                    )
+                    (to, None, Some(error), Some(at))
                 }
-                Outcome::Failed { error, .. } => (
-                    JobStatus::Failed,
-                    Box::new(|e| e.record.error = Some(error)),
-                ),
-                Outcome::Cancelled(reason) => (
-                    JobStatus::Cancelled,
-                    Box::new(|e| e.record.error = Some(reason)),
-                ),
+                Outcome::Failed { error, .. } => (JobStatus::Failed, None, Some(error), None),
+                Outcome::Cancelled(reason) => (JobStatus::Cancelled, None, Some(reason), None),
             };
-            self.transition(lease.id, to, now, &mut changes, edit);
+            self.transition(lease.id, to, now, &mut changes, |e| {
+                e.record.result = result.or(e.record.result.take());
+                e.record.error = error.or(e.record.error.take());
+                e.record.run_at = retry_at.or(e.record.run_at);
+            });
         }
         self.settle(0, now, &mut changes);
         changes
@@ -359,7 +351,7 @@ impl Store {
             .status;
         let mut changes = Changes::default();
         match status {
-            s if s.is_terminal() => return Err(QueueError::AlreadyFinished { id, status: s }),
+            s if s.is_terminal() => Err(QueueError::AlreadyFinished { id, status: s }),
             JobStatus::Running => {
                 if let Some(entry) = self.jobs.get_mut(&id) {
                     entry.record.cancel_requested = true;

@@ -1,0 +1,402 @@
+//! The queue actor: the one gateway to the [`QueueBackend`].
+//!
+//! It forwards each call to the backend and reacts to what the call changed: idle workers are
+//! woken when jobs became queued, the scheduler is told the earliest due time, long-poll
+//! waiters are answered when their job ends, and results go to the cache. No job state lives
+//! here; a restart of this actor loses only waiters, which re-poll.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use crate::job::{JobId, JobRecord, Json, NewJob};
+use crate::queue::{
+    CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Outcome,
+    Page, QueueBackend, QueueError, QueueStats, Submitted,
+};
+use crate::schedule::{Fire, Schedule};
+
+use super::cache::StoreResults;
+
+/// Jobs became `queued`: a worker pool with free slots should fetch.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct JobsReady;
+
+/// A `scheduled` job is due at this time: the scheduler should be awake then.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct WakeAt(pub DateTime<Utc>);
+
+/// A running job was asked to stop: its worker pool should fire its token.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CancelRunning(pub JobId);
+
+/// Who the queue actor tells about changes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Subscribe {
+    Workers(Recipient<JobsReady>, Recipient<CancelRunning>),
+    Scheduler(Recipient<WakeAt>),
+    Results(Recipient<StoreResults>),
+}
+
+/// Submit a validated batch.
+#[derive(Message)]
+#[rtype(result = "Result<Submitted, QueueError>")]
+pub struct Submit(pub Vec<NewJob>);
+
+/// Claim jobs for worker slots.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Claimed>, QueueError>")]
+pub struct Dequeue(pub Claim);
+
+/// Record finished attempts.
+#[derive(Message)]
+#[rtype(result = "Result<Changes, QueueError>")]
+pub struct Complete(pub Vec<Completion>);
+
+/// Extend the leases of running attempts.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<LeaseState>, QueueError>")]
+pub struct Renew {
+    pub leases: Vec<LeaseRef>,
+    pub lease: Duration,
+}
+
+/// Hand running jobs back to `queued` (shutdown).
+#[derive(Message)]
+#[rtype(result = "Result<Changes, QueueError>")]
+pub struct Release(pub Vec<LeaseRef>);
+
+/// Store a progress report of a running attempt.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportProgress {
+    pub lease: LeaseRef,
+    pub progress: Json,
+}
+
+/// Cancel a job.
+#[derive(Message)]
+#[rtype(result = "Result<CancelOutcome, QueueError>")]
+pub struct Cancel(pub JobId);
+
+/// Read one job.
+#[derive(Message)]
+#[rtype(result = "Result<Option<JobRecord>, QueueError>")]
+pub struct GetJob(pub JobId);
+
+/// List jobs.
+#[derive(Message)]
+#[rtype(result = "Result<Page, QueueError>")]
+pub struct ListJobs(pub ListQuery);
+
+/// Wait until a job is terminal or `timeout` passed; answers the job as it then is.
+#[derive(Message)]
+#[rtype(result = "Result<Option<JobRecord>, QueueError>")]
+pub struct WaitFor {
+    pub id: JobId,
+    pub timeout: Duration,
+}
+
+/// The periodic step of the backend (promotion, lease expiry, retention).
+#[derive(Message)]
+#[rtype(result = "Result<Changes, QueueError>")]
+pub struct Tick {
+    pub now: DateTime<Utc>,
+    pub retention: Duration,
+}
+
+/// Job counts per queue and state.
+#[derive(Message)]
+#[rtype(result = "Result<QueueStats, QueueError>")]
+pub struct GetStats;
+
+/// A cheap round trip to the backend.
+#[derive(Message)]
+#[rtype(result = "Result<(), QueueError>")]
+pub struct Ping;
+
+/// Create or replace a schedule; true when created.
+#[derive(Message)]
+#[rtype(result = "Result<bool, QueueError>")]
+pub struct PutSchedule(pub Schedule);
+
+#[derive(Message)]
+#[rtype(result = "Result<Option<Schedule>, QueueError>")]
+pub struct GetSchedule(pub String);
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Schedule>, QueueError>")]
+pub struct ListSchedules;
+
+/// Remove a schedule; true when it existed.
+#[derive(Message)]
+#[rtype(result = "Result<bool, QueueError>")]
+pub struct DeleteSchedule(pub String);
+
+/// Record what the scheduler did with a due schedule.
+#[derive(Message)]
+#[rtype(result = "Result<(), QueueError>")]
+pub struct RecordFire {
+    pub name: String,
+    pub fire: Fire,
+}
+
+/// How often a long-poll waiter re-reads its job even without news, so that a job finished by
+/// another instance (which this actor hears nothing of) is still noticed.
+const WAIT_RECHECK: Duration = Duration::from_secs(1);
+
+/// The queue actor. See the module doc.
+pub struct QueueActor {
+    backend: Arc<dyn QueueBackend>,
+    workers: Vec<(Recipient<JobsReady>, Recipient<CancelRunning>)>,
+    scheduler: Option<Recipient<WakeAt>>,
+    results: Option<Recipient<StoreResults>>,
+    /// Long-poll waiters by job; woken (by dropping the sender) when the job ends.
+    waiters: HashMap<JobId, Vec<oneshot::Sender<()>>>,
+}
+
+impl QueueActor {
+    pub fn new(backend: Arc<dyn QueueBackend>) -> Self {
+        QueueActor {
+            backend,
+            workers: Vec::new(),
+            scheduler: None,
+            results: None,
+            waiters: HashMap::new(),
+        }
+    }
+
+    /// Tells whoever must know about `changes`.
+    fn publish(&mut self, changes: &Changes) {
+        if changes.ready > 0 {
+            for (ready, _) in &self.workers {
+                ready.do_send(JobsReady);
+            }
+        }
+        if let (Some(at), Some(scheduler)) = (changes.next_due, &self.scheduler) {
+            scheduler.do_send(WakeAt(at));
+        }
+        if !self.waiters.is_empty() {
+            for id in &changes.finished {
+                // Dropping the senders wakes the waiters, which then read the final record.
+                self.waiters.remove(id);
+            }
+        }
+    }
+
+    /// Runs a backend call whose changes must be published, on this actor's context.
+    fn mutate<T: 'static>(
+        &mut self,
+        call: impl std::future::Future<Output = Result<T, QueueError>> + 'static,
+        changes_of: fn(&T) -> &Changes,
+    ) -> ResponseActFuture<Self, Result<T, QueueError>> {
+        Box::pin(call.into_actor(self).map(move |result, act, _| {
+            if let Ok(value) = &result {
+                act.publish(changes_of(value));
+            }
+            result
+        }))
+    }
+}
+
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for QueueActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("queue actor restarting");
+        self.waiters.clear();
+    }
+}
+
+impl Handler<Subscribe> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        match msg {
+            Subscribe::Workers(ready, cancel) => self.workers.push((ready, cancel)),
+            Subscribe::Scheduler(wake) => self.scheduler = Some(wake),
+            Subscribe::Results(results) => self.results = Some(results),
+        }
+    }
+}
+
+impl Handler<Submit> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<Submitted, QueueError>>;
+    fn handle(&mut self, Submit(jobs): Submit, _: &mut Context<Self>) -> Self::Result {
+        let backend = self.backend.clone();
+        self.mutate(async move { backend.submit(jobs, Utc::now()).await }, |s| {
+            &s.changes
+        })
+    }
+}
+
+impl Handler<Dequeue> for QueueActor {
+    type Result = ResponseFuture<Result<Vec<Claimed>, QueueError>>;
+    fn handle(&mut self, Dequeue(claim): Dequeue, _: &mut Context<Self>) -> Self::Result {
+        let backend = self.backend.clone();
+        Box::pin(async move { backend.dequeue(claim, Utc::now()).await })
+    }
+}
+
+impl Handler<Complete> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<Changes, QueueError>>;
+    fn handle(&mut self, Complete(done): Complete, _: &mut Context<Self>) -> Self::Result {
+        let results: Vec<(JobId, Json)> = match &self.results {
+            Some(_) => done
+                .iter()
+                .filter_map(|c| match &c.outcome {
+                    Outcome::Succeeded(result) => Some((c.lease.id, result.clone())),
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let backend = self.backend.clone();
+        Box::pin(
+            async move { backend.complete(done, Utc::now()).await }
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    if let Ok(changes) = &result {
+                        act.publish(changes);
+                        if let (Some(cache), false) = (&act.results, results.is_empty()) {
+                            cache.do_send(StoreResults(results));
+                        }
+                    }
+                    result
+                }),
+        )
+    }
+}
+
+impl Handler<Renew> for QueueActor {
+    type Result = ResponseFuture<Result<Vec<LeaseState>, QueueError>>;
+    fn handle(&mut self, msg: Renew, _: &mut Context<Self>) -> Self::Result {
+        let backend = self.backend.clone();
+        Box::pin(async move { backend.renew(msg.leases, msg.lease, Utc::now()).await })
+    }
+}
+
+impl Handler<Release> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<Changes, QueueError>>;
+    fn handle(&mut self, Release(leases): Release, _: &mut Context<Self>) -> Self::Result {
+        let backend = self.backend.clone();
+        self.mutate(
+            async move { backend.release(leases, Utc::now()).await },
+            |c| c,
+        )
+    }
+}
+
+impl Handler<ReportProgress> for QueueActor {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: ReportProgress, _: &mut Context<Self>) -> Self::Result {
+        let backend = self.backend.clone();
+        Box::pin(async move {
+            if let Err(err) = backend
+                .report_progress(msg.lease, msg.progress, Utc::now())
+                .await
+            {
+                tracing::warn!(job_id = %msg.lease.id, "progress report not stored: {err}");
+            }
+        })
+    }
+}
+
+impl Handler<Cancel> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<CancelOutcome, QueueError>>;
+    fn handle(&mut self, Cancel(id): Cancel, _: &mut Context<Self>) -> Self::Result {
+        let backend = self.backend.clone();
+        Box::pin(
+            async move { backend.cancel(id, Utc::now()).await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    let (outcome, changes) = result?;
+                    act.publish(&changes);
+                    if let CancelOutcome::Requested(record) = &outcome {
+                        tracing::info!(job_id = %record.id, "cancel requested for running job");
+                        for (_, cancel) in &act.workers {
+                            cancel.do_send(CancelRunning(record.id));
+                        }
+                    }
+                    Ok(outcome)
+                }),
+        )
+    }
+}
+
+impl Handler<Tick> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<Changes, QueueError>>;
+    fn handle(&mut self, msg: Tick, _: &mut Context<Self>) -> Self::Result {
+        let backend = self.backend.clone();
+        self.mutate(
+            async move { backend.tick(msg.now, msg.retention).await },
+            |c| c,
+        )
+    }
+}
+
+impl Handler<WaitFor> for QueueActor {
+    type Result = ResponseFuture<Result<Option<JobRecord>, QueueError>>;
+    fn handle(&mut self, msg: WaitFor, _: &mut Context<Self>) -> Self::Result {
+        let backend = self.backend.clone();
+        let deadline = tokio::time::Instant::now() + msg.timeout;
+        let (tx, rx) = oneshot::channel();
+        // Registered before the first read, so a finish between the read and the wait still
+        // wakes this waiter.
+        let waiters = self.waiters.entry(msg.id).or_default();
+        waiters.retain(|w| !w.is_closed());
+        waiters.push(tx);
+        Box::pin(async move {
+            let mut news = Some(rx);
+            loop {
+                let record = backend.get(msg.id).await?;
+                let done = record.as_ref().is_none_or(|r| r.status.is_terminal());
+                if done || tokio::time::Instant::now() >= deadline {
+                    return Ok(record);
+                }
+                let recheck = (tokio::time::Instant::now() + WAIT_RECHECK).min(deadline);
+                match news.as_mut() {
+                    // A oneshot must not be polled again once it has answered.
+                    Some(rx) => {
+                        if tokio::time::timeout_at(recheck, rx).await.is_ok() {
+                            news = None;
+                        }
+                    }
+                    None => tokio::time::sleep_until(recheck).await,
+                }
+            }
+        })
+    }
+}
+
+/// Forwards a read-only message to the backend.
+macro_rules! forward {
+    ($msg:ty => $out:ty, |$backend:ident, $m:ident| $call:expr) => {
+        impl Handler<$msg> for QueueActor {
+            type Result = ResponseFuture<Result<$out, QueueError>>;
+            fn handle(&mut self, $m: $msg, _: &mut Context<Self>) -> Self::Result {
+                let $backend = self.backend.clone();
+                Box::pin(async move { $call.await })
+            }
+        }
+    };
+}
+
+forward!(GetJob => Option<JobRecord>, |backend, msg| backend.get(msg.0));
+forward!(ListJobs => Page, |backend, msg| backend.list(&msg.0));
+forward!(GetStats => QueueStats, |backend, _msg| backend.stats());
+forward!(Ping => (), |backend, _msg| backend.ping());
+forward!(PutSchedule => bool, |backend, msg| backend.put_schedule(msg.0));
+forward!(GetSchedule => Option<Schedule>, |backend, msg| backend.get_schedule(&msg.0));
+forward!(ListSchedules => Vec<Schedule>, |backend, _msg| backend.list_schedules());
+forward!(DeleteSchedule => bool, |backend, msg| backend.delete_schedule(&msg.0));
+forward!(RecordFire => (), |backend, msg| backend.record_fire(&msg.name, msg.fire));

@@ -1,0 +1,508 @@
+//! The worker pool: runs up to `concurrency` attempts at once on this instance.
+//!
+//! Each attempt is its own task on the pool's thread, under a timeout, with a cancellation
+//! token and a progress sink; a panic is caught and becomes a failed attempt, so no handler can
+//! take the pool down. Finished attempts are batched: every completion that arrives while the
+//! pool is busy goes to the queue in one `Complete`, followed by one `Dequeue` for the freed
+//! slots. Leases of all running attempts are renewed together, every third of the lease.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::job::{JobContext, JobError, JobId, JobRecord, Json, Registry};
+use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
+
+use super::queue::{
+    CancelRunning, Complete, Dequeue, JobsReady, QueueActor, Release, Renew, ReportProgress,
+};
+
+/// How often an idle pool looks for work even without being told (a safety net for wake-ups
+/// missed while a fetch failed, and for jobs submitted by other instances).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// How an attempt's task ended.
+enum Ending {
+    Returned(Result<Json, JobError>),
+    Panicked(String),
+    TimedOut,
+}
+
+/// Sent by an attempt's task when it ends.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AttemptEnded {
+    lease: LeaseRef,
+    ending: Ending,
+}
+
+/// Send the batched completions to the queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+/// Stop taking jobs, let running attempts finish for up to `grace`, then stop the rest and
+/// hand them back to `queued`. Answers how many were handed back.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain {
+    pub grace: Duration,
+}
+
+/// How busy the pool is.
+#[derive(Message)]
+#[rtype(result = "PoolStats")]
+pub struct GetPoolStats;
+
+/// Busy and total worker slots.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct PoolStats {
+    pub busy: usize,
+    pub total: usize,
+}
+
+/// Settings of a pool.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    /// Names this instance in `worker` fields (`host-pid`).
+    pub instance: String,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub cancel_grace: Duration,
+}
+
+/// One running attempt.
+struct Running {
+    lease: LeaseRef,
+    slot: Arc<str>,
+    kind: Arc<str>,
+    attempt: u32,
+    max_attempts: u32,
+    backoff: crate::job::Backoff,
+    timeout_ms: u64,
+    cancel: CancellationToken,
+    abort: AbortHandle,
+}
+
+/// The worker pool actor.
+pub struct WorkerPool {
+    queue: Addr<QueueActor>,
+    registry: Arc<Registry>,
+    settings: PoolSettings,
+    /// Slot names not running anything.
+    free: Vec<Arc<str>>,
+    running: HashMap<JobId, Running>,
+    /// A `Dequeue` is in flight; `refetch` records a wake-up that arrived meanwhile.
+    fetching: bool,
+    refetch: bool,
+    /// False once draining started: no new jobs are taken.
+    accepting: bool,
+    pending: Vec<Completion>,
+    flush_queued: bool,
+    /// Told when the last running attempt ends during a drain.
+    drained: Option<oneshot::Sender<()>>,
+}
+
+impl WorkerPool {
+    pub fn new(queue: Addr<QueueActor>, registry: Arc<Registry>, settings: PoolSettings) -> Self {
+        let free = (0..settings.concurrency)
+            .rev()
+            .map(|n| Arc::from(format!("{}/w{n}", settings.instance)))
+            .collect();
+        WorkerPool {
+            queue,
+            registry,
+            settings,
+            free,
+            running: HashMap::new(),
+            fetching: false,
+            refetch: false,
+            accepting: true,
+            pending: Vec::new(),
+            flush_queued: false,
+            drained: None,
+        }
+    }
+
+    /// Asks the queue for as many jobs as there are free slots, unless a fetch is in flight.
+    fn fetch(&mut self, ctx: &mut Context<Self>) {
+        if !self.accepting || self.free.is_empty() {
+            return;
+        }
+        if self.fetching {
+            self.refetch = true;
+            return;
+        }
+        self.fetching = true;
+        self.refetch = false;
+        let asked = self.free.len();
+        let claim = Claim {
+            workers: self.free.clone(),
+            lease: self.settings.lease,
+        };
+        self.queue
+            .send(Dequeue(claim))
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                act.fetching = false;
+                match result {
+                    Ok(Ok(jobs)) => {
+                        let full = jobs.len() == asked;
+                        for job in jobs {
+                            act.start(job, ctx);
+                        }
+                        if full || act.refetch {
+                            act.fetch(ctx);
+                        }
+                    }
+                    Ok(Err(err)) => tracing::warn!("fetching jobs failed: {err}"),
+                    Err(err) => tracing::warn!("queue actor unreachable: {err}"),
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Starts one claimed attempt as its own task.
+    fn start(&mut self, claimed: Claimed, ctx: &mut Context<Self>) {
+        let Claimed { record, lease } = claimed;
+        let JobRecord {
+            id,
+            kind,
+            payload,
+            attempts,
+            max_attempts,
+            backoff,
+            timeout_ms,
+            worker,
+            cancel_requested,
+            ..
+        } = record;
+        let slot = match worker.and_then(|w| self.free.iter().position(|s| *s == w)) {
+            Some(at) => self.free.swap_remove(at),
+            // The backend named a slot we do not have free (cannot happen with a well-behaved
+            // backend); run the job anyway rather than lose it.
+            None => Arc::from(format!("{}/extra", self.settings.instance)),
+        };
+        let cancel = CancellationToken::new();
+        if cancel_requested {
+            cancel.cancel();
+        }
+        let queue = self.queue.clone();
+        let progress = Arc::new(move |progress| queue.do_send(ReportProgress { lease, progress }));
+        let job_ctx = JobContext::new(id, attempts, max_attempts, cancel.clone(), progress);
+        let run = self.registry.start(&kind, payload, job_ctx);
+        let pool = ctx.address();
+        let timeout = Duration::from_millis(timeout_ms);
+        let span = tracing::debug_span!("job", job_id = %id, kind = %kind, attempt = attempts);
+        let task = actix_rt::spawn(
+            async move {
+                let ending = match run {
+                    None => Ending::Returned(Err(JobError::fatal(
+                        "no handler for this kind on this instance",
+                    ))),
+                    Some(run) => {
+                        match tokio::time::timeout(timeout, AssertUnwindSafe(run).catch_unwind())
+                            .await
+                        {
+                            Ok(Ok(result)) => Ending::Returned(result),
+                            Ok(Err(panic)) => Ending::Panicked(panic_message(panic)),
+                            Err(_) => Ending::TimedOut,
+                        }
+                    }
+                };
+                pool.do_send(AttemptEnded { lease, ending });
+            }
+            .instrument(span),
+        );
+        tracing::debug!(job_id = %id, kind = %kind, attempt = attempts, "attempt started");
+        self.running.insert(
+            id,
+            Running {
+                lease,
+                slot,
+                kind,
+                attempt: attempts,
+                max_attempts,
+                backoff,
+                timeout_ms,
+                cancel,
+                abort: task.abort_handle(),
+            },
+        );
+    }
+
+    /// Turns how an attempt ended into the outcome the queue records.
+    fn outcome(run: &Running, ending: Ending) -> Outcome {
+        let retry = |error: String, after: Option<Duration>| {
+            let retry_at =
+                (run.attempt < run.max_attempts && !run.cancel.is_cancelled()).then(|| {
+                    let delay = after.unwrap_or_else(|| {
+                        Duration::from_millis(run.backoff.delay_ms(run.attempt))
+                    });
+                    Utc::now() + delay
+                });
+            Outcome::Failed { error, retry_at }
+        };
+        match ending {
+            Ending::Returned(Ok(result)) => Outcome::Succeeded(result),
+            Ending::Returned(Err(JobError::Cancelled)) => Outcome::Cancelled("cancelled".into()),
+            Ending::Returned(Err(JobError::Fatal(error))) => Outcome::Failed {
+                error,
+                retry_at: None,
+            },
+            Ending::Returned(Err(JobError::Retryable {
+                message,
+                retry_after,
+            })) => retry(message, retry_after),
+            Ending::Panicked(message) => retry(format!("handler panicked: {message}"), None),
+            Ending::TimedOut => retry(format!("timed out after {} ms", run.timeout_ms), None),
+        }
+    }
+
+    /// Frees the slot of an attempt that ended and queues its completion.
+    fn finish(&mut self, run: Running, outcome: Outcome, ctx: &mut Context<Self>) {
+        let id = run.lease.id;
+        match &outcome {
+            Outcome::Succeeded(_) => {
+                tracing::debug!(job_id = %id, kind = %run.kind, "attempt succeeded")
+            }
+            Outcome::Failed { error, retry_at } => tracing::warn!(
+                job_id = %id, kind = %run.kind, attempt = run.attempt, retry = retry_at.is_some(),
+                "attempt failed: {error}"
+            ),
+            Outcome::Cancelled(reason) => {
+                tracing::info!(job_id = %id, kind = %run.kind, "attempt {reason}")
+            }
+        }
+        self.free.push(run.slot);
+        self.pending.push(Completion {
+            lease: run.lease,
+            outcome,
+        });
+        if !self.flush_queued {
+            self.flush_queued = true;
+            // Handled after every message already in the mailbox, so completions that arrive
+            // together leave together.
+            ctx.notify(Flush);
+        }
+        if self.running.is_empty() {
+            if let Some(drained) = self.drained.take() {
+                let _ = drained.send(());
+            }
+        }
+    }
+
+    /// Fires the token of a running attempt and aborts it if it has not returned after the
+    /// cancel grace period.
+    fn cancel(&mut self, id: JobId, ctx: &mut Context<Self>) {
+        let Some(run) = self.running.get(&id) else {
+            return;
+        };
+        if run.cancel.is_cancelled() {
+            return;
+        }
+        run.cancel.cancel();
+        let token = run.lease.token;
+        ctx.run_later(self.settings.cancel_grace, move |act, ctx| {
+            if act.running.get(&id).is_some_and(|r| r.lease.token == token) {
+                if let Some(run) = act.running.remove(&id) {
+                    run.abort.abort();
+                    let reason = "cancelled (aborted after the grace period)".to_owned();
+                    act.finish(run, Outcome::Cancelled(reason), ctx);
+                }
+            }
+        });
+    }
+
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        if self.running.is_empty() {
+            return;
+        }
+        let leases: Vec<LeaseRef> = self.running.values().map(|r| r.lease).collect();
+        let renew = Renew {
+            leases: leases.clone(),
+            lease: self.settings.lease,
+        };
+        self.queue
+            .send(renew)
+            .into_actor(self)
+            .map(move |result, act, ctx| match result {
+                Ok(Ok(states)) => {
+                    for (lease, state) in leases.into_iter().zip(states) {
+                        match state {
+                            LeaseState::Active => {}
+                            LeaseState::CancelRequested => act.cancel(lease.id, ctx),
+                            LeaseState::Lost => act.abandon(lease),
+                        }
+                    }
+                }
+                Ok(Err(err)) => tracing::warn!("renewing leases failed: {err}"),
+                Err(err) => tracing::warn!("queue actor unreachable: {err}"),
+            })
+            .spawn(ctx);
+    }
+
+    /// Stops an attempt whose lease is no longer ours: another worker may run the job now.
+    fn abandon(&mut self, lease: LeaseRef) {
+        if self
+            .running
+            .get(&lease.id)
+            .is_some_and(|r| r.lease.token == lease.token)
+        {
+            if let Some(run) = self.running.remove(&lease.id) {
+                tracing::warn!(job_id = %lease.id, "lease lost; attempt stopped");
+                run.abort.abort();
+                self.free.push(run.slot);
+            }
+        }
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Actor for WorkerPool {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let renew_every = self.settings.lease / 3;
+        ctx.run_interval(renew_every, |act, ctx| act.renew_leases(ctx));
+        ctx.run_interval(IDLE_POLL, |act, ctx| act.fetch(ctx));
+        self.fetch(ctx);
+    }
+}
+
+impl Supervised for WorkerPool {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("worker pool restarting");
+        self.fetching = false;
+        self.flush_queued = false;
+    }
+}
+
+impl Handler<JobsReady> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, _: JobsReady, ctx: &mut Context<Self>) {
+        self.fetch(ctx);
+    }
+}
+
+impl Handler<AttemptEnded> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, msg: AttemptEnded, ctx: &mut Context<Self>) {
+        let ours = self
+            .running
+            .get(&msg.lease.id)
+            .is_some_and(|r| r.lease.token == msg.lease.token);
+        if !ours {
+            return; // aborted after the cancel grace, or its lease was lost
+        }
+        if let Some(run) = self.running.remove(&msg.lease.id) {
+            let outcome = Self::outcome(&run, msg.ending);
+            self.finish(run, outcome, ctx);
+        }
+    }
+}
+
+impl Handler<Flush> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.flush_queued = false;
+        if !self.pending.is_empty() {
+            let done = std::mem::take(&mut self.pending);
+            let count = done.len();
+            self.queue
+                .send(Complete(done))
+                .into_actor(self)
+                .map(move |result, _, _| match result {
+                    Ok(Ok(changes)) if changes.stale > 0 => {
+                        tracing::warn!("{} of {count} completions were stale", changes.stale)
+                    }
+                    Ok(Ok(_)) => {}
+                    // The leases of these attempts will expire and their jobs run again.
+                    Ok(Err(err)) => tracing::warn!("recording {count} completions failed: {err}"),
+                    Err(err) => tracing::warn!("queue actor unreachable: {err}"),
+                })
+                .spawn(ctx);
+        }
+        self.fetch(ctx);
+    }
+}
+
+impl Handler<CancelRunning> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, CancelRunning(id): CancelRunning, ctx: &mut Context<Self>) {
+        self.cancel(id, ctx);
+    }
+}
+
+impl Handler<GetPoolStats> for WorkerPool {
+    type Result = MessageResult<GetPoolStats>;
+    fn handle(&mut self, _: GetPoolStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(PoolStats {
+            busy: self.running.len(),
+            total: self.settings.concurrency,
+        })
+    }
+}
+
+impl Handler<Drain> for WorkerPool {
+    type Result = ResponseActFuture<Self, usize>;
+    fn handle(&mut self, Drain { grace }: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.accepting = false;
+        let (tx, rx) = oneshot::channel();
+        if self.running.is_empty() {
+            let _ = tx.send(());
+        } else {
+            self.drained = Some(tx);
+        }
+        tracing::info!(running = self.running.len(), "draining worker pool");
+        Box::pin(
+            async move {
+                let _ = tokio::time::timeout(grace, rx).await;
+            }
+            .into_actor(self)
+            .then(|_, act, _| {
+                let leftovers: Vec<Running> = act.running.drain().map(|(_, run)| run).collect();
+                let leases: Vec<LeaseRef> = leftovers.iter().map(|r| r.lease).collect();
+                for run in leftovers {
+                    tracing::info!(job_id = %run.lease.id, "attempt interrupted by shutdown; job handed back");
+                    run.cancel.cancel();
+                    run.abort.abort();
+                    act.free.push(run.slot);
+                }
+                let done = std::mem::take(&mut act.pending);
+                let queue = act.queue.clone();
+                async move {
+                    if !done.is_empty() {
+                        if let Ok(Err(err)) = queue.send(Complete(done)).await {
+                            tracing::warn!("recording completions at shutdown failed: {err}");
+                        }
+                    }
+                    let count = leases.len();
+                    if count > 0 {
+                        if let Ok(Err(err)) = queue.send(Release(leases)).await {
+                            tracing::warn!("handing back {count} jobs at shutdown failed: {err}");
+                        }
+                    }
+                    count
+                }
+                .into_actor(act)
+            }),
+        )
+    }
+}

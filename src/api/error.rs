@@ -1,0 +1,203 @@
+//! The one mapping from errors to HTTP answers: every 4xx and 5xx carries the body of `api.md`
+//! (`{"error": {"code", "message", "field"?}}`). Internal causes are logged here and never sent.
+
+use std::fmt;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::job::spec::{SpecError, SpecErrorKind};
+use crate::queue::QueueError;
+use crate::runtime::RuntimeError;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// Names the field at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message).with_field(field)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required (Authorization: Bearer <token>)",
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {limit} bytes"),
+        )
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "request body must be JSON (Content-Type: application/json)",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this method is not allowed on this path",
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend_unavailable",
+            message,
+        )
+    }
+
+    /// A failure of ours: logged with its cause, answered without it.
+    pub fn internal(cause: &dyn fmt::Display) -> Self {
+        tracing::error!("internal error: {cause}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        response.json(Body {
+            error: Detail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        })
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(err: SpecError) -> Self {
+        let code = match err.kind {
+            SpecErrorKind::Invalid => "invalid_request",
+            SpecErrorKind::UnknownKind => "unknown_kind",
+            SpecErrorKind::UnknownDependency => "unknown_dependency",
+            SpecErrorKind::DependencyCycle => "dependency_cycle",
+        };
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: err.message,
+            field: err.field,
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        match &err {
+            QueueError::NotFound(_) | QueueError::ScheduleNotFound(_) => {
+                ApiError::not_found(err.to_string())
+            }
+            QueueError::AlreadyFinished { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "already_finished", err.to_string())
+            }
+            QueueError::UnknownDependency(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_dependency",
+                err.to_string(),
+            )
+            .with_field("depends_on"),
+            QueueError::InvalidCursor(_) => ApiError::invalid("cursor", err.to_string()),
+            QueueError::Unavailable(_) => {
+                tracing::warn!("{err}");
+                ApiError::unavailable("the queue backend is unavailable; retry shortly")
+            }
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(err: RuntimeError) -> Self {
+        match err {
+            RuntimeError::Spec(err) => err.into(),
+            RuntimeError::Queue(err) => err.into(),
+            other => ApiError::internal(&other),
+        }
+    }
+}

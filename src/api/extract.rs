@@ -1,0 +1,157 @@
+//! Request extractors that answer bad input with the error body of `api.md`: a JSON body
+//! (media type, size limit, syntax, unknown fields and types, each naming the field at fault)
+//! and the configuration of query and path errors.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::ApiSettings;
+
+/// A JSON request body decoded as `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<ApiSettings>>()
+            .map_or(1 << 20, |s| s.max_body_bytes);
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|v| {
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::unsupported_media_type());
+            }
+            if declared.is_some_and(|len| len > limit) {
+                return Err(ApiError::payload_too_large(limit));
+            }
+            let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|err| {
+                    ApiError::invalid("body", format!("could not read the body: {err}"))
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::payload_too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            decode(&body).map(JsonBody)
+        })
+    }
+}
+
+/// Decodes `bytes` as `T`, naming the field at fault in errors.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::invalid("body", format!("invalid JSON: {inner}"));
+        }
+        let message = inner.to_string();
+        let field = match unknown_field(&message) {
+            Some(name) if path == "." => name.to_owned(),
+            Some(name) => format!("{path}.{name}"),
+            None if path == "." => "body".to_owned(),
+            None => path,
+        };
+        ApiError::invalid(field, strip_position(&message))
+    })?;
+    de.end()
+        .map_err(|err| ApiError::invalid("body", format!("invalid JSON: {err}")))?;
+    Ok(value)
+}
+
+/// The field named by serde's "unknown field `name`, ..." or "missing field `name`" messages.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("missing field `"))?
+        .split('`')
+        .next()
+}
+
+/// Drops serde_json's " at line L column C" suffix, which means nothing to the client's field.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Answers query-string errors with the error body.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _| {
+        let message = err.to_string();
+        let field = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.contains("field"))
+            .unwrap_or("query")
+            .to_owned();
+        ApiError::invalid(field, format!("invalid query string: {message}")).into()
+    })
+}
+
+/// Answers path errors with the error body.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|err, _| ApiError::invalid("path", err.to_string()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobSpec;
+
+    fn field_of(json: &str) -> Option<String> {
+        let err = decode::<JobSpec>(json.as_bytes()).err()?;
+        assert_eq!(actix_web::ResponseError::status_code(&err), 400);
+        err.field().map(str::to_owned)
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            field_of(r#"{"kind": "noop", "priority": "high"}"#).as_deref(),
+            Some("priority")
+        );
+        assert_eq!(
+            field_of(r#"{"kind": "noop", "bogus": 1}"#).as_deref(),
+            Some("bogus")
+        );
+        assert_eq!(
+            field_of(r#"{"kind": "noop", "backoff": {"jitter": 3}}"#).as_deref(),
+            Some("backoff.jitter")
+        );
+        assert_eq!(field_of(r#"{"kind": "#).as_deref(), Some("body"));
+        assert_eq!(
+            field_of(r#"{"kind": "noop"} trailing"#).as_deref(),
+            Some("body")
+        );
+        assert_eq!(field_of(r#"{"priority": 1}"#).as_deref(), Some("kind"));
+    }
+}

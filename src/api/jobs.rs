@@ -1,0 +1,192 @@
+//! `/v1/jobs`: submit (one or a batch), read (with `ETag`/`Last-Modified` and 304), long-poll
+//! wait, list and cancel.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::header::{self, HttpDate};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::extract::JsonBody;
+use super::ApiError;
+use crate::cache::etag_of;
+use crate::job::{JobId, JobRecord, JobSpec, JobStatus};
+use crate::queue::{CancelOutcome, ListQuery};
+use crate::runtime::Client;
+
+/// Longest long poll.
+pub const MAX_WAIT_MS: u64 = 60_000;
+/// Long poll used when `timeout_ms` is not given.
+const DEFAULT_WAIT_MS: u64 = 30_000;
+/// Most jobs in one listing page.
+const MAX_LIMIT: usize = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub jobs: Vec<JobSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+fn parse_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::invalid("id", format!("'{raw}' is not a job id (a UUID)")))
+}
+
+pub async fn submit(
+    client: web::Data<Client>,
+    JsonBody(spec): JsonBody<JobSpec>,
+) -> Result<HttpResponse, ApiError> {
+    let submitted = client.submit_spec(spec).await?;
+    let record = submitted.record;
+    if submitted.created {
+        Ok(HttpResponse::Created()
+            .insert_header((header::LOCATION, format!("/v1/jobs/{}", record.id)))
+            .json(record))
+    } else {
+        Ok(HttpResponse::Ok().json(record))
+    }
+}
+
+pub async fn submit_batch(
+    client: web::Data<Client>,
+    JsonBody(batch): JsonBody<BatchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let jobs: Vec<JobRecord> = client
+        .submit_batch(batch.jobs)
+        .await?
+        .into_iter()
+        .map(|s| s.record)
+        .collect();
+    Ok(HttpResponse::Created().json(json!({ "jobs": jobs })))
+}
+
+pub async fn get(
+    req: HttpRequest,
+    client: web::Data<Client>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let record = client.status(id).await?;
+    conditional(&req, &record)
+}
+
+/// Answers a job with its validators, or 304 when the client's copy is current.
+/// `If-None-Match` wins over `If-Modified-Since` (RFC 9110, 13.2.2).
+fn conditional(req: &HttpRequest, record: &JobRecord) -> Result<HttpResponse, ApiError> {
+    let body = serde_json::to_vec(record).map_err(|err| ApiError::internal(&err))?;
+    let etag = etag_of(&body);
+    let modified: SystemTime = record.updated_at.into();
+    let last_modified = HttpDate::from(modified);
+    let headers = req.headers();
+    let not_modified = match headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(tags) => tags
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == "*" || t == etag),
+        None => headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<HttpDate>().ok())
+            .is_some_and(|since| {
+                // HTTP dates have whole seconds: compare at that precision.
+                let since: SystemTime = since.into();
+                let modified_secs = record.updated_at.timestamp();
+                let since_secs = since
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                modified_secs <= since_secs
+            }),
+    };
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::LAST_MODIFIED, last_modified))
+        .insert_header((header::CACHE_CONTROL, "no-cache"));
+    if not_modified {
+        Ok(response.finish())
+    } else {
+        Ok(response.content_type("application/json").body(body))
+    }
+}
+
+pub async fn wait(
+    client: web::Data<Client>,
+    id: web::Path<String>,
+    query: web::Query<WaitQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let timeout_ms = query.timeout_ms.unwrap_or(DEFAULT_WAIT_MS);
+    if timeout_ms > MAX_WAIT_MS {
+        return Err(ApiError::invalid(
+            "timeout_ms",
+            format!("timeout_ms must be at most {MAX_WAIT_MS}"),
+        ));
+    }
+    let record = client.wait(id, Duration::from_millis(timeout_ms)).await?;
+    Ok(HttpResponse::Ok().json(record))
+}
+
+pub async fn list(
+    client: web::Data<Client>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let status = params
+        .status
+        .map(|s| s.parse::<JobStatus>())
+        .transpose()
+        .map_err(|err| ApiError::invalid("status", err))?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let page = client
+        .list(ListQuery {
+            status,
+            kind: params.kind,
+            queue: params.queue,
+            limit,
+            cursor: params.cursor,
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+pub async fn cancel(
+    client: web::Data<Client>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let outcome = client.cancel(id).await?;
+    let record = match outcome {
+        CancelOutcome::Cancelled(record) | CancelOutcome::Requested(record) => record,
+    };
+    Ok(HttpResponse::Ok().json(record))
+}

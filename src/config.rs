@@ -1,0 +1,424 @@
+//! One typed [`Config`], read once from the environment and `.env.local` (`config.md`) and
+//! validated as a whole, so a bad value stops start-up with one line naming the variable.
+//! Secrets are redacted wherever the config is printed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A bad configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={value} is invalid: {allowed}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    /// The offending value (already redacted when the variable is a secret).
+    pub value: String,
+    pub allowed: String,
+}
+
+/// A value that must never be printed: its `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A Redis URL whose password is redacted when printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(Secret);
+
+impl RedisUrl {
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let url = self.0.expose();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return "***".into();
+        };
+        match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Where jobs are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueBackendKind {
+    Memory,
+    Redis,
+}
+
+/// Where cache entries live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheBackendKind {
+    Memory,
+    Redis,
+    Hybrid,
+}
+
+impl CacheBackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheBackendKind::Memory => "memory",
+            CacheBackendKind::Redis => "redis",
+            CacheBackendKind::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole configuration of one instance. See `config.md` and `.env.local.sample`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// HTTP listen address; port 0 picks a free port.
+    pub addr: String,
+    /// Where the client subcommands send requests.
+    pub url: String,
+    pub redis_url: Option<RedisUrl>,
+    pub queue_backend: QueueBackendKind,
+    pub cache_backend: CacheBackendKind,
+    /// Namespace of every Redis key.
+    pub redis_prefix: String,
+    pub redis_pool_size: usize,
+    /// Jobs this instance runs at once.
+    pub concurrency: usize,
+    /// Lease of a running job; renewed every third of it.
+    pub lease: Duration,
+    /// How long shutdown waits for running attempts before handing them back.
+    pub shutdown_grace: Duration,
+    /// How long a cancelled running handler may take to return before it is aborted.
+    pub cancel_grace: Duration,
+    /// How long terminal jobs are kept.
+    pub retention: Duration,
+    pub api_token: Option<Secret>,
+    pub max_body_bytes: usize,
+    pub cache_max_bytes: u64,
+    pub cache_ttl: Duration,
+    pub cache_compress_min_bytes: usize,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_lookup(|_| None).expect("the defaults are valid")
+    }
+}
+
+impl Config {
+    /// `"memory"` or `"redis"`.
+    pub fn queue_backend_name(&self) -> &'static str {
+        match self.queue_backend {
+            QueueBackendKind::Memory => "memory",
+            QueueBackendKind::Redis => "redis",
+        }
+    }
+
+    /// Reads the process environment, with `.env.local` in the working directory underneath it.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        if let Ok(iter) = dotenvy::from_filename_iter(".env.local") {
+            for (key, value) in iter.flatten() {
+                vars.insert(key, value);
+            }
+        }
+        vars.extend(std::env::vars());
+        Self::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    /// Builds a config from any source of variables (tests pass a map, never the process env).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| get(name).filter(|v| !v.trim().is_empty());
+        let redis_url = var("REDIS_URL")
+            .map(|url| parse_redis_url(&url))
+            .transpose()?;
+        let has_redis = redis_url.is_some();
+        let queue_backend = match var("JOBYARD_QUEUE_BACKEND").as_deref() {
+            None if has_redis => QueueBackendKind::Redis,
+            None | Some("memory") => QueueBackendKind::Memory,
+            Some("redis") => QueueBackendKind::Redis,
+            Some(other) => {
+                return Err(invalid(
+                    "JOBYARD_QUEUE_BACKEND",
+                    other,
+                    "expected memory or redis",
+                ))
+            }
+        };
+        let cache_backend = match var("JOBYARD_CACHE_BACKEND").as_deref() {
+            None if has_redis => CacheBackendKind::Hybrid,
+            None | Some("memory") => CacheBackendKind::Memory,
+            Some("redis") => CacheBackendKind::Redis,
+            Some("hybrid") => CacheBackendKind::Hybrid,
+            Some(other) => {
+                return Err(invalid(
+                    "JOBYARD_CACHE_BACKEND",
+                    other,
+                    "expected memory, redis or hybrid",
+                ))
+            }
+        };
+        if !has_redis
+            && (queue_backend == QueueBackendKind::Redis
+                || cache_backend != CacheBackendKind::Memory)
+        {
+            let (name, value) = if queue_backend == QueueBackendKind::Redis {
+                ("JOBYARD_QUEUE_BACKEND", "redis")
+            } else {
+                ("JOBYARD_CACHE_BACKEND", cache_backend.as_str())
+            };
+            return Err(invalid(
+                name,
+                value,
+                "this backend needs REDIS_URL to be set",
+            ));
+        }
+        let addr = var("JOBYARD_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
+        if addr
+            .to_socket_addrs()
+            .map_or(true, |mut a| a.next().is_none())
+        {
+            return Err(invalid(
+                "JOBYARD_ADDR",
+                &addr,
+                "expected host:port, e.g. 127.0.0.1:8080",
+            ));
+        }
+        let url = var("JOBYARD_URL").unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "JOBYARD_URL",
+                &url,
+                "expected an http:// or https:// URL",
+            ));
+        }
+        let redis_prefix = var("JOBYARD_REDIS_PREFIX").unwrap_or_else(|| "jobyard".into());
+        if redis_prefix.is_empty()
+            || redis_prefix.len() > 64
+            || redis_prefix.contains(char::is_whitespace)
+        {
+            return Err(invalid(
+                "JOBYARD_REDIS_PREFIX",
+                &redis_prefix,
+                "expected 1 to 64 characters, no spaces",
+            ));
+        }
+        let log_format = match var("JOBYARD_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "JOBYARD_LOG_FORMAT",
+                    other,
+                    "expected text or json",
+                ))
+            }
+        };
+        let lease =
+            Duration::from_millis(number(&var, "JOBYARD_LEASE_MS", 30_000, 1_000..=3_600_000)?);
+        Ok(Config {
+            addr,
+            url,
+            redis_url,
+            queue_backend,
+            cache_backend,
+            redis_prefix,
+            redis_pool_size: number(&var, "JOBYARD_REDIS_POOL_SIZE", 8, 1..=256)? as usize,
+            concurrency: number(&var, "JOBYARD_CONCURRENCY", 16, 1..=100_000)? as usize,
+            lease,
+            shutdown_grace: Duration::from_millis(number(
+                &var,
+                "JOBYARD_SHUTDOWN_GRACE_MS",
+                30_000,
+                0..=3_600_000,
+            )?),
+            cancel_grace: Duration::from_millis(number(
+                &var,
+                "JOBYARD_CANCEL_GRACE_MS",
+                5_000,
+                0..=3_600_000,
+            )?),
+            retention: Duration::from_secs(number(
+                &var,
+                "JOBYARD_RETENTION_SECS",
+                86_400,
+                0..=31_536_000,
+            )?),
+            api_token: var("JOBYARD_API_TOKEN").map(Secret::new),
+            max_body_bytes: number(
+                &var,
+                "JOBYARD_MAX_BODY_BYTES",
+                1_048_576,
+                1_024..=1_073_741_824,
+            )? as usize,
+            cache_max_bytes: number(&var, "JOBYARD_CACHE_MAX_BYTES", 268_435_456, 0..=1 << 40)?,
+            cache_ttl: Duration::from_secs(number(
+                &var,
+                "JOBYARD_CACHE_TTL_SECS",
+                300,
+                1..=31_536_000,
+            )?),
+            cache_compress_min_bytes: number(
+                &var,
+                "JOBYARD_CACHE_COMPRESS_MIN_BYTES",
+                1_024,
+                0..=1 << 30,
+            )? as usize,
+            data_dir: PathBuf::from(var("JOBYARD_DATA_DIR").unwrap_or_else(|| "./data".into())),
+            log_format,
+        })
+    }
+}
+
+fn invalid(var: &'static str, value: &str, allowed: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        value: value.to_owned(),
+        allowed: allowed.into(),
+    }
+}
+
+fn number(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = var(name) else {
+        return Ok(default);
+    };
+    match u64::from_str(raw.trim()) {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(invalid(
+            name,
+            &raw,
+            format!(
+                "expected an integer from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+fn parse_redis_url(url: &str) -> Result<RedisUrl, ConfigError> {
+    let secret = RedisUrl(Secret::new(url));
+    let valid = (url.starts_with("redis://") || url.starts_with("rediss://"))
+        && url
+            .split_once("://")
+            .is_some_and(|(_, rest)| !rest.is_empty());
+    if valid {
+        Ok(secret)
+    } else {
+        Err(ConfigError {
+            var: "REDIS_URL",
+            value: secret.redacted(),
+            allowed: "expected redis://[:password@]host:port[/db] or rediss://...".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.addr, "127.0.0.1:8080");
+        assert_eq!(c.queue_backend, QueueBackendKind::Memory);
+        assert_eq!(c.cache_backend, CacheBackendKind::Memory);
+        assert_eq!(c.concurrency, 16);
+        assert_eq!(c.lease, Duration::from_secs(30));
+        assert_eq!(c.retention, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn redis_url_switches_the_default_backends() {
+        let c = config(&[("REDIS_URL", "redis://127.0.0.1:6379")]).unwrap();
+        assert_eq!(c.queue_backend, QueueBackendKind::Redis);
+        assert_eq!(c.cache_backend, CacheBackendKind::Hybrid);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_value_and_what_is_allowed() {
+        let err = config(&[("JOBYARD_CONCURRENCY", "lots")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "JOBYARD_CONCURRENCY=lots is invalid: expected an integer from 1 to 100000"
+        );
+        let err = config(&[("JOBYARD_QUEUE_BACKEND", "postgres")]).unwrap_err();
+        assert_eq!(err.var, "JOBYARD_QUEUE_BACKEND");
+    }
+
+    #[test]
+    fn redis_backends_without_redis_url_are_refused() {
+        let err = config(&[("JOBYARD_CACHE_BACKEND", "hybrid")]).unwrap_err();
+        assert!(err.allowed.contains("REDIS_URL"));
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let c = config(&[
+            ("REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0"),
+            ("JOBYARD_API_TOKEN", "tok-123"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("tok-123"), "{shown}");
+        assert!(shown.contains("redis://:***@127.0.0.1:6379/0"));
+        let err = config(&[("REDIS_URL", "http://:hunter2@x")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}

@@ -1,0 +1,251 @@
+//! `http`: one HTTP request. Success on 2xx; the result holds the status, selected headers and
+//! up to 64 KiB of body. 429 and 5xx are retryable and honour `Retry-After`; other 4xx (and
+//! 3xx left after redirects) fail without retry; a connection error is retryable.
+//!
+//! Plain `http://` only in this build: the TLS stack is a build-time cost not yet paid for, and
+//! an `https://` URL is refused at submit with a clear error.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use awc::http::{Method, StatusCode};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Job, JobContext, JobError};
+
+/// Most body bytes kept in the result.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Response headers copied into the result.
+const KEPT_HEADERS: [&str; 7] = [
+    "content-type",
+    "content-length",
+    "etag",
+    "last-modified",
+    "location",
+    "retry-after",
+    "cache-control",
+];
+
+thread_local! {
+    /// One client per thread, so connections are pooled across jobs (awc's client is not
+    /// `Send`, and jobs run on the runtime's thread).
+    static CLIENT: awc::Client = awc::Client::builder()
+        .disable_timeout()
+        .finish();
+}
+
+/// The payload: a request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawRequest")]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<serde_json::Value>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    #[serde(default = "get")]
+    method: String,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<serde_json::Value>,
+    #[serde(default = "default_timeout")]
+    timeout_ms: u64,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+fn default_timeout() -> u64 {
+    30_000
+}
+
+impl TryFrom<RawRequest> for HttpRequest {
+    type Error = String;
+    fn try_from(raw: RawRequest) -> Result<Self, String> {
+        let method = raw.method.to_ascii_uppercase();
+        Method::from_str(&method).map_err(|_| format!("'{}' is not an HTTP method", raw.method))?;
+        let uri = awc::http::Uri::from_str(&raw.url)
+            .map_err(|err| format!("url '{}' is invalid: {err}", raw.url))?;
+        match uri.scheme_str() {
+            Some("http") if uri.host().is_some() => {}
+            Some("https") => return Err("https URLs are not supported by this build".into()),
+            _ => return Err(format!("url '{}' must be an absolute http:// URL", raw.url)),
+        }
+        for (name, value) in &raw.headers {
+            awc::http::header::HeaderName::from_str(name)
+                .map_err(|_| format!("header name '{name}' is invalid"))?;
+            awc::http::header::HeaderValue::from_str(value)
+                .map_err(|_| format!("header '{name}' has an invalid value"))?;
+        }
+        if raw.timeout_ms == 0 {
+            return Err("timeout_ms must be at least 1".into());
+        }
+        Ok(HttpRequest {
+            method,
+            url: raw.url,
+            headers: raw.headers,
+            body: raw.body,
+            timeout_ms: raw.timeout_ms,
+        })
+    }
+}
+
+/// The result of a successful request.
+#[derive(Serialize, Deserialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    /// The body as text (lossy UTF-8), at most [`MAX_BODY_BYTES`].
+    pub body: String,
+    pub body_truncated: bool,
+}
+
+impl Job for HttpRequest {
+    const KIND: &'static str = "http";
+    type Output = HttpResponse;
+
+    async fn run(self, ctx: JobContext) -> Result<HttpResponse, JobError> {
+        let method =
+            Method::from_str(&self.method).map_err(|_| JobError::fatal("invalid method"))?;
+        let mut request = CLIENT
+            .with(|client| client.request(method, &self.url))
+            .timeout(Duration::from_millis(self.timeout_ms));
+        for (name, value) in &self.headers {
+            request = request.insert_header((name.as_str(), value.as_str()));
+        }
+        let send = async {
+            match &self.body {
+                None => request.send().await,
+                Some(serde_json::Value::String(text)) => request.send_body(text.clone()).await,
+                Some(json) => request.send_json(json).await,
+            }
+        };
+        let mut response = tokio::select! {
+            sent = send => sent.map_err(|err| JobError::retryable(format!("request failed: {err}")))?,
+            _ = ctx.cancelled() => return Err(JobError::Cancelled),
+        };
+        let status = response.status();
+        let headers: BTreeMap<String, String> = KEPT_HEADERS
+            .iter()
+            .filter_map(|&name| {
+                let value = response.headers().get(name)?.to_str().ok()?;
+                Some((name.to_owned(), value.to_owned()))
+            })
+            .collect();
+        if !status.is_success() {
+            return Err(failure(
+                status,
+                headers.get("retry-after").map(String::as_str),
+            ));
+        }
+        let mut body = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = response.next().await {
+            let chunk = chunk
+                .map_err(|err| JobError::retryable(format!("reading the body failed: {err}")))?;
+            let room = MAX_BODY_BYTES - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse {
+            status: status.as_u16(),
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            body_truncated: truncated,
+        })
+    }
+}
+
+/// The error of a non-2xx answer: retryable for 429 and 5xx (not before `Retry-After`).
+fn failure(status: StatusCode, retry_after: Option<&str>) -> JobError {
+    let message = format!("HTTP {status}");
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        match retry_after.and_then(parse_retry_after) {
+            Some(after) => JobError::retry_after(message, after),
+            None => JobError::retryable(message),
+        }
+    } else {
+        JobError::fatal(message)
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
+    let delay = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delay.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<HttpRequest, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_plain_get_needs_only_a_url() {
+        let req = parse(r#"{"url": "http://127.0.0.1:1/x"}"#).unwrap();
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_a_reason() {
+        assert!(parse(r#"{"url": "not a url"}"#)
+            .unwrap_err()
+            .contains("must be an absolute"));
+        assert!(parse(r#"{"url": "https://example.com"}"#)
+            .unwrap_err()
+            .contains("https"));
+        assert!(parse(r#"{"url": "http://x", "method": "GE T"}"#)
+            .unwrap_err()
+            .contains("method"));
+        assert!(
+            parse(r#"{"url": "http://x", "headers": {"bad name": "v"}}"#)
+                .unwrap_err()
+                .contains("header")
+        );
+    }
+
+    #[test]
+    fn retryable_statuses_honour_retry_after() {
+        assert_eq!(
+            failure(StatusCode::TOO_MANY_REQUESTS, Some("7")),
+            JobError::retry_after("HTTP 429 Too Many Requests", Duration::from_secs(7))
+        );
+        assert!(matches!(
+            failure(StatusCode::BAD_GATEWAY, None),
+            JobError::Retryable { .. }
+        ));
+        assert!(matches!(
+            failure(StatusCode::NOT_FOUND, Some("5")),
+            JobError::Fatal(_)
+        ));
+    }
+
+    #[test]
+    fn retry_after_accepts_an_http_date() {
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let delay = parse_retry_after(&later).unwrap();
+        assert!(delay <= Duration::from_secs(30) && delay >= Duration::from_secs(25));
+    }
+}

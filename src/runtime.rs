@@ -1,0 +1,528 @@
+//! The embedding API: [`Runtime::builder`] configures and starts the actors; [`Client`] (which
+//! a [`Runtime`] derefs to, and which the HTTP layer uses too) submits, reads, waits for and
+//! cancels jobs, and manages schedules.
+//!
+//! ```no_run
+//! # use jobyard::{Job, JobContext, JobError, Runtime};
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct SendEmail { to: String }
+//! # impl Job for SendEmail {
+//! #     const KIND: &'static str = "send_email";
+//! #     type Output = ();
+//! #     async fn run(self, _: JobContext) -> Result<(), JobError> { Ok(()) }
+//! # }
+//! # async fn demo() -> Result<(), jobyard::RuntimeError> {
+//! let runtime = Runtime::builder().register::<SendEmail>().start()?;
+//! let job = runtime.submit(SendEmail { to: "a@example.com".into() }).priority(5).await?;
+//! job.wait().await?;
+//! # Ok(()) }
+//! ```
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::actors::cache::{CacheActor, GetCacheStats};
+use crate::actors::queue::{
+    Cancel, DeleteSchedule, GetJob, GetSchedule, GetStats, ListJobs, ListSchedules, Ping,
+    PutSchedule, QueueActor, Submit, WaitFor,
+};
+use crate::actors::supervisor::{RuntimeSupervisor, Shutdown};
+use crate::actors::worker::{GetPoolStats, PoolStats, WorkerPool};
+use crate::cache::CacheStats;
+use crate::config::{Config, QueueBackendKind};
+use crate::job::spec::plan;
+use crate::job::{
+    Backoff, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults, SpecError,
+};
+use crate::queue::{
+    CancelOutcome, ListQuery, MemoryQueue, Page, QueueBackend, QueueError, QueueStats, SubmitResult,
+};
+use crate::schedule::{validate_name, CronExpr, Schedule, ScheduleSpec};
+
+/// Errors of the embedding API.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    /// The job or schedule as given is not acceptable.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The job ended without success.
+    #[error("job {id} ended {status}: {}", error.as_deref().unwrap_or("no error recorded"))]
+    JobFailed {
+        id: JobId,
+        status: JobStatus,
+        error: Option<String>,
+    },
+    /// The stored result does not decode as the job's output type.
+    #[error("result of job {id} is not a {expected}: {message}")]
+    Decode {
+        id: JobId,
+        expected: &'static str,
+        message: String,
+    },
+    /// The runtime could not be started.
+    #[error("cannot start: {0}")]
+    Start(String),
+}
+
+/// What `/v1/stats` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub queues: QueueStats,
+    pub workers: PoolStats,
+    pub cache: CacheStats,
+    pub backends: Backends,
+}
+
+/// Which backends are in use.
+#[derive(Clone, Debug, Serialize)]
+pub struct Backends {
+    pub queue: &'static str,
+    pub cache: &'static str,
+    pub redis: &'static str,
+}
+
+/// A handle on a running system: submit, read, wait, cancel, schedule. Cheap to clone and
+/// usable from any thread.
+#[derive(Clone)]
+pub struct Client {
+    queue: Addr<QueueActor>,
+    pool: Addr<WorkerPool>,
+    cache: Addr<CacheActor>,
+    registry: Arc<Registry>,
+    defaults: Arc<SpecDefaults>,
+}
+
+impl Client {
+    pub(crate) fn new(
+        queue: Addr<QueueActor>,
+        pool: Addr<WorkerPool>,
+        cache: Addr<CacheActor>,
+        registry: Arc<Registry>,
+        defaults: Arc<SpecDefaults>,
+    ) -> Self {
+        Client {
+            queue,
+            pool,
+            cache,
+            registry,
+            defaults,
+        }
+    }
+
+    /// Sends a message to the queue actor, mapping a dead mailbox to `Unavailable`.
+    pub(crate) async fn call<M>(&self, msg: M) -> Result<M::Result, QueueError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        QueueActor: Handler<M>,
+    {
+        self.queue
+            .send(msg)
+            .await
+            .map_err(|err| QueueError::Unavailable(format!("queue actor: {err}")))
+    }
+
+    /// Starts building a typed submit of `job`; `.await` it to submit.
+    pub fn submit<J: Job>(&self, job: J) -> SubmitBuilder<'_, J> {
+        SubmitBuilder {
+            client: self,
+            job,
+            spec: JobSpec::new(J::KIND),
+            run_at: None,
+        }
+    }
+
+    /// Submits one job described as a spec.
+    pub async fn submit_spec(&self, spec: JobSpec) -> Result<SubmitResult, RuntimeError> {
+        let mut jobs = self.submit_specs(vec![spec], false).await?;
+        Ok(jobs.remove(0))
+    }
+
+    /// Submits a batch, all or nothing; `depends_on` may name `ref`s of the batch.
+    pub async fn submit_batch(
+        &self,
+        specs: Vec<JobSpec>,
+    ) -> Result<Vec<SubmitResult>, RuntimeError> {
+        self.submit_specs(specs, true).await
+    }
+
+    async fn submit_specs(
+        &self,
+        specs: Vec<JobSpec>,
+        batch: bool,
+    ) -> Result<Vec<SubmitResult>, RuntimeError> {
+        let jobs = plan(specs, batch, &*self.registry, &self.defaults, Utc::now())?;
+        Ok(self.call(Submit(jobs)).await??.jobs)
+    }
+
+    /// The job as it is now.
+    pub async fn status(&self, id: JobId) -> Result<JobRecord, RuntimeError> {
+        self.call(GetJob(id))
+            .await??
+            .ok_or(RuntimeError::Queue(QueueError::NotFound(id)))
+    }
+
+    /// Waits until the job is terminal or `timeout` passed; returns the job as it then is.
+    pub async fn wait(&self, id: JobId, timeout: Duration) -> Result<JobRecord, RuntimeError> {
+        self.call(WaitFor { id, timeout })
+            .await??
+            .ok_or(RuntimeError::Queue(QueueError::NotFound(id)))
+    }
+
+    /// Cancels a job (rule 4 of `semantics.md`).
+    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, RuntimeError> {
+        Ok(self.call(Cancel(id)).await??)
+    }
+
+    /// Lists jobs, newest first.
+    pub async fn list(&self, query: ListQuery) -> Result<Page, RuntimeError> {
+        Ok(self.call(ListJobs(query)).await??)
+    }
+
+    /// Creates or replaces the schedule `name`; true when it was created.
+    pub async fn put_schedule(
+        &self,
+        name: &str,
+        spec: ScheduleSpec,
+    ) -> Result<(Schedule, bool), RuntimeError> {
+        validate_name(name)?;
+        let timezone = spec.timezone.unwrap_or_else(|| "UTC".into());
+        let expr = CronExpr::parse(&spec.cron, Some(&timezone))?;
+        // The template must be submittable: checked now rather than at every tick.
+        plan(
+            vec![spec.job.clone()],
+            false,
+            &*self.registry,
+            &self.defaults,
+            Utc::now(),
+        )
+        .map_err(|err| prefix_field(err, "job"))?;
+        let now = Utc::now();
+        let schedule = Schedule {
+            name: name.to_owned(),
+            cron: spec.cron,
+            timezone,
+            job: spec.job,
+            catch_up: spec.catch_up,
+            created_at: now,
+            updated_at: now,
+            next_run_at: expr.next_after(now),
+            last_run_at: None,
+            last_job_id: None,
+        };
+        let created = self.call(PutSchedule(schedule)).await??;
+        let stored = self.schedule(name).await?;
+        Ok((stored, created))
+    }
+
+    /// One schedule.
+    pub async fn schedule(&self, name: &str) -> Result<Schedule, RuntimeError> {
+        self.call(GetSchedule(name.to_owned()))
+            .await??
+            .ok_or_else(|| RuntimeError::Queue(QueueError::ScheduleNotFound(name.to_owned())))
+    }
+
+    /// Every schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>, RuntimeError> {
+        Ok(self.call(ListSchedules).await??)
+    }
+
+    /// Removes a schedule.
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.call(DeleteSchedule(name.to_owned())).await?? {
+            true => Ok(()),
+            false => Err(RuntimeError::Queue(QueueError::ScheduleNotFound(
+                name.to_owned(),
+            ))),
+        }
+    }
+
+    /// Counts per queue and state, worker and cache figures.
+    pub async fn stats(&self) -> Result<Stats, RuntimeError> {
+        let queues = self.call(GetStats).await??;
+        let unavailable =
+            |what: &str| QueueError::Unavailable(format!("{what} actor not answering"));
+        let workers = self
+            .pool
+            .send(GetPoolStats)
+            .await
+            .map_err(|_| unavailable("worker pool"))?;
+        let cache = self
+            .cache
+            .send(GetCacheStats)
+            .await
+            .map_err(|_| unavailable("cache"))?;
+        Ok(Stats {
+            queues,
+            workers,
+            cache,
+            backends: Backends {
+                queue: "memory",
+                cache: "memory",
+                redis: "disabled",
+            },
+        })
+    }
+
+    /// Whether the queue backend answers.
+    pub async fn ping(&self) -> Result<(), RuntimeError> {
+        Ok(self.call(Ping).await??)
+    }
+
+    /// The registered kinds.
+    pub fn kinds(&self) -> Vec<Arc<str>> {
+        self.registry.kinds()
+    }
+}
+
+fn prefix_field(mut err: SpecError, prefix: &str) -> SpecError {
+    err.field = Some(match err.field {
+        Some(field) => format!("{prefix}.{field}"),
+        None => prefix.to_owned(),
+    });
+    err
+}
+
+/// A typed submit in the making: set options, then `.await` it.
+#[must_use = "a submit does nothing until awaited"]
+pub struct SubmitBuilder<'a, J: Job> {
+    client: &'a Client,
+    job: J,
+    spec: JobSpec,
+    run_at: Option<DateTime<Utc>>,
+}
+
+impl<'a, J: Job> SubmitBuilder<'a, J> {
+    /// Higher runs first; -1000..=1000.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.spec.priority = Some(priority);
+        self
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.spec.queue = Some(queue.into());
+        self
+    }
+
+    /// Do not start before `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.spec.delay_ms = Some(delay.as_millis() as u64);
+        self
+    }
+
+    /// Do not start before `at`.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Run only after job `id` succeeded.
+    pub fn depends_on(mut self, id: JobId) -> Self {
+        self.spec
+            .depends_on
+            .get_or_insert_with(Vec::new)
+            .push(id.to_string());
+        self
+    }
+
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.spec.max_attempts = Some(attempts);
+        self
+    }
+
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.spec.backoff = Some(backoff);
+        self
+    }
+
+    /// Wall-clock limit of one attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.spec.timeout_ms = Some(timeout.as_millis() as u64);
+        self
+    }
+
+    /// A second submit with the same key returns the first job.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.spec.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Submits the job.
+    pub async fn send(self) -> Result<JobHandle<J>, RuntimeError> {
+        let mut spec = self.spec;
+        spec.run_at = self.run_at;
+        spec.payload = Some(
+            crate::job::record::to_json(&self.job)
+                .map_err(|err| SpecError::invalid("payload", err))?,
+        );
+        let submitted = self.client.submit_spec(spec).await?;
+        Ok(JobHandle {
+            id: submitted.record.id,
+            client: self.client.clone(),
+            _job: PhantomData,
+        })
+    }
+}
+
+impl<'a, J: Job> IntoFuture for SubmitBuilder<'a, J> {
+    type Output = Result<JobHandle<J>, RuntimeError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + 'a>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// A submitted job of type `J`.
+pub struct JobHandle<J: Job> {
+    id: JobId,
+    client: Client,
+    _job: PhantomData<fn() -> J>,
+}
+
+impl<J: Job> JobHandle<J> {
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// The job as it is now.
+    pub async fn status(&self) -> Result<JobRecord, RuntimeError> {
+        self.client.status(self.id).await
+    }
+
+    /// Waits for the job to end; its typed output on success, `JobFailed` otherwise.
+    pub async fn wait(&self) -> Result<J::Output, RuntimeError> {
+        let record = loop {
+            let record = self.client.wait(self.id, Duration::from_secs(60)).await?;
+            if record.status.is_terminal() {
+                break record;
+            }
+        };
+        match (record.status, &record.result) {
+            (JobStatus::Succeeded, Some(result)) => {
+                serde_json::from_str(result.get()).map_err(|err| RuntimeError::Decode {
+                    id: self.id,
+                    expected: std::any::type_name::<J::Output>(),
+                    message: err.to_string(),
+                })
+            }
+            (status, _) => Err(RuntimeError::JobFailed {
+                id: self.id,
+                status,
+                error: record.error,
+            }),
+        }
+    }
+
+    /// Cancels the job.
+    pub async fn cancel(&self) -> Result<CancelOutcome, RuntimeError> {
+        self.client.cancel(self.id).await
+    }
+}
+
+/// Configures and starts a [`Runtime`].
+pub struct RuntimeBuilder {
+    config: Config,
+    registry: Registry,
+    queue_backend: Option<Arc<dyn QueueBackend>>,
+}
+
+impl RuntimeBuilder {
+    /// Uses `config` instead of the defaults.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers a job kind.
+    pub fn register<J: Job>(mut self) -> Self {
+        self.registry.register::<J>();
+        self
+    }
+
+    /// Registers the built-in kinds: `noop`, `sleep`, `fail` and `http`.
+    pub fn with_builtin_kinds(mut self) -> Self {
+        crate::kinds::register_builtins(&mut self.registry);
+        self
+    }
+
+    /// Uses this queue backend instead of the one the configuration names.
+    pub fn queue_backend(mut self, backend: Arc<dyn QueueBackend>) -> Self {
+        self.queue_backend = Some(backend);
+        self
+    }
+
+    /// Starts the actors on the current arbiter. Must be called inside an actix `System`
+    /// (`#[actix_web::main]`, `#[actix::main]`, `#[actix::test]`).
+    pub fn start(self) -> Result<Runtime, RuntimeError> {
+        let backend = match (self.queue_backend, self.config.queue_backend) {
+            (Some(backend), _) => backend,
+            (None, QueueBackendKind::Memory) => {
+                Arc::new(MemoryQueue::new()) as Arc<dyn QueueBackend>
+            }
+            (None, QueueBackendKind::Redis) => return Err(RuntimeError::Start(
+                "JOBYARD_QUEUE_BACKEND=redis: the Redis queue backend is not built yet; use memory"
+                    .into(),
+            )),
+        };
+        let (supervisor, client) =
+            RuntimeSupervisor::start(&self.config, Arc::new(self.registry), backend);
+        Ok(Runtime {
+            client,
+            supervisor,
+            config: Arc::new(self.config),
+        })
+    }
+}
+
+/// A started runtime. Derefs to its [`Client`].
+#[derive(Clone)]
+pub struct Runtime {
+    client: Client,
+    supervisor: Addr<RuntimeSupervisor>,
+    config: Arc<Config>,
+}
+
+impl Runtime {
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            config: Config::default(),
+            registry: Registry::new(),
+            queue_backend: None,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stops taking jobs, lets running attempts finish within the configured shutdown grace
+    /// period and hands the rest back to `queued`. Returns how many were handed back.
+    pub async fn shutdown(&self) -> usize {
+        self.supervisor
+            .send(Shutdown {
+                grace: self.config.shutdown_grace,
+            })
+            .await
+            .unwrap_or(0)
+    }
+}
+
+impl Deref for Runtime {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}

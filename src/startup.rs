@@ -1,0 +1,152 @@
+//! Builds a whole server (runtime + HTTP API) from a [`Config`] and runs it until a signal or
+//! a [`ShutdownTrigger`] stops it, gracefully: HTTP stops accepting, running attempts get the
+//! shutdown grace period, unfinished ones go back to `queued` (rule 10 of `semantics.md`).
+
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer};
+use tokio::sync::Notify;
+
+use crate::api::{self, ApiSettings};
+use crate::config::{CacheBackendKind, Config};
+use crate::runtime::{Runtime, RuntimeError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("JOBYARD_CACHE_BACKEND={0}: the Redis cache backends are not built yet; use memory")]
+    CacheBackend(&'static str),
+}
+
+/// Stops a running server as a signal would.
+#[derive(Clone, Default)]
+pub struct ShutdownTrigger(Arc<Notify>);
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// A built server, listening but not yet serving.
+pub struct Server {
+    runtime: Runtime,
+    http: actix_web::dev::Server,
+    port: u16,
+    trigger: ShutdownTrigger,
+}
+
+impl Server {
+    /// Starts the runtime and binds the HTTP listener. Must run inside an actix `System`.
+    pub fn build(config: Config) -> Result<Server, StartupError> {
+        if config.cache_backend != CacheBackendKind::Memory {
+            return Err(StartupError::CacheBackend(config.cache_backend.as_str()));
+        }
+        let listener = TcpListener::bind(&config.addr).map_err(|source| StartupError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: config.addr.clone(),
+                source,
+            })?
+            .port();
+        let runtime = Runtime::builder()
+            .config(config.clone())
+            .with_builtin_kinds()
+            .start()?;
+        let client = runtime.client().clone();
+        let settings = ApiSettings {
+            max_body_bytes: config.max_body_bytes,
+            api_token: config.api_token.clone(),
+        };
+        let http = HttpServer::new(move || {
+            App::new().configure(api::configure(client.clone(), settings.clone()))
+        })
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?
+        .run();
+        tracing::info!(
+            port,
+            queue = config.queue_backend_name(),
+            cache = config.cache_backend.as_str(),
+            concurrency = config.concurrency,
+            "jobyard listening on {}",
+            config
+                .addr
+                .rsplit_once(':')
+                .map_or(config.addr.clone(), |(host, _)| format!("{host}:{port}"))
+        );
+        Ok(Server {
+            runtime,
+            http,
+            port,
+            trigger: ShutdownTrigger::default(),
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// A handle that stops the server as SIGTERM would.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// Serves until SIGTERM, SIGINT or the trigger; then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        let handle = self.http.handle();
+        let serving = actix_rt::spawn(self.http);
+        tokio::select! {
+            signal = shutdown_signal() => tracing::info!("{signal} received; shutting down"),
+            _ = self.trigger.0.notified() => tracing::info!("shutdown requested"),
+        }
+        let (_, handed_back) = tokio::join!(handle.stop(true), self.runtime.shutdown());
+        tracing::info!(handed_back, "shutdown complete");
+        match serving.await {
+            Ok(result) => result,
+            Err(err) => Err(io::Error::other(err)),
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
+}
