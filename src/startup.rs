@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::api::{self, ApiSettings};
 use crate::config::{CacheBackendKind, Config};
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{Runtime, RuntimeBuilder, RuntimeError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,15 @@ pub struct Server {
 impl Server {
     /// Starts the runtime and binds the HTTP listener. Must run inside an actix `System`.
     pub fn build(config: Config) -> Result<Server, StartupError> {
+        let runtime = Runtime::builder()
+            .config(config.clone())
+            .with_builtin_kinds();
+        Self::build_with(config, runtime)
+    }
+
+    /// Like [`Server::build`], with a runtime builder the caller prepared (extra kinds, another
+    /// queue backend). The builder's configuration is replaced by `config`.
+    pub fn build_with(config: Config, runtime: RuntimeBuilder) -> Result<Server, StartupError> {
         if config.cache_backend != CacheBackendKind::Memory {
             return Err(StartupError::CacheBackend(config.cache_backend.as_str()));
         }
@@ -59,10 +68,7 @@ impl Server {
                 source,
             })?
             .port();
-        let runtime = Runtime::builder()
-            .config(config.clone())
-            .with_builtin_kinds()
-            .start()?;
+        let runtime = runtime.config(config.clone()).start()?;
         let client = runtime.client().clone();
         let settings = ApiSettings {
             max_body_bytes: config.max_body_bytes,

@@ -57,6 +57,18 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
+            // Every body of this API is an object; serde would otherwise read a struct from an
+            // array by position and report a confusing "[0]" field.
+            if body
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|&b| b != b'{')
+            {
+                return Err(ApiError::invalid(
+                    "body",
+                    "request body must be a JSON object",
+                ));
+            }
             decode(&body).map(JsonBody)
         })
     }
@@ -72,7 +84,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             return ApiError::invalid("body", format!("invalid JSON: {inner}"));
         }
         let message = inner.to_string();
-        let field = match unknown_field(&message) {
+        // An unknown field's path already ends with its name; a missing one's is its parent.
+        let field = match missing_field(&message) {
             Some(name) if path == "." => name.to_owned(),
             Some(name) => format!("{path}.{name}"),
             None if path == "." => "body".to_owned(),
@@ -85,13 +98,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The field named by serde's "unknown field `name`, ..." or "missing field `name`" messages.
-fn unknown_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("unknown field `")
-        .or_else(|| message.strip_prefix("missing field `"))?
-        .split('`')
-        .next()
+/// The name in serde's "missing field `name`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
 }
 
 /// Drops serde_json's " at line L column C" suffix, which means nothing to the client's field.

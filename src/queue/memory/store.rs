@@ -603,3 +603,181 @@ impl Store {
         DateTime::from_timestamp_millis(at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::spec::{plan, KindLookup, SpecDefaults};
+    use crate::job::JobSpec;
+
+    struct Kinds;
+    impl KindLookup for Kinds {
+        fn lookup(&self, kind: &str) -> Option<Arc<str>> {
+            Some(Arc::from(kind))
+        }
+    }
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+    }
+
+    fn submit(store: &mut Store, spec: JobSpec, now: DateTime<Utc>) -> JobId {
+        let jobs = plan(vec![spec], false, &Kinds, &SpecDefaults::default(), now).unwrap();
+        store.submit(jobs, now).unwrap().jobs[0].record.id
+    }
+
+    fn claim(n: usize, lease_ms: u64) -> Claim {
+        Claim {
+            workers: (0..n).map(|i| Arc::from(format!("test/w{i}"))).collect(),
+            lease: Duration::from_millis(lease_ms),
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_requeues_the_job_and_counts_the_attempt() {
+        let mut store = Store::new();
+        let id = submit(
+            &mut store,
+            JobSpec {
+                max_attempts: Some(2),
+                ..JobSpec::new("noop")
+            },
+            t(0),
+        );
+        let first = store.dequeue(&claim(1, 1_000), t(0));
+        assert_eq!(first[0].lease.id, id);
+        store.tick(t(2_000), Duration::from_secs(3600));
+        let record = store.get(id).unwrap();
+        assert_eq!((record.status, record.attempts), (JobStatus::Queued, 1));
+        assert_eq!(record.error.as_deref(), Some("lease expired"));
+        // The first worker's late completion is refused: the job is no longer its.
+        let late = store.complete(
+            vec![Completion {
+                lease: first[0].lease,
+                outcome: Outcome::Succeeded(crate::job::record::json_null()),
+            }],
+            t(2_001),
+        );
+        assert_eq!(late.stale, 1);
+        let second = store.dequeue(&claim(1, 1_000), t(2_002));
+        assert_eq!(second[0].record.attempts, 2);
+        store.tick(t(4_000), Duration::from_secs(3600));
+        let record = store.get(id).unwrap();
+        assert_eq!(
+            (record.status, record.error.as_deref()),
+            (JobStatus::Failed, Some("lease expired"))
+        );
+    }
+
+    #[test]
+    fn renewal_keeps_a_lease_alive_and_reports_cancel_requests() {
+        let mut store = Store::new();
+        let id = submit(&mut store, JobSpec::new("noop"), t(0));
+        let lease = store.dequeue(&claim(1, 1_000), t(0))[0].lease;
+        assert_eq!(
+            store.renew(&[lease], Duration::from_millis(1_000), t(900)),
+            vec![LeaseState::Active]
+        );
+        store.tick(t(1_500), Duration::from_secs(3600));
+        assert_eq!(store.get(id).unwrap().status, JobStatus::Running);
+        store.cancel(id, t(1_600)).unwrap();
+        assert_eq!(
+            store.renew(&[lease], Duration::from_millis(1_000), t(1_700)),
+            vec![LeaseState::CancelRequested]
+        );
+        // A cancelled job whose worker vanished ends cancelled, not requeued.
+        store.tick(t(5_000), Duration::from_secs(3600));
+        assert_eq!(store.get(id).unwrap().status, JobStatus::Cancelled);
+        assert_eq!(
+            store.renew(&[lease], Duration::from_millis(1_000), t(5_001)),
+            vec![LeaseState::Lost]
+        );
+    }
+
+    #[test]
+    fn release_hands_a_job_back_without_counting_the_attempt() {
+        let mut store = Store::new();
+        let id = submit(&mut store, JobSpec::new("noop"), t(0));
+        let lease = store.dequeue(&claim(1, 1_000), t(0))[0].lease;
+        let changes = store.release(&[lease], t(10));
+        assert_eq!(changes.ready, 1);
+        let record = store.get(id).unwrap();
+        assert_eq!((record.status, record.attempts), (JobStatus::Queued, 0));
+    }
+
+    #[test]
+    fn retention_removes_terminal_jobs_and_frees_their_idempotency_keys() {
+        let mut store = Store::new();
+        let spec = JobSpec {
+            idempotency_key: Some("k".into()),
+            ..JobSpec::new("noop")
+        };
+        let id = submit(&mut store, spec.clone(), t(0));
+        let lease = store.dequeue(&claim(1, 1_000), t(0))[0].lease;
+        store.complete(
+            vec![Completion {
+                lease,
+                outcome: Outcome::Succeeded(crate::job::record::json_null()),
+            }],
+            t(5),
+        );
+        store.tick(t(500), Duration::from_secs(1));
+        assert!(store.get(id).is_some(), "kept within retention");
+        store.tick(t(1_005), Duration::from_secs(1));
+        assert!(store.get(id).is_none(), "removed after retention");
+        assert!(store.is_empty());
+        assert!(store.stats().values().all(|c| c.succeeded == 0));
+        assert_ne!(submit(&mut store, spec, t(1_010)), id);
+    }
+
+    #[test]
+    fn a_dependency_that_already_failed_cancels_the_new_job_at_once() {
+        let mut store = Store::new();
+        let dep = submit(
+            &mut store,
+            JobSpec {
+                max_attempts: Some(1),
+                ..JobSpec::new("noop")
+            },
+            t(0),
+        );
+        let lease = store.dequeue(&claim(1, 1_000), t(0))[0].lease;
+        store.complete(
+            vec![Completion {
+                lease,
+                outcome: Outcome::Failed {
+                    error: "boom".into(),
+                    retry_at: None,
+                },
+            }],
+            t(1),
+        );
+        let spec = JobSpec {
+            depends_on: Some(vec![dep.to_string()]),
+            ..JobSpec::new("noop")
+        };
+        let id = submit(&mut store, spec, t(2));
+        let record = store.get(id).unwrap();
+        assert_eq!(record.status, JobStatus::Cancelled);
+        assert_eq!(record.error, Some(format!("dependency {dep} failed")));
+    }
+
+    #[test]
+    fn an_unknown_dependency_rejects_the_whole_batch() {
+        let mut store = Store::new();
+        let missing = JobId::new();
+        let specs = vec![
+            JobSpec::new("noop"),
+            JobSpec {
+                depends_on: Some(vec![missing.to_string()]),
+                ..JobSpec::new("noop")
+            },
+        ];
+        let jobs = plan(specs, true, &Kinds, &SpecDefaults::default(), t(0)).unwrap();
+        assert_eq!(
+            store.submit(jobs, t(0)).unwrap_err(),
+            QueueError::UnknownDependency(missing)
+        );
+        assert!(store.is_empty());
+    }
+}

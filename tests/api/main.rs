@@ -1,0 +1,7 @@
+//! HTTP API tests against a real server bound to port 0, one binary for all of them.
+
+mod errors;
+mod helpers;
+mod jobs;
+mod lifecycle;
+mod schedules;
