@@ -1,0 +1,189 @@
+//! The embedding API: typed jobs submitted, awaited and cancelled through a `Runtime` started
+//! inside the test's actix system, with no HTTP in between.
+
+use std::time::Duration;
+
+use jobyard::{Backoff, Config, Job, JobContext, JobError, JobStatus, Runtime, RuntimeError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+impl Job for Add {
+    const KIND: &'static str = "add";
+    type Output = i64;
+    async fn run(self, _ctx: JobContext) -> Result<i64, JobError> {
+        Ok(self.a + self.b)
+    }
+}
+
+/// Panics on its first attempt, succeeds afterwards.
+#[derive(Serialize, Deserialize)]
+struct Flaky;
+
+impl Job for Flaky {
+    const KIND: &'static str = "flaky";
+    type Output = u32;
+    async fn run(self, ctx: JobContext) -> Result<u32, JobError> {
+        if ctx.attempt() == 1 {
+            panic!("first attempts always crash");
+        }
+        Ok(ctx.attempt())
+    }
+}
+
+/// Reports progress, then waits for cancellation, which it honours.
+#[derive(Serialize, Deserialize)]
+struct Reporter;
+
+impl Job for Reporter {
+    const KIND: &'static str = "reporter";
+    type Output = ();
+    async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+        ctx.progress(&serde_json::json!({"done": 40, "total": 100}));
+        ctx.cancelled().await;
+        Err(JobError::Cancelled)
+    }
+}
+
+/// Ignores its cancellation token entirely.
+#[derive(Serialize, Deserialize)]
+struct Stubborn;
+
+impl Job for Stubborn {
+    const KIND: &'static str = "stubborn";
+    type Output = ();
+    async fn run(self, _ctx: JobContext) -> Result<(), JobError> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+fn runtime(adjust: impl FnOnce(&mut Config)) -> Runtime {
+    let mut config = Config::default();
+    config.cancel_grace = Duration::from_millis(50);
+    adjust(&mut config);
+    Runtime::builder()
+        .config(config)
+        .register::<Add>()
+        .register::<Flaky>()
+        .register::<Reporter>()
+        .register::<Stubborn>()
+        .start()
+        .expect("runtime starts")
+}
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, fut).await.expect("finished before the deadline")
+}
+
+#[actix::test]
+async fn a_typed_job_returns_its_typed_output() {
+    let rt = runtime(|_| {});
+    let job = rt.submit(Add { a: 40, b: 2 }).priority(3).await.unwrap();
+    assert_eq!(within(job.wait()).await.unwrap(), 42);
+    let record = job.status().await.unwrap();
+    assert_eq!((record.status, record.priority), (JobStatus::Succeeded, 3));
+}
+
+#[actix::test]
+async fn a_panicking_handler_is_a_failed_attempt_and_the_pool_keeps_serving() {
+    let rt = runtime(|c| c.concurrency = 1);
+    let backoff = Backoff { initial_ms: 1, jitter: false, ..Backoff::default() };
+    let flaky = rt.submit(Flaky).backoff(backoff).await.unwrap();
+    assert_eq!(within(flaky.wait()).await.unwrap(), 2, "second attempt succeeds");
+    let after = rt.submit(Add { a: 1, b: 1 }).await.unwrap();
+    assert_eq!(within(after.wait()).await.unwrap(), 2, "the only worker still serves");
+    let once = rt.submit(Flaky).max_attempts(1).await.unwrap();
+    match within(once.wait()).await {
+        Err(RuntimeError::JobFailed { status, error, .. }) => {
+            assert_eq!(status, JobStatus::Failed);
+            assert_eq!(error.as_deref(), Some("handler panicked: first attempts always crash"));
+        }
+        other => panic!("expected JobFailed, got {other:?}"),
+    }
+}
+
+#[actix::test]
+async fn progress_reports_are_stored_and_a_cancelled_handler_ends_cancelled() {
+    let rt = runtime(|_| {});
+    let job = rt.submit(Reporter).await.unwrap();
+    let progressed = within(async {
+        loop {
+            let record = job.status().await.unwrap();
+            if record.progress.is_some() {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(progressed.progress.unwrap().get(), r#"{"done":40,"total":100}"#);
+    job.cancel().await.unwrap();
+    let record = within(rt.wait(job.id(), DEADLINE)).await.unwrap();
+    assert_eq!(record.status, JobStatus::Cancelled);
+}
+
+#[actix::test]
+async fn a_handler_ignoring_cancellation_is_aborted_after_the_grace_period() {
+    let rt = runtime(|_| {});
+    let job = rt.submit(Stubborn).await.unwrap();
+    within(async {
+        while job.status().await.unwrap().status != JobStatus::Running {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let requested = job.cancel().await.unwrap();
+    assert!(requested.record().cancel_requested);
+    let record = within(rt.wait(job.id(), DEADLINE)).await.unwrap();
+    assert_eq!(record.status, JobStatus::Cancelled);
+    assert_eq!(record.error.as_deref(), Some("cancelled"));
+}
+
+#[actix::test]
+async fn builder_options_reach_the_job() {
+    let rt = runtime(|_| {});
+    let first = rt.submit(Add { a: 1, b: 2 }).delay(Duration::from_millis(30)).await.unwrap();
+    let second = rt
+        .submit(Add { a: 3, b: 4 })
+        .depends_on(first.id())
+        .queue("math")
+        .timeout(Duration::from_secs(5))
+        .idempotency_key("sum-3-4")
+        .await
+        .unwrap();
+    let record = second.status().await.unwrap();
+    assert_eq!(record.status, JobStatus::Waiting);
+    assert_eq!(&*record.queue, "math");
+    assert_eq!(record.timeout_ms, 5_000);
+    assert_eq!(within(second.wait()).await.unwrap(), 7);
+    let again = rt.submit(Add { a: 3, b: 4 }).idempotency_key("sum-3-4").await.unwrap();
+    assert_eq!(again.id(), second.id());
+}
+
+#[actix::test]
+async fn invalid_submits_are_refused_before_they_reach_the_queue() {
+    let rt = runtime(|_| {});
+    let err = rt.submit(Add { a: 1, b: 1 }).priority(5000).await.err().unwrap();
+    assert!(matches!(err, RuntimeError::Spec(ref e) if e.field.as_deref() == Some("priority")), "{err}");
+}
+
+#[actix::test]
+async fn shutdown_hands_running_jobs_back() {
+    let rt = runtime(|c| c.shutdown_grace = Duration::from_millis(20));
+    let job = rt.submit(Stubborn).await.unwrap();
+    within(async {
+        while job.status().await.unwrap().status != JobStatus::Running {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(rt.shutdown().await, 1);
+    assert_eq!(job.status().await.unwrap().status, JobStatus::Queued);
+}
