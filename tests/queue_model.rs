@@ -117,7 +117,10 @@ impl Model {
                 let mut deps: Vec<String> = if known == 0 {
                     Vec::new()
                 } else {
-                    s.deps.iter().map(|d| self.ids[d % known].to_string()).collect()
+                    s.deps
+                        .iter()
+                        .map(|d| self.ids[d % known].to_string())
+                        .collect()
                 };
                 if s.chain && i > 0 {
                     deps.push(format!("r{}", i - 1));
@@ -132,8 +135,12 @@ impl Model {
                 }
             })
             .collect();
-        let jobs = plan(batch, true, &Kinds, &SpecDefaults::default(), self.now).expect("valid batch");
-        let submitted = self.store.submit(jobs, self.now).expect("dependencies exist");
+        let jobs =
+            plan(batch, true, &Kinds, &SpecDefaults::default(), self.now).expect("valid batch");
+        let submitted = self
+            .store
+            .submit(jobs, self.now)
+            .expect("dependencies exist");
         assert_eq!(submitted.jobs.len(), specs.len());
         for job in submitted.jobs {
             assert!(job.created, "no idempotency keys here, so every job is new");
@@ -151,7 +158,11 @@ impl Model {
             assert_eq!(record.status, JobStatus::Running);
             for dep in &record.depends_on {
                 let dep = self.store.get(*dep).expect("dependency kept");
-                assert_eq!(dep.status, JobStatus::Succeeded, "started before its dependency succeeded");
+                assert_eq!(
+                    dep.status,
+                    JobStatus::Succeeded,
+                    "started before its dependency succeeded"
+                );
             }
             let key = (record.priority, self.order[&record.id]);
             if let Some((priority, order)) = previous {
@@ -193,7 +204,8 @@ impl Model {
             },
             _ => Outcome::Cancelled("cancelled".into()),
         };
-        self.store.complete(vec![Completion { lease, outcome }], self.now);
+        self.store
+            .complete(vec![Completion { lease, outcome }], self.now);
     }
 
     fn cancel(&mut self, pick: usize) {
@@ -203,7 +215,11 @@ impl Model {
         let id = self.ids[pick % self.ids.len()];
         let before = self.store.get(id).unwrap().status;
         let result = self.store.cancel(id, self.now);
-        assert_eq!(result.is_err(), before.is_terminal(), "cancel conflicts exactly on terminal jobs");
+        assert_eq!(
+            result.is_err(),
+            before.is_terminal(),
+            "cancel conflicts exactly on terminal jobs"
+        );
     }
 
     fn list(&self, status: JobStatus) -> Vec<jobyard::JobRecord> {
@@ -234,7 +250,11 @@ impl Model {
 
     /// The invariants that hold after every step.
     fn check(&mut self) {
-        assert_eq!(self.store.len(), self.ids.len(), "a job was lost or duplicated");
+        assert_eq!(
+            self.store.len(),
+            self.ids.len(),
+            "a job was lost or duplicated"
+        );
         let mut counted: HashMap<JobStatus, u64> = HashMap::new();
         for id in &self.ids {
             let record = self.store.get(*id).expect("every submitted job is kept");
@@ -245,15 +265,28 @@ impl Model {
                 self.terminal.insert(*id, record.status);
             }
             if record.status == JobStatus::Waiting || record.status == JobStatus::Queued {
-                assert!(record.depends_on.iter().all(|d| self.store.get(*d).is_some()));
+                assert!(record
+                    .depends_on
+                    .iter()
+                    .all(|d| self.store.get(*d).is_some()));
             }
         }
         let stats = self.store.stats();
         for status in JobStatus::ALL {
             let total: u64 = stats.values().map(|c| c.get(status)).sum();
-            assert_eq!(total, counted.get(&status).copied().unwrap_or(0), "counter of {status}");
+            assert_eq!(
+                total,
+                counted.get(&status).copied().unwrap_or(0),
+                "counter of {status}"
+            );
         }
-        let listed = self.store.list(&ListQuery { limit: 100_000, ..ListQuery::default() }).unwrap();
+        let listed = self
+            .store
+            .list(&ListQuery {
+                limit: 100_000,
+                ..ListQuery::default()
+            })
+            .unwrap();
         assert_eq!(listed.jobs.len(), self.ids.len());
     }
 
