@@ -26,20 +26,12 @@ fn registry() -> Registry {
 
 fn specs() -> Vec<JobSpec> {
     let payload = json_from_str(r#"{"source":"bench"}"#).unwrap();
-    vec![
-        JobSpec {
-            payload: Some(payload),
-            ..JobSpec::new("noop")
-        };
-        BATCH
-    ]
+    vec![JobSpec { payload: Some(payload), ..JobSpec::new("noop") }; BATCH]
 }
 
 fn claim() -> Claim {
     Claim {
-        workers: (0..BATCH)
-            .map(|i| Arc::from(format!("bench/w{i}")))
-            .collect(),
+        workers: (0..BATCH).map(|i| Arc::from(format!("bench/w{i}"))).collect(),
         lease: Duration::from_secs(30),
     }
 }
@@ -54,12 +46,7 @@ fn queue(c: &mut Criterion) {
     });
     group.bench_function("submit_1000", |b| {
         b.iter_batched(
-            || {
-                (
-                    Store::new(),
-                    plan(specs(), true, &registry, &defaults, Utc::now()).unwrap(),
-                )
-            },
+            || (Store::new(), plan(specs(), true, &registry, &defaults, Utc::now()).unwrap()),
             |(mut store, jobs)| store.submit(jobs, Utc::now()).unwrap(),
             BatchSize::SmallInput,
         )
@@ -94,12 +81,8 @@ fn cache(c: &mut Criterion) {
     let cache = MemoryCache::new(64 << 20);
     let keys: Vec<String> = (0..10_000).map(|i| format!("key:{i}")).collect();
     for key in &keys {
-        let entry = Entry::new(
-            vec![b'x'; 1024],
-            "application/json",
-            Duration::from_secs(600),
-            vec![],
-        );
+        let entry =
+            Entry::new(vec![b'x'; 1024], "application/json", Duration::from_secs(600), vec![]);
         cache.set(key.clone(), entry);
     }
     c.bench_function("cache/memory_hit_1KiB", |b| {

@@ -17,17 +17,12 @@ struct RefreshTool {
     items: u32,
 }
 
-#[derive(Serialize, Deserialize, Debug)]
-struct Refreshed {
-    tool: String,
-    fetched: u32,
-}
-
 impl Job for RefreshTool {
     const KIND: &'static str = "tool.refresh";
-    type Output = Refreshed;
+    /// How many items were fetched.
+    type Output = u32;
 
-    async fn run(self, ctx: JobContext) -> Result<Refreshed, JobError> {
+    async fn run(self, ctx: JobContext) -> Result<u32, JobError> {
         for done in 0..self.items {
             if ctx.is_cancelled() {
                 return Err(JobError::Cancelled);
@@ -35,72 +30,46 @@ impl Job for RefreshTool {
             ctx.progress(&serde_json::json!({"done": done, "total": self.items}));
             tokio::time::sleep(Duration::from_millis(5)).await; // an upstream call
         }
-        Ok(Refreshed {
-            tool: self.tool,
-            fetched: self.items,
-        })
+        tracing::debug!(tool = %self.tool, "refreshed");
+        Ok(self.items)
     }
+}
+
+fn refresh(tool: &str, items: u32) -> RefreshTool {
+    RefreshTool { tool: tool.into(), items }
 }
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = Config::default();
-    config.concurrency = 4;
-    let runtime = Runtime::builder()
-        .config(config)
-        .register::<RefreshTool>()
-        .with_builtin_kinds()
-        .start()?;
+    let config = Config { concurrency: 4, ..Config::default() };
+    let runtime =
+        Runtime::builder().config(config).register::<RefreshTool>().with_builtin_kinds().start()?;
 
     // Submit with options, then wait for the typed result.
     let github = runtime
-        .submit(RefreshTool {
-            tool: "github".into(),
-            items: 3,
-        })
+        .submit(refresh("github", 3))
         .priority(10)
         .max_attempts(5)
-        .backoff(Backoff {
-            initial_ms: 200,
-            ..Backoff::default()
-        })
+        .backoff(Backoff { initial_ms: 200, ..Backoff::default() })
         .idempotency_key("refresh:github")
         .await?;
     println!("github: {:?}", github.wait().await?);
 
     // A chain: jira runs only after gitlab succeeded.
-    let gitlab = runtime
-        .submit(RefreshTool {
-            tool: "gitlab".into(),
-            items: 2,
-        })
-        .await?;
+    let gitlab = runtime.submit(refresh("gitlab", 2)).await?;
     let jira = runtime
-        .submit(RefreshTool {
-            tool: "jira".into(),
-            items: 2,
-        })
+        .submit(refresh("jira", 2))
         .depends_on(gitlab.id())
         .delay(Duration::from_millis(50))
         .await?;
     println!("jira after gitlab: {:?}", jira.wait().await?);
 
     // Cancel a long refresh; it stops at its next check of the token.
-    let slow = runtime
-        .submit(RefreshTool {
-            tool: "slow".into(),
-            items: 10_000,
-        })
-        .await?;
+    let slow = runtime.submit(refresh("slow", 10_000)).await?;
     tokio::time::sleep(Duration::from_millis(30)).await;
     slow.cancel().await?;
-    println!(
-        "slow ended: {}",
-        runtime
-            .wait(slow.id(), Duration::from_secs(10))
-            .await?
-            .status
-    );
+    let ended = runtime.wait(slow.id(), Duration::from_secs(10)).await?;
+    println!("slow ended: {}", ended.status);
 
     // Refresh every tool every 10 seconds, Paris time.
     let schedule = ScheduleSpec {
@@ -113,19 +82,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("next refresh at {:?}", schedule.next_run_at);
 
     // What a dashboard would show.
-    let page = runtime
-        .list(ListQuery {
-            limit: 10,
-            ..ListQuery::default()
-        })
-        .await?;
+    let page = runtime.list(ListQuery { limit: 10, ..ListQuery::default() }).await?;
     for job in &page.jobs {
         println!("{} {:<13} {}", job.id, job.kind, job.status);
     }
-    println!(
-        "stats: {}",
-        serde_json::to_string(&runtime.stats().await?.queues)?
-    );
+    let stats = runtime.stats().await?;
+    println!("stats: {}", serde_json::to_string(&stats.queues)?);
 
     let handed_back = runtime.shutdown().await;
     println!("shut down; {handed_back} running jobs handed back");

@@ -47,10 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // 100 bytes of JSON: {"n":"<10 digits>","pad":"<73 x>"}
                 let payload = format!(r#"{{"n":"{i:010}","pad":"{}"}}"#, "x".repeat(73));
                 assert_eq!(payload.len(), 100);
-                JobSpec {
-                    payload: Some(json_from_str(&payload).unwrap()),
-                    ..JobSpec::new("noop")
-                }
+                JobSpec { payload: Some(json_from_str(&payload).unwrap()), ..JobSpec::new("noop") }
             })
             .collect();
         let jobs = plan(specs, true, &registry, &defaults, Utc::now())?;
@@ -66,10 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         before as f64 / 1048576.0,
         after as f64 / 1048576.0
     );
-    println!(
-        "per job: {:.0} bytes",
-        (after - before) as f64 / queued as f64
-    );
+    println!("per job: {:.0} bytes", (after - before) as f64 / queued as f64);
     println!("resident: {:.2} GiB", after as f64 / 1073741824.0);
     Ok(())
 }

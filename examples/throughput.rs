@@ -48,10 +48,7 @@ impl Job for Probe {
     const KIND: &'static str = "probe";
     type Output = ();
     async fn run(self, _ctx: JobContext) -> Result<(), JobError> {
-        STARTED_NS.store(
-            EPOCH.get().unwrap().elapsed().as_nanos() as u64,
-            Ordering::Release,
-        );
+        STARTED_NS.store(EPOCH.get().unwrap().elapsed().as_nanos() as u64, Ordering::Release);
         Ok(())
     }
 }
@@ -66,13 +63,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let mut config = Config::default();
-    config.concurrency = args.concurrency;
-    let runtime = Runtime::builder()
-        .config(config)
-        .with_builtin_kinds()
-        .register::<Probe>()
-        .start()?;
+    let config = Config { concurrency: args.concurrency, ..Config::default() };
+    let runtime =
+        Runtime::builder().config(config).with_builtin_kinds().register::<Probe>().start()?;
     if args.latency {
         latency(&runtime, args.samples).await
     } else {
@@ -86,10 +79,7 @@ async fn throughput(
     batch: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let payload = json_from_str(r#"{"source":"throughput"}"#)?;
-    let spec = JobSpec {
-        payload: Some(payload),
-        ..JobSpec::new("noop")
-    };
+    let spec = JobSpec { payload: Some(payload), ..JobSpec::new("noop") };
     let started = Instant::now();
     let mut submitted = 0;
     while submitted < jobs {
@@ -107,15 +97,9 @@ async fn throughput(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed();
-    println!(
-        "jobs: {jobs}, batch: {batch}, submitted in {:.3} s",
-        submit_time.as_secs_f64()
-    );
+    println!("jobs: {jobs}, batch: {batch}, submitted in {:.3} s", submit_time.as_secs_f64());
     println!("all succeeded after {:.3} s", elapsed.as_secs_f64());
-    println!(
-        "throughput: {:.0} jobs/s",
-        jobs as f64 / elapsed.as_secs_f64()
-    );
+    println!("throughput: {:.0} jobs/s", jobs as f64 / elapsed.as_secs_f64());
     Ok(())
 }
 

@@ -11,11 +11,7 @@ use crate::config::Config;
 use crate::startup::Server;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "jobyard",
-    version,
-    about = "An actor-based background job runtime"
-)]
+#[command(name = "jobyard", version, about = "An actor-based background job runtime")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -118,19 +114,12 @@ fn check(config: &Config) -> ExitCode {
 async fn client_command(config: &Config, command: Command) -> ExitCode {
     let client = HttpClient::new(config);
     let result = match command {
-        Command::Submit {
-            kind,
-            payload,
-            priority,
-            depends_on,
-            delay_ms,
-            wait,
-        } => submit(&client, kind, payload, priority, depends_on, delay_ms, wait).await,
+        Command::Submit { kind, payload, priority, depends_on, delay_ms, wait } => {
+            submit(&client, kind, payload, priority, depends_on, delay_ms, wait).await
+        }
         Command::Status { id } => client.request("GET", &format!("/v1/jobs/{id}"), None).await,
         Command::Cancel { id } => {
-            client
-                .request("POST", &format!("/v1/jobs/{id}/cancel"), None)
-                .await
+            client.request("POST", &format!("/v1/jobs/{id}/cancel"), None).await
         }
         Command::Jobs { status, limit } => {
             let mut query = vec![];
@@ -140,19 +129,14 @@ async fn client_command(config: &Config, command: Command) -> ExitCode {
             if let Some(limit) = limit {
                 query.push(format!("limit={limit}"));
             }
-            client
-                .request("GET", &format!("/v1/jobs?{}", query.join("&")), None)
-                .await
+            client.request("GET", &format!("/v1/jobs?{}", query.join("&")), None).await
         }
         Command::Stats => client.request("GET", "/v1/stats", None).await,
         Command::Serve | Command::Check => unreachable!("handled by run"),
     };
     match result {
         Ok(value) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -190,18 +174,13 @@ async fn submit(
     let mut job = client.request("POST", "/v1/jobs", Some(spec)).await?;
     while wait && !is_terminal(&job) {
         let id = job["id"].as_str().unwrap_or_default().to_owned();
-        job = client
-            .request("GET", &format!("/v1/jobs/{id}/wait?timeout_ms=60000"), None)
-            .await?;
+        job = client.request("GET", &format!("/v1/jobs/{id}/wait?timeout_ms=60000"), None).await?;
     }
     Ok(job)
 }
 
 fn is_terminal(job: &Value) -> bool {
-    matches!(
-        job["status"].as_str(),
-        Some("succeeded" | "failed" | "cancelled")
-    )
+    matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
 }
 
 /// A small JSON client of the server's API.
@@ -216,9 +195,7 @@ impl HttpClient {
         HttpClient {
             base: config.url.trim_end_matches('/').to_owned(),
             token: config.api_token.as_ref().map(|t| t.expose().to_owned()),
-            http: awc::Client::builder()
-                .timeout(Duration::from_secs(75))
-                .finish(),
+            http: awc::Client::builder().timeout(Duration::from_secs(75)).finish(),
         }
     }
 
@@ -249,9 +226,7 @@ impl HttpClient {
         if response.status().is_success() {
             Ok(value)
         } else {
-            let message = value["error"]["message"]
-                .as_str()
-                .unwrap_or("no error message");
+            let message = value["error"]["message"].as_str().unwrap_or("no error message");
             Err(format!("{} {}: {message}", response.status().as_u16(), url))
         }
     }

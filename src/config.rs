@@ -171,20 +171,14 @@ impl Config {
     /// Builds a config from any source of variables (tests pass a map, never the process env).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &'static str| get(name).filter(|v| !v.trim().is_empty());
-        let redis_url = var("REDIS_URL")
-            .map(|url| parse_redis_url(&url))
-            .transpose()?;
+        let redis_url = var("REDIS_URL").map(|url| parse_redis_url(&url)).transpose()?;
         let has_redis = redis_url.is_some();
         let queue_backend = match var("JOBYARD_QUEUE_BACKEND").as_deref() {
             None if has_redis => QueueBackendKind::Redis,
             None | Some("memory") => QueueBackendKind::Memory,
             Some("redis") => QueueBackendKind::Redis,
             Some(other) => {
-                return Err(invalid(
-                    "JOBYARD_QUEUE_BACKEND",
-                    other,
-                    "expected memory or redis",
-                ))
+                return Err(invalid("JOBYARD_QUEUE_BACKEND", other, "expected memory or redis"))
             }
         };
         let cache_backend = match var("JOBYARD_CACHE_BACKEND").as_deref() {
@@ -209,30 +203,15 @@ impl Config {
             } else {
                 ("JOBYARD_CACHE_BACKEND", cache_backend.as_str())
             };
-            return Err(invalid(
-                name,
-                value,
-                "this backend needs REDIS_URL to be set",
-            ));
+            return Err(invalid(name, value, "this backend needs REDIS_URL to be set"));
         }
         let addr = var("JOBYARD_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
-        if addr
-            .to_socket_addrs()
-            .map_or(true, |mut a| a.next().is_none())
-        {
-            return Err(invalid(
-                "JOBYARD_ADDR",
-                &addr,
-                "expected host:port, e.g. 127.0.0.1:8080",
-            ));
+        if addr.to_socket_addrs().map_or(true, |mut a| a.next().is_none()) {
+            return Err(invalid("JOBYARD_ADDR", &addr, "expected host:port, e.g. 127.0.0.1:8080"));
         }
         let url = var("JOBYARD_URL").unwrap_or_else(|| "http://127.0.0.1:8080".into());
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(invalid(
-                "JOBYARD_URL",
-                &url,
-                "expected an http:// or https:// URL",
-            ));
+            return Err(invalid("JOBYARD_URL", &url, "expected an http:// or https:// URL"));
         }
         let redis_prefix = var("JOBYARD_REDIS_PREFIX").unwrap_or_else(|| "jobyard".into());
         if redis_prefix.is_empty()
@@ -249,11 +228,7 @@ impl Config {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(invalid(
-                    "JOBYARD_LOG_FORMAT",
-                    other,
-                    "expected text or json",
-                ))
+                return Err(invalid("JOBYARD_LOG_FORMAT", other, "expected text or json"))
             }
         };
         let lease =
@@ -313,11 +288,7 @@ impl Config {
 }
 
 fn invalid(var: &'static str, value: &str, allowed: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        value: value.to_owned(),
-        allowed: allowed.into(),
-    }
+    ConfigError { var, value: value.to_owned(), allowed: allowed.into() }
 }
 
 fn number(
@@ -334,11 +305,7 @@ fn number(
         _ => Err(invalid(
             name,
             &raw,
-            format!(
-                "expected an integer from {} to {}",
-                range.start(),
-                range.end()
-            ),
+            format!("expected an integer from {} to {}", range.start(), range.end()),
         )),
     }
 }
@@ -346,9 +313,7 @@ fn number(
 fn parse_redis_url(url: &str) -> Result<RedisUrl, ConfigError> {
     let secret = RedisUrl(Secret::new(url));
     let valid = (url.starts_with("redis://") || url.starts_with("rediss://"))
-        && url
-            .split_once("://")
-            .is_some_and(|(_, rest)| !rest.is_empty());
+        && url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty());
     if valid {
         Ok(secret)
     } else {
@@ -365,10 +330,8 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 

@@ -56,18 +56,10 @@ pub enum RuntimeError {
     Queue(#[from] QueueError),
     /// The job ended without success.
     #[error("job {id} ended {status}: {}", error.as_deref().unwrap_or("no error recorded"))]
-    JobFailed {
-        id: JobId,
-        status: JobStatus,
-        error: Option<String>,
-    },
+    JobFailed { id: JobId, status: JobStatus, error: Option<String> },
     /// The stored result does not decode as the job's output type.
     #[error("result of job {id} is not a {expected}: {message}")]
-    Decode {
-        id: JobId,
-        expected: &'static str,
-        message: String,
-    },
+    Decode { id: JobId, expected: &'static str, message: String },
     /// The runtime could not be started.
     #[error("cannot start: {0}")]
     Start(String),
@@ -109,13 +101,7 @@ impl Client {
         registry: Arc<Registry>,
         defaults: Arc<SpecDefaults>,
     ) -> Self {
-        Client {
-            queue,
-            pool,
-            cache,
-            registry,
-            defaults,
-        }
+        Client { queue, pool, cache, registry, defaults }
     }
 
     /// Sends a message to the queue actor, mapping a dead mailbox to `Unavailable`.
@@ -133,12 +119,7 @@ impl Client {
 
     /// Starts building a typed submit of `job`; `.await` it to submit.
     pub fn submit<J: Job>(&self, job: J) -> SubmitBuilder<'_, J> {
-        SubmitBuilder {
-            client: self,
-            job,
-            spec: JobSpec::new(J::KIND),
-            run_at: None,
-        }
+        SubmitBuilder { client: self, job, spec: JobSpec::new(J::KIND), run_at: None }
     }
 
     /// Submits one job described as a spec.
@@ -166,9 +147,7 @@ impl Client {
 
     /// The job as it is now.
     pub async fn status(&self, id: JobId) -> Result<JobRecord, RuntimeError> {
-        self.call(GetJob(id))
-            .await??
-            .ok_or(RuntimeError::Queue(QueueError::NotFound(id)))
+        self.call(GetJob(id)).await??.ok_or(RuntimeError::Queue(QueueError::NotFound(id)))
     }
 
     /// Waits until the job is terminal or `timeout` passed; returns the job as it then is.
@@ -198,14 +177,8 @@ impl Client {
         let timezone = spec.timezone.unwrap_or_else(|| "UTC".into());
         let expr = CronExpr::parse(&spec.cron, Some(&timezone))?;
         // The template must be submittable: checked now rather than at every tick.
-        plan(
-            vec![spec.job.clone()],
-            false,
-            &*self.registry,
-            &self.defaults,
-            Utc::now(),
-        )
-        .map_err(|err| prefix_field(err, "job"))?;
+        plan(vec![spec.job.clone()], false, &*self.registry, &self.defaults, Utc::now())
+            .map_err(|err| prefix_field(err, "job"))?;
         let now = Utc::now();
         let schedule = Schedule {
             name: name.to_owned(),
@@ -240,9 +213,7 @@ impl Client {
     pub async fn delete_schedule(&self, name: &str) -> Result<(), RuntimeError> {
         match self.call(DeleteSchedule(name.to_owned())).await?? {
             true => Ok(()),
-            false => Err(RuntimeError::Queue(QueueError::ScheduleNotFound(
-                name.to_owned(),
-            ))),
+            false => Err(RuntimeError::Queue(QueueError::ScheduleNotFound(name.to_owned()))),
         }
     }
 
@@ -251,25 +222,13 @@ impl Client {
         let queues = self.call(GetStats).await??;
         let unavailable =
             |what: &str| QueueError::Unavailable(format!("{what} actor not answering"));
-        let workers = self
-            .pool
-            .send(GetPoolStats)
-            .await
-            .map_err(|_| unavailable("worker pool"))?;
-        let cache = self
-            .cache
-            .send(GetCacheStats)
-            .await
-            .map_err(|_| unavailable("cache"))?;
+        let workers = self.pool.send(GetPoolStats).await.map_err(|_| unavailable("worker pool"))?;
+        let cache = self.cache.send(GetCacheStats).await.map_err(|_| unavailable("cache"))?;
         Ok(Stats {
             queues,
             workers,
             cache,
-            backends: Backends {
-                queue: "memory",
-                cache: "memory",
-                redis: "disabled",
-            },
+            backends: Backends { queue: "memory", cache: "memory", redis: "disabled" },
         })
     }
 
@@ -327,10 +286,7 @@ impl<'a, J: Job> SubmitBuilder<'a, J> {
 
     /// Run only after job `id` succeeded.
     pub fn depends_on(mut self, id: JobId) -> Self {
-        self.spec
-            .depends_on
-            .get_or_insert_with(Vec::new)
-            .push(id.to_string());
+        self.spec.depends_on.get_or_insert_with(Vec::new).push(id.to_string());
         self
     }
 
@@ -365,11 +321,7 @@ impl<'a, J: Job> SubmitBuilder<'a, J> {
                 .map_err(|err| SpecError::invalid("payload", err))?,
         );
         let submitted = self.client.submit_spec(spec).await?;
-        Ok(JobHandle {
-            id: submitted.record.id,
-            client: self.client.clone(),
-            _job: PhantomData,
-        })
+        Ok(JobHandle { id: submitted.record.id, client: self.client.clone(), _job: PhantomData })
     }
 }
 
@@ -414,11 +366,9 @@ impl<J: Job> JobHandle<J> {
                     message: err.to_string(),
                 })
             }
-            (status, _) => Err(RuntimeError::JobFailed {
-                id: self.id,
-                status,
-                error: record.error,
-            }),
+            (status, _) => {
+                Err(RuntimeError::JobFailed { id: self.id, status, error: record.error })
+            }
         }
     }
 
@@ -475,11 +425,7 @@ impl RuntimeBuilder {
         };
         let (supervisor, client) =
             RuntimeSupervisor::start(&self.config, Arc::new(self.registry), backend);
-        Ok(Runtime {
-            client,
-            supervisor,
-            config: Arc::new(self.config),
-        })
+        Ok(Runtime { client, supervisor, config: Arc::new(self.config) })
     }
 }
 
@@ -493,11 +439,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn builder() -> RuntimeBuilder {
-        RuntimeBuilder {
-            config: Config::default(),
-            registry: Registry::new(),
-            queue_backend: None,
-        }
+        RuntimeBuilder { config: Config::default(), registry: Registry::new(), queue_backend: None }
     }
 
     pub fn client(&self) -> &Client {
@@ -511,12 +453,7 @@ impl Runtime {
     /// Stops taking jobs, lets running attempts finish within the configured shutdown grace
     /// period and hands the rest back to `queued`. Returns how many were handed back.
     pub async fn shutdown(&self) -> usize {
-        self.supervisor
-            .send(Shutdown {
-                grace: self.config.shutdown_grace,
-            })
-            .await
-            .unwrap_or(0)
+        self.supervisor.send(Shutdown { grace: self.config.shutdown_grace }).await.unwrap_or(0)
     }
 }
 

@@ -73,10 +73,7 @@ pub enum Due {
     /// Nothing is due before the stored `next_run_at`.
     NotYet,
     /// Fire `tick`, then wait for `next`.
-    Fire {
-        tick: DateTime<Utc>,
-        next: Option<DateTime<Utc>>,
-    },
+    Fire { tick: DateTime<Utc>, next: Option<DateTime<Utc>> },
     /// Ticks were missed while no instance ran: skip them, wait for `next`.
     Skip { next: Option<DateTime<Utc>> },
 }
@@ -85,11 +82,7 @@ impl CronExpr {
     /// Parses `expr` in `timezone` (default UTC); errors name the field at fault.
     pub fn parse(expr: &str, timezone: Option<&str>) -> Result<Self, SpecError> {
         let fields = expr.split_whitespace().count();
-        let normalized = if fields == 5 {
-            format!("0 {expr}")
-        } else {
-            expr.to_owned()
-        };
+        let normalized = if fields == 5 { format!("0 {expr}") } else { expr.to_owned() };
         let schedule = cron::Schedule::from_str(&normalized).map_err(|err| {
             SpecError::invalid("cron", format!("invalid cron expression '{expr}': {err}"))
         })?;
@@ -105,20 +98,14 @@ impl CronExpr {
     /// The first tick strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = self.tz.from_utc_datetime(&t.naive_utc());
-        self.schedule
-            .after(&local)
-            .next()
-            .map(|d| d.with_timezone(&Utc))
+        self.schedule.after(&local).next().map(|d| d.with_timezone(&Utc))
     }
 
     /// The last tick at or before `t`.
     pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let just_after = t + Duration::milliseconds(1);
         let local = self.tz.from_utc_datetime(&just_after.naive_utc());
-        self.schedule
-            .after(&local)
-            .next_back()
-            .map(|d| d.with_timezone(&Utc))
+        self.schedule.after(&local).next_back().map(|d| d.with_timezone(&Utc))
     }
 
     /// Decides, at `now`, what a schedule whose next tick was `next_run_at` must do: fire the
@@ -135,10 +122,7 @@ impl CronExpr {
         if due > now {
             return Due::NotYet;
         }
-        let latest = self
-            .last_at_or_before(now)
-            .filter(|t| *t >= due)
-            .unwrap_or(due);
+        let latest = self.last_at_or_before(now).filter(|t| *t >= due).unwrap_or(due);
         let next = self.next_after(now);
         if now - latest <= MISFIRE_GRACE || catch_up {
             Due::Fire { tick: latest, next }
@@ -150,9 +134,8 @@ impl CronExpr {
 
 /// Validates a schedule name (a path segment).
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'));
+    let valid_chars =
+        name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'));
     if name.is_empty() || name.len() > MAX_NAME_BYTES || !valid_chars {
         return Err(SpecError::invalid(
             "name",
@@ -178,14 +161,8 @@ mod tests {
     #[test]
     fn seconds_field_is_honoured() {
         let expr = CronExpr::parse("*/5 * * * * *", None).unwrap();
-        assert_eq!(
-            expr.next_after(at("2026-01-01T00:00:01Z")),
-            Some(at("2026-01-01T00:00:05Z"))
-        );
-        assert_eq!(
-            expr.next_after(at("2026-01-01T00:00:05Z")),
-            Some(at("2026-01-01T00:00:10Z"))
-        );
+        assert_eq!(expr.next_after(at("2026-01-01T00:00:01Z")), Some(at("2026-01-01T00:00:05Z")));
+        assert_eq!(expr.next_after(at("2026-01-01T00:00:05Z")), Some(at("2026-01-01T00:00:10Z")));
         assert_eq!(
             expr.last_at_or_before(at("2026-01-01T00:00:05Z")),
             Some(at("2026-01-01T00:00:05Z"))
@@ -199,20 +176,14 @@ mod tests {
     #[test]
     fn five_fields_fire_at_second_zero() {
         let expr = CronExpr::parse("30 2 * * *", None).unwrap();
-        assert_eq!(
-            expr.next_after(at("2026-01-01T00:00:00Z")),
-            Some(at("2026-01-01T02:30:00Z"))
-        );
+        assert_eq!(expr.next_after(at("2026-01-01T00:00:00Z")), Some(at("2026-01-01T02:30:00Z")));
     }
 
     #[test]
     fn time_zone_shifts_the_ticks() {
         // 09:00 in New York is 14:00 UTC in winter.
         let expr = CronExpr::parse("0 0 9 * * *", Some("America/New_York")).unwrap();
-        assert_eq!(
-            expr.next_after(at("2026-01-10T00:00:00Z")),
-            Some(at("2026-01-10T14:00:00Z"))
-        );
+        assert_eq!(expr.next_after(at("2026-01-10T00:00:00Z")), Some(at("2026-01-10T14:00:00Z")));
     }
 
     #[test]
@@ -226,17 +197,10 @@ mod tests {
     #[test]
     fn an_on_time_tick_fires() {
         let expr = CronExpr::parse("*/5 * * * * *", None).unwrap();
-        let due = expr.due(
-            Some(at("2026-01-01T00:00:05Z")),
-            at("2026-01-01T00:00:05.200Z"),
-            false,
-        );
+        let due = expr.due(Some(at("2026-01-01T00:00:05Z")), at("2026-01-01T00:00:05.200Z"), false);
         assert_eq!(
             due,
-            Due::Fire {
-                tick: at("2026-01-01T00:00:05Z"),
-                next: Some(at("2026-01-01T00:00:10Z"))
-            }
+            Due::Fire { tick: at("2026-01-01T00:00:05Z"), next: Some(at("2026-01-01T00:00:10Z")) }
         );
     }
 
@@ -247,16 +211,11 @@ mod tests {
         let now = at("2026-01-01T01:00:30Z");
         assert_eq!(
             expr.due(stored, now, false),
-            Due::Skip {
-                next: Some(at("2026-01-01T01:01:00Z"))
-            }
+            Due::Skip { next: Some(at("2026-01-01T01:01:00Z")) }
         );
         assert_eq!(
             expr.due(stored, now, true),
-            Due::Fire {
-                tick: at("2026-01-01T01:00:00Z"),
-                next: Some(at("2026-01-01T01:01:00Z"))
-            }
+            Due::Fire { tick: at("2026-01-01T01:00:00Z"), next: Some(at("2026-01-01T01:01:00Z")) }
         );
     }
 
@@ -264,11 +223,7 @@ mod tests {
     fn nothing_is_due_before_the_next_tick() {
         let expr = CronExpr::parse("0 * * * * *", None).unwrap();
         assert_eq!(
-            expr.due(
-                Some(at("2026-01-01T00:01:00Z")),
-                at("2026-01-01T00:00:59Z"),
-                true
-            ),
+            expr.due(Some(at("2026-01-01T00:01:00Z")), at("2026-01-01T00:00:59Z"), true),
             Due::NotYet
         );
     }

@@ -45,9 +45,7 @@ pub struct Server {
 impl Server {
     /// Starts the runtime and binds the HTTP listener. Must run inside an actix `System`.
     pub fn build(config: Config) -> Result<Server, StartupError> {
-        let runtime = Runtime::builder()
-            .config(config.clone())
-            .with_builtin_kinds();
+        let runtime = Runtime::builder().config(config.clone()).with_builtin_kinds();
         Self::build_with(config, runtime)
     }
 
@@ -57,16 +55,11 @@ impl Server {
         if config.cache_backend != CacheBackendKind::Memory {
             return Err(StartupError::CacheBackend(config.cache_backend.as_str()));
         }
-        let listener = TcpListener::bind(&config.addr).map_err(|source| StartupError::Bind {
-            addr: config.addr.clone(),
-            source,
-        })?;
+        let listener = TcpListener::bind(&config.addr)
+            .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?;
         let port = listener
             .local_addr()
-            .map_err(|source| StartupError::Bind {
-                addr: config.addr.clone(),
-                source,
-            })?
+            .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?
             .port();
         let runtime = runtime.config(config.clone()).start()?;
         let client = runtime.client().clone();
@@ -80,10 +73,7 @@ impl Server {
         .disable_signals()
         .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
         .listen(listener)
-        .map_err(|source| StartupError::Bind {
-            addr: config.addr.clone(),
-            source,
-        })?
+        .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?
         .run();
         tracing::info!(
             port,
@@ -96,12 +86,7 @@ impl Server {
                 .rsplit_once(':')
                 .map_or(config.addr.clone(), |(host, _)| format!("{host}:{port}"))
         );
-        Ok(Server {
-            runtime,
-            http,
-            port,
-            trigger: ShutdownTrigger::default(),
-        })
+        Ok(Server { runtime, http, port, trigger: ShutdownTrigger::default() })
     }
 
     /// The bound port (useful with port 0).

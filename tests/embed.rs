@@ -63,8 +63,7 @@ impl Job for Stubborn {
 }
 
 fn runtime(adjust: impl FnOnce(&mut Config)) -> Runtime {
-    let mut config = Config::default();
-    config.cancel_grace = Duration::from_millis(50);
+    let mut config = Config { cancel_grace: Duration::from_millis(50), ..Config::default() };
     adjust(&mut config);
     Runtime::builder()
         .config(config)
@@ -79,9 +78,7 @@ fn runtime(adjust: impl FnOnce(&mut Config)) -> Runtime {
 const DEADLINE: Duration = Duration::from_secs(15);
 
 async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .expect("finished before the deadline")
+    tokio::time::timeout(DEADLINE, fut).await.expect("finished before the deadline")
 }
 
 #[actix::test]
@@ -96,31 +93,16 @@ async fn a_typed_job_returns_its_typed_output() {
 #[actix::test]
 async fn a_panicking_handler_is_a_failed_attempt_and_the_pool_keeps_serving() {
     let rt = runtime(|c| c.concurrency = 1);
-    let backoff = Backoff {
-        initial_ms: 1,
-        jitter: false,
-        ..Backoff::default()
-    };
+    let backoff = Backoff { initial_ms: 1, jitter: false, ..Backoff::default() };
     let flaky = rt.submit(Flaky).backoff(backoff).await.unwrap();
-    assert_eq!(
-        within(flaky.wait()).await.unwrap(),
-        2,
-        "second attempt succeeds"
-    );
+    assert_eq!(within(flaky.wait()).await.unwrap(), 2, "second attempt succeeds");
     let after = rt.submit(Add { a: 1, b: 1 }).await.unwrap();
-    assert_eq!(
-        within(after.wait()).await.unwrap(),
-        2,
-        "the only worker still serves"
-    );
+    assert_eq!(within(after.wait()).await.unwrap(), 2, "the only worker still serves");
     let once = rt.submit(Flaky).max_attempts(1).await.unwrap();
     match within(once.wait()).await {
         Err(RuntimeError::JobFailed { status, error, .. }) => {
             assert_eq!(status, JobStatus::Failed);
-            assert_eq!(
-                error.as_deref(),
-                Some("handler panicked: first attempts always crash")
-            );
+            assert_eq!(error.as_deref(), Some("handler panicked: first attempts always crash"));
         }
         other => panic!("expected JobFailed, got {other:?}"),
     }
@@ -140,10 +122,7 @@ async fn progress_reports_are_stored_and_a_cancelled_handler_ends_cancelled() {
         }
     })
     .await;
-    assert_eq!(
-        progressed.progress.unwrap().get(),
-        r#"{"done":40,"total":100}"#
-    );
+    assert_eq!(progressed.progress.unwrap().get(), r#"{"done":40,"total":100}"#);
     job.cancel().await.unwrap();
     let record = within(rt.wait(job.id(), DEADLINE)).await.unwrap();
     assert_eq!(record.status, JobStatus::Cancelled);
@@ -169,11 +148,7 @@ async fn a_handler_ignoring_cancellation_is_aborted_after_the_grace_period() {
 #[actix::test]
 async fn builder_options_reach_the_job() {
     let rt = runtime(|_| {});
-    let first = rt
-        .submit(Add { a: 1, b: 2 })
-        .delay(Duration::from_millis(30))
-        .await
-        .unwrap();
+    let first = rt.submit(Add { a: 1, b: 2 }).delay(Duration::from_millis(30)).await.unwrap();
     let second = rt
         .submit(Add { a: 3, b: 4 })
         .depends_on(first.id())
@@ -187,23 +162,14 @@ async fn builder_options_reach_the_job() {
     assert_eq!(&*record.queue, "math");
     assert_eq!(record.timeout_ms, 5_000);
     assert_eq!(within(second.wait()).await.unwrap(), 7);
-    let again = rt
-        .submit(Add { a: 3, b: 4 })
-        .idempotency_key("sum-3-4")
-        .await
-        .unwrap();
+    let again = rt.submit(Add { a: 3, b: 4 }).idempotency_key("sum-3-4").await.unwrap();
     assert_eq!(again.id(), second.id());
 }
 
 #[actix::test]
 async fn invalid_submits_are_refused_before_they_reach_the_queue() {
     let rt = runtime(|_| {});
-    let err = rt
-        .submit(Add { a: 1, b: 1 })
-        .priority(5000)
-        .await
-        .err()
-        .unwrap();
+    let err = rt.submit(Add { a: 1, b: 1 }).priority(5000).await.err().unwrap();
     assert!(
         matches!(err, RuntimeError::Spec(ref e) if e.field.as_deref() == Some("priority")),
         "{err}"

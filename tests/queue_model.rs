@@ -102,10 +102,7 @@ impl Model {
     }
 
     fn claim(n: usize) -> Claim {
-        Claim {
-            workers: (0..n).map(|i| Arc::from(format!("model/w{i}"))).collect(),
-            lease: LEASE,
-        }
+        Claim { workers: (0..n).map(|i| Arc::from(format!("model/w{i}"))).collect(), lease: LEASE }
     }
 
     fn submit(&mut self, specs: &[NewSpec]) {
@@ -117,10 +114,7 @@ impl Model {
                 let mut deps: Vec<String> = if known == 0 {
                     Vec::new()
                 } else {
-                    s.deps
-                        .iter()
-                        .map(|d| self.ids[d % known].to_string())
-                        .collect()
+                    s.deps.iter().map(|d| self.ids[d % known].to_string()).collect()
                 };
                 if s.chain && i > 0 {
                     deps.push(format!("r{}", i - 1));
@@ -137,10 +131,7 @@ impl Model {
             .collect();
         let jobs =
             plan(batch, true, &Kinds, &SpecDefaults::default(), self.now).expect("valid batch");
-        let submitted = self
-            .store
-            .submit(jobs, self.now)
-            .expect("dependencies exist");
+        let submitted = self.store.submit(jobs, self.now).expect("dependencies exist");
         assert_eq!(submitted.jobs.len(), specs.len());
         for job in submitted.jobs {
             assert!(job.created, "no idempotency keys here, so every job is new");
@@ -198,14 +189,10 @@ impl Model {
                 error: "retry me".into(),
                 retry_at: Some(self.now + chrono::Duration::milliseconds(100)),
             },
-            2 => Outcome::Failed {
-                error: "final".into(),
-                retry_at: None,
-            },
+            2 => Outcome::Failed { error: "final".into(), retry_at: None },
             _ => Outcome::Cancelled("cancelled".into()),
         };
-        self.store
-            .complete(vec![Completion { lease, outcome }], self.now);
+        self.store.complete(vec![Completion { lease, outcome }], self.now);
     }
 
     fn cancel(&mut self, pick: usize) {
@@ -223,11 +210,7 @@ impl Model {
     }
 
     fn list(&self, status: JobStatus) -> Vec<jobyard::JobRecord> {
-        let query = ListQuery {
-            status: Some(status),
-            limit: 100_000,
-            ..ListQuery::default()
-        };
+        let query = ListQuery { status: Some(status), limit: 100_000, ..ListQuery::default() };
         self.store.list(&query).unwrap().jobs
     }
 
@@ -250,11 +233,7 @@ impl Model {
 
     /// The invariants that hold after every step.
     fn check(&mut self) {
-        assert_eq!(
-            self.store.len(),
-            self.ids.len(),
-            "a job was lost or duplicated"
-        );
+        assert_eq!(self.store.len(), self.ids.len(), "a job was lost or duplicated");
         let mut counted: HashMap<JobStatus, u64> = HashMap::new();
         for id in &self.ids {
             let record = self.store.get(*id).expect("every submitted job is kept");
@@ -265,28 +244,16 @@ impl Model {
                 self.terminal.insert(*id, record.status);
             }
             if record.status == JobStatus::Waiting || record.status == JobStatus::Queued {
-                assert!(record
-                    .depends_on
-                    .iter()
-                    .all(|d| self.store.get(*d).is_some()));
+                assert!(record.depends_on.iter().all(|d| self.store.get(*d).is_some()));
             }
         }
         let stats = self.store.stats();
         for status in JobStatus::ALL {
             let total: u64 = stats.values().map(|c| c.get(status)).sum();
-            assert_eq!(
-                total,
-                counted.get(&status).copied().unwrap_or(0),
-                "counter of {status}"
-            );
+            assert_eq!(total, counted.get(&status).copied().unwrap_or(0), "counter of {status}");
         }
-        let listed = self
-            .store
-            .list(&ListQuery {
-                limit: 100_000,
-                ..ListQuery::default()
-            })
-            .unwrap();
+        let listed =
+            self.store.list(&ListQuery { limit: 100_000, ..ListQuery::default() }).unwrap();
         assert_eq!(listed.jobs.len(), self.ids.len());
     }
 
@@ -298,10 +265,7 @@ impl Model {
             let claimed = self.store.dequeue(&Self::claim(64), self.now);
             let done = claimed
                 .into_iter()
-                .map(|c| Completion {
-                    lease: c.lease,
-                    outcome: Outcome::Succeeded(json_null()),
-                })
+                .map(|c| Completion { lease: c.lease, outcome: Outcome::Succeeded(json_null()) })
                 .collect();
             self.store.complete(done, self.now);
             self.check();

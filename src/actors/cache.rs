@@ -48,12 +48,7 @@ impl Handler<StoreResults> for CacheActor {
     fn handle(&mut self, StoreResults(results): StoreResults, _: &mut Context<Self>) {
         for (id, result) in results {
             let bytes: Arc<[u8]> = Arc::from(result.get().as_bytes());
-            let entry = Entry::new(
-                bytes,
-                "application/json",
-                self.result_ttl,
-                vec!["jobs".into()],
-            );
+            let entry = Entry::new(bytes, "application/json", self.result_ttl, vec!["jobs".into()]);
             self.cache.set(result_key(id), entry);
         }
     }

@@ -233,9 +233,7 @@ impl Handler<Submit> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Submitted, QueueError>>;
     fn handle(&mut self, Submit(jobs): Submit, _: &mut Context<Self>) -> Self::Result {
         let backend = self.backend.clone();
-        self.mutate(async move { backend.submit(jobs, Utc::now()).await }, |s| {
-            &s.changes
-        })
+        self.mutate(async move { backend.submit(jobs, Utc::now()).await }, |s| &s.changes)
     }
 }
 
@@ -261,19 +259,17 @@ impl Handler<Complete> for QueueActor {
             None => Vec::new(),
         };
         let backend = self.backend.clone();
-        Box::pin(
-            async move { backend.complete(done, Utc::now()).await }
-                .into_actor(self)
-                .map(move |result, act, _| {
-                    if let Ok(changes) = &result {
-                        act.publish(changes);
-                        if let (Some(cache), false) = (&act.results, results.is_empty()) {
-                            cache.do_send(StoreResults(results));
-                        }
+        Box::pin(async move { backend.complete(done, Utc::now()).await }.into_actor(self).map(
+            move |result, act, _| {
+                if let Ok(changes) = &result {
+                    act.publish(changes);
+                    if let (Some(cache), false) = (&act.results, results.is_empty()) {
+                        cache.do_send(StoreResults(results));
                     }
-                    result
-                }),
-        )
+                }
+                result
+            },
+        ))
     }
 }
 
@@ -289,10 +285,7 @@ impl Handler<Release> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Changes, QueueError>>;
     fn handle(&mut self, Release(leases): Release, _: &mut Context<Self>) -> Self::Result {
         let backend = self.backend.clone();
-        self.mutate(
-            async move { backend.release(leases, Utc::now()).await },
-            |c| c,
-        )
+        self.mutate(async move { backend.release(leases, Utc::now()).await }, |c| c)
     }
 }
 
@@ -301,10 +294,7 @@ impl Handler<ReportProgress> for QueueActor {
     fn handle(&mut self, msg: ReportProgress, _: &mut Context<Self>) -> Self::Result {
         let backend = self.backend.clone();
         Box::pin(async move {
-            if let Err(err) = backend
-                .report_progress(msg.lease, msg.progress, Utc::now())
-                .await
-            {
+            if let Err(err) = backend.report_progress(msg.lease, msg.progress, Utc::now()).await {
                 tracing::warn!(job_id = %msg.lease.id, "progress report not stored: {err}");
             }
         })
@@ -315,21 +305,19 @@ impl Handler<Cancel> for QueueActor {
     type Result = ResponseActFuture<Self, Result<CancelOutcome, QueueError>>;
     fn handle(&mut self, Cancel(id): Cancel, _: &mut Context<Self>) -> Self::Result {
         let backend = self.backend.clone();
-        Box::pin(
-            async move { backend.cancel(id, Utc::now()).await }
-                .into_actor(self)
-                .map(|result, act, _| {
-                    let (outcome, changes) = result?;
-                    act.publish(&changes);
-                    if let CancelOutcome::Requested(record) = &outcome {
-                        tracing::info!(job_id = %record.id, "cancel requested for running job");
-                        for (_, cancel) in &act.workers {
-                            cancel.do_send(CancelRunning(record.id));
-                        }
+        Box::pin(async move { backend.cancel(id, Utc::now()).await }.into_actor(self).map(
+            |result, act, _| {
+                let (outcome, changes) = result?;
+                act.publish(&changes);
+                if let CancelOutcome::Requested(record) = &outcome {
+                    tracing::info!(job_id = %record.id, "cancel requested for running job");
+                    for (_, cancel) in &act.workers {
+                        cancel.do_send(CancelRunning(record.id));
                     }
-                    Ok(outcome)
-                }),
-        )
+                }
+                Ok(outcome)
+            },
+        ))
     }
 }
 
@@ -337,10 +325,7 @@ impl Handler<Tick> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Changes, QueueError>>;
     fn handle(&mut self, msg: Tick, _: &mut Context<Self>) -> Self::Result {
         let backend = self.backend.clone();
-        self.mutate(
-            async move { backend.tick(msg.now, msg.retention).await },
-            |c| c,
-        )
+        self.mutate(async move { backend.tick(msg.now, msg.retention).await }, |c| c)
     }
 }
 

@@ -78,13 +78,7 @@ async fn run_schedule(
         }
     };
     let fire = Fire { fired, next_run_at };
-    match client
-        .call(RecordFire {
-            name: schedule.name.clone(),
-            fire,
-        })
-        .await?
-    {
+    match client.call(RecordFire { name: schedule.name.clone(), fire }).await? {
         // Deleted while firing: nothing to record.
         Ok(()) | Err(QueueError::ScheduleNotFound(_)) => Ok(next_run_at),
         Err(err) => Err(err),
@@ -102,12 +96,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(client: Client, retention: Duration) -> Self {
-        Scheduler {
-            client,
-            retention,
-            planned: None,
-            stopped: false,
-        }
+        Scheduler { client, retention, planned: None, stopped: false }
     }
 
     /// Makes sure a pass runs no later than `at`.

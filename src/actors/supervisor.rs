@@ -66,10 +66,7 @@ impl RuntimeSupervisor {
         let scheduler_client = client.clone();
         let scheduler =
             actix::Supervisor::start(move |_| Scheduler::new(scheduler_client, retention));
-        queue.do_send(Subscribe::Workers(
-            pool.clone().recipient(),
-            pool.clone().recipient(),
-        ));
+        queue.do_send(Subscribe::Workers(pool.clone().recipient(), pool.clone().recipient()));
         queue.do_send(Subscribe::Scheduler(scheduler.clone().recipient()));
         queue.do_send(Subscribe::Results(cache.recipient()));
         let supervisor = RuntimeSupervisor { pool, scheduler }.start();

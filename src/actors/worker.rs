@@ -145,10 +145,7 @@ impl WorkerPool {
         self.fetching = true;
         self.refetch = false;
         let asked = self.free.len();
-        let claim = Claim {
-            workers: self.free.clone(),
-            lease: self.settings.lease,
-        };
+        let claim = Claim { workers: self.free.clone(), lease: self.settings.lease };
         self.queue
             .send(Dequeue(claim))
             .into_actor(self)
@@ -255,14 +252,12 @@ impl WorkerPool {
         match ending {
             Ending::Returned(Ok(result)) => Outcome::Succeeded(result),
             Ending::Returned(Err(JobError::Cancelled)) => Outcome::Cancelled("cancelled".into()),
-            Ending::Returned(Err(JobError::Fatal(error))) => Outcome::Failed {
-                error,
-                retry_at: None,
-            },
-            Ending::Returned(Err(JobError::Retryable {
-                message,
-                retry_after,
-            })) => retry(message, retry_after),
+            Ending::Returned(Err(JobError::Fatal(error))) => {
+                Outcome::Failed { error, retry_at: None }
+            }
+            Ending::Returned(Err(JobError::Retryable { message, retry_after })) => {
+                retry(message, retry_after)
+            }
             Ending::Panicked(message) => retry(format!("handler panicked: {message}"), None),
             Ending::TimedOut => retry(format!("timed out after {} ms", run.timeout_ms), None),
         }
@@ -284,10 +279,7 @@ impl WorkerPool {
             }
         }
         self.free.push(run.slot);
-        self.pending.push(Completion {
-            lease: run.lease,
-            outcome,
-        });
+        self.pending.push(Completion { lease: run.lease, outcome });
         if !self.flush_queued {
             self.flush_queued = true;
             // Handled after every message already in the mailbox, so completions that arrive
@@ -328,10 +320,7 @@ impl WorkerPool {
             return;
         }
         let leases: Vec<LeaseRef> = self.running.values().map(|r| r.lease).collect();
-        let renew = Renew {
-            leases: leases.clone(),
-            lease: self.settings.lease,
-        };
+        let renew = Renew { leases: leases.clone(), lease: self.settings.lease };
         self.queue
             .send(renew)
             .into_actor(self)
@@ -353,11 +342,7 @@ impl WorkerPool {
 
     /// Stops an attempt whose lease is no longer ours: another worker may run the job now.
     fn abandon(&mut self, lease: LeaseRef) {
-        if self
-            .running
-            .get(&lease.id)
-            .is_some_and(|r| r.lease.token == lease.token)
-        {
+        if self.running.get(&lease.id).is_some_and(|r| r.lease.token == lease.token) {
             if let Some(run) = self.running.remove(&lease.id) {
                 tracing::warn!(job_id = %lease.id, "lease lost; attempt stopped");
                 run.abort.abort();
@@ -404,10 +389,8 @@ impl Handler<JobsReady> for WorkerPool {
 impl Handler<AttemptEnded> for WorkerPool {
     type Result = ();
     fn handle(&mut self, msg: AttemptEnded, ctx: &mut Context<Self>) {
-        let ours = self
-            .running
-            .get(&msg.lease.id)
-            .is_some_and(|r| r.lease.token == msg.lease.token);
+        let ours =
+            self.running.get(&msg.lease.id).is_some_and(|r| r.lease.token == msg.lease.token);
         if !ours {
             return; // aborted after the cancel grace, or its lease was lost
         }
@@ -453,10 +436,7 @@ impl Handler<CancelRunning> for WorkerPool {
 impl Handler<GetPoolStats> for WorkerPool {
     type Result = MessageResult<GetPoolStats>;
     fn handle(&mut self, _: GetPoolStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(PoolStats {
-            busy: self.running.len(),
-            total: self.settings.concurrency,
-        })
+        MessageResult(PoolStats { busy: self.running.len(), total: self.settings.concurrency })
     }
 }
 

@@ -14,9 +14,7 @@ pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let expected = req
-        .app_data::<web::Data<ApiSettings>>()
-        .and_then(|s| s.api_token.clone());
+    let expected = req.app_data::<web::Data<ApiSettings>>().and_then(|s| s.api_token.clone());
     if let Some(expected) = expected {
         let given = req
             .headers()

@@ -38,12 +38,7 @@ struct Detail<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-        }
+        ApiError { status, code, message: message.into(), field: None }
     }
 
     /// Names the field at fault.
@@ -93,21 +88,13 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "backend_unavailable",
-            message,
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable", message)
     }
 
     /// A failure of ours: logged with its cause, answered without it.
     pub fn internal(cause: &dyn fmt::Display) -> Self {
         tracing::error!("internal error: {cause}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
     pub fn code(&self) -> &'static str {
@@ -121,13 +108,7 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} ({}): {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -142,11 +123,7 @@ impl ResponseError for ApiError {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
         }
         response.json(Body {
-            error: Detail {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-            },
+            error: Detail { code: self.code, message: &self.message, field: self.field.as_deref() },
         })
     }
 }
@@ -159,12 +136,7 @@ impl From<SpecError> for ApiError {
             SpecErrorKind::UnknownDependency => "unknown_dependency",
             SpecErrorKind::DependencyCycle => "dependency_cycle",
         };
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message: err.message,
-            field: err.field,
-        }
+        ApiError { status: StatusCode::BAD_REQUEST, code, message: err.message, field: err.field }
     }
 }
 
@@ -177,12 +149,10 @@ impl From<QueueError> for ApiError {
             QueueError::AlreadyFinished { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_finished", err.to_string())
             }
-            QueueError::UnknownDependency(_) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_dependency",
-                err.to_string(),
-            )
-            .with_field("depends_on"),
+            QueueError::UnknownDependency(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_dependency", err.to_string())
+                    .with_field("depends_on")
+            }
             QueueError::InvalidCursor(_) => ApiError::invalid("cursor", err.to_string()),
             QueueError::Unavailable(_) => {
                 tracing::warn!("{err}");

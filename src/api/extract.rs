@@ -22,9 +22,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<ApiSettings>>()
-            .map_or(1 << 20, |s| s.max_body_bytes);
+        let limit = req.app_data::<web::Data<ApiSettings>>().map_or(1 << 20, |s| s.max_body_bytes);
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -59,15 +57,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             }
             // Every body of this API is an object; serde would otherwise read a struct from an
             // array by position and report a confusing "[0]" field.
-            if body
-                .iter()
-                .find(|b| !b.is_ascii_whitespace())
-                .is_some_and(|&b| b != b'{')
-            {
-                return Err(ApiError::invalid(
-                    "body",
-                    "request body must be a JSON object",
-                ));
+            if body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
+                return Err(ApiError::invalid("body", "request body must be a JSON object"));
             }
             decode(&body).map(JsonBody)
         })
@@ -93,8 +84,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid(field, strip_position(&message))
     })?;
-    de.end()
-        .map_err(|err| ApiError::invalid("body", format!("invalid JSON: {err}")))?;
+    de.end().map_err(|err| ApiError::invalid("body", format!("invalid JSON: {err}")))?;
     Ok(value)
 }
 
@@ -148,19 +138,13 @@ mod tests {
             field_of(r#"{"kind": "noop", "priority": "high"}"#).as_deref(),
             Some("priority")
         );
-        assert_eq!(
-            field_of(r#"{"kind": "noop", "bogus": 1}"#).as_deref(),
-            Some("bogus")
-        );
+        assert_eq!(field_of(r#"{"kind": "noop", "bogus": 1}"#).as_deref(), Some("bogus"));
         assert_eq!(
             field_of(r#"{"kind": "noop", "backoff": {"jitter": 3}}"#).as_deref(),
             Some("backoff.jitter")
         );
         assert_eq!(field_of(r#"{"kind": "#).as_deref(), Some("body"));
-        assert_eq!(
-            field_of(r#"{"kind": "noop"} trailing"#).as_deref(),
-            Some("body")
-        );
+        assert_eq!(field_of(r#"{"kind": "noop"} trailing"#).as_deref(), Some("body"));
         assert_eq!(field_of(r#"{"priority": 1}"#).as_deref(), Some("kind"));
     }
 }

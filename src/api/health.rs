@@ -16,9 +16,7 @@ pub async fn ready(client: web::Data<Client>) -> Result<HttpResponse, ApiError> 
             "status": "ready",
             "components": {"queue": "ok", "cache": "ok"},
         }))),
-        Err(err) => Err(ApiError::unavailable(format!(
-            "not ready: queue backend: {err}"
-        ))),
+        Err(err) => Err(ApiError::unavailable(format!("not ready: queue backend: {err}"))),
     }
 }
 

@@ -45,8 +45,7 @@ pub struct ListParams {
 }
 
 fn parse_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::invalid("id", format!("'{raw}' is not a job id (a UUID)")))
+    raw.parse().map_err(|_| ApiError::invalid("id", format!("'{raw}' is not a job id (a UUID)")))
 }
 
 pub async fn submit(
@@ -68,12 +67,8 @@ pub async fn submit_batch(
     client: web::Data<Client>,
     JsonBody(batch): JsonBody<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let jobs: Vec<JobRecord> = client
-        .submit_batch(batch.jobs)
-        .await?
-        .into_iter()
-        .map(|s| s.record)
-        .collect();
+    let jobs: Vec<JobRecord> =
+        client.submit_batch(batch.jobs).await?.into_iter().map(|s| s.record).collect();
     Ok(HttpResponse::Created().json(json!({ "jobs": jobs })))
 }
 
@@ -95,10 +90,7 @@ fn conditional(req: &HttpRequest, record: &JobRecord) -> Result<HttpResponse, Ap
     let modified: SystemTime = record.updated_at.into();
     let last_modified = HttpDate::from(modified);
     let headers = req.headers();
-    let not_modified = match headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
+    let not_modified = match headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         Some(tags) => tags
             .split(',')
             .map(|t| t.trim().trim_start_matches("W/"))
@@ -111,17 +103,12 @@ fn conditional(req: &HttpRequest, record: &JobRecord) -> Result<HttpResponse, Ap
                 // HTTP dates have whole seconds: compare at that precision.
                 let since: SystemTime = since.into();
                 let modified_secs = record.updated_at.timestamp();
-                let since_secs = since
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
+                let since_secs =
+                    since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
                 modified_secs <= since_secs
             }),
     };
-    let mut response = if not_modified {
-        HttpResponse::NotModified()
-    } else {
-        HttpResponse::Ok()
-    };
+    let mut response = if not_modified { HttpResponse::NotModified() } else { HttpResponse::Ok() };
     response
         .insert_header((header::ETAG, etag))
         .insert_header((header::LAST_MODIFIED, last_modified))
@@ -162,10 +149,7 @@ pub async fn list(
         .map_err(|err| ApiError::invalid("status", err))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
+        return Err(ApiError::invalid("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     let page = client
         .list(ListQuery {

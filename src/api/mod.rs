@@ -60,9 +60,8 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
 
 /// A resource whose wrong methods get 405 with the error body.
 fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        ApiError::method_not_allowed().into_response()
-    }))
+    web::resource(path)
+        .default_service(web::to(|| async { ApiError::method_not_allowed().into_response() }))
 }
 
 async fn not_found() -> HttpResponse {

@@ -14,11 +14,7 @@ pub async fn put(
     JsonBody(spec): JsonBody<ScheduleSpec>,
 ) -> Result<HttpResponse, ApiError> {
     let (schedule, created) = client.put_schedule(&name, spec).await?;
-    let mut response = if created {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
-    };
+    let mut response = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
     Ok(response.json(schedule))
 }
 

@@ -119,24 +119,13 @@ impl MemoryCache {
             })
             .expire_after(PerEntryExpiry)
             .build();
-        MemoryCache {
-            entries,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
+        MemoryCache { entries, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
     /// The live entry under `key`; an expired entry is never returned.
     pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        let found = self
-            .entries
-            .get(key)
-            .filter(|e| e.expires_at > Instant::now());
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
+        let found = self.entries.get(key).filter(|e| e.expires_at > Instant::now());
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -147,9 +136,7 @@ impl MemoryCache {
 
     /// Removes `key`; true when a live entry was there.
     pub fn delete(&self, key: &str) -> bool {
-        self.entries
-            .remove(key)
-            .is_some_and(|e| e.expires_at > Instant::now())
+        self.entries.remove(key).is_some_and(|e| e.expires_at > Instant::now())
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -160,11 +147,7 @@ impl MemoryCache {
             backend: "memory",
             hits,
             misses,
-            hit_ratio: if lookups == 0 {
-                0.0
-            } else {
-                hits as f64 / lookups as f64
-            },
+            hit_ratio: if lookups == 0 { 0.0 } else { hits as f64 / lookups as f64 },
             entries: self.entries.entry_count(),
         }
     }
@@ -190,10 +173,7 @@ mod tests {
     #[test]
     fn an_expired_entry_is_never_returned() {
         let cache = MemoryCache::new(1 << 20);
-        cache.set(
-            "k".into(),
-            Entry::new(b"v".to_vec(), "text/plain", Duration::ZERO, vec![]),
-        );
+        cache.set("k".into(), Entry::new(b"v".to_vec(), "text/plain", Duration::ZERO, vec![]));
         assert!(cache.get("k").is_none());
     }
 

@@ -65,18 +65,12 @@ pub enum JobError {
 impl JobError {
     /// A failure worth retrying.
     pub fn retryable(message: impl Into<String>) -> Self {
-        JobError::Retryable {
-            message: message.into(),
-            retry_after: None,
-        }
+        JobError::Retryable { message: message.into(), retry_after: None }
     }
 
     /// A failure worth retrying, not before `after`.
     pub fn retry_after(message: impl Into<String>, after: Duration) -> Self {
-        JobError::Retryable {
-            message: message.into(),
-            retry_after: Some(after),
-        }
+        JobError::Retryable { message: message.into(), retry_after: Some(after) }
     }
 
     /// A failure that no retry can fix.
@@ -120,13 +114,7 @@ impl JobContext {
         cancel: CancellationToken,
         progress: ProgressSink,
     ) -> Self {
-        JobContext {
-            id,
-            attempt,
-            max_attempts,
-            cancel,
-            progress,
-        }
+        JobContext { id, attempt, max_attempts, cancel, progress }
     }
 
     /// A context that is never cancelled and drops progress reports.
@@ -206,19 +194,11 @@ impl Registry {
                 })
             };
         let check = |payload: &Json| -> Result<(), String> {
-            serde_json::from_str::<J>(payload.get())
-                .map(drop)
-                .map_err(|err| err.to_string())
+            serde_json::from_str::<J>(payload.get()).map(drop).map_err(|err| err.to_string())
         };
         let name: Arc<str> = Arc::from(J::KIND);
-        self.handlers.insert(
-            name.clone(),
-            Handler {
-                name,
-                run: Arc::new(run),
-                check: Arc::new(check),
-            },
-        );
+        self.handlers
+            .insert(name.clone(), Handler { name, run: Arc::new(run), check: Arc::new(check) });
     }
 
     /// Starts one attempt of `kind`; `None` when the kind is not registered here.

@@ -95,10 +95,7 @@ impl JobStatus {
 
     /// A terminal job never changes state again.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
-        )
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
     }
 
     /// The position of this state in [`JobStatus::ALL`].
@@ -150,12 +147,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            initial_ms: 1_000,
-            max_ms: 300_000,
-            multiplier: 2.0,
-            jitter: true,
-        }
+        Backoff { initial_ms: 1_000, max_ms: 300_000, multiplier: 2.0, jitter: true }
     }
 }
 
@@ -165,11 +157,7 @@ impl Backoff {
     pub fn delay_ms(&self, attempt: u32) -> u64 {
         let exponent = attempt.saturating_sub(1).min(1_000) as i32;
         let raw = self.initial_ms as f64 * self.multiplier.powi(exponent);
-        let capped = if raw.is_finite() {
-            raw.min(self.max_ms as f64) as u64
-        } else {
-            self.max_ms
-        };
+        let capped = if raw.is_finite() { raw.min(self.max_ms as f64) as u64 } else { self.max_ms };
         if self.jitter {
             fastrand::u64(0..=capped)
         } else {
@@ -211,40 +199,23 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_up_to_the_cap() {
-        let backoff = Backoff {
-            initial_ms: 100,
-            max_ms: 1_000,
-            multiplier: 2.0,
-            jitter: false,
-        };
+        let backoff = Backoff { initial_ms: 100, max_ms: 1_000, multiplier: 2.0, jitter: false };
         let delays: Vec<u64> = (1..=6).map(|a| backoff.delay_ms(a)).collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1_000, 1_000]);
     }
 
     #[test]
     fn jitter_stays_within_the_computed_delay() {
-        let backoff = Backoff {
-            initial_ms: 100,
-            max_ms: 1_000,
-            multiplier: 3.0,
-            jitter: true,
-        };
+        let backoff = Backoff { initial_ms: 100, max_ms: 1_000, multiplier: 3.0, jitter: true };
         for attempt in 1..10 {
-            let cap = Backoff {
-                jitter: false,
-                ..backoff
-            }
-            .delay_ms(attempt);
+            let cap = Backoff { jitter: false, ..backoff }.delay_ms(attempt);
             assert!(backoff.delay_ms(attempt) <= cap);
         }
     }
 
     #[test]
     fn huge_attempt_numbers_do_not_overflow() {
-        let backoff = Backoff {
-            jitter: false,
-            ..Backoff::default()
-        };
+        let backoff = Backoff { jitter: false, ..Backoff::default() };
         assert_eq!(backoff.delay_ms(u32::MAX), backoff.max_ms);
     }
 

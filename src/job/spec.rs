@@ -61,10 +61,7 @@ pub struct JobSpec {
 impl JobSpec {
     /// A spec of `kind` with every other field at its default.
     pub fn new(kind: impl Into<String>) -> Self {
-        JobSpec {
-            kind: kind.into(),
-            ..JobSpec::default()
-        }
+        JobSpec { kind: kind.into(), ..JobSpec::default() }
     }
 }
 
@@ -130,11 +127,7 @@ pub struct SpecDefaults {
 
 impl Default for SpecDefaults {
     fn default() -> Self {
-        SpecDefaults {
-            max_attempts: 3,
-            timeout_ms: 300_000,
-            backoff: Backoff::default(),
-        }
+        SpecDefaults { max_attempts: 3, timeout_ms: 300_000, backoff: Backoff::default() }
     }
 }
 
@@ -219,10 +212,7 @@ fn collect_refs(specs: &[JobSpec], batch: bool) -> Result<HashMap<String, usize>
 }
 
 fn ref_name(refs: &HashMap<String, usize>, index: usize) -> &str {
-    refs.iter()
-        .find(|(_, &i)| i == index)
-        .map(|(name, _)| name.as_str())
-        .unwrap_or("?")
+    refs.iter().find(|(_, &i)| i == index).map(|(name, _)| name.as_str()).unwrap_or("?")
 }
 
 fn resolve_deps(
@@ -285,17 +275,11 @@ fn validate(
     let queue = validate_queue(spec.queue.as_deref())?;
     let priority = spec.priority.unwrap_or(0);
     if !(-1000..=1000).contains(&priority) {
-        return Err(SpecError::invalid(
-            "priority",
-            "priority must be between -1000 and 1000",
-        ));
+        return Err(SpecError::invalid("priority", "priority must be between -1000 and 1000"));
     }
     let max_attempts = spec.max_attempts.unwrap_or(defaults.max_attempts);
     if !(1..=100).contains(&max_attempts) {
-        return Err(SpecError::invalid(
-            "max_attempts",
-            "max_attempts must be between 1 and 100",
-        ));
+        return Err(SpecError::invalid("max_attempts", "max_attempts must be between 1 and 100"));
     }
     let backoff = spec.backoff.unwrap_or(defaults.backoff);
     validate_backoff(&backoff)?;
@@ -308,10 +292,7 @@ fn validate(
     }
     let run_at = match (spec.delay_ms, spec.run_at) {
         (Some(_), Some(_)) => {
-            return Err(SpecError::invalid(
-                "delay_ms",
-                "give delay_ms or run_at, not both",
-            ))
+            return Err(SpecError::invalid("delay_ms", "give delay_ms or run_at, not both"))
         }
         (Some(delay), None) if delay > MAX_DELAY_MS => {
             return Err(SpecError::invalid(
@@ -334,10 +315,7 @@ fn validate(
     };
     let payload = spec.payload.unwrap_or_else(json_null);
     kinds.check_payload(&kind, &payload).map_err(|why| {
-        SpecError::invalid(
-            "payload",
-            format!("invalid payload for kind '{kind}': {why}"),
-        )
+        SpecError::invalid("payload", format!("invalid payload for kind '{kind}': {why}"))
     })?;
     Ok(NewJob {
         id,
@@ -358,9 +336,8 @@ fn validate_queue(queue: Option<&str>) -> Result<Arc<str>, SpecError> {
     let Some(name) = queue else {
         return Ok(Arc::from(DEFAULT_QUEUE));
     };
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let valid_chars =
+        name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if name.is_empty() || name.len() > MAX_QUEUE_NAME || !valid_chars {
         return Err(SpecError::invalid(
             "queue",
@@ -446,14 +423,8 @@ mod tests {
     }
 
     fn plan_one(spec: JobSpec) -> Result<NewJob, SpecError> {
-        plan(
-            vec![spec],
-            false,
-            &AnyKind,
-            &SpecDefaults::default(),
-            Utc::now(),
-        )
-        .map(|mut jobs| jobs.remove(0))
+        plan(vec![spec], false, &AnyKind, &SpecDefaults::default(), Utc::now())
+            .map(|mut jobs| jobs.remove(0))
     }
 
     fn batch_entry(reference: &str, deps: &[&str]) -> JobSpec {
@@ -478,48 +449,17 @@ mod tests {
     #[test]
     fn out_of_range_values_name_their_field() {
         let cases = [
+            (JobSpec { priority: Some(1001), ..JobSpec::new("noop") }, "priority"),
+            (JobSpec { max_attempts: Some(0), ..JobSpec::new("noop") }, "max_attempts"),
+            (JobSpec { timeout_ms: Some(0), ..JobSpec::new("noop") }, "timeout_ms"),
+            (JobSpec { queue: Some("bad queue".into()), ..JobSpec::new("noop") }, "queue"),
             (
-                JobSpec {
-                    priority: Some(1001),
-                    ..JobSpec::new("noop")
-                },
-                "priority",
-            ),
-            (
-                JobSpec {
-                    max_attempts: Some(0),
-                    ..JobSpec::new("noop")
-                },
-                "max_attempts",
-            ),
-            (
-                JobSpec {
-                    timeout_ms: Some(0),
-                    ..JobSpec::new("noop")
-                },
-                "timeout_ms",
-            ),
-            (
-                JobSpec {
-                    queue: Some("bad queue".into()),
-                    ..JobSpec::new("noop")
-                },
-                "queue",
-            ),
-            (
-                JobSpec {
-                    idempotency_key: Some("k".repeat(257)),
-                    ..JobSpec::new("noop")
-                },
+                JobSpec { idempotency_key: Some("k".repeat(257)), ..JobSpec::new("noop") },
                 "idempotency_key",
             ),
             (JobSpec::new("k".repeat(129)), "kind"),
             (
-                JobSpec {
-                    delay_ms: Some(5),
-                    run_at: Some(Utc::now()),
-                    ..JobSpec::new("noop")
-                },
+                JobSpec { delay_ms: Some(5), run_at: Some(Utc::now()), ..JobSpec::new("noop") },
                 "delay_ms",
             ),
         ];
@@ -539,10 +479,7 @@ mod tests {
     #[test]
     fn delay_becomes_run_at() {
         let now = Utc::now();
-        let spec = JobSpec {
-            delay_ms: Some(1500),
-            ..JobSpec::new("noop")
-        };
+        let spec = JobSpec { delay_ms: Some(1500), ..JobSpec::new("noop") };
         let job = plan(vec![spec], false, &AnyKind, &SpecDefaults::default(), now).unwrap();
         assert_eq!(job[0].run_at, Some(now + Duration::milliseconds(1500)));
     }
@@ -556,11 +493,8 @@ mod tests {
 
     #[test]
     fn a_cycle_is_rejected_and_named() {
-        let specs = vec![
-            batch_entry("a", &["c"]),
-            batch_entry("b", &["a"]),
-            batch_entry("c", &["b"]),
-        ];
+        let specs =
+            vec![batch_entry("a", &["c"]), batch_entry("b", &["a"]), batch_entry("c", &["b"])];
         let err = plan(specs, true, &AnyKind, &SpecDefaults::default(), Utc::now()).unwrap_err();
         assert_eq!(err.kind, SpecErrorKind::DependencyCycle);
         assert_eq!(err.message, "dependency cycle: a -> c -> b -> a");

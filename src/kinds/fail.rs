@@ -38,9 +38,7 @@ impl Job for Fail {
     async fn run(self, ctx: JobContext) -> Result<Recovered, JobError> {
         let fails = self.times.is_none_or(|times| ctx.attempt() <= times);
         match (fails, self.retryable) {
-            (false, _) => Ok(Recovered {
-                attempt: ctx.attempt(),
-            }),
+            (false, _) => Ok(Recovered { attempt: ctx.attempt() }),
             (true, true) => Err(JobError::retryable(self.message)),
             (true, false) => Err(JobError::fatal(self.message)),
         }

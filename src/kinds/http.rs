@@ -143,10 +143,7 @@ impl Job for HttpRequest {
             })
             .collect();
         if !status.is_success() {
-            return Err(failure(
-                status,
-                headers.get("retry-after").map(String::as_str),
-            ));
+            return Err(failure(status, headers.get("retry-after").map(String::as_str)));
         }
         let mut body = Vec::new();
         let mut truncated = false;
@@ -210,20 +207,12 @@ mod tests {
 
     #[test]
     fn bad_requests_are_refused_with_a_reason() {
-        assert!(parse(r#"{"url": "/relative"}"#)
+        assert!(parse(r#"{"url": "/relative"}"#).unwrap_err().contains("must be an absolute"));
+        assert!(parse(r#"{"url": "https://example.com"}"#).unwrap_err().contains("https"));
+        assert!(parse(r#"{"url": "http://x", "method": "GE T"}"#).unwrap_err().contains("method"));
+        assert!(parse(r#"{"url": "http://x", "headers": {"bad name": "v"}}"#)
             .unwrap_err()
-            .contains("must be an absolute"));
-        assert!(parse(r#"{"url": "https://example.com"}"#)
-            .unwrap_err()
-            .contains("https"));
-        assert!(parse(r#"{"url": "http://x", "method": "GE T"}"#)
-            .unwrap_err()
-            .contains("method"));
-        assert!(
-            parse(r#"{"url": "http://x", "headers": {"bad name": "v"}}"#)
-                .unwrap_err()
-                .contains("header")
-        );
+            .contains("header"));
     }
 
     #[test]
@@ -232,14 +221,8 @@ mod tests {
             failure(StatusCode::TOO_MANY_REQUESTS, Some("7")),
             JobError::retry_after("HTTP 429 Too Many Requests", Duration::from_secs(7))
         );
-        assert!(matches!(
-            failure(StatusCode::BAD_GATEWAY, None),
-            JobError::Retryable { .. }
-        ));
-        assert!(matches!(
-            failure(StatusCode::NOT_FOUND, Some("5")),
-            JobError::Fatal(_)
-        ));
+        assert!(matches!(failure(StatusCode::BAD_GATEWAY, None), JobError::Retryable { .. }));
+        assert!(matches!(failure(StatusCode::NOT_FOUND, Some("5")), JobError::Fatal(_)));
     }
 
     #[test]

@@ -191,15 +191,7 @@ impl StateCounts {
     /// Builds the counts from an array indexed by [`JobStatus::index`].
     pub fn from_array(counts: [u64; 7]) -> Self {
         let [waiting, scheduled, queued, running, succeeded, failed, cancelled] = counts;
-        StateCounts {
-            waiting,
-            scheduled,
-            queued,
-            running,
-            succeeded,
-            failed,
-            cancelled,
-        }
+        StateCounts { waiting, scheduled, queued, running, succeeded, failed, cancelled }
     }
 
     pub fn get(&self, status: JobStatus) -> u64 {

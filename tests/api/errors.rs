@@ -23,40 +23,19 @@ async fn invalid_requests_name_their_field() {
         (json!({"kind": "noop", "max_attempts": 0}), "max_attempts"),
         (json!({"kind": "noop", "max_attempts": 101}), "max_attempts"),
         (json!({"kind": "noop", "timeout_ms": 0}), "timeout_ms"),
-        (
-            json!({"kind": "noop", "delay_ms": 10, "run_at": "2030-01-01T00:00:00Z"}),
-            "delay_ms",
-        ),
+        (json!({"kind": "noop", "delay_ms": 10, "run_at": "2030-01-01T00:00:00Z"}), "delay_ms"),
         (json!({"kind": "noop", "run_at": "tomorrow"}), "run_at"),
         (json!({"kind": "noop", "queue": "no spaces"}), "queue"),
         (json!({"kind": "noop", "queue": "q".repeat(65)}), "queue"),
         (json!({"kind": "k".repeat(129)}), "kind"),
-        (
-            json!({"kind": "noop", "idempotency_key": "k".repeat(257)}),
-            "idempotency_key",
-        ),
-        (
-            json!({"kind": "noop", "depends_on": vec![id; 1001]}),
-            "depends_on",
-        ),
-        (
-            json!({"kind": "noop", "backoff": {"multiplier": 0.5}}),
-            "backoff.multiplier",
-        ),
-        (
-            json!({"kind": "noop", "backoff": {"initial_ms": 10, "max_ms": 5}}),
-            "backoff.max_ms",
-        ),
+        (json!({"kind": "noop", "idempotency_key": "k".repeat(257)}), "idempotency_key"),
+        (json!({"kind": "noop", "depends_on": vec![id; 1001]}), "depends_on"),
+        (json!({"kind": "noop", "backoff": {"multiplier": 0.5}}), "backoff.multiplier"),
+        (json!({"kind": "noop", "backoff": {"initial_ms": 10, "max_ms": 5}}), "backoff.max_ms"),
         (json!({"kind": "noop", "unexpected": true}), "unexpected"),
         (json!({"kind": "noop", "ref": "a"}), "ref"),
-        (
-            json!({"kind": "sleep", "payload": {"ms": "long"}}),
-            "payload",
-        ),
-        (
-            json!({"kind": "http", "payload": {"url": "ftp://x"}}),
-            "payload",
-        ),
+        (json!({"kind": "sleep", "payload": {"ms": "long"}}), "payload"),
+        (json!({"kind": "http", "payload": {"url": "ftp://x"}}), "payload"),
         (json!({"payload": 1}), "kind"),
         (json!([1, 2]), "body"),
     ];
@@ -65,25 +44,17 @@ async fn invalid_requests_name_their_field() {
         assert_eq!(resp.status, 400, "{spec} answered {}", resp.body);
         assert_eq!(resp.code(), "invalid_request", "{spec}");
         assert_eq!(resp.field(), Some(field), "{spec}: {}", resp.body);
-        assert!(resp.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()));
+        assert!(resp.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
 }
 
 #[actix_web::test]
 async fn malformed_json_is_an_invalid_request() {
     let app = spawn_app().await;
-    for body in [
-        &b"{\"kind\": "[..],
-        b"not json",
-        b"",
-        b"{\"kind\":\"noop\"} trailing",
-        b"\xff\xfe",
-    ] {
-        let resp = app
-            .post_raw("/v1/jobs", "application/json", body.to_vec())
-            .await;
+    for body in
+        [&b"{\"kind\": "[..], b"not json", b"", b"{\"kind\":\"noop\"} trailing", b"\xff\xfe"]
+    {
+        let resp = app.post_raw("/v1/jobs", "application/json", body.to_vec()).await;
         assert_eq!(resp.status, 400, "{:?}", String::from_utf8_lossy(body));
         assert_eq!(resp.code(), "invalid_request");
     }
@@ -96,16 +67,9 @@ async fn batch_limits_and_empty_batches_are_invalid() {
     assert_eq!((resp.status, resp.code()), (400, "invalid_request"));
     let many: Vec<_> = (0..1001).map(|_| json!({"kind": "noop"})).collect();
     let resp = app.post("/v1/jobs/batch", json!({"jobs": many})).await;
-    assert_eq!(
-        (resp.status, resp.code(), resp.field()),
-        (400, "invalid_request", Some("jobs"))
-    );
-    let resp = app
-        .post(
-            "/v1/jobs/batch",
-            json!({"jobs": [{"kind": "noop", "priority": 5000}]}),
-        )
-        .await;
+    assert_eq!((resp.status, resp.code(), resp.field()), (400, "invalid_request", Some("jobs")));
+    let resp =
+        app.post("/v1/jobs/batch", json!({"jobs": [{"kind": "noop", "priority": 5000}]})).await;
     assert_eq!(resp.field(), Some("jobs[0].priority"));
     let resp = app
         .post(
@@ -119,28 +83,13 @@ async fn batch_limits_and_empty_batches_are_invalid() {
 #[actix_web::test]
 async fn unknown_kind_dependency_and_cycle_have_their_codes() {
     let app = spawn_app().await;
-    let resp = app
-        .post("/v1/jobs", json!({"kind": "launch_rockets"}))
-        .await;
-    assert_eq!(
-        (resp.status, resp.code(), resp.field()),
-        (400, "unknown_kind", Some("kind"))
-    );
+    let resp = app.post("/v1/jobs", json!({"kind": "launch_rockets"})).await;
+    assert_eq!((resp.status, resp.code(), resp.field()), (400, "unknown_kind", Some("kind")));
     let missing = JobId::new().to_string();
-    let resp = app
-        .post("/v1/jobs", json!({"kind": "noop", "depends_on": [missing]}))
-        .await;
+    let resp = app.post("/v1/jobs", json!({"kind": "noop", "depends_on": [missing]})).await;
     assert_eq!((resp.status, resp.code()), (400, "unknown_dependency"));
-    assert!(resp.body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains(&missing));
-    let resp = app
-        .post(
-            "/v1/jobs",
-            json!({"kind": "noop", "depends_on": ["not-an-id"]}),
-        )
-        .await;
+    assert!(resp.body["error"]["message"].as_str().unwrap().contains(&missing));
+    let resp = app.post("/v1/jobs", json!({"kind": "noop", "depends_on": ["not-an-id"]})).await;
     assert_eq!((resp.status, resp.code()), (400, "unknown_dependency"));
     let resp = app
         .post(
@@ -157,21 +106,14 @@ async fn oversized_bodies_are_413() {
     let big = json!({"kind": "noop", "payload": "x".repeat(4096)});
     let resp = app.post("/v1/jobs", big).await;
     assert_eq!((resp.status, resp.code()), (413, "payload_too_large"));
-    let ok = app
-        .post(
-            "/v1/jobs",
-            json!({"kind": "noop", "payload": "x".repeat(100)}),
-        )
-        .await;
+    let ok = app.post("/v1/jobs", json!({"kind": "noop", "payload": "x".repeat(100)})).await;
     assert_eq!(ok.status, 201);
 }
 
 #[actix_web::test]
 async fn a_body_that_is_not_json_is_415() {
     let app = spawn_app().await;
-    let resp = app
-        .post_raw("/v1/jobs", "text/plain", b"{\"kind\":\"noop\"}".to_vec())
-        .await;
+    let resp = app.post_raw("/v1/jobs", "text/plain", b"{\"kind\":\"noop\"}".to_vec()).await;
     assert_eq!((resp.status, resp.code()), (415, "unsupported_media_type"));
     let resp = app.post_empty("/v1/jobs").await;
     assert_eq!((resp.status, resp.code()), (415, "unsupported_media_type"));
@@ -182,17 +124,11 @@ async fn a_token_is_required_on_v1_when_configured() {
     let app = spawn_app_with(|c| c.api_token = Some(jobyard::config::Secret::new("s3cret"))).await;
     let resp = app.get("/v1/stats").await;
     assert_eq!((resp.status, resp.code()), (401, "unauthorized"));
-    let resp = app
-        .get_with("/v1/stats", &[("authorization", "Bearer wrong")])
-        .await;
+    let resp = app.get_with("/v1/stats", &[("authorization", "Bearer wrong")]).await;
     assert_eq!(resp.status, 401);
-    let resp = app
-        .get_with("/v1/stats", &[("authorization", "s3cret")])
-        .await;
+    let resp = app.get_with("/v1/stats", &[("authorization", "s3cret")]).await;
     assert_eq!(resp.status, 401, "the scheme is required");
-    let resp = app
-        .get_with("/v1/stats", &[("authorization", "Bearer s3cret")])
-        .await;
+    let resp = app.get_with("/v1/stats", &[("authorization", "Bearer s3cret")]).await;
     assert_eq!(resp.status, 200);
     assert_eq!(app.get("/health").await.status, 200, "/health stays open");
     assert_eq!(app.get("/ready").await.status, 200, "/ready stays open");
@@ -206,15 +142,10 @@ async fn unknown_jobs_routes_and_methods_have_error_bodies() {
     assert_eq!((resp.status, resp.code()), (404, "not_found"));
     let resp = app.post_empty(&format!("/v1/jobs/{missing}/cancel")).await;
     assert_eq!((resp.status, resp.code()), (404, "not_found"));
-    let resp = app
-        .get(&format!("/v1/jobs/{missing}/wait?timeout_ms=10"))
-        .await;
+    let resp = app.get(&format!("/v1/jobs/{missing}/wait?timeout_ms=10")).await;
     assert_eq!((resp.status, resp.code()), (404, "not_found"));
     let resp = app.get("/v1/jobs/not-a-uuid").await;
-    assert_eq!(
-        (resp.status, resp.code(), resp.field()),
-        (400, "invalid_request", Some("id"))
-    );
+    assert_eq!((resp.status, resp.code(), resp.field()), (400, "invalid_request", Some("id")));
     let resp = app.get("/v1/nothing-here").await;
     assert_eq!((resp.status, resp.code()), (404, "not_found"));
     let resp = app.get("/elsewhere").await;
@@ -238,17 +169,10 @@ async fn bad_query_parameters_are_invalid_requests() {
     ];
     for (path, field) in cases {
         let resp = app.get(path).await;
-        assert_eq!(
-            (resp.status, resp.code()),
-            (400, "invalid_request"),
-            "{path}: {}",
-            resp.body
-        );
+        assert_eq!((resp.status, resp.code()), (400, "invalid_request"), "{path}: {}", resp.body);
         assert_eq!(resp.field(), Some(field), "{path}: {}", resp.body);
     }
-    let resp = app
-        .get(&format!("/v1/jobs/{id}/wait?timeout_ms=60001"))
-        .await;
+    let resp = app.get(&format!("/v1/jobs/{id}/wait?timeout_ms=60001")).await;
     assert_eq!((resp.status, resp.field()), (400, Some("timeout_ms")));
     let resp = app.get(&format!("/v1/jobs/{id}/wait?timeout_ms=-5")).await;
     assert_eq!(resp.status, 400);
@@ -335,32 +259,20 @@ impl QueueBackend for DownBackend {
 
 #[actix_web::test]
 async fn an_unavailable_backend_is_503_with_retry_after() {
-    let runtime = Runtime::builder()
-        .with_builtin_kinds()
-        .queue_backend(Arc::new(DownBackend));
+    let runtime = Runtime::builder().with_builtin_kinds().queue_backend(Arc::new(DownBackend));
     let app = spawn_app_from(test_config(), runtime).await;
     let resp = app.post("/v1/jobs", json!({"kind": "noop"})).await;
     assert_eq!((resp.status, resp.code()), (503, "backend_unavailable"));
     assert_eq!(resp.header("retry-after"), Some("1"));
     assert!(
-        !resp.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("refused"),
+        !resp.body["error"]["message"].as_str().unwrap().contains("refused"),
         "no internals leak"
     );
     let resp = app.get("/ready").await;
     assert_eq!((resp.status, resp.code()), (503, "backend_unavailable"));
     assert!(
-        resp.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("queue"),
+        resp.body["error"]["message"].as_str().unwrap().contains("queue"),
         "names the component"
     );
-    assert_eq!(
-        app.get("/health").await.status,
-        200,
-        "alive even when not ready"
-    );
+    assert_eq!(app.get("/health").await.status, 200, "alive even when not ready");
 }

@@ -37,9 +37,7 @@ pub struct Resp {
 impl Resp {
     /// The error code of an error body.
     pub fn code(&self) -> &str {
-        self.body["error"]["code"]
-            .as_str()
-            .unwrap_or("<no error body>")
+        self.body["error"]["code"].as_str().unwrap_or("<no error body>")
     }
 
     pub fn field(&self) -> Option<&str> {
@@ -69,9 +67,7 @@ pub async fn spawn_app_from(config: Config, runtime: RuntimeBuilder) -> TestApp 
     let server = actix_rt::spawn(server.run_until_stopped());
     TestApp {
         base,
-        http: awc::Client::builder()
-            .timeout(Duration::from_secs(90))
-            .finish(),
+        http: awc::Client::builder().timeout(Duration::from_secs(90)).finish(),
         runtime,
         trigger,
         server,
@@ -87,11 +83,7 @@ impl TestApp {
             None => request.send().await,
         };
         let mut response = sent.expect("request reaches the server");
-        let bytes = response
-            .body()
-            .limit(64 << 20)
-            .await
-            .expect("body readable");
+        let bytes = response.body().limit(64 << 20).await.expect("body readable");
         Resp {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
@@ -116,13 +108,11 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Resp {
-        self.post_raw(path, "application/json", body.to_string().into_bytes())
-            .await
+        self.post_raw(path, "application/json", body.to_string().into_bytes()).await
     }
 
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Resp {
-        self.send(self.http.post(self.url(path)), Some((content_type, body)))
-            .await
+        self.send(self.http.post(self.url(path)), Some((content_type, body))).await
     }
 
     pub async fn post_empty(&self, path: &str) -> Resp {
@@ -131,11 +121,7 @@ impl TestApp {
 
     pub async fn put(&self, path: &str, body: Value) -> Resp {
         let bytes = body.to_string().into_bytes();
-        self.send(
-            self.http.put(self.url(path)),
-            Some(("application/json", bytes)),
-        )
-        .await
+        self.send(self.http.put(self.url(path)), Some(("application/json", bytes))).await
     }
 
     pub async fn delete(&self, path: &str) -> Resp {
@@ -151,9 +137,7 @@ impl TestApp {
 
     /// Submits a batch, expecting 201; returns the jobs in request order.
     pub async fn submit_batch(&self, jobs: Value) -> Vec<Value> {
-        let resp = self
-            .post("/v1/jobs/batch", serde_json::json!({ "jobs": jobs }))
-            .await;
+        let resp = self.post("/v1/jobs/batch", serde_json::json!({ "jobs": jobs })).await;
         assert_eq!(resp.status, 201, "batch answered {}", resp.body);
         resp.body["jobs"].as_array().expect("jobs array").clone()
     }
@@ -162,9 +146,7 @@ impl TestApp {
     pub async fn wait_terminal(&self, id: &str) -> Value {
         let job = within(DEADLINE, async {
             loop {
-                let resp = self
-                    .get(&format!("/v1/jobs/{id}/wait?timeout_ms=5000"))
-                    .await;
+                let resp = self.get(&format!("/v1/jobs/{id}/wait?timeout_ms=5000")).await;
                 assert_eq!(resp.status, 200, "wait on {id}: {}", resp.body);
                 if is_terminal(&resp.body) {
                     return resp.body;
@@ -188,19 +170,14 @@ impl TestApp {
     /// Stops the server as SIGTERM would and waits for the graceful shutdown to end.
     pub async fn shutdown(self) -> Runtime {
         self.trigger.trigger();
-        let result = within(DEADLINE, self.server)
-            .await
-            .expect("shutdown ends in time");
+        let result = within(DEADLINE, self.server).await.expect("shutdown ends in time");
         result.expect("server task").expect("server exits cleanly");
         self.runtime
     }
 }
 
 pub fn is_terminal(job: &Value) -> bool {
-    matches!(
-        job["status"].as_str(),
-        Some("succeeded" | "failed" | "cancelled")
-    )
+    matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
 }
 
 /// Runs `fut` for at most `limit`.

@@ -7,18 +7,11 @@ use crate::helpers::*;
 #[actix_web::test]
 async fn submit_answers_201_with_location_and_the_job() {
     let app = spawn_app().await;
-    let resp = app
-        .post(
-            "/v1/jobs",
-            json!({"kind": "noop", "payload": {"x": 1}, "priority": 7}),
-        )
-        .await;
+    let resp =
+        app.post("/v1/jobs", json!({"kind": "noop", "payload": {"x": 1}, "priority": 7})).await;
     assert_eq!(resp.status, 201);
     let id = resp.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        resp.header("location"),
-        Some(format!("/v1/jobs/{id}").as_str())
-    );
+    assert_eq!(resp.header("location"), Some(format!("/v1/jobs/{id}").as_str()));
     assert_eq!(resp.body["kind"], "noop");
     assert_eq!(resp.body["priority"], 7);
     assert_eq!(resp.body["queue"], "default");
@@ -33,44 +26,26 @@ async fn submit_answers_201_with_location_and_the_job() {
 #[actix_web::test]
 async fn get_answers_304_when_the_client_copy_is_current() {
     let app = spawn_app().await;
-    let id = app.submit(json!({"kind": "noop"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.submit(json!({"kind": "noop"})).await["id"].as_str().unwrap().to_owned();
     app.wait_terminal(&id).await;
     let path = format!("/v1/jobs/{id}");
     let first = app.get(&path).await;
     let etag = first.header("etag").expect("ETag").to_owned();
-    let modified = first
-        .header("last-modified")
-        .expect("Last-Modified")
-        .to_owned();
+    let modified = first.header("last-modified").expect("Last-Modified").to_owned();
     let again = app.get_with(&path, &[("if-none-match", &etag)]).await;
     assert_eq!(again.status, 304);
     assert_eq!(again.header("etag"), Some(etag.as_str()));
-    let since = app
-        .get_with(&path, &[("if-modified-since", &modified)])
-        .await;
+    let since = app.get_with(&path, &[("if-modified-since", &modified)]).await;
     assert_eq!(since.status, 304);
-    let other = app
-        .get_with(&path, &[("if-none-match", "\"something-else\"")])
-        .await;
+    let other = app.get_with(&path, &[("if-none-match", "\"something-else\"")]).await;
     assert_eq!(other.status, 200);
-    let old = app
-        .get_with(
-            &path,
-            &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")],
-        )
-        .await;
+    let old = app.get_with(&path, &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")]).await;
     assert_eq!(old.status, 200);
     // If-None-Match wins over If-Modified-Since.
     let both = app
         .get_with(
             &path,
-            &[
-                ("if-none-match", "\"something-else\""),
-                ("if-modified-since", &modified),
-            ],
+            &[("if-none-match", "\"something-else\""), ("if-modified-since", &modified)],
         )
         .await;
     assert_eq!(both.status, 200);
@@ -85,16 +60,9 @@ async fn the_etag_changes_when_the_job_changes() {
         .as_str()
         .unwrap()
         .to_owned();
-    let before = app
-        .get(&format!("/v1/jobs/{id}"))
-        .await
-        .header("etag")
-        .unwrap()
-        .to_owned();
+    let before = app.get(&format!("/v1/jobs/{id}")).await.header("etag").unwrap().to_owned();
     app.post_empty(&format!("/v1/jobs/{id}/cancel")).await;
-    let after = app
-        .get_with(&format!("/v1/jobs/{id}"), &[("if-none-match", &before)])
-        .await;
+    let after = app.get_with(&format!("/v1/jobs/{id}"), &[("if-none-match", &before)]).await;
     assert_eq!(after.status, 200);
     assert_ne!(after.header("etag"), Some(before.as_str()));
 }
@@ -102,32 +70,16 @@ async fn the_etag_changes_when_the_job_changes() {
 #[actix_web::test]
 async fn wait_returns_early_when_the_job_ends_and_at_the_timeout_otherwise() {
     let app = spawn_app().await;
-    let quick = app
-        .submit(json!({"kind": "sleep", "payload": {"ms": 50}}))
-        .await;
-    let resp = app
-        .get(&format!(
-            "/v1/jobs/{}/wait?timeout_ms=30000",
-            quick["id"].as_str().unwrap()
-        ))
-        .await;
+    let quick = app.submit(json!({"kind": "sleep", "payload": {"ms": 50}})).await;
+    let resp =
+        app.get(&format!("/v1/jobs/{}/wait?timeout_ms=30000", quick["id"].as_str().unwrap())).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body["status"], "succeeded");
-    let slow = app
-        .submit(json!({"kind": "sleep", "payload": {"ms": 60000}}))
-        .await;
-    let resp = app
-        .get(&format!(
-            "/v1/jobs/{}/wait?timeout_ms=50",
-            slow["id"].as_str().unwrap()
-        ))
-        .await;
+    let slow = app.submit(json!({"kind": "sleep", "payload": {"ms": 60000}})).await;
+    let resp =
+        app.get(&format!("/v1/jobs/{}/wait?timeout_ms=50", slow["id"].as_str().unwrap())).await;
     assert_eq!(resp.status, 200);
-    assert!(
-        !is_terminal(&resp.body),
-        "answered before the job ended: {}",
-        resp.body
-    );
+    assert!(!is_terminal(&resp.body), "answered before the job ended: {}", resp.body);
 }
 
 #[actix_web::test]
@@ -135,47 +87,28 @@ async fn list_filters_and_pages_newest_first() {
     let app = spawn_app().await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let job = app
-            .submit(json!({"kind": "noop", "queue": "paged", "payload": i}))
-            .await;
+        let job = app.submit(json!({"kind": "noop", "queue": "paged", "payload": i})).await;
         ids.push(job["id"].as_str().unwrap().to_owned());
     }
     app.submit(json!({"kind": "noop", "queue": "other"})).await;
     let first = app.get("/v1/jobs?queue=paged&limit=2").await;
     assert_eq!(first.status, 200);
-    let page: Vec<&str> = first.body["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
+    let page: Vec<&str> =
+        first.body["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
     assert_eq!(page, vec![ids[4].as_str(), ids[3].as_str()]);
-    let cursor = first.body["next_cursor"]
-        .as_str()
-        .expect("a next page")
-        .to_owned();
-    let second = app
-        .get(&format!("/v1/jobs?queue=paged&limit=2&cursor={cursor}"))
-        .await;
-    let page: Vec<&str> = second.body["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
+    let cursor = first.body["next_cursor"].as_str().expect("a next page").to_owned();
+    let second = app.get(&format!("/v1/jobs?queue=paged&limit=2&cursor={cursor}")).await;
+    let page: Vec<&str> =
+        second.body["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
     assert_eq!(page, vec![ids[2].as_str(), ids[1].as_str()]);
     let cursor = second.body["next_cursor"].as_str().unwrap().to_owned();
-    let last = app
-        .get(&format!("/v1/jobs?queue=paged&limit=2&cursor={cursor}"))
-        .await;
+    let last = app.get(&format!("/v1/jobs?queue=paged&limit=2&cursor={cursor}")).await;
     assert_eq!(last.body["jobs"].as_array().unwrap().len(), 1);
     assert!(last.body["next_cursor"].is_null());
     for id in &ids {
         app.wait_terminal(id).await;
     }
-    let succeeded = app
-        .get("/v1/jobs?status=succeeded&kind=noop&queue=paged&limit=1000")
-        .await;
+    let succeeded = app.get("/v1/jobs?status=succeeded&kind=noop&queue=paged&limit=1000").await;
     assert_eq!(succeeded.body["jobs"].as_array().unwrap().len(), 5);
     let none = app.get("/v1/jobs?status=failed&queue=paged").await;
     assert!(none.body["jobs"].as_array().unwrap().is_empty());
@@ -186,8 +119,7 @@ async fn stats_count_jobs_per_queue_and_state() {
     let app = spawn_app().await;
     let done = app.submit(json!({"kind": "noop", "queue": "stats"})).await;
     app.wait_terminal(done["id"].as_str().unwrap()).await;
-    app.submit(json!({"kind": "noop", "queue": "stats", "delay_ms": 60000}))
-        .await;
+    app.submit(json!({"kind": "noop", "queue": "stats", "delay_ms": 60000})).await;
     let stats = app.get("/v1/stats").await;
     assert_eq!(stats.status, 200);
     let queue = &stats.body["queues"]["stats"];
@@ -207,10 +139,7 @@ async fn stats_count_jobs_per_queue_and_state() {
 async fn health_and_ready_answer() {
     let app = spawn_app().await;
     let health = app.get("/health").await;
-    assert_eq!(
-        (health.status, health.body["status"].as_str()),
-        (200, Some("ok"))
-    );
+    assert_eq!((health.status, health.body["status"].as_str()), (200, Some("ok")));
     let ready = app.get("/ready").await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.body["components"]["queue"], "ok");

@@ -22,27 +22,16 @@ async fn priority_order_with_one_worker() {
     })
     .await;
     // Occupy the only worker until every job below is queued.
-    let blocker = app
-        .submit(json!({"kind": "sleep", "payload": {"ms": 600000}}))
-        .await;
-    app.wait_until(&id(&blocker), "running", |j| j["status"] == "running")
-        .await;
+    let blocker = app.submit(json!({"kind": "sleep", "payload": {"ms": 600000}})).await;
+    app.wait_until(&id(&blocker), "running", |j| j["status"] == "running").await;
     let mut jobs = Vec::new();
-    for (name, priority) in [
-        ("low-a", 0),
-        ("low-b", 0),
-        ("mid", 5),
-        ("low-c", 0),
-        ("high", 10),
-        ("neg", -3),
-    ] {
-        let job = app
-            .submit(json!({"kind": "noop", "payload": name, "priority": priority}))
-            .await;
+    for (name, priority) in
+        [("low-a", 0), ("low-b", 0), ("mid", 5), ("low-c", 0), ("high", 10), ("neg", -3)]
+    {
+        let job = app.submit(json!({"kind": "noop", "payload": name, "priority": priority})).await;
         jobs.push((name, id(&job)));
     }
-    app.post_empty(&format!("/v1/jobs/{}/cancel", id(&blocker)))
-        .await;
+    app.post_empty(&format!("/v1/jobs/{}/cancel", id(&blocker))).await;
     let mut finished = Vec::new();
     for (name, job_id) in &jobs {
         let job = app.wait_terminal(job_id).await;
@@ -68,10 +57,7 @@ async fn retries_count_attempts_until_success() {
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["attempts"], 3);
     assert_eq!(done["result"], json!({"attempt": 3}));
-    assert_eq!(
-        done["error"], "failed on purpose",
-        "the last failure stays on record"
-    );
+    assert_eq!(done["error"], "failed on purpose", "the last failure stays on record");
 }
 
 /// Rule 2: attempts exhausted ends `failed` with the last error.
@@ -93,14 +79,10 @@ async fn retries_stop_when_attempts_are_exhausted() {
 async fn a_retry_is_scheduled_after_its_backoff() {
     let app = spawn_app().await;
     let backoff = json!({"initial_ms": 60000, "jitter": false});
-    let job = app
-        .submit(json!({"kind": "fail", "payload": {"times": 1}, "backoff": backoff}))
-        .await;
-    let retrying = app
-        .wait_until(&id(&job), "scheduled for retry", |j| {
-            j["status"] == "scheduled"
-        })
-        .await;
+    let job =
+        app.submit(json!({"kind": "fail", "payload": {"times": 1}, "backoff": backoff})).await;
+    let retrying =
+        app.wait_until(&id(&job), "scheduled for retry", |j| j["status"] == "scheduled").await;
     assert_eq!(retrying["attempts"], 1);
     let run_at: chrono::DateTime<chrono::Utc> =
         retrying["run_at"].as_str().unwrap().parse().unwrap();
@@ -154,11 +136,8 @@ async fn a_batch_dag_runs_in_dependency_order() {
     assert_eq!(jobs[2]["status"], "waiting");
     let (c, a, b) = (id(&jobs[0]), id(&jobs[1]), id(&jobs[2]));
     assert_eq!(jobs[0]["depends_on"], json!([a, b]), "refs resolve to ids");
-    let (c, a, b) = (
-        app.wait_terminal(&c).await,
-        app.wait_terminal(&a).await,
-        app.wait_terminal(&b).await,
-    );
+    let (c, a, b) =
+        (app.wait_terminal(&c).await, app.wait_terminal(&a).await, app.wait_terminal(&b).await);
     for job in [&a, &b, &c] {
         assert_eq!(job["status"], "succeeded");
     }
@@ -182,35 +161,21 @@ async fn a_failed_dependency_cancels_its_dependents_transitively() {
     assert_eq!(root["status"], "failed");
     let child = app.wait_terminal(&id(&jobs[1])).await;
     assert_eq!(child["status"], "cancelled");
-    assert_eq!(
-        child["error"],
-        format!("dependency {} failed", id(&jobs[0]))
-    );
+    assert_eq!(child["error"], format!("dependency {} failed", id(&jobs[0])));
     let grandchild = app.wait_terminal(&id(&jobs[2])).await;
     assert_eq!(grandchild["status"], "cancelled");
-    assert_eq!(
-        grandchild["error"],
-        format!("dependency {} cancelled", id(&jobs[1]))
-    );
-    assert_eq!(
-        app.wait_terminal(&id(&jobs[3])).await["status"],
-        "succeeded"
-    );
+    assert_eq!(grandchild["error"], format!("dependency {} cancelled", id(&jobs[1])));
+    assert_eq!(app.wait_terminal(&id(&jobs[3])).await["status"], "succeeded");
 }
 
 /// Rule 3: a job may depend on an existing job by id.
 #[actix_web::test]
 async fn a_job_waits_for_an_existing_dependency() {
     let app = spawn_app().await;
-    let first = app
-        .submit(json!({"kind": "sleep", "payload": {"ms": 60000}}))
-        .await;
-    let second = app
-        .submit(json!({"kind": "noop", "depends_on": [id(&first)]}))
-        .await;
+    let first = app.submit(json!({"kind": "sleep", "payload": {"ms": 60000}})).await;
+    let second = app.submit(json!({"kind": "noop", "depends_on": [id(&first)]})).await;
     assert_eq!(second["status"], "waiting");
-    app.post_empty(&format!("/v1/jobs/{}/cancel", id(&first)))
-        .await;
+    app.post_empty(&format!("/v1/jobs/{}/cancel", id(&first))).await;
     let second = app.wait_terminal(&id(&second)).await;
     assert_eq!(second["status"], "cancelled");
 }
@@ -231,29 +196,19 @@ async fn a_batch_cycle_is_rejected() {
         .await;
     assert_eq!(resp.status, 400);
     assert_eq!(resp.code(), "dependency_cycle");
-    assert_eq!(
-        resp.body["error"]["message"],
-        "dependency cycle: a -> b -> a"
-    );
+    assert_eq!(resp.body["error"]["message"], "dependency cycle: a -> b -> a");
     let listed = app.get("/v1/jobs").await;
-    assert!(
-        listed.body["jobs"].as_array().unwrap().is_empty(),
-        "all or nothing"
-    );
+    assert!(listed.body["jobs"].as_array().unwrap().is_empty(), "all or nothing");
 }
 
 /// Rule 4: cancelling a running `sleep` stops it promptly and it ends `cancelled`.
 #[actix_web::test]
 async fn cancelling_a_running_job_ends_it_cancelled() {
     let app = spawn_app().await;
-    let job = app
-        .submit(json!({"kind": "sleep", "payload": {"ms": 600000}, "max_attempts": 3}))
-        .await;
-    app.wait_until(&id(&job), "running", |j| j["status"] == "running")
-        .await;
-    let resp = app
-        .post_empty(&format!("/v1/jobs/{}/cancel", id(&job)))
-        .await;
+    let job =
+        app.submit(json!({"kind": "sleep", "payload": {"ms": 600000}, "max_attempts": 3})).await;
+    app.wait_until(&id(&job), "running", |j| j["status"] == "running").await;
+    let resp = app.post_empty(&format!("/v1/jobs/{}/cancel", id(&job))).await;
     assert_eq!(resp.status, 200);
     assert!(resp.body["status"] == "cancelled" || resp.body["cancel_requested"] == true);
     let done = app.wait_terminal(&id(&job)).await;
@@ -265,31 +220,15 @@ async fn cancelling_a_running_job_ends_it_cancelled() {
 #[actix_web::test]
 async fn cancelling_waiting_or_scheduled_jobs_is_immediate_and_terminal_is_a_conflict() {
     let app = spawn_app().await;
-    let scheduled = app
-        .submit(json!({"kind": "noop", "delay_ms": 600000}))
-        .await;
+    let scheduled = app.submit(json!({"kind": "noop", "delay_ms": 600000})).await;
     assert_eq!(scheduled["status"], "scheduled");
-    let waiting = app
-        .submit(json!({"kind": "noop", "depends_on": [id(&scheduled)]}))
-        .await;
+    let waiting = app.submit(json!({"kind": "noop", "depends_on": [id(&scheduled)]})).await;
     assert_eq!(waiting["status"], "waiting");
-    let resp = app
-        .post_empty(&format!("/v1/jobs/{}/cancel", id(&waiting)))
-        .await;
-    assert_eq!(
-        (resp.status, resp.body["status"].as_str()),
-        (200, Some("cancelled"))
-    );
-    let resp = app
-        .post_empty(&format!("/v1/jobs/{}/cancel", id(&scheduled)))
-        .await;
-    assert_eq!(
-        (resp.status, resp.body["status"].as_str()),
-        (200, Some("cancelled"))
-    );
-    let again = app
-        .post_empty(&format!("/v1/jobs/{}/cancel", id(&scheduled)))
-        .await;
+    let resp = app.post_empty(&format!("/v1/jobs/{}/cancel", id(&waiting))).await;
+    assert_eq!((resp.status, resp.body["status"].as_str()), (200, Some("cancelled")));
+    let resp = app.post_empty(&format!("/v1/jobs/{}/cancel", id(&scheduled))).await;
+    assert_eq!((resp.status, resp.body["status"].as_str()), (200, Some("cancelled")));
+    let again = app.post_empty(&format!("/v1/jobs/{}/cancel", id(&scheduled))).await;
     assert_eq!(again.status, 409);
     assert_eq!(again.code(), "already_finished");
 }
@@ -333,11 +272,8 @@ async fn retention_removes_old_jobs() {
 #[actix_web::test]
 async fn graceful_shutdown_returns_running_jobs_to_queued() {
     let app = spawn_app_with(|c| c.shutdown_grace = std::time::Duration::from_millis(300)).await;
-    let long = app
-        .submit(json!({"kind": "sleep", "payload": {"ms": 600000}}))
-        .await;
-    app.wait_until(&id(&long), "running", |j| j["status"] == "running")
-        .await;
+    let long = app.submit(json!({"kind": "sleep", "payload": {"ms": 600000}})).await;
+    app.wait_until(&id(&long), "running", |j| j["status"] == "running").await;
     let runtime = app.shutdown().await;
     let record = runtime.status(id(&long).parse().unwrap()).await.unwrap();
     assert_eq!(record.status, jobyard::JobStatus::Queued);
@@ -348,11 +284,8 @@ async fn graceful_shutdown_returns_running_jobs_to_queued() {
 #[actix_web::test]
 async fn graceful_shutdown_waits_for_attempts_within_the_grace_period() {
     let app = spawn_app_with(|c| c.shutdown_grace = std::time::Duration::from_secs(30)).await;
-    let short = app
-        .submit(json!({"kind": "sleep", "payload": {"ms": 300}}))
-        .await;
-    app.wait_until(&id(&short), "running", |j| j["status"] == "running")
-        .await;
+    let short = app.submit(json!({"kind": "sleep", "payload": {"ms": 300}})).await;
+    app.wait_until(&id(&short), "running", |j| j["status"] == "running").await;
     let runtime = app.shutdown().await;
     let record = runtime.status(id(&short).parse().unwrap()).await.unwrap();
     assert_eq!(record.status, jobyard::JobStatus::Succeeded);

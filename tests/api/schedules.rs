@@ -15,19 +15,13 @@ async fn a_schedule_is_created_replaced_read_and_deleted() {
     assert!(created.body["next_run_at"].is_string());
     assert!(created.body["last_run_at"].is_null());
     let replaced = app
-        .put(
-            "/v1/schedules/hourly",
-            json!({"cron": "0 30 * * * *", "job": {"kind": "noop"}}),
-        )
+        .put("/v1/schedules/hourly", json!({"cron": "0 30 * * * *", "job": {"kind": "noop"}}))
         .await;
     assert_eq!(replaced.status, 200);
     assert_eq!(replaced.body["cron"], "0 30 * * * *");
     assert_eq!(replaced.body["timezone"], "UTC");
     let one = app.get("/v1/schedules/hourly").await;
-    assert_eq!(
-        (one.status, one.body["cron"].as_str()),
-        (200, Some("0 30 * * * *"))
-    );
+    assert_eq!((one.status, one.body["cron"].as_str()), (200, Some("0 30 * * * *")));
     let all = app.get("/v1/schedules").await;
     assert_eq!(all.body["schedules"].as_array().unwrap().len(), 1);
     assert_eq!(app.delete("/v1/schedules/hourly").await.status, 204);
@@ -40,27 +34,15 @@ async fn a_schedule_is_created_replaced_read_and_deleted() {
 async fn invalid_schedules_name_their_field() {
     let app = spawn_app().await;
     let cases = [
-        (
-            json!({"cron": "every minute", "job": {"kind": "noop"}}),
-            "cron",
-        ),
+        (json!({"cron": "every minute", "job": {"kind": "noop"}}), "cron"),
         (
             json!({"cron": "* * * * * *", "timezone": "Mars/Olympus", "job": {"kind": "noop"}}),
             "timezone",
         ),
-        (
-            json!({"cron": "* * * * * *", "job": {"kind": "nope"}}),
-            "job.kind",
-        ),
-        (
-            json!({"cron": "* * * * * *", "job": {"kind": "noop", "priority": 5000}}),
-            "job.priority",
-        ),
+        (json!({"cron": "* * * * * *", "job": {"kind": "nope"}}), "job.kind"),
+        (json!({"cron": "* * * * * *", "job": {"kind": "noop", "priority": 5000}}), "job.priority"),
         (json!({"cron": "* * * * * *"}), "job"),
-        (
-            json!({"cron": "* * * * * *", "job": {"kind": "noop"}, "extra": 1}),
-            "extra",
-        ),
+        (json!({"cron": "* * * * * *", "job": {"kind": "noop"}, "extra": 1}), "extra"),
     ];
     for (spec, field) in cases {
         let resp = app.put("/v1/schedules/bad", spec.clone()).await;
@@ -68,10 +50,7 @@ async fn invalid_schedules_name_their_field() {
         assert_eq!(resp.field(), Some(field), "{spec}: {}", resp.body);
     }
     let resp = app
-        .put(
-            "/v1/schedules/bad%20name",
-            json!({"cron": "* * * * * *", "job": {"kind": "noop"}}),
-        )
+        .put("/v1/schedules/bad%20name", json!({"cron": "* * * * * *", "job": {"kind": "noop"}}))
         .await;
     assert_eq!((resp.status, resp.field()), (400, Some("name")));
 }
@@ -81,10 +60,7 @@ async fn a_cron_schedule_enqueues_one_job_per_tick() {
     let app = spawn_app().await;
     let spec =
         json!({"cron": "* * * * * *", "job": {"kind": "noop", "payload": "tick", "queue": "cron"}});
-    assert_eq!(
-        app.put("/v1/schedules/every-second", spec).await.status,
-        201
-    );
+    assert_eq!(app.put("/v1/schedules/every-second", spec).await.status, 201);
     let jobs = poll(|| async {
         let listed = app.get("/v1/jobs?queue=cron&limit=1000").await;
         let jobs = listed.body["jobs"].as_array().cloned().unwrap_or_default();
@@ -92,10 +68,7 @@ async fn a_cron_schedule_enqueues_one_job_per_tick() {
     })
     .await
     .expect("two ticks fired");
-    let keys: Vec<&str> = jobs
-        .iter()
-        .map(|j| j["idempotency_key"].as_str().unwrap())
-        .collect();
+    let keys: Vec<&str> = jobs.iter().map(|j| j["idempotency_key"].as_str().unwrap()).collect();
     let mut unique = keys.clone();
     unique.sort();
     unique.dedup();

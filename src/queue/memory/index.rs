@@ -53,8 +53,7 @@ impl Indexes {
         let id = record.id;
         match record.status {
             JobStatus::Queued => {
-                self.ready
-                    .remove(&(Reverse(record.priority), entry.seq, id));
+                self.ready.remove(&(Reverse(record.priority), entry.seq, id));
             }
             JobStatus::Scheduled => {
                 self.scheduled.remove(&(run_at_ms(entry), entry.seq, id));

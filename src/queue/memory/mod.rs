@@ -36,9 +36,7 @@ impl MemoryQueue {
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave a half-applied transition visible to
         // callers that matter more than the panic itself; keep serving.
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

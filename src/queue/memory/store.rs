@@ -83,11 +83,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Submitted, QueueError> {
         let alias = self.idempotent_aliases(&jobs);
-        let fresh: HashSet<JobId> = jobs
-            .iter()
-            .map(|j| j.id)
-            .filter(|id| !alias.contains_key(id))
-            .collect();
+        let fresh: HashSet<JobId> =
+            jobs.iter().map(|j| j.id).filter(|id| !alias.contains_key(id)).collect();
         let resolve = |id: &JobId| *alias.get(id).unwrap_or(id);
         for job in jobs.iter().filter(|j| fresh.contains(&j.id)) {
             if let Some(dep) = job
@@ -101,10 +98,8 @@ impl Store {
         }
         // Validated: from here on nothing fails, so the batch goes in whole.
         let mut doomed = Vec::new();
-        let order: Vec<(JobId, bool)> = jobs
-            .iter()
-            .map(|j| (resolve(&j.id), !alias.contains_key(&j.id)))
-            .collect();
+        let order: Vec<(JobId, bool)> =
+            jobs.iter().map(|j| (resolve(&j.id), !alias.contains_key(&j.id))).collect();
         for mut job in jobs.into_iter().filter(|j| fresh.contains(&j.id)) {
             job.depends_on = job.depends_on.iter().map(resolve).collect();
             if let Some(failed) = self.insert(job, &fresh, now) {
@@ -129,10 +124,7 @@ impl Store {
         self.settle(mark, now, &mut changes);
         let jobs = order
             .into_iter()
-            .map(|(id, created)| SubmitResult {
-                record: self.jobs[&id].record.clone(),
-                created,
-            })
+            .map(|(id, created)| SubmitResult { record: self.jobs[&id].record.clone(), created })
             .collect();
         Ok(Submitted { jobs, changes })
     }
@@ -258,21 +250,11 @@ impl Store {
             // (new status, result, error, retry time)
             let (to, result, error, retry_at) = match outcome {
                 Outcome::Succeeded(result) => (JobStatus::Succeeded, Some(result), None, None),
-                Outcome::Failed { .. } | Outcome::Cancelled(_) if record.cancel_requested => (
-                    JobStatus::Cancelled,
-                    None,
-                    Some("cancelled".to_owned()),
-                    None,
-                ),
-                Outcome::Failed {
-                    error,
-                    retry_at: Some(at),
-                } if attempts_left => {
-                    let to = if at > now {
-                        JobStatus::Scheduled
-                    } else {
-                        JobStatus::Queued
-                    };
+                Outcome::Failed { .. } | Outcome::Cancelled(_) if record.cancel_requested => {
+                    (JobStatus::Cancelled, None, Some("cancelled".to_owned()), None)
+                }
+                Outcome::Failed { error, retry_at: Some(at) } if attempts_left => {
+                    let to = if at > now { JobStatus::Scheduled } else { JobStatus::Queued };
                     (to, None, Some(error), Some(at))
                 }
                 Outcome::Failed { error, .. } => (JobStatus::Failed, None, Some(error), None),
@@ -302,10 +284,7 @@ impl Store {
                     return LeaseState::Lost;
                 }
                 let cancel = self.update(l.id, |e| {
-                    e.lease = Some(Lease {
-                        token: l.token,
-                        expires_ms,
-                    });
+                    e.lease = Some(Lease { token: l.token, expires_ms });
                     e.record.cancel_requested
                 });
                 if cancel == Some(true) {
@@ -343,12 +322,7 @@ impl Store {
         id: JobId,
         now: DateTime<Utc>,
     ) -> Result<(CancelOutcome, Changes), QueueError> {
-        let status = self
-            .jobs
-            .get(&id)
-            .ok_or(QueueError::NotFound(id))?
-            .record
-            .status;
+        let status = self.jobs.get(&id).ok_or(QueueError::NotFound(id))?.record.status;
         let mut changes = Changes::default();
         match status {
             s if s.is_terminal() => Err(QueueError::AlreadyFinished { id, status: s }),
@@ -357,20 +331,14 @@ impl Store {
                     entry.record.cancel_requested = true;
                     entry.record.updated_at = now;
                 }
-                Ok((
-                    CancelOutcome::Requested(self.jobs[&id].record.clone()),
-                    changes,
-                ))
+                Ok((CancelOutcome::Requested(self.jobs[&id].record.clone()), changes))
             }
             _ => {
                 self.transition(id, JobStatus::Cancelled, now, &mut changes, |e| {
                     e.record.error = Some("cancelled".into())
                 });
                 self.settle(0, now, &mut changes);
-                Ok((
-                    CancelOutcome::Cancelled(self.jobs[&id].record.clone()),
-                    changes,
-                ))
+                Ok((CancelOutcome::Cancelled(self.jobs[&id].record.clone()), changes))
             }
         }
     }
@@ -382,9 +350,7 @@ impl Store {
     pub fn list(&self, query: &ListQuery) -> Result<Page, QueueError> {
         let before = match &query.cursor {
             None => u64::MAX,
-            Some(c) => c
-                .parse::<u64>()
-                .map_err(|_| QueueError::InvalidCursor(c.clone()))?,
+            Some(c) => c.parse::<u64>().map_err(|_| QueueError::InvalidCursor(c.clone()))?,
         };
         let limit = query.limit.max(1);
         let mut jobs = Vec::with_capacity(limit.min(1024));
@@ -506,11 +472,7 @@ impl Store {
     /// Moves a job whose dependencies are all met to `scheduled` or `queued`.
     fn make_runnable(&mut self, id: JobId, now: DateTime<Utc>, changes: &mut Changes) {
         let due = self.jobs[&id].record.run_at.is_some_and(|at| at > now);
-        let to = if due {
-            JobStatus::Scheduled
-        } else {
-            JobStatus::Queued
-        };
+        let to = if due { JobStatus::Scheduled } else { JobStatus::Queued };
         self.transition(id, to, now, changes, |_| {});
     }
 
@@ -571,9 +533,7 @@ impl Store {
             } else {
                 (JobStatus::Failed, "lease expired")
             };
-            self.transition(id, to, now, changes, |e| {
-                e.record.error = Some(error.into())
-            });
+            self.transition(id, to, now, changes, |e| e.record.error = Some(error.into()));
         }
         self.settle(mark, now, changes);
     }
@@ -636,14 +596,8 @@ mod tests {
     #[test]
     fn an_expired_lease_requeues_the_job_and_counts_the_attempt() {
         let mut store = Store::new();
-        let id = submit(
-            &mut store,
-            JobSpec {
-                max_attempts: Some(2),
-                ..JobSpec::new("noop")
-            },
-            t(0),
-        );
+        let id =
+            submit(&mut store, JobSpec { max_attempts: Some(2), ..JobSpec::new("noop") }, t(0));
         let first = store.dequeue(&claim(1, 1_000), t(0));
         assert_eq!(first[0].lease.id, id);
         store.tick(t(2_000), Duration::from_secs(3600));
@@ -708,10 +662,7 @@ mod tests {
     #[test]
     fn retention_removes_terminal_jobs_and_frees_their_idempotency_keys() {
         let mut store = Store::new();
-        let spec = JobSpec {
-            idempotency_key: Some("k".into()),
-            ..JobSpec::new("noop")
-        };
+        let spec = JobSpec { idempotency_key: Some("k".into()), ..JobSpec::new("noop") };
         let id = submit(&mut store, spec.clone(), t(0));
         let lease = store.dequeue(&claim(1, 1_000), t(0))[0].lease;
         store.complete(
@@ -733,29 +684,17 @@ mod tests {
     #[test]
     fn a_dependency_that_already_failed_cancels_the_new_job_at_once() {
         let mut store = Store::new();
-        let dep = submit(
-            &mut store,
-            JobSpec {
-                max_attempts: Some(1),
-                ..JobSpec::new("noop")
-            },
-            t(0),
-        );
+        let dep =
+            submit(&mut store, JobSpec { max_attempts: Some(1), ..JobSpec::new("noop") }, t(0));
         let lease = store.dequeue(&claim(1, 1_000), t(0))[0].lease;
         store.complete(
             vec![Completion {
                 lease,
-                outcome: Outcome::Failed {
-                    error: "boom".into(),
-                    retry_at: None,
-                },
+                outcome: Outcome::Failed { error: "boom".into(), retry_at: None },
             }],
             t(1),
         );
-        let spec = JobSpec {
-            depends_on: Some(vec![dep.to_string()]),
-            ..JobSpec::new("noop")
-        };
+        let spec = JobSpec { depends_on: Some(vec![dep.to_string()]), ..JobSpec::new("noop") };
         let id = submit(&mut store, spec, t(2));
         let record = store.get(id).unwrap();
         assert_eq!(record.status, JobStatus::Cancelled);
@@ -768,16 +707,10 @@ mod tests {
         let missing = JobId::new();
         let specs = vec![
             JobSpec::new("noop"),
-            JobSpec {
-                depends_on: Some(vec![missing.to_string()]),
-                ..JobSpec::new("noop")
-            },
+            JobSpec { depends_on: Some(vec![missing.to_string()]), ..JobSpec::new("noop") },
         ];
         let jobs = plan(specs, true, &Kinds, &SpecDefaults::default(), t(0)).unwrap();
-        assert_eq!(
-            store.submit(jobs, t(0)).unwrap_err(),
-            QueueError::UnknownDependency(missing)
-        );
+        assert_eq!(store.submit(jobs, t(0)).unwrap_err(), QueueError::UnknownDependency(missing));
         assert!(store.is_empty());
     }
 }
