@@ -34,6 +34,9 @@ struct Args {
     latency: bool,
     #[arg(long, default_value_t = 2_000)]
     samples: usize,
+    /// Install the server's log subscriber (level from RUST_LOG, default info), as `serve` does.
+    #[arg(long)]
+    log: bool,
 }
 
 /// Nanoseconds since `EPOCH` at which the last probe started.
@@ -56,6 +59,9 @@ impl Job for Probe {
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if args.log {
+        jobyard::telemetry::init(jobyard::config::LogFormat::Text);
+    }
     if args.backend != "memory" {
         return Err(format!(
             "backend '{}' is not available in this build (use memory)",

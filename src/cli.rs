@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     crate::telemetry::init(config.log_format);
+    let host = config.addr.rsplit_once(':').map_or("127.0.0.1", |(host, _)| host).to_owned();
     let server = match Server::build(config) {
         Ok(server) => server,
         Err(err) => {
@@ -81,6 +82,8 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Printed whatever the log level, so a caller that asked for port 0 learns the port.
+    println!("jobyard listening on http://{host}:{}", server.port());
     match server.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

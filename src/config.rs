@@ -13,7 +13,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}={value} is invalid: {allowed}")]
 pub struct ConfigError {
-    pub var: &'static str,
+    pub var: String,
     /// The offending value (already redacted when the variable is a secret).
     pub value: String,
     pub allowed: String,
@@ -61,7 +61,8 @@ impl RedisUrl {
         let Some((scheme, rest)) = url.split_once("://") else {
             return "***".into();
         };
-        match rest.split_once('@') {
+        // The password may itself hold '@': the host starts after the last one.
+        match rest.rsplit_once('@') {
             Some((userinfo, host)) => {
                 let user = userinfo.split_once(':').map_or("", |(user, _)| user);
                 format!("{scheme}://{user}:***@{host}")
@@ -158,14 +159,38 @@ impl Config {
 
     /// Reads the process environment, with `.env.local` in the working directory underneath it.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut vars: HashMap<String, String> = HashMap::new();
-        if let Ok(iter) = dotenvy::from_filename_iter(".env.local") {
-            for (key, value) in iter.flatten() {
-                vars.insert(key, value);
+        let mut file: HashMap<String, String> = HashMap::new();
+        match dotenvy::from_filename_iter(".env.local") {
+            Ok(lines) => {
+                for line in lines {
+                    let (key, value) = line.map_err(|err| ConfigError {
+                        var: ".env.local".into(),
+                        value: "(file)".into(),
+                        allowed: format!("expected KEY=VALUE lines: {err}"),
+                    })?;
+                    file.insert(key, value);
+                }
+            }
+            Err(err) if err.not_found() => {}
+            Err(err) => {
+                return Err(ConfigError {
+                    var: ".env.local".into(),
+                    value: "(file)".into(),
+                    allowed: format!("a readable file: {err}"),
+                })
             }
         }
-        vars.extend(std::env::vars());
-        Self::from_lookup(|name| vars.get(name).cloned())
+        for (name, value) in std::env::vars_os() {
+            let ours = name.to_str().filter(|n| n.starts_with("JOBYARD_") || *n == "REDIS_URL");
+            if let (Some(name), None) = (ours, value.to_str()) {
+                return Err(ConfigError {
+                    var: name.to_owned(),
+                    value: "(not UTF-8)".into(),
+                    allowed: "a UTF-8 value".into(),
+                });
+            }
+        }
+        Self::from_lookup(|name| std::env::var(name).ok().or_else(|| file.get(name).cloned()))
     }
 
     /// Builds a config from any source of variables (tests pass a map, never the process env).
@@ -287,8 +312,8 @@ impl Config {
     }
 }
 
-fn invalid(var: &'static str, value: &str, allowed: impl Into<String>) -> ConfigError {
-    ConfigError { var, value: value.to_owned(), allowed: allowed.into() }
+fn invalid(var: &str, value: &str, allowed: impl Into<String>) -> ConfigError {
+    ConfigError { var: var.to_owned(), value: value.to_owned(), allowed: allowed.into() }
 }
 
 fn number(
@@ -318,7 +343,7 @@ fn parse_redis_url(url: &str) -> Result<RedisUrl, ConfigError> {
         Ok(secret)
     } else {
         Err(ConfigError {
-            var: "REDIS_URL",
+            var: "REDIS_URL".into(),
             value: secret.redacted(),
             allowed: "expected redis://[:password@]host:port[/db] or rediss://...".into(),
         })
@@ -383,5 +408,7 @@ mod tests {
         assert!(shown.contains("redis://:***@127.0.0.1:6379/0"));
         let err = config(&[("REDIS_URL", "http://:hunter2@x")]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+        let c = config(&[("REDIS_URL", "redis://:p@ss@host:6379")]).unwrap();
+        assert_eq!(c.redis_url.unwrap().redacted(), "redis://:***@host:6379");
     }
 }

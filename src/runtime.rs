@@ -75,7 +75,7 @@ pub struct Stats {
 }
 
 /// Which backends are in use.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize)]
 pub struct Backends {
     pub queue: &'static str,
     pub cache: &'static str,
@@ -91,6 +91,7 @@ pub struct Client {
     cache: Addr<CacheActor>,
     registry: Arc<Registry>,
     defaults: Arc<SpecDefaults>,
+    backends: Backends,
 }
 
 impl Client {
@@ -99,9 +100,10 @@ impl Client {
         pool: Addr<WorkerPool>,
         cache: Addr<CacheActor>,
         registry: Arc<Registry>,
-        defaults: Arc<SpecDefaults>,
+        backends: Backends,
     ) -> Self {
-        Client { queue, pool, cache, registry, defaults }
+        let defaults = Arc::new(SpecDefaults::default());
+        Client { queue, pool, cache, registry, defaults, backends }
     }
 
     /// Sends a message to the queue actor, mapping a dead mailbox to `Unavailable`.
@@ -224,12 +226,7 @@ impl Client {
             |what: &str| QueueError::Unavailable(format!("{what} actor not answering"));
         let workers = self.pool.send(GetPoolStats).await.map_err(|_| unavailable("worker pool"))?;
         let cache = self.cache.send(GetCacheStats).await.map_err(|_| unavailable("cache"))?;
-        Ok(Stats {
-            queues,
-            workers,
-            cache,
-            backends: Backends { queue: "memory", cache: "memory", redis: "disabled" },
-        })
+        Ok(Stats { queues, workers, cache, backends: self.backends })
     }
 
     /// Whether the queue backend answers.

@@ -49,6 +49,18 @@ impl Job for Reporter {
     }
 }
 
+/// Asks to be retried after an absurdly long time.
+#[derive(Serialize, Deserialize)]
+struct Patient;
+
+impl Job for Patient {
+    const KIND: &'static str = "patient";
+    type Output = ();
+    async fn run(self, _ctx: JobContext) -> Result<(), JobError> {
+        Err(JobError::retry_after("come back much later", Duration::MAX))
+    }
+}
+
 /// Ignores its cancellation token entirely.
 #[derive(Serialize, Deserialize)]
 struct Stubborn;
@@ -71,6 +83,7 @@ fn runtime(adjust: impl FnOnce(&mut Config)) -> Runtime {
         .register::<Flaky>()
         .register::<Reporter>()
         .register::<Stubborn>()
+        .register::<Patient>()
         .start()
         .expect("runtime starts")
 }
@@ -106,6 +119,26 @@ async fn a_panicking_handler_is_a_failed_attempt_and_the_pool_keeps_serving() {
         }
         other => panic!("expected JobFailed, got {other:?}"),
     }
+}
+
+#[actix::test]
+async fn an_absurd_retry_delay_is_capped_and_the_pool_keeps_serving() {
+    let rt = runtime(|c| c.concurrency = 1);
+    let patient = rt.submit(Patient).await.unwrap();
+    let record = within(async {
+        loop {
+            let record = patient.status().await.unwrap();
+            if record.status == JobStatus::Scheduled {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let wait = record.run_at.unwrap() - chrono::Utc::now();
+    assert!(wait.num_days() >= 364 && wait.num_days() <= 366, "capped at a year: {wait}");
+    let after = rt.submit(Add { a: 2, b: 2 }).await.unwrap();
+    assert_eq!(within(after.wait()).await.unwrap(), 4);
 }
 
 #[actix::test]

@@ -5,7 +5,7 @@
 //! waiters are answered when their job ends, and results go to the cache. No job state lives
 //! here; a restart of this actor loses only waiters, which re-poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -264,6 +264,10 @@ impl Handler<Complete> for QueueActor {
                 if let Ok(changes) = &result {
                     act.publish(changes);
                     if let (Some(cache), false) = (&act.results, results.is_empty()) {
+                        // Only results the store accepted: a stale attempt's is not the job's.
+                        let accepted: HashSet<&JobId> = changes.finished.iter().collect();
+                        let results: Vec<_> =
+                            results.into_iter().filter(|(id, _)| accepted.contains(id)).collect();
                         cache.do_send(StoreResults(results));
                     }
                 }
@@ -330,20 +334,19 @@ impl Handler<Tick> for QueueActor {
 }
 
 impl Handler<WaitFor> for QueueActor {
-    type Result = ResponseFuture<Result<Option<JobRecord>, QueueError>>;
+    type Result = ResponseActFuture<Self, Result<Option<JobRecord>, QueueError>>;
     fn handle(&mut self, msg: WaitFor, _: &mut Context<Self>) -> Self::Result {
         let backend = self.backend.clone();
         let deadline = tokio::time::Instant::now() + msg.timeout;
         let (tx, rx) = oneshot::channel();
         // Registered before the first read, so a finish between the read and the wait still
         // wakes this waiter.
-        let waiters = self.waiters.entry(msg.id).or_default();
-        waiters.retain(|w| !w.is_closed());
-        waiters.push(tx);
-        Box::pin(async move {
+        self.waiters.entry(msg.id).or_default().push(tx);
+        let id = msg.id;
+        let wait = async move {
             let mut news = Some(rx);
             loop {
-                let record = backend.get(msg.id).await?;
+                let record = backend.get(id).await?;
                 let done = record.as_ref().is_none_or(|r| r.status.is_terminal());
                 if done || tokio::time::Instant::now() >= deadline {
                     return Ok(record);
@@ -359,7 +362,17 @@ impl Handler<WaitFor> for QueueActor {
                     None => tokio::time::sleep_until(recheck).await,
                 }
             }
-        })
+        };
+        Box::pin(wait.into_actor(self).map(move |result, act, _| {
+            // This waiter's receiver is gone now: forget its sender, and the entry if empty.
+            if let Some(waiters) = act.waiters.get_mut(&id) {
+                waiters.retain(|w| !w.is_closed());
+                if waiters.is_empty() {
+                    act.waiters.remove(&id);
+                }
+            }
+            result
+        }))
     }
 }
 

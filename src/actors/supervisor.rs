@@ -12,9 +12,9 @@ use actix::prelude::*;
 
 use crate::cache::MemoryCache;
 use crate::config::Config;
-use crate::job::{Registry, SpecDefaults};
+use crate::job::Registry;
 use crate::queue::QueueBackend;
-use crate::runtime::Client;
+use crate::runtime::{Backends, Client};
 
 use super::cache::CacheActor;
 use super::queue::{QueueActor, Subscribe};
@@ -43,6 +43,7 @@ impl RuntimeSupervisor {
         registry: Arc<Registry>,
         backend: Arc<dyn QueueBackend>,
     ) -> (Addr<Self>, Client) {
+        let backend_name = backend.name();
         let queue = actix::Supervisor::start(move |_| QueueActor::new(backend));
         let memory = Arc::new(MemoryCache::new(config.cache_max_bytes));
         let retention = config.retention;
@@ -56,13 +57,12 @@ impl RuntimeSupervisor {
         let (pool_queue, pool_registry) = (queue.clone(), registry.clone());
         let pool =
             actix::Supervisor::start(move |_| WorkerPool::new(pool_queue, pool_registry, settings));
-        let client = Client::new(
-            queue.clone(),
-            pool.clone(),
-            cache.clone(),
-            registry,
-            Arc::new(SpecDefaults::default()),
-        );
+        let backends = Backends {
+            queue: backend_name,
+            cache: config.cache_backend.as_str(),
+            redis: if config.redis_url.is_some() { "down" } else { "disabled" },
+        };
+        let client = Client::new(queue.clone(), pool.clone(), cache.clone(), registry, backends);
         let scheduler_client = client.clone();
         let scheduler =
             actix::Supervisor::start(move |_| Scheduler::new(scheduler_client, retention));

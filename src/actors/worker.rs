@@ -6,19 +6,20 @@
 //! pool is busy goes to the queue in one `Complete`, followed by one `Dequeue` for the freed
 //! slots. Leases of all running attempts are renewed together, every third of the lease.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::job::spec::MAX_DELAY_MS;
 use crate::job::{JobContext, JobError, JobId, JobRecord, Json, Registry};
 use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
 
@@ -110,6 +111,8 @@ pub struct WorkerPool {
     flush_queued: bool,
     /// Told when the last running attempt ends during a drain.
     drained: Option<oneshot::Sender<()>>,
+    /// Cancels that arrived while a claim was in flight, for jobs that may be in its answer.
+    early_cancels: HashSet<JobId>,
 }
 
 impl WorkerPool {
@@ -130,6 +133,7 @@ impl WorkerPool {
             pending: Vec::new(),
             flush_queued: false,
             drained: None,
+            early_cancels: HashSet::new(),
         }
     }
 
@@ -152,11 +156,17 @@ impl WorkerPool {
             .map(move |result, act, ctx| {
                 act.fetching = false;
                 match result {
+                    Ok(Ok(jobs)) if !act.accepting => {
+                        // Draining began while this claim was in flight: hand the jobs back.
+                        let leases = jobs.iter().map(|c| c.lease).collect();
+                        act.queue.do_send(Release(leases));
+                    }
                     Ok(Ok(jobs)) => {
                         let full = jobs.len() == asked;
                         for job in jobs {
                             act.start(job, ctx);
                         }
+                        act.early_cancels.clear();
                         if full || act.refetch {
                             act.fetch(ctx);
                         }
@@ -190,16 +200,13 @@ impl WorkerPool {
             None => Arc::from(format!("{}/extra", self.settings.instance)),
         };
         let cancel = CancellationToken::new();
-        if cancel_requested {
-            cancel.cancel();
-        }
         let queue = self.queue.clone();
         let progress = Arc::new(move |progress| queue.do_send(ReportProgress { lease, progress }));
         let job_ctx = JobContext::new(id, attempts, max_attempts, cancel.clone(), progress);
         let run = self.registry.start(&kind, payload, job_ctx);
         let pool = ctx.address();
         let timeout = Duration::from_millis(timeout_ms);
-        let span = tracing::debug_span!("job", job_id = %id, kind = %kind, attempt = attempts);
+        let span = tracing::info_span!("job", job_id = %id, kind = %kind, attempt = attempts);
         let task = actix_rt::spawn(
             async move {
                 let ending = match run {
@@ -235,6 +242,9 @@ impl WorkerPool {
                 abort: task.abort_handle(),
             },
         );
+        if cancel_requested || self.early_cancels.remove(&id) {
+            self.cancel(id, ctx);
+        }
     }
 
     /// Turns how an attempt ended into the outcome the queue records.
@@ -245,7 +255,7 @@ impl WorkerPool {
                     let delay = after.unwrap_or_else(|| {
                         Duration::from_millis(run.backoff.delay_ms(run.attempt))
                     });
-                    Utc::now() + delay
+                    retry_time(delay)
                 });
             Outcome::Failed { error, retry_at }
         };
@@ -286,6 +296,11 @@ impl WorkerPool {
             // together leave together.
             ctx.notify(Flush);
         }
+        self.signal_if_drained();
+    }
+
+    /// Tells a waiting drain that nothing runs any more.
+    fn signal_if_drained(&mut self) {
         if self.running.is_empty() {
             if let Some(drained) = self.drained.take() {
                 let _ = drained.send(());
@@ -347,9 +362,19 @@ impl WorkerPool {
                 tracing::warn!(job_id = %lease.id, "lease lost; attempt stopped");
                 run.abort.abort();
                 self.free.push(run.slot);
+                self.signal_if_drained();
             }
         }
     }
+}
+
+/// When to retry after `delay`, capped at [`MAX_DELAY_MS`] so that no delay a handler asks for
+/// (say, an absurd `Retry-After`) can overflow the clock.
+fn retry_time(delay: Duration) -> DateTime<Utc> {
+    let capped = delay.min(Duration::from_millis(MAX_DELAY_MS));
+    let delta = chrono::Duration::from_std(capped).unwrap_or(chrono::Duration::zero());
+    let now = Utc::now();
+    now.checked_add_signed(delta).unwrap_or(now)
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {

@@ -20,8 +20,9 @@ pub async fn require_token(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         let matches: bool = given.as_bytes().ct_eq(expected.expose().as_bytes()).into();
         if !matches {
             return Err(ApiError::unauthorized().into());

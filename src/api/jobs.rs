@@ -34,13 +34,14 @@ pub struct WaitQuery {
     pub timeout_ms: Option<u64>,
 }
 
+/// The listing's query; an empty value (`?status=&limit=`) means the parameter is absent.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub status: Option<String>,
     pub kind: Option<String>,
     pub queue: Option<String>,
-    pub limit: Option<usize>,
+    pub limit: Option<String>,
     pub cursor: Option<String>,
 }
 
@@ -142,22 +143,26 @@ pub async fn list(
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
-    let status = params
-        .status
+    let given = |value: Option<String>| value.filter(|v| !v.is_empty());
+    let status = given(params.status)
         .map(|s| s.parse::<JobStatus>())
         .transpose()
         .map_err(|err| ApiError::invalid("status", err))?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
-    }
+    let limit = match given(params.limit) {
+        None => 100,
+        Some(raw) => {
+            raw.parse::<usize>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                ApiError::invalid("limit", format!("limit must be between 1 and {MAX_LIMIT}"))
+            })?
+        }
+    };
     let page = client
         .list(ListQuery {
             status,
-            kind: params.kind,
-            queue: params.queue,
+            kind: given(params.kind),
+            queue: given(params.queue),
             limit,
-            cursor: params.cursor,
+            cursor: given(params.cursor),
         })
         .await?;
     Ok(HttpResponse::Ok().json(page))

@@ -167,6 +167,7 @@ pub fn plan(
     let index = |i| batch.then_some(i);
     let ids: Vec<JobId> = specs.iter().map(|_| JobId::new()).collect();
     let refs = collect_refs(&specs, batch)?;
+    reject_repeated_keys(&specs)?;
     let mut local_edges: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
     let mut jobs = Vec::with_capacity(specs.len());
     for (i, spec) in specs.into_iter().enumerate() {
@@ -209,6 +210,22 @@ fn collect_refs(specs: &[JobSpec], batch: bool) -> Result<HashMap<String, usize>
         }
     }
     Ok(refs)
+}
+
+/// A key repeated within one batch would make two entries one job, which can turn a valid
+/// graph into a cycle; refused rather than guessed at.
+fn reject_repeated_keys(specs: &[JobSpec]) -> Result<(), SpecError> {
+    let mut seen = HashMap::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let Some(key) = &spec.idempotency_key else { continue };
+        if let Some(first) = seen.insert(key.as_str(), i) {
+            return Err(SpecError::invalid(
+                format!("jobs[{i}].idempotency_key"),
+                format!("idempotency_key '{key}' is also used by jobs[{first}] of this batch"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn ref_name(refs: &HashMap<String, usize>, index: usize) -> &str {
@@ -525,6 +542,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind, SpecErrorKind::UnknownDependency);
         assert_eq!(err.field.as_deref(), Some("jobs[0].depends_on"));
+    }
+
+    #[test]
+    fn a_key_repeated_in_a_batch_is_rejected() {
+        let mut a = batch_entry("a", &["b"]);
+        let mut b = batch_entry("b", &[]);
+        a.idempotency_key = Some("k".into());
+        b.idempotency_key = Some("k".into());
+        let err =
+            plan(vec![a, b], true, &AnyKind, &SpecDefaults::default(), Utc::now()).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("jobs[1].idempotency_key"));
     }
 
     #[test]

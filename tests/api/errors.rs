@@ -78,6 +78,12 @@ async fn batch_limits_and_empty_batches_are_invalid() {
         )
         .await;
     assert_eq!((resp.status, resp.field()), (400, Some("jobs[1].ref")));
+    let repeated = json!({"jobs": [
+        {"ref": "a", "kind": "noop", "idempotency_key": "k", "depends_on": ["b"]},
+        {"ref": "b", "kind": "noop", "idempotency_key": "k"},
+    ]});
+    let resp = app.post("/v1/jobs/batch", repeated).await;
+    assert_eq!((resp.status, resp.field()), (400, Some("jobs[1].idempotency_key")));
 }
 
 #[actix_web::test]
@@ -130,6 +136,8 @@ async fn a_token_is_required_on_v1_when_configured() {
     assert_eq!(resp.status, 401, "the scheme is required");
     let resp = app.get_with("/v1/stats", &[("authorization", "Bearer s3cret")]).await;
     assert_eq!(resp.status, 200);
+    let resp = app.get_with("/v1/stats", &[("authorization", "bearer s3cret")]).await;
+    assert_eq!(resp.status, 200, "the scheme is case-insensitive");
     assert_eq!(app.get("/health").await.status, 200, "/health stays open");
     assert_eq!(app.get("/ready").await.status, 200, "/ready stays open");
 }
@@ -162,7 +170,7 @@ async fn bad_query_parameters_are_invalid_requests() {
     let cases = [
         ("/v1/jobs?limit=0", "limit"),
         ("/v1/jobs?limit=1001", "limit"),
-        ("/v1/jobs?limit=many", "query"),
+        ("/v1/jobs?limit=many", "limit"),
         ("/v1/jobs?status=sleeping", "status"),
         ("/v1/jobs?cursor=zzz", "cursor"),
         ("/v1/jobs?colour=blue", "colour"),

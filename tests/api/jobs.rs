@@ -112,6 +112,9 @@ async fn list_filters_and_pages_newest_first() {
     assert_eq!(succeeded.body["jobs"].as_array().unwrap().len(), 5);
     let none = app.get("/v1/jobs?status=failed&queue=paged").await;
     assert!(none.body["jobs"].as_array().unwrap().is_empty());
+    let blank = app.get("/v1/jobs?status=&kind=&queue=&limit=&cursor=").await;
+    assert_eq!(blank.status, 200, "empty parameters mean absent: {}", blank.body);
+    assert_eq!(blank.body["jobs"].as_array().unwrap().len(), 6);
 }
 
 #[actix_web::test]

@@ -303,10 +303,18 @@ impl Store {
                 changes.stale += 1;
                 continue;
             }
-            self.transition(lease.id, JobStatus::Queued, now, &mut changes, |e| {
-                e.record.attempts = e.record.attempts.saturating_sub(1);
-            });
+            if self.jobs[&lease.id].record.cancel_requested {
+                // Its cancel was asked for: handing it back would only run it again.
+                self.transition(lease.id, JobStatus::Cancelled, now, &mut changes, |e| {
+                    e.record.error = Some("cancelled".into())
+                });
+            } else {
+                self.transition(lease.id, JobStatus::Queued, now, &mut changes, |e| {
+                    e.record.attempts = e.record.attempts.saturating_sub(1);
+                });
+            }
         }
+        self.settle(0, now, &mut changes);
         changes
     }
 
@@ -657,6 +665,17 @@ mod tests {
         assert_eq!(changes.ready, 1);
         let record = store.get(id).unwrap();
         assert_eq!((record.status, record.attempts), (JobStatus::Queued, 0));
+    }
+
+    #[test]
+    fn release_of_a_job_whose_cancel_was_requested_ends_it_cancelled() {
+        let mut store = Store::new();
+        let id = submit(&mut store, JobSpec::new("noop"), t(0));
+        let lease = store.dequeue(&claim(1, 1_000), t(0))[0].lease;
+        store.cancel(id, t(5)).unwrap();
+        let changes = store.release(&[lease], t(10));
+        assert_eq!(changes.finished, vec![id]);
+        assert_eq!(store.get(id).unwrap().status, JobStatus::Cancelled);
     }
 
     #[test]
