@@ -1,9 +1,7 @@
 //! `http`: one HTTP request. Success on 2xx; the result holds the status, selected headers and
 //! up to 64 KiB of body. 429 and 5xx are retryable and honour `Retry-After`; other 4xx (and
 //! 3xx left after redirects) fail without retry; a connection error is retryable.
-//!
-//! Plain `http://` only in this build: the TLS stack is a build-time cost not yet paid for, and
-//! an `https://` URL is refused at submit with a clear error.
+//! `https://` URLs are verified against the webpki root certificates (rustls with ring).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -77,9 +75,13 @@ impl TryFrom<RawRequest> for HttpRequest {
         let uri = awc::http::Uri::from_str(&raw.url)
             .map_err(|err| format!("url '{}' is invalid: {err}", raw.url))?;
         match uri.scheme_str() {
-            Some("http") if uri.host().is_some() => {}
-            Some("https") => return Err("https URLs are not supported by this build".into()),
-            _ => return Err(format!("url '{}' must be an absolute http:// URL", raw.url)),
+            Some("http" | "https") if uri.host().is_some() => {}
+            _ => {
+                return Err(format!(
+                    "url '{}' must be an absolute http:// or https:// URL",
+                    raw.url
+                ))
+            }
         }
         for (name, value) in &raw.headers {
             awc::http::header::HeaderName::from_str(name)
@@ -208,7 +210,10 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_a_reason() {
         assert!(parse(r#"{"url": "/relative"}"#).unwrap_err().contains("must be an absolute"));
-        assert!(parse(r#"{"url": "https://example.com"}"#).unwrap_err().contains("https"));
+        assert!(parse(r#"{"url": "https://example.com/x"}"#).is_ok());
+        assert!(parse(r#"{"url": "ftp://example.com/x"}"#)
+            .unwrap_err()
+            .contains("must be an absolute"));
         assert!(parse(r#"{"url": "http://x", "method": "GE T"}"#).unwrap_err().contains("method"));
         assert!(parse(r#"{"url": "http://x", "headers": {"bad name": "v"}}"#)
             .unwrap_err()

@@ -2,6 +2,7 @@
 
 mod errors;
 mod helpers;
+mod http_kind;
 mod jobs;
 mod lifecycle;
 mod schedules;
