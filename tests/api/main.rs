@@ -1,5 +1,6 @@
 //! HTTP API tests against a real server bound to port 0, one binary for all of them.
 
+mod cli;
 mod errors;
 mod helpers;
 mod http_kind;

@@ -1,0 +1,120 @@
+//! The `jobyard` binary's client subcommands and `check`, run as a real process against a test
+//! server.
+
+use std::process::Output;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn jobyard(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobyard"));
+    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    // A scratch directory, so no `.env.local` of the developer's is read.
+    command.current_dir(std::env::temp_dir());
+    within(DEADLINE, command.output()).await.expect("command ends in time").expect("command runs")
+}
+
+fn stdout_json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "stdout is not JSON: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[actix_web::test]
+async fn submit_wait_status_jobs_stats_and_cancel() {
+    let app = spawn_app().await;
+    let env = [("JOBYARD_URL", app.base.as_str())];
+    let out = jobyard(
+        &["submit", "--kind", "noop", "--payload", r#"{"a":1}"#, "--priority", "-5", "--wait"],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job = stdout_json(&out);
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["priority"], -5);
+    assert_eq!(job["result"], json!({"a": 1}));
+    let id = job["id"].as_str().unwrap();
+
+    let out = jobyard(&["status", id], &env).await;
+    assert_eq!(stdout_json(&out)["id"], id);
+    let out = jobyard(&["jobs", "--status", "succeeded", "--limit", "5"], &env).await;
+    assert_eq!(stdout_json(&out)["jobs"][0]["id"], id);
+    let out = jobyard(&["stats"], &env).await;
+    assert_eq!(stdout_json(&out)["queues"]["default"]["succeeded"], 1);
+
+    let out = jobyard(&["cancel", id], &env).await;
+    assert!(!out.status.success(), "cancelling a terminal job fails");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("409") && stderr.contains("already finished"), "{stderr}");
+}
+
+#[actix_web::test]
+async fn submit_with_dependencies_and_delay() {
+    let app = spawn_app().await;
+    let env = [("JOBYARD_URL", app.base.as_str())];
+    let first =
+        stdout_json(&jobyard(&["submit", "--kind", "noop", "--delay-ms", "60000"], &env).await);
+    assert_eq!(first["status"], "scheduled");
+    let id = first["id"].as_str().unwrap();
+    let second =
+        stdout_json(&jobyard(&["submit", "--kind", "noop", "--depends-on", id], &env).await);
+    assert_eq!(second["status"], "waiting");
+    assert_eq!(second["depends_on"], json!([id]));
+}
+
+#[actix_web::test]
+async fn the_token_is_sent_when_configured() {
+    let app = spawn_app_with(|c| c.api_token = Some(jobyard::config::Secret::new("t0k"))).await;
+    let out =
+        jobyard(&["stats"], &[("JOBYARD_URL", app.base.as_str()), ("JOBYARD_API_TOKEN", "t0k")])
+            .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = jobyard(&["stats"], &[("JOBYARD_URL", app.base.as_str())]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+#[actix_web::test]
+async fn an_unreachable_server_is_one_line_and_a_failure() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = jobyard(&["stats"], &[("JOBYARD_URL", url.as_str())]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot reach jobyard"), "{stderr}");
+}
+
+#[actix_web::test]
+async fn check_validates_the_configuration() {
+    let out = jobyard(&["check"], &[]).await;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration: ok"));
+    let out = jobyard(&["check"], &[("JOBYARD_LEASE_MS", "soon")]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: JOBYARD_LEASE_MS=soon is invalid: expected an integer from 1000 to 3600000"
+    );
+}
+
+#[actix_web::test]
+async fn serve_refuses_a_bad_configuration_with_one_line() {
+    let out = jobyard(&["serve"], &[("JOBYARD_QUEUE_BACKEND", "postgres")]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: JOBYARD_QUEUE_BACKEND=postgres is invalid: expected memory or redis"
+    );
+}
