@@ -6,6 +6,7 @@
 //! here; a restart of this actor loses only waiters, which re-poll.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -198,12 +199,26 @@ impl QueueActor {
         call: impl std::future::Future<Output = Result<T, QueueError>> + 'static,
         changes_of: fn(&T) -> &Changes,
     ) -> ResponseActFuture<Self, Result<T, QueueError>> {
-        Box::pin(call.into_actor(self).map(move |result, act, _| {
+        Box::pin(isolated(call).into_actor(self).map(move |result, act, _| {
             if let Ok(value) = &result {
                 act.publish(changes_of(value));
             }
             result
         }))
+    }
+}
+
+/// Runs a backend call as its own task, so that a panic inside the backend fails this one call
+/// (as [`QueueError::Internal`]) instead of taking the queue actor down with it.
+fn isolated<T: 'static>(
+    call: impl Future<Output = Result<T, QueueError>> + 'static,
+) -> impl Future<Output = Result<T, QueueError>> {
+    let task = actix_rt::spawn(call);
+    async move {
+        task.await.unwrap_or_else(|err| {
+            tracing::error!("queue backend call failed: {err}");
+            Err(QueueError::Internal("the queue backend failed on this call".into()))
+        })
     }
 }
 
@@ -259,21 +274,20 @@ impl Handler<Complete> for QueueActor {
             None => Vec::new(),
         };
         let backend = self.backend.clone();
-        Box::pin(async move { backend.complete(done, Utc::now()).await }.into_actor(self).map(
-            move |result, act, _| {
-                if let Ok(changes) = &result {
-                    act.publish(changes);
-                    if let (Some(cache), false) = (&act.results, results.is_empty()) {
-                        // Only results the store accepted: a stale attempt's is not the job's.
-                        let accepted: HashSet<&JobId> = changes.finished.iter().collect();
-                        let results: Vec<_> =
-                            results.into_iter().filter(|(id, _)| accepted.contains(id)).collect();
-                        cache.do_send(StoreResults(results));
-                    }
+        let call = isolated(async move { backend.complete(done, Utc::now()).await });
+        Box::pin(call.into_actor(self).map(move |result, act, _| {
+            if let Ok(changes) = &result {
+                act.publish(changes);
+                if let (Some(cache), false) = (&act.results, results.is_empty()) {
+                    // Only results the store accepted: a stale attempt's is not the job's.
+                    let accepted: HashSet<&JobId> = changes.finished.iter().collect();
+                    let results: Vec<_> =
+                        results.into_iter().filter(|(id, _)| accepted.contains(id)).collect();
+                    cache.do_send(StoreResults(results));
                 }
-                result
-            },
-        ))
+            }
+            result
+        }))
     }
 }
 
@@ -309,19 +323,18 @@ impl Handler<Cancel> for QueueActor {
     type Result = ResponseActFuture<Self, Result<CancelOutcome, QueueError>>;
     fn handle(&mut self, Cancel(id): Cancel, _: &mut Context<Self>) -> Self::Result {
         let backend = self.backend.clone();
-        Box::pin(async move { backend.cancel(id, Utc::now()).await }.into_actor(self).map(
-            |result, act, _| {
-                let (outcome, changes) = result?;
-                act.publish(&changes);
-                if let CancelOutcome::Requested(record) = &outcome {
-                    tracing::info!(job_id = %record.id, "cancel requested for running job");
-                    for (_, cancel) in &act.workers {
-                        cancel.do_send(CancelRunning(record.id));
-                    }
+        let call = isolated(async move { backend.cancel(id, Utc::now()).await });
+        Box::pin(call.into_actor(self).map(|result, act, _| {
+            let (outcome, changes) = result?;
+            act.publish(&changes);
+            if let CancelOutcome::Requested(record) = &outcome {
+                tracing::info!(job_id = %record.id, "cancel requested for running job");
+                for (_, cancel) in &act.workers {
+                    cancel.do_send(CancelRunning(record.id));
                 }
-                Ok(outcome)
-            },
-        ))
+            }
+            Ok(outcome)
+        }))
     }
 }
 
@@ -363,7 +376,7 @@ impl Handler<WaitFor> for QueueActor {
                 }
             }
         };
-        Box::pin(wait.into_actor(self).map(move |result, act, _| {
+        Box::pin(isolated(wait).into_actor(self).map(move |result, act, _| {
             // This waiter's receiver is gone now: forget its sender, and the entry if empty.
             if let Some(waiters) = act.waiters.get_mut(&id) {
                 waiters.retain(|w| !w.is_closed());

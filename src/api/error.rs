@@ -154,6 +154,7 @@ impl From<QueueError> for ApiError {
                     .with_field("depends_on")
             }
             QueueError::InvalidCursor(_) => ApiError::invalid("cursor", err.to_string()),
+            QueueError::Internal(_) => ApiError::internal(&err),
             QueueError::Unavailable(_) => {
                 tracing::warn!("{err}");
                 ApiError::unavailable("the queue backend is unavailable; retry shortly")

@@ -35,6 +35,9 @@ pub enum QueueError {
     InvalidCursor(String),
     #[error("schedule '{0}' not found")]
     ScheduleNotFound(String),
+    /// The backend failed on this call for a reason of its own (a bug); details are logged.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The backend cannot be reached right now; the call may succeed later.
     #[error("queue backend unavailable: {0}")]
     Unavailable(String),

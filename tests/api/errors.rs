@@ -186,88 +186,144 @@ async fn bad_query_parameters_are_invalid_requests() {
     assert_eq!(resp.status, 400);
 }
 
-/// A queue backend that is down: every call fails as a lost Redis would.
-struct DownBackend;
+/// A queue backend with faults: `down` makes every call fail as a lost Redis would; otherwise
+/// it is the memory backend, except that a submit to the queue `boom` panics (a backend bug).
+struct Faulty {
+    inner: MemoryQueue,
+    down: bool,
+}
 
-fn down<T>() -> Result<T, QueueError> {
-    Err(QueueError::Unavailable("connection refused".into()))
+impl Faulty {
+    fn new(down: bool) -> Arc<Self> {
+        Arc::new(Faulty { inner: MemoryQueue::new(), down })
+    }
+
+    fn gate(&self) -> Result<(), QueueError> {
+        match self.down {
+            true => Err(QueueError::Unavailable("connection refused".into())),
+            false => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
-impl QueueBackend for DownBackend {
+impl QueueBackend for Faulty {
     fn name(&self) -> &'static str {
-        "down"
+        "faulty"
     }
-    async fn submit(&self, _: Vec<NewJob>, _: DateTime<Utc>) -> Result<Submitted, QueueError> {
-        down()
+    async fn submit(&self, jobs: Vec<NewJob>, now: DateTime<Utc>) -> Result<Submitted, QueueError> {
+        self.gate()?;
+        if jobs.iter().any(|j| &*j.queue == "boom") {
+            panic!("a bug in the backend");
+        }
+        self.inner.submit(jobs, now).await
     }
-    async fn dequeue(&self, _: Claim, _: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
-        down()
+    async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
+        self.gate()?;
+        self.inner.dequeue(claim, now).await
     }
-    async fn complete(&self, _: Vec<Completion>, _: DateTime<Utc>) -> Result<Changes, QueueError> {
-        down()
+    async fn complete(
+        &self,
+        done: Vec<Completion>,
+        now: DateTime<Utc>,
+    ) -> Result<Changes, QueueError> {
+        self.gate()?;
+        self.inner.complete(done, now).await
     }
     async fn renew(
         &self,
-        _: Vec<LeaseRef>,
-        _: std::time::Duration,
-        _: DateTime<Utc>,
+        leases: Vec<LeaseRef>,
+        lease: std::time::Duration,
+        now: DateTime<Utc>,
     ) -> Result<Vec<LeaseState>, QueueError> {
-        down()
+        self.gate()?;
+        self.inner.renew(leases, lease, now).await
     }
-    async fn release(&self, _: Vec<LeaseRef>, _: DateTime<Utc>) -> Result<Changes, QueueError> {
-        down()
+    async fn release(
+        &self,
+        leases: Vec<LeaseRef>,
+        now: DateTime<Utc>,
+    ) -> Result<Changes, QueueError> {
+        self.gate()?;
+        self.inner.release(leases, now).await
     }
     async fn report_progress(
         &self,
-        _: LeaseRef,
-        _: Json,
-        _: DateTime<Utc>,
+        lease: LeaseRef,
+        progress: Json,
+        now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
-        down()
+        self.gate()?;
+        self.inner.report_progress(lease, progress, now).await
     }
     async fn cancel(
         &self,
-        _: JobId,
-        _: DateTime<Utc>,
+        id: JobId,
+        now: DateTime<Utc>,
     ) -> Result<(CancelOutcome, Changes), QueueError> {
-        down()
+        self.gate()?;
+        self.inner.cancel(id, now).await
     }
-    async fn get(&self, _: JobId) -> Result<Option<JobRecord>, QueueError> {
-        down()
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, QueueError> {
+        self.gate()?;
+        self.inner.get(id).await
     }
-    async fn list(&self, _: &ListQuery) -> Result<Page, QueueError> {
-        down()
+    async fn list(&self, query: &ListQuery) -> Result<Page, QueueError> {
+        self.gate()?;
+        self.inner.list(query).await
     }
-    async fn tick(&self, _: DateTime<Utc>, _: std::time::Duration) -> Result<Changes, QueueError> {
-        down()
+    async fn tick(
+        &self,
+        now: DateTime<Utc>,
+        retention: std::time::Duration,
+    ) -> Result<Changes, QueueError> {
+        self.gate()?;
+        self.inner.tick(now, retention).await
     }
     async fn stats(&self) -> Result<QueueStats, QueueError> {
-        down()
+        self.gate()?;
+        self.inner.stats().await
     }
     async fn ping(&self) -> Result<(), QueueError> {
-        down()
+        self.gate()
     }
-    async fn put_schedule(&self, _: Schedule) -> Result<bool, QueueError> {
-        down()
+    async fn put_schedule(&self, schedule: Schedule) -> Result<bool, QueueError> {
+        self.gate()?;
+        self.inner.put_schedule(schedule).await
     }
-    async fn get_schedule(&self, _: &str) -> Result<Option<Schedule>, QueueError> {
-        down()
+    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>, QueueError> {
+        self.gate()?;
+        self.inner.get_schedule(name).await
     }
     async fn list_schedules(&self) -> Result<Vec<Schedule>, QueueError> {
-        down()
+        self.gate()?;
+        self.inner.list_schedules().await
     }
-    async fn delete_schedule(&self, _: &str) -> Result<bool, QueueError> {
-        down()
+    async fn delete_schedule(&self, name: &str) -> Result<bool, QueueError> {
+        self.gate()?;
+        self.inner.delete_schedule(name).await
     }
-    async fn record_fire(&self, _: &str, _: Fire) -> Result<(), QueueError> {
-        down()
+    async fn record_fire(&self, name: &str, fire: Fire) -> Result<(), QueueError> {
+        self.gate()?;
+        self.inner.record_fire(name, fire).await
     }
 }
 
 #[actix_web::test]
+async fn a_backend_bug_is_a_500_that_leaks_nothing_and_the_server_keeps_serving() {
+    let runtime = Runtime::builder().with_builtin_kinds().queue_backend(Faulty::new(false));
+    let app = spawn_app_from(test_config(), runtime).await;
+    let resp = app.post("/v1/jobs", json!({"kind": "noop", "queue": "boom"})).await;
+    assert_eq!((resp.status, resp.code()), (500, "internal"));
+    assert_eq!(resp.body["error"]["message"], "internal error");
+    let job = app.submit(json!({"kind": "noop"})).await;
+    let done = app.wait_terminal(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "the queue actor survived the panic");
+}
+
+#[actix_web::test]
 async fn an_unavailable_backend_is_503_with_retry_after() {
-    let runtime = Runtime::builder().with_builtin_kinds().queue_backend(Arc::new(DownBackend));
+    let runtime = Runtime::builder().with_builtin_kinds().queue_backend(Faulty::new(true));
     let app = spawn_app_from(test_config(), runtime).await;
     let resp = app.post("/v1/jobs", json!({"kind": "noop"})).await;
     assert_eq!((resp.status, resp.code()), (503, "backend_unavailable"));
