@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the hot paths below the actors: validating and storing a batch,
-//! claiming and completing jobs in the in-memory store, and a memory-cache hit.
+//! claiming and completing jobs in the in-memory store.
 //!
 //! `cargo bench --bench queue`
 
@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use jobyard::cache::{Entry, MemoryCache};
 use jobyard::job::record::{json_from_str, json_null};
 use jobyard::job::spec::{plan, SpecDefaults};
 use jobyard::job::{JobSpec, Registry};
@@ -77,22 +76,5 @@ fn queue(c: &mut Criterion) {
     group.finish();
 }
 
-fn cache(c: &mut Criterion) {
-    let cache = MemoryCache::new(64 << 20);
-    let keys: Vec<String> = (0..10_000).map(|i| format!("key:{i}")).collect();
-    for key in &keys {
-        let entry =
-            Entry::new(vec![b'x'; 1024], "application/json", Duration::from_secs(600), vec![]);
-        cache.set(key.clone(), entry);
-    }
-    c.bench_function("cache/memory_hit_1KiB", |b| {
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 1) % keys.len();
-            black_box(cache.get(&keys[i]))
-        })
-    });
-}
-
-criterion_group!(benches, queue, cache);
+criterion_group!(benches, queue);
 criterion_main!(benches);

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::redis::{RedisClient, RedisSettings};
 use crate::startup::Server;
 
 #[derive(Parser, Debug)]
@@ -67,7 +68,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let system = actix_rt::System::new();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => system.block_on(serve(config)),
-        Command::Check => check(&config),
+        Command::Check => system.block_on(check(&config)),
         command => system.block_on(client_command(&config, command)),
     }
 }
@@ -75,7 +76,7 @@ pub fn run(cli: Cli) -> ExitCode {
 async fn serve(config: Config) -> ExitCode {
     crate::telemetry::init(config.log_format);
     let host = config.addr.rsplit_once(':').map_or("127.0.0.1", |(host, _)| host).to_owned();
-    let server = match Server::build(config) {
+    let server = match Server::build(config).await {
         Ok(server) => server,
         Err(err) => {
             eprintln!("error: {err}");
@@ -93,22 +94,28 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-fn check(config: &Config) -> ExitCode {
+async fn check(config: &Config) -> ExitCode {
     println!("configuration: ok");
     println!("  listen address: {}", config.addr);
     println!("  queue backend:  {}", config.queue_backend_name());
     println!("  cache backend:  {}", config.cache_backend.as_str());
     println!("  concurrency:    {}", config.concurrency);
-    match &config.redis_url {
-        None => {
-            println!("  redis:          not configured");
+    let Some(settings) = RedisSettings::from_config(config) else {
+        println!("  redis:          not configured");
+        return ExitCode::SUCCESS;
+    };
+    let url = settings.url.redacted();
+    match RedisClient::probe(&settings).await {
+        Ok(probe) => {
+            println!(
+                "  redis:          {url} (version {}, round trip {} µs)",
+                probe.version,
+                probe.rtt.as_micros()
+            );
             ExitCode::SUCCESS
         }
-        Some(url) => {
-            eprintln!(
-                "error: REDIS_URL={} is set, but this build has no Redis support yet; unset it to use the memory backends",
-                url.redacted()
-            );
+        Err(err) => {
+            eprintln!("error: cannot use redis at {url}: {err}");
             ExitCode::FAILURE
         }
     }

@@ -28,22 +28,24 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::actors::cache::{CacheActor, GetCacheStats};
 use crate::actors::queue::{
     Cancel, DeleteSchedule, GetJob, GetSchedule, GetStats, ListJobs, ListSchedules, Ping,
     PutSchedule, QueueActor, Submit, WaitFor,
 };
-use crate::actors::supervisor::{RuntimeSupervisor, Shutdown};
+use crate::actors::supervisor::{RuntimeParts, RuntimeSupervisor, Shutdown};
 use crate::actors::worker::{GetPoolStats, PoolStats, WorkerPool};
-use crate::cache::CacheStats;
+use crate::cache::{Cache, CacheHealth, CacheStats, MemoryCache};
 use crate::config::{Config, QueueBackendKind};
 use crate::job::spec::plan;
 use crate::job::{
-    Backoff, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults, SpecError,
+    Backoff, Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults,
+    SpecError,
 };
+use crate::kinds::cache_warm::CacheWarm;
 use crate::queue::{
     CancelOutcome, ListQuery, MemoryQueue, Page, QueueBackend, QueueError, QueueStats, SubmitResult,
 };
+use crate::redis::RedisClient;
 use crate::schedule::{validate_name, CronExpr, Schedule, ScheduleSpec};
 
 /// Errors of the embedding API.
@@ -74,12 +76,22 @@ pub struct Stats {
     pub backends: Backends,
 }
 
-/// Which backends are in use.
+/// Which backends are in use, and how the Redis link is.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Backends {
     pub queue: &'static str,
     pub cache: &'static str,
+    /// `up`, `down` or `disabled` (no `REDIS_URL`).
+    #[serde(skip_deserializing)]
     pub redis: &'static str,
+}
+
+/// What `/ready` reports.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// The queue backend answered, or why not.
+    pub queue: Result<(), String>,
+    pub cache: CacheHealth,
 }
 
 /// A handle on a running system: submit, read, wait, cancel, schedule. Cheap to clone and
@@ -88,22 +100,48 @@ pub struct Backends {
 pub struct Client {
     queue: Addr<QueueActor>,
     pool: Addr<WorkerPool>,
-    cache: Addr<CacheActor>,
+    cache: Arc<dyn Cache>,
+    redis: Option<RedisClient>,
     registry: Arc<Registry>,
     defaults: Arc<SpecDefaults>,
-    backends: Backends,
+    backends: (&'static str, &'static str),
 }
 
 impl Client {
     pub(crate) fn new(
         queue: Addr<QueueActor>,
         pool: Addr<WorkerPool>,
-        cache: Addr<CacheActor>,
+        cache: Arc<dyn Cache>,
+        redis: Option<RedisClient>,
         registry: Arc<Registry>,
-        backends: Backends,
+        backends: (&'static str, &'static str),
     ) -> Self {
         let defaults = Arc::new(SpecDefaults::default());
-        Client { queue, pool, cache, registry, defaults, backends }
+        Client { queue, pool, cache, redis, registry, defaults, backends }
+    }
+
+    /// The runtime's cache (thread-safe: read and write it from anywhere).
+    pub fn cache(&self) -> &Arc<dyn Cache> {
+        &self.cache
+    }
+
+    /// Which backends are in use, and how the Redis link is.
+    pub fn backends(&self) -> Backends {
+        let redis = match &self.redis {
+            None => "disabled",
+            Some(redis) if redis.is_up() => "up",
+            Some(_) => "down",
+        };
+        Backends { queue: self.backends.0, cache: self.backends.1, redis }
+    }
+
+    /// Whether the backends answer: the queue must; a cache that fell back to memory is
+    /// degraded but ready.
+    pub async fn readiness(&self) -> Readiness {
+        Readiness {
+            queue: self.ping().await.map_err(|err| err.to_string()),
+            cache: self.cache.health(),
+        }
     }
 
     /// Sends a message to the queue actor, mapping a dead mailbox to `Unavailable`.
@@ -225,8 +263,7 @@ impl Client {
         let unavailable =
             |what: &str| QueueError::Unavailable(format!("{what} actor not answering"));
         let workers = self.pool.send(GetPoolStats).await.map_err(|_| unavailable("worker pool"))?;
-        let cache = self.cache.send(GetCacheStats).await.map_err(|_| unavailable("cache"))?;
-        Ok(Stats { queues, workers, cache, backends: self.backends })
+        Ok(Stats { queues, workers, cache: self.cache.stats(), backends: self.backends() })
     }
 
     /// Whether the queue backend answers.
@@ -380,6 +417,9 @@ pub struct RuntimeBuilder {
     config: Config,
     registry: Registry,
     queue_backend: Option<Arc<dyn QueueBackend>>,
+    cache: Option<Arc<dyn Cache>>,
+    redis: Option<RedisClient>,
+    extensions: Extensions,
 }
 
 impl RuntimeBuilder {
@@ -407,21 +447,47 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Uses this cache (see [`crate::cache::build`]) instead of a memory cache.
+    pub fn cache(mut self, cache: Arc<dyn Cache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The Redis link the cache uses, for stats and readiness.
+    pub fn redis(mut self, redis: Option<RedisClient>) -> Self {
+        self.redis = redis;
+        self
+    }
+
+    /// A shared value handlers read with `ctx.extension::<T>()` (a database pool, a client).
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
     /// Starts the actors on the current arbiter. Must be called inside an actix `System`
     /// (`#[actix_web::main]`, `#[actix::main]`, `#[actix::test]`).
-    pub fn start(self) -> Result<Runtime, RuntimeError> {
+    pub fn start(mut self) -> Result<Runtime, RuntimeError> {
         let backend = match (self.queue_backend, self.config.queue_backend) {
             (Some(backend), _) => backend,
-            (None, QueueBackendKind::Memory) => {
-                Arc::new(MemoryQueue::new()) as Arc<dyn QueueBackend>
+            (None, QueueBackendKind::Memory) => Arc::new(MemoryQueue::new()) as Arc<dyn QueueBackend>,
+            (None, QueueBackendKind::Redis) => {
+                return Err(RuntimeError::Start(
+                    "JOBYARD_QUEUE_BACKEND=redis: the Redis queue backend is not built yet; set JOBYARD_QUEUE_BACKEND=memory".into(),
+                ))
             }
-            (None, QueueBackendKind::Redis) => return Err(RuntimeError::Start(
-                "JOBYARD_QUEUE_BACKEND=redis: the Redis queue backend is not built yet; use memory"
-                    .into(),
-            )),
         };
-        let (supervisor, client) =
-            RuntimeSupervisor::start(&self.config, Arc::new(self.registry), backend);
+        self.registry.register::<CacheWarm>();
+        let cache =
+            self.cache.unwrap_or_else(|| Arc::new(MemoryCache::new(self.config.cache_max_bytes)));
+        let parts = RuntimeParts {
+            registry: Arc::new(self.registry),
+            backend,
+            cache,
+            redis: self.redis,
+            extensions: self.extensions,
+        };
+        let (supervisor, client) = RuntimeSupervisor::start(&self.config, parts);
         Ok(Runtime { client, supervisor, config: Arc::new(self.config) })
     }
 }
@@ -436,7 +502,14 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn builder() -> RuntimeBuilder {
-        RuntimeBuilder { config: Config::default(), registry: Registry::new(), queue_backend: None }
+        RuntimeBuilder {
+            config: Config::default(),
+            registry: Registry::new(),
+            queue_backend: None,
+            cache: None,
+            redis: None,
+            extensions: Extensions::default(),
+        }
     }
 
     pub fn client(&self) -> &Client {

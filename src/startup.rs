@@ -10,7 +10,8 @@ use actix_web::{App, HttpServer};
 use tokio::sync::Notify;
 
 use crate::api::{self, ApiSettings};
-use crate::config::{CacheBackendKind, Config};
+use crate::config::Config;
+use crate::redis::{RedisClient, RedisError, RedisSettings};
 use crate::runtime::{Runtime, RuntimeBuilder, RuntimeError};
 
 /// Why the server could not start.
@@ -20,8 +21,8 @@ pub enum StartupError {
     Bind { addr: String, source: io::Error },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    #[error("JOBYARD_CACHE_BACKEND={0}: the Redis cache backends are not built yet; use memory")]
-    CacheBackend(&'static str),
+    #[error(transparent)]
+    Redis(#[from] RedisError),
 }
 
 /// Stops a running server as a signal would.
@@ -43,18 +44,30 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the runtime and binds the HTTP listener. Must run inside an actix `System`.
-    pub fn build(config: Config) -> Result<Server, StartupError> {
+    /// Connects to Redis when configured (a Redis that is down is not fatal: the cache runs
+    /// degraded and reconnects), starts the runtime and binds the HTTP listener. Must run inside
+    /// an actix `System`.
+    pub async fn build(config: Config) -> Result<Server, StartupError> {
         let runtime = Runtime::builder().config(config.clone()).with_builtin_kinds();
-        Self::build_with(config, runtime)
+        Self::build_with(config, runtime).await
     }
 
     /// Like [`Server::build`], with a runtime builder the caller prepared (extra kinds, another
-    /// queue backend). The builder's configuration is replaced by `config`.
-    pub fn build_with(config: Config, runtime: RuntimeBuilder) -> Result<Server, StartupError> {
-        if config.cache_backend != CacheBackendKind::Memory {
-            return Err(StartupError::CacheBackend(config.cache_backend.as_str()));
-        }
+    /// queue backend). The builder's configuration, cache and Redis link are set from `config`.
+    pub async fn build_with(
+        config: Config,
+        runtime: RuntimeBuilder,
+    ) -> Result<Server, StartupError> {
+        let redis = match RedisSettings::from_config(&config) {
+            Some(settings) => {
+                let redis = RedisClient::new(settings)?;
+                redis.start().await;
+                Some(redis)
+            }
+            None => None,
+        };
+        let cache = crate::cache::build(&config, redis.as_ref());
+        let runtime = runtime.cache(cache).redis(redis);
         let listener = TcpListener::bind(&config.addr)
             .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?;
         let port = listener
@@ -65,6 +78,7 @@ impl Server {
         let client = runtime.client().clone();
         let settings = ApiSettings {
             max_body_bytes: config.max_body_bytes,
+            cache_ttl: config.cache_ttl,
             api_token: config.api_token.clone(),
         };
         let http = HttpServer::new(move || {

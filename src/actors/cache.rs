@@ -1,69 +1,131 @@
-//! The cache actor: owns the instance's cache. For now it stores job results (so a finished
-//! job's output can be read from the cache) and answers lookups and stats.
+//! The cache actor: owns the instance's cache beyond single reads and writes (which callers
+//! make directly on the thread-safe [`Cache`], so a cache hit never crosses threads). It stores
+//! job results, and records the hottest keys in the metadata store for the next start's
+//! warming job (cache.md rules 8 and 9).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
-use crate::cache::{result_key, CacheStats, Entry, MemoryCache};
+use crate::cache::{result_key, Cache, Entry};
 use crate::job::{JobId, Json};
+use crate::metadata::MetadataStore;
+
+/// The metadata document holding the keys to warm.
+pub const WARMING_DOC: &str = "cache-warming";
+/// How many of the hottest keys are recorded.
+pub const WARM_KEYS: usize = 1_000;
+
+/// The cache-warming metadata.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WarmingDoc {
+    pub saved_at: Option<DateTime<Utc>>,
+    pub keys: Vec<HotKey>,
+}
+
+/// One recorded key and its estimated reads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HotKey {
+    pub key: String,
+    pub reads: u64,
+}
 
 /// Cache these job results (ids with their JSON output) for the retention period.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StoreResults(pub Vec<(JobId, Json)>);
 
-/// Look up one key.
+/// Record the hottest keys now; answers how many were recorded.
 #[derive(Message)]
-#[rtype(result = "Option<Arc<Entry>>")]
-pub struct CacheGet(pub String);
-
-/// The cache's counters.
-#[derive(Message)]
-#[rtype(result = "CacheStats")]
-pub struct GetCacheStats;
+#[rtype(result = "usize")]
+pub struct PersistHotKeys;
 
 /// The cache actor.
 pub struct CacheActor {
-    cache: Arc<MemoryCache>,
+    cache: Arc<dyn Cache>,
+    metadata: MetadataStore,
     /// Results live as long as the jobs they belong to.
     result_ttl: Duration,
+    /// How often the hottest keys are recorded (only for backends warming can reload from).
+    persist_every: Duration,
 }
 
 impl CacheActor {
-    pub fn new(cache: Arc<MemoryCache>, result_ttl: Duration) -> Self {
-        CacheActor { cache, result_ttl }
+    pub fn new(
+        cache: Arc<dyn Cache>,
+        metadata: MetadataStore,
+        result_ttl: Duration,
+        persist_every: Duration,
+    ) -> Self {
+        CacheActor { cache, metadata, result_ttl, persist_every }
+    }
+
+    /// Whether warming can reload anything on the next start: only from a shared layer.
+    fn warmable(&self) -> bool {
+        self.cache.backend() != "memory"
     }
 }
 
 impl Actor for CacheActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.warmable() {
+            ctx.run_interval(self.persist_every, |_, ctx| ctx.notify(PersistHotKeys));
+        }
+    }
 }
 
 impl Supervised for CacheActor {}
 
 impl Handler<StoreResults> for CacheActor {
     type Result = ();
-    fn handle(&mut self, StoreResults(results): StoreResults, _: &mut Context<Self>) {
-        for (id, result) in results {
-            let bytes: Arc<[u8]> = Arc::from(result.get().as_bytes());
-            let entry = Entry::new(bytes, "application/json", self.result_ttl, vec!["jobs".into()]);
-            self.cache.set(result_key(id), entry);
-        }
+    fn handle(&mut self, StoreResults(results): StoreResults, ctx: &mut Context<Self>) {
+        let (cache, ttl) = (self.cache.clone(), self.result_ttl);
+        let store = async move {
+            for (id, result) in results {
+                let entry = Entry::new(
+                    result.get().as_bytes(),
+                    "application/json",
+                    ttl,
+                    vec!["jobs".into()],
+                );
+                cache.set(&result_key(id), entry).await;
+            }
+        };
+        ctx.spawn(store.into_actor(self));
     }
 }
 
-impl Handler<CacheGet> for CacheActor {
-    type Result = Option<Arc<Entry>>;
-    fn handle(&mut self, CacheGet(key): CacheGet, _: &mut Context<Self>) -> Self::Result {
-        self.cache.get(&key)
-    }
-}
-
-impl Handler<GetCacheStats> for CacheActor {
-    type Result = MessageResult<GetCacheStats>;
-    fn handle(&mut self, _: GetCacheStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.cache.stats())
+impl Handler<PersistHotKeys> for CacheActor {
+    type Result = ResponseFuture<usize>;
+    fn handle(&mut self, _: PersistHotKeys, _: &mut Context<Self>) -> Self::Result {
+        let hot = if self.warmable() { self.cache.hot_keys(WARM_KEYS) } else { Vec::new() };
+        let metadata = self.metadata.clone();
+        Box::pin(async move {
+            if hot.is_empty() {
+                return 0;
+            }
+            let doc = WarmingDoc {
+                saved_at: Some(Utc::now()),
+                keys: hot.into_iter().map(|(key, reads)| HotKey { key, reads }).collect(),
+            };
+            let count = doc.keys.len();
+            let saved = tokio::task::spawn_blocking(move || metadata.save(WARMING_DOC, &doc)).await;
+            match saved {
+                Ok(Ok(())) => count,
+                Ok(Err(err)) => {
+                    tracing::warn!("hot keys not recorded: {err}");
+                    0
+                }
+                Err(err) => {
+                    tracing::warn!("hot keys not recorded: {err}");
+                    0
+                }
+            }
+        })
     }
 }

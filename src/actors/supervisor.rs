@@ -10,13 +10,16 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::cache::MemoryCache;
+use crate::cache::{Cache, CacheHandle};
 use crate::config::Config;
-use crate::job::Registry;
+use crate::job::{Extensions, Job, JobSpec, Registry};
+use crate::kinds::cache_warm::CacheWarm;
+use crate::metadata::MetadataStore;
 use crate::queue::QueueBackend;
-use crate::runtime::{Backends, Client};
+use crate::redis::RedisClient;
+use crate::runtime::Client;
 
-use super::cache::CacheActor;
+use super::cache::{CacheActor, PersistHotKeys, WarmingDoc, WARMING_DOC};
 use super::queue::{QueueActor, Subscribe};
 use super::scheduler::{Scheduler, StopScheduling};
 use super::worker::{Drain, PoolSettings, WorkerPool};
@@ -29,48 +32,88 @@ pub struct Shutdown {
     pub grace: Duration,
 }
 
+/// What a runtime is made of, prepared by the runtime builder.
+pub struct RuntimeParts {
+    pub registry: Arc<Registry>,
+    pub backend: Arc<dyn QueueBackend>,
+    pub cache: Arc<dyn Cache>,
+    pub redis: Option<RedisClient>,
+    pub extensions: Extensions,
+}
+
 /// The supervisor actor; see the module doc.
 pub struct RuntimeSupervisor {
     pool: Addr<WorkerPool>,
     scheduler: Addr<Scheduler>,
+    cache: Addr<CacheActor>,
 }
 
 impl RuntimeSupervisor {
     /// Starts every actor of a runtime on the current arbiter and returns the supervisor with a
     /// client of the whole. Must run inside an actix `System`.
-    pub fn start(
-        config: &Config,
-        registry: Arc<Registry>,
-        backend: Arc<dyn QueueBackend>,
-    ) -> (Addr<Self>, Client) {
-        let backend_name = backend.name();
+    pub fn start(config: &Config, parts: RuntimeParts) -> (Addr<Self>, Client) {
+        let RuntimeParts { registry, backend, cache, redis, mut extensions } = parts;
+        let backends = (backend.name(), cache.backend());
         let queue = actix::Supervisor::start(move |_| QueueActor::new(backend));
-        let memory = Arc::new(MemoryCache::new(config.cache_max_bytes));
-        let retention = config.retention;
-        let cache = actix::Supervisor::start(move |_| CacheActor::new(memory, retention));
+        let metadata = MetadataStore::new(&config.data_dir);
+        let (actor_cache, retention) = (cache.clone(), config.retention);
+        let cache_actor = actix::Supervisor::start(move |_| {
+            CacheActor::new(actor_cache, metadata, retention, HOT_KEYS_EVERY)
+        });
+        extensions.insert(CacheHandle(cache.clone()));
         let settings = PoolSettings {
             instance: instance_name(),
             concurrency: config.concurrency,
             lease: config.lease,
             cancel_grace: config.cancel_grace,
+            extensions,
         };
         let (pool_queue, pool_registry) = (queue.clone(), registry.clone());
         let pool =
             actix::Supervisor::start(move |_| WorkerPool::new(pool_queue, pool_registry, settings));
-        let backends = Backends {
-            queue: backend_name,
-            cache: config.cache_backend.as_str(),
-            redis: if config.redis_url.is_some() { "down" } else { "disabled" },
-        };
-        let client = Client::new(queue.clone(), pool.clone(), cache.clone(), registry, backends);
+        let client = Client::new(queue.clone(), pool.clone(), cache, redis, registry, backends);
         let scheduler_client = client.clone();
         let scheduler =
             actix::Supervisor::start(move |_| Scheduler::new(scheduler_client, retention));
         queue.do_send(Subscribe::Workers(pool.clone().recipient(), pool.clone().recipient()));
         queue.do_send(Subscribe::Scheduler(scheduler.clone().recipient()));
-        queue.do_send(Subscribe::Results(cache.recipient()));
-        let supervisor = RuntimeSupervisor { pool, scheduler }.start();
+        queue.do_send(Subscribe::Results(cache_actor.clone().recipient()));
+        actix_rt::spawn(warm(client.clone(), MetadataStore::new(&config.data_dir)));
+        let supervisor = RuntimeSupervisor { pool, scheduler, cache: cache_actor }.start();
         (supervisor, client)
+    }
+}
+
+/// How often the hottest cache keys are recorded for the next start.
+const HOT_KEYS_EVERY: Duration = Duration::from_secs(60);
+
+/// Submits the warming job with the hottest keys of the previous run, when there are any and
+/// the cache has a shared layer to load them from.
+async fn warm(client: Client, metadata: MetadataStore) {
+    if client.cache().backend() == "memory" {
+        return;
+    }
+    let doc = tokio::task::spawn_blocking(move || metadata.load::<WarmingDoc>(WARMING_DOC)).await;
+    let keys: Vec<String> = match doc {
+        Ok(Ok(Some(doc))) => doc.keys.into_iter().map(|k| k.key).collect(),
+        Ok(Ok(None)) => return,
+        Ok(Err(err)) => return tracing::warn!("cache warming skipped: {err}"),
+        Err(err) => return tracing::warn!("cache warming skipped: {err}"),
+    };
+    if keys.is_empty() {
+        return;
+    }
+    let payload = match crate::job::record::to_json(&serde_json::json!({ "keys": keys })) {
+        Ok(payload) => payload,
+        Err(err) => return tracing::warn!("cache warming skipped: {err}"),
+    };
+    let spec =
+        JobSpec { payload: Some(payload), priority: Some(1000), ..JobSpec::new(CacheWarm::KIND) };
+    match client.submit_spec(spec).await {
+        Ok(job) => {
+            tracing::info!(job_id = %job.record.id, keys = keys.len(), "cache warming job submitted")
+        }
+        Err(err) => tracing::warn!("cache warming job not submitted: {err}"),
     }
 }
 
@@ -93,9 +136,11 @@ impl Handler<Shutdown> for RuntimeSupervisor {
     type Result = ResponseFuture<usize>;
     fn handle(&mut self, Shutdown { grace }: Shutdown, _: &mut Context<Self>) -> Self::Result {
         let (pool, scheduler) = (self.pool.clone(), self.scheduler.clone());
+        let cache = self.cache.clone();
         Box::pin(async move {
             scheduler.do_send(StopScheduling);
             let handed_back = pool.send(Drain { grace }).await.unwrap_or(0);
+            let _ = cache.send(PersistHotKeys).await;
             tracing::info!(handed_back, "runtime stopped");
             handed_back
         })

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::job::spec::MAX_DELAY_MS;
-use crate::job::{JobContext, JobError, JobId, JobRecord, Json, Registry};
+use crate::job::{Extensions, JobContext, JobError, JobId, JobRecord, Json, Registry};
 use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
 
 use super::queue::{
@@ -79,6 +79,8 @@ pub struct PoolSettings {
     pub concurrency: usize,
     pub lease: Duration,
     pub cancel_grace: Duration,
+    /// Shared values handed to every handler.
+    pub extensions: Extensions,
 }
 
 /// One running attempt.
@@ -202,7 +204,8 @@ impl WorkerPool {
         let cancel = CancellationToken::new();
         let queue = self.queue.clone();
         let progress = Arc::new(move |progress| queue.do_send(ReportProgress { lease, progress }));
-        let job_ctx = JobContext::new(id, attempts, max_attempts, cancel.clone(), progress);
+        let job_ctx = JobContext::new(id, attempts, max_attempts, cancel.clone(), progress)
+            .with_extensions(self.settings.extensions.clone());
         let run = self.registry.start(&kind, payload, job_ctx);
         let pool = ctx.address();
         let timeout = Duration::from_millis(timeout_ms);

@@ -22,16 +22,43 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = content_type(req).is_some_and(|v| {
+            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+        });
+        let body = RawBody::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::unsupported_media_type());
+            }
+            let RawBody(body) = body.await?;
+            // Every body of this API is an object; serde would otherwise read a struct from an
+            // array by position and report a confusing "[0]" field.
+            if body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
+                return Err(ApiError::invalid("body", "request body must be a JSON object"));
+            }
+            decode(&body).map(JsonBody)
+        })
+    }
+}
+
+/// The request's media type, lowercased, without parameters.
+pub fn content_type(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
+/// A request body of any type, held to `JOBYARD_MAX_BODY_BYTES` (413 beyond).
+pub struct RawBody(pub web::Bytes);
+
+impl FromRequest for RawBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = req.app_data::<web::Data<ApiSettings>>().map_or(1 << 20, |s| s.max_body_bytes);
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .is_some_and(|v| {
-                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
-            });
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -39,9 +66,6 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             .and_then(|v| v.parse::<usize>().ok());
         let mut payload = payload.take();
         Box::pin(async move {
-            if !is_json {
-                return Err(ApiError::unsupported_media_type());
-            }
             if declared.is_some_and(|len| len > limit) {
                 return Err(ApiError::payload_too_large(limit));
             }
@@ -55,12 +79,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            // Every body of this API is an object; serde would otherwise read a struct from an
-            // array by position and report a confusing "[0]" field.
-            if body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
-                return Err(ApiError::invalid("body", "request body must be a JSON object"));
-            }
-            decode(&body).map(JsonBody)
+            Ok(RawBody(body.freeze()))
         })
     }
 }

@@ -4,20 +4,28 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::ApiError;
+use crate::cache::CacheHealth;
 use crate::runtime::Client;
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// 200 while the queue answers: `ready`, or `degraded` when the cache fell back to memory;
+/// 503 naming the queue when it does not answer.
 pub async fn ready(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
-    match client.ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "components": {"queue": "ok", "cache": "ok"},
-        }))),
-        Err(err) => Err(ApiError::unavailable(format!("not ready: queue backend: {err}"))),
+    let readiness = client.readiness().await;
+    if let Err(err) = readiness.queue {
+        return Err(ApiError::unavailable(format!("not ready: queue backend: {err}")));
     }
+    let (status, cache) = match readiness.cache {
+        CacheHealth::Ok => ("ready", "ok".to_owned()),
+        CacheHealth::Degraded(why) => ("degraded", format!("degraded: {why}")),
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "status": status,
+        "components": {"queue": "ok", "cache": cache, "redis": client.backends().redis},
+    })))
 }
 
 pub async fn stats(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {

@@ -1,13 +1,14 @@
 //! `/v1/jobs`: submit (one or a batch), read (with `ETag`/`Last-Modified` and 304), long-poll
 //! wait, list and cancel.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use actix_web::http::header::{self, HttpDate};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::conditional::{not_modified, validators};
 use super::extract::JsonBody;
 use super::ApiError;
 use crate::cache::etag_of;
@@ -84,37 +85,14 @@ pub async fn get(
 }
 
 /// Answers a job with its validators, or 304 when the client's copy is current.
-/// `If-None-Match` wins over `If-Modified-Since` (RFC 9110, 13.2.2).
 fn conditional(req: &HttpRequest, record: &JobRecord) -> Result<HttpResponse, ApiError> {
     let body = serde_json::to_vec(record).map_err(|err| ApiError::internal(&err))?;
     let etag = etag_of(&body);
-    let modified: SystemTime = record.updated_at.into();
-    let last_modified = HttpDate::from(modified);
-    let headers = req.headers();
-    let not_modified = match headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        Some(tags) => tags
-            .split(',')
-            .map(|t| t.trim().trim_start_matches("W/"))
-            .any(|t| t == "*" || t == etag),
-        None => headers
-            .get(header::IF_MODIFIED_SINCE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<HttpDate>().ok())
-            .is_some_and(|since| {
-                // HTTP dates have whole seconds: compare at that precision.
-                let since: SystemTime = since.into();
-                let modified_secs = record.updated_at.timestamp();
-                let since_secs =
-                    since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                modified_secs <= since_secs
-            }),
-    };
-    let mut response = if not_modified { HttpResponse::NotModified() } else { HttpResponse::Ok() };
-    response
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::LAST_MODIFIED, last_modified))
-        .insert_header((header::CACHE_CONTROL, "no-cache"));
-    if not_modified {
+    let unchanged = not_modified(req, &etag, record.updated_at);
+    let mut response = if unchanged { HttpResponse::NotModified() } else { HttpResponse::Ok() };
+    validators(&mut response, &etag, record.updated_at);
+    response.insert_header((header::CACHE_CONTROL, "no-cache"));
+    if unchanged {
         Ok(response.finish())
     } else {
         Ok(response.content_type("application/json").body(body))

@@ -2,6 +2,8 @@
 //! fallbacks that keep every error answer in the error body.
 
 pub mod auth;
+pub mod cache;
+pub mod conditional;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -19,6 +21,8 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct ApiSettings {
     pub max_body_bytes: usize,
+    /// TTL of cache entries stored without one.
+    pub cache_ttl: std::time::Duration,
     /// When set, `/v1/...` requires it as a bearer token.
     pub api_token: Option<Secret>,
 }
@@ -46,6 +50,13 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
                     .service(resource("/jobs/{id}/wait").route(web::get().to(jobs::wait)))
                     .service(resource("/jobs/{id}/cancel").route(web::post().to(jobs::cancel)))
                     .service(resource("/schedules").route(web::get().to(schedules::list)))
+                    .service(resource("/cache/invalidate").route(web::post().to(cache::invalidate)))
+                    .service(
+                        resource("/cache/{key:.+}")
+                            .route(web::put().to(cache::put))
+                            .route(web::get().to(cache::get))
+                            .route(web::delete().to(cache::delete)),
+                    )
                     .service(
                         resource("/schedules/{name}")
                             .route(web::put().to(schedules::put))

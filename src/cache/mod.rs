@@ -1,18 +1,82 @@
-//! The cache: entries with content type, ETag, stored-at, expiry and tags, held in memory and
-//! bounded by bytes. Job results are cached here under [`result_key`].
+//! The cache layer of `cache.md`: one [`Cache`] trait, three backends chosen by
+//! `JOBYARD_CACHE_BACKEND` through [`build`]:
+//! - `memory` ([`MemoryCache`]): in the process, bounded by bytes (moka), TTL honoured;
+//! - `redis` ([`RedisCache`] with [`Layering::RedisOnly`]): in Redis, with a memory layer used
+//!   only while Redis is unreachable;
+//! - `hybrid` ([`RedisCache`] with [`Layering::Hybrid`]): Redis as the source of truth behind a
+//!   bounded memory L1, kept coherent across instances over pub/sub.
 //!
-//! The memory cache is built on moka (a well-kept concurrent cache with size-aware eviction and
-//! per-entry expiry); hit and miss counters are ours, since moka keeps none.
+//! The trait never fails because Redis is down: the Redis backends fall back to memory, report
+//! `degraded` health, and return to normal by themselves. Typed access for embedders is
+//! [`CacheExt`]. Job results are cached here under [`result_key`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod codec;
+pub mod hot;
+pub mod memory;
+pub mod metrics;
+pub mod redis;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use moka::sync::Cache;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::config::{CacheBackendKind, Config};
 use crate::job::JobId;
+use crate::redis::{RedisClient, RedisStats};
+
+pub use hot::HotKeys;
+pub use memory::MemoryCache;
+pub use metrics::{CacheMetrics, HistogramSnapshot};
+pub use redis::{Layering, RedisCache};
+
+/// Longest accepted cache key, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Most tags on one entry.
+pub const MAX_TAGS: usize = 32;
+
+/// Errors of the cache layer (Redis trouble is never one: it falls back to memory).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CacheError {
+    #[error("{0}")]
+    InvalidKey(String),
+    #[error("{0}")]
+    InvalidTag(String),
+    #[error("cached value under '{key}' is not a {expected}: {message}")]
+    Decode { key: String, expected: &'static str, message: String },
+    #[error("value is not serialisable: {0}")]
+    Encode(String),
+}
+
+/// Checks a cache key: 1 to 512 bytes, no whitespace or control characters.
+pub fn validate_key(key: &str) -> Result<(), CacheError> {
+    if key.is_empty()
+        || key.len() > MAX_KEY_BYTES
+        || key.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(CacheError::InvalidKey(format!(
+            "cache keys are 1 to {MAX_KEY_BYTES} bytes without spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a tag: like a key, at most 128 bytes, no commas.
+pub fn validate_tag(tag: &str) -> Result<(), CacheError> {
+    if tag.is_empty()
+        || tag.len() > 128
+        || tag.contains(',')
+        || tag.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(CacheError::InvalidTag(format!(
+            "invalid tag '{tag}': 1 to 128 bytes, no spaces or commas"
+        )));
+    }
+    Ok(())
+}
 
 /// The cache key of a job's result.
 pub fn result_key(id: JobId) -> String {
@@ -20,15 +84,16 @@ pub fn result_key(id: JobId) -> String {
 }
 
 /// One cached value and what describes it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     pub value: Arc<[u8]>,
     pub content_type: String,
     /// A strong validator of the value's bytes.
     pub etag: String,
     pub stored_at: DateTime<Utc>,
-    /// When the entry stops being served.
-    pub expires_at: Instant,
+    /// Wall-clock expiry, so that every instance (and Redis) agrees on it.
+    pub expires_at: DateTime<Utc>,
+    /// What the entry depends on: invalidating a tag removes it.
     pub tags: Vec<String>,
 }
 
@@ -41,18 +106,30 @@ impl Entry {
         tags: Vec<String>,
     ) -> Self {
         let value = value.into();
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(365 * 100));
         Entry {
             etag: etag_of(&value),
             value,
             content_type: content_type.into(),
-            stored_at: Utc::now(),
-            expires_at: Instant::now() + ttl,
+            stored_at: now,
+            expires_at: now.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC),
             tags,
         }
     }
 
-    /// Approximate bytes held, for the cache's bound.
-    fn weight(&self) -> u32 {
+    /// True while the entry may be served.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at > now
+    }
+
+    /// Time left before expiry (zero once expired).
+    pub fn remaining(&self, now: DateTime<Utc>) -> Duration {
+        (self.expires_at - now).to_std().unwrap_or(Duration::ZERO)
+    }
+
+    /// Approximate bytes held, for the memory bound.
+    pub fn weight(&self) -> u32 {
         let tags: usize = self.tags.iter().map(String::len).sum();
         (self.value.len() + self.content_type.len() + self.etag.len() + tags + 128)
             .min(u32::MAX as usize) as u32
@@ -69,117 +146,139 @@ pub fn etag_of(bytes: &[u8]) -> String {
     format!("\"{hash:016x}\"")
 }
 
-/// Counters of one cache, as `/v1/stats` shows them.
+/// The runtime's cache as a job extension (`ctx.extension::<CacheHandle>()`).
+#[derive(Clone)]
+pub struct CacheHandle(pub Arc<dyn Cache>);
+
+/// Whether the cache serves as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheHealth {
+    Ok,
+    /// Serving from memory because Redis is unreachable.
+    Degraded(String),
+}
+
+/// Figures of the memory layer (the memory backend, or the L1 / fallback of a Redis one).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LayerStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    pub evictions: u64,
+}
+
+/// Figures of the Redis layer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RedisLayerStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub fallbacks: u64,
+    pub corrupt: u64,
+    #[serde(flatten)]
+    pub link: RedisStats,
+}
+
+/// What `/v1/stats` shows of the cache.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CacheStats {
     pub backend: &'static str,
+    /// Reads answered by any layer.
     pub hits: u64,
+    /// Reads answered by none.
     pub misses: u64,
     pub hit_ratio: f64,
+    /// Entries in memory (the whole memory backend, or the L1).
     pub entries: u64,
+    pub memory: LayerStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisLayerStats>,
+    pub get_latency: HistogramSnapshot,
+    pub set_latency: HistogramSnapshot,
 }
 
-/// The expiry policy: each entry lives until its own `expires_at`.
-struct PerEntryExpiry;
+/// The cache interface every backend implements.
+#[async_trait]
+pub trait Cache: Send + Sync + 'static {
+    /// `"memory"`, `"redis"` or `"hybrid"`.
+    fn backend(&self) -> &'static str;
 
-impl moka::Expiry<String, Arc<Entry>> for PerEntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        entry: &Arc<Entry>,
-        now: Instant,
-    ) -> Option<Duration> {
-        Some(entry.expires_at.saturating_duration_since(now))
-    }
+    /// The live entry under `key`; never an expired or invalidated one.
+    async fn get(&self, key: &str) -> Option<Arc<Entry>>;
 
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        entry: &Arc<Entry>,
-        now: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(entry.expires_at.saturating_duration_since(now))
-    }
-}
-
-/// The in-memory cache, bounded by `max_bytes`.
-pub struct MemoryCache {
-    entries: Cache<String, Arc<Entry>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-impl MemoryCache {
-    pub fn new(max_bytes: u64) -> Self {
-        let entries = Cache::builder()
-            .max_capacity(max_bytes)
-            .weigher(|key: &String, entry: &Arc<Entry>| {
-                entry.weight().saturating_add(key.len() as u32)
-            })
-            .expire_after(PerEntryExpiry)
-            .build();
-        MemoryCache { entries, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
-    }
-
-    /// The live entry under `key`; an expired entry is never returned.
-    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        let found = self.entries.get(key).filter(|e| e.expires_at > Instant::now());
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
-    }
-
-    pub fn set(&self, key: String, entry: Entry) {
-        self.entries.insert(key, Arc::new(entry));
-    }
+    /// Stores `entry` under `key`, replacing what was there.
+    async fn set(&self, key: &str, entry: Entry);
 
     /// Removes `key`; true when a live entry was there.
-    pub fn delete(&self, key: &str) -> bool {
-        self.entries.remove(key).is_some_and(|e| e.expires_at > Instant::now())
+    async fn delete(&self, key: &str) -> bool;
+
+    /// Removes every key starting with `prefix`; returns how many.
+    async fn invalidate_prefix(&self, prefix: &str) -> u64;
+
+    /// Removes every entry naming one of `tags`; returns how many.
+    async fn invalidate_tags(&self, tags: &[String]) -> u64;
+
+    /// Removes everything.
+    async fn clear(&self);
+
+    /// Loads `keys` from the shared layer into memory (cache warming); returns how many were
+    /// found. A memory-only cache has nothing to load from.
+    async fn preload(&self, keys: &[String]) -> usize;
+
+    /// The keys read most often, hottest first (cache warming).
+    fn hot_keys(&self, limit: usize) -> Vec<(String, u64)>;
+
+    fn stats(&self) -> CacheStats;
+
+    fn health(&self) -> CacheHealth;
+}
+
+/// Typed access on top of the byte API: values as JSON through serde.
+#[async_trait]
+pub trait CacheExt: Cache {
+    /// The value under `key`, decoded as `T`.
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CacheError> {
+        let Some(entry) = self.get(key).await else { return Ok(None) };
+        serde_json::from_slice(&entry.value).map(Some).map_err(|err| CacheError::Decode {
+            key: key.to_owned(),
+            expected: std::any::type_name::<T>(),
+            message: err.to_string(),
+        })
     }
 
-    pub fn stats(&self) -> CacheStats {
-        let hits = self.hits.load(Ordering::Relaxed);
-        let misses = self.misses.load(Ordering::Relaxed);
-        let lookups = hits + misses;
-        CacheStats {
-            backend: "memory",
-            hits,
-            misses,
-            hit_ratio: if lookups == 0 { 0.0 } else { hits as f64 / lookups as f64 },
-            entries: self.entries.entry_count(),
-        }
+    /// Stores `value` as JSON under `key` for `ttl`, naming `tags`.
+    async fn set_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+        tags: Vec<String>,
+    ) -> Result<(), CacheError> {
+        validate_key(key)?;
+        tags.iter().try_for_each(|t| validate_tag(t))?;
+        let bytes = serde_json::to_vec(value).map_err(|err| CacheError::Encode(err.to_string()))?;
+        self.set(key, Entry::new(bytes, "application/json", ttl, tags)).await;
+        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl<C: Cache + ?Sized> CacheExt for C {}
 
-    #[test]
-    fn a_stored_entry_is_read_back_and_counted() {
-        let cache = MemoryCache::new(1 << 20);
-        cache.set(
-            "k".into(),
-            Entry::new(b"v".to_vec(), "text/plain", Duration::from_secs(60), vec![]),
-        );
-        assert_eq!(&*cache.get("k").unwrap().value, b"v");
-        assert!(cache.get("other").is_none());
-        let stats = cache.stats();
-        assert_eq!((stats.hits, stats.misses), (1, 1));
-    }
-
-    #[test]
-    fn an_expired_entry_is_never_returned() {
-        let cache = MemoryCache::new(1 << 20);
-        cache.set("k".into(), Entry::new(b"v".to_vec(), "text/plain", Duration::ZERO, vec![]));
-        assert!(cache.get("k").is_none());
-    }
-
-    #[test]
-    fn etags_differ_for_different_bytes() {
-        assert_ne!(etag_of(b"a"), etag_of(b"b"));
-        assert_eq!(etag_of(b"a"), etag_of(b"a"));
-    }
+/// Builds the cache `config` asks for. `redis` must be given for the Redis backends (and
+/// started); must run inside an actix system (the Redis backends start background tasks).
+pub fn build(config: &Config, redis: Option<&RedisClient>) -> Arc<dyn Cache> {
+    let memory = MemoryCache::new(config.cache_max_bytes);
+    let layering = match (config.cache_backend, redis) {
+        (CacheBackendKind::Memory, _) | (_, None) => return Arc::new(memory),
+        (CacheBackendKind::Redis, Some(_)) => Layering::RedisOnly,
+        (CacheBackendKind::Hybrid, Some(_)) => Layering::Hybrid,
+    };
+    let redis = redis.expect("checked above").clone();
+    RedisCache::start(
+        redis,
+        &config.redis_prefix,
+        memory,
+        layering,
+        config.cache_compress_min_bytes,
+    )
 }

@@ -2,6 +2,7 @@
 //! with, the [`JobError`] it may return, and the [`Registry`] that turns a kind name back into
 //! a typed handler.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -94,6 +95,31 @@ impl From<std::io::Error> for JobError {
 /// Sends a progress report of a running job to where it is stored.
 pub type ProgressSink = Arc<dyn Fn(Json) + Send + Sync>;
 
+/// Shared values handlers may use (a database pool, an HTTP client, the runtime's cache), by
+/// type. Set on the runtime builder with `.extension(value)`; read with
+/// [`JobContext::extension`].
+#[derive(Clone, Default)]
+pub struct Extensions {
+    values: Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Extensions({} values)", self.values.len())
+    }
+}
+
+impl Extensions {
+    /// Adds `value`, replacing an earlier value of the same type.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        Arc::make_mut(&mut self.values).insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.values.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref::<T>())
+    }
+}
+
 /// What a handler gets besides its payload: which job and attempt it runs, the cancellation
 /// token it should observe, and a way to report progress.
 #[derive(Clone)]
@@ -103,6 +129,7 @@ pub struct JobContext {
     max_attempts: u32,
     cancel: CancellationToken,
     progress: ProgressSink,
+    extensions: Extensions,
 }
 
 impl JobContext {
@@ -114,7 +141,25 @@ impl JobContext {
         cancel: CancellationToken,
         progress: ProgressSink,
     ) -> Self {
-        JobContext { id, attempt, max_attempts, cancel, progress }
+        JobContext {
+            id,
+            attempt,
+            max_attempts,
+            cancel,
+            progress,
+            extensions: Extensions::default(),
+        }
+    }
+
+    /// The same context with these extensions.
+    pub fn with_extensions(mut self, extensions: Extensions) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// A shared value of type `T` the runtime was given (see [`Extensions`]).
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions.get::<T>()
     }
 
     /// A context that is never cancelled and drops progress reports.

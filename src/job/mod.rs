@@ -5,6 +5,6 @@ pub mod handler;
 pub mod record;
 pub mod spec;
 
-pub use handler::{Job, JobContext, JobError, Registry};
+pub use handler::{Extensions, Job, JobContext, JobError, Registry};
 pub use record::{Backoff, JobId, JobRecord, JobStatus, Json};
 pub use spec::{JobSpec, NewJob, SpecDefaults, SpecError, SpecErrorKind};

@@ -1,5 +1,7 @@
-//! The built-in job kinds the server registers: [`noop`], [`sleep`], [`fail`] and [`http`].
+//! The built-in job kinds the server registers: [`noop`], [`sleep`], [`fail`] and [`http`];
+//! and [`cache_warm`], which every runtime registers for its own warming.
 
+pub mod cache_warm;
 pub mod fail;
 pub mod http;
 pub mod noop;

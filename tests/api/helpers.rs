@@ -60,7 +60,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 pub async fn spawn_app_from(config: Config, runtime: RuntimeBuilder) -> TestApp {
-    let server = Server::build_with(config, runtime).expect("server starts");
+    let server = Server::build_with(config, runtime).await.expect("server starts");
     let base = format!("http://127.0.0.1:{}", server.port());
     let runtime = server.runtime().clone();
     let trigger = server.shutdown_trigger();

@@ -1,0 +1,150 @@
+//! `/v1/cache`: store raw bodies with their content type, read them back with validators
+//! (`ETag`, `Last-Modified`, `Age`; 304 on `If-None-Match` / `If-Modified-Since`), delete, and
+//! invalidate by prefix or tag.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::conditional::{not_modified, validators};
+use super::extract::{content_type, JsonBody, RawBody};
+use super::{ApiError, ApiSettings};
+use crate::cache::{validate_key, validate_tag, CacheError, Entry, MAX_TAGS};
+use crate::runtime::Client;
+
+/// Longest accepted `ttl_secs`: a year.
+const MAX_TTL_SECS: u64 = 31_536_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutParams {
+    pub ttl_secs: Option<String>,
+    pub tags: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidateRequest {
+    pub prefix: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+impl From<CacheError> for ApiError {
+    fn from(err: CacheError) -> Self {
+        let field = match err {
+            CacheError::InvalidKey(_) => "key",
+            CacheError::InvalidTag(_) => "tags",
+            _ => "body",
+        };
+        ApiError::invalid(field, err.to_string())
+    }
+}
+
+pub async fn put(
+    req: HttpRequest,
+    client: web::Data<Client>,
+    settings: web::Data<ApiSettings>,
+    key: web::Path<String>,
+    params: web::Query<PutParams>,
+    RawBody(body): RawBody,
+) -> Result<HttpResponse, ApiError> {
+    validate_key(&key)?;
+    let ttl = match params.ttl_secs.as_deref().filter(|v| !v.is_empty()) {
+        None => settings.cache_ttl,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MAX_TTL_SECS).contains(n))
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "ttl_secs",
+                    format!("ttl_secs must be between 1 and {MAX_TTL_SECS}"),
+                )
+            })?,
+    };
+    let tags: Vec<String> = params
+        .tags
+        .as_deref()
+        .map(|t| t.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid("tags", format!("at most {MAX_TAGS} tags")));
+    }
+    tags.iter().try_for_each(|t| validate_tag(t))?;
+    let media = content_type(&req).unwrap_or_else(|| "application/octet-stream".into());
+    client.cache().set(&key, Entry::new(body.to_vec(), media, ttl, tags)).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn get(
+    req: HttpRequest,
+    client: web::Data<Client>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    validate_key(&key)?;
+    let entry = client
+        .cache()
+        .get(&key)
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("no cache entry '{key}'")))?;
+    let now = Utc::now();
+    let age = (now - entry.stored_at).num_seconds().max(0);
+    let max_age = entry.remaining(now).as_secs();
+    let unchanged = not_modified(&req, &entry.etag, entry.stored_at);
+    let mut response = if unchanged { HttpResponse::NotModified() } else { HttpResponse::Ok() };
+    validators(&mut response, &entry.etag, entry.stored_at);
+    response
+        .insert_header((header::AGE, age.to_string()))
+        .insert_header((header::CACHE_CONTROL, format!("max-age={max_age}")));
+    if unchanged {
+        return Ok(response.finish());
+    }
+    Ok(response.content_type(entry.content_type.as_str()).body(entry.value.to_vec()))
+}
+
+pub async fn delete(
+    client: web::Data<Client>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    validate_key(&key)?;
+    if client.cache().delete(&key).await {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::not_found(format!("no cache entry '{key}'")))
+    }
+}
+
+pub async fn invalidate(
+    client: web::Data<Client>,
+    JsonBody(request): JsonBody<InvalidateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if request.prefix.is_none() && request.tags.is_none() {
+        return Err(ApiError::invalid("body", "give a prefix, tags, or both"));
+    }
+    let mut removed = 0;
+    if let Some(prefix) = &request.prefix {
+        if prefix.is_empty() {
+            return Err(ApiError::invalid("prefix", "prefix must not be empty"));
+        }
+        validate_key(prefix)
+            .map_err(|_| ApiError::invalid("prefix", "prefix must be a valid key start"))?;
+    }
+    if let Some(tags) = &request.tags {
+        if tags.is_empty() || tags.len() > MAX_TAGS {
+            return Err(ApiError::invalid("tags", format!("give 1 to {MAX_TAGS} tags")));
+        }
+        tags.iter().try_for_each(|t| validate_tag(t))?;
+    }
+    if let Some(prefix) = &request.prefix {
+        removed += client.cache().invalidate_prefix(prefix).await;
+    }
+    if let Some(tags) = &request.tags {
+        removed += client.cache().invalidate_tags(tags).await;
+    }
+    Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
+}

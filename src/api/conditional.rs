@@ -1,0 +1,39 @@
+//! Conditional requests (RFC 9110 section 13): the validators an answer carries, and whether a
+//! client's copy is still current. `If-None-Match` wins over `If-Modified-Since`.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::header::{self, HttpDate};
+use actix_web::{HttpRequest, HttpResponseBuilder};
+use chrono::{DateTime, Utc};
+
+/// True when the request's validators match: answer 304.
+pub fn not_modified(req: &HttpRequest, etag: &str, modified: DateTime<Utc>) -> bool {
+    let headers = req.headers();
+    if let Some(tags) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        return tags
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == "*" || t == etag);
+    }
+    headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<HttpDate>().ok())
+        .is_some_and(|since| {
+            // HTTP dates have whole seconds: compare at that precision.
+            let since: SystemTime = since.into();
+            let since =
+                since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            modified.timestamp() <= since
+        })
+}
+
+/// Adds `ETag` and `Last-Modified` to an answer.
+pub fn validators(response: &mut HttpResponseBuilder, etag: &str, modified: DateTime<Utc>) {
+    let seconds = Duration::from_secs(modified.timestamp().max(0) as u64);
+    let modified = HttpDate::from(SystemTime::UNIX_EPOCH + seconds);
+    response
+        .insert_header((header::ETAG, etag.to_owned()))
+        .insert_header((header::LAST_MODIFIED, modified));
+}

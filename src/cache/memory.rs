@@ -1,0 +1,250 @@
+//! The memory cache: moka (size-aware eviction, per-entry expiry) bounded by
+//! `JOBYARD_CACHE_MAX_BYTES`. It is the `memory` backend, and the L1 (or the fallback while
+//! Redis is down) of the Redis backends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use moka::notification::RemovalCause;
+use moka::sync::Cache as Moka;
+
+use super::hot::HotKeys;
+use super::metrics::{bump, read, CacheMetrics};
+use super::{Cache, CacheHealth, CacheStats, Entry, LayerStats};
+
+/// The expiry policy: each entry lives until its own `expires_at`.
+struct PerEntryExpiry;
+
+impl moka::Expiry<String, Arc<Entry>> for PerEntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        entry: &Arc<Entry>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(entry.remaining(Utc::now()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Arc<Entry>,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.remaining(Utc::now()))
+    }
+}
+
+/// The in-memory cache.
+pub struct MemoryCache {
+    entries: Moka<String, Arc<Entry>>,
+    metrics: Arc<CacheMetrics>,
+    hot: HotKeys,
+}
+
+impl MemoryCache {
+    pub fn new(max_bytes: u64) -> Self {
+        let metrics = Arc::new(CacheMetrics::default());
+        let evicted = metrics.clone();
+        let entries = Moka::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, entry: &Arc<Entry>| {
+                entry.weight().saturating_add(key.len() as u32)
+            })
+            .expire_after(PerEntryExpiry)
+            .eviction_listener(move |_key, _entry, cause| {
+                if cause == RemovalCause::Size {
+                    bump(&evicted.evictions);
+                }
+            })
+            .build();
+        MemoryCache { entries, metrics, hot: HotKeys::new() }
+    }
+
+    /// The counters this layer keeps (shared with a Redis backend using it as its L1).
+    pub fn metrics(&self) -> &Arc<CacheMetrics> {
+        &self.metrics
+    }
+
+    /// The live entry under `key`, counting a hit or a miss.
+    pub fn lookup(&self, key: &str) -> Option<Arc<Entry>> {
+        let found = self.entries.get(key).filter(|e| e.is_live(Utc::now()));
+        bump(if found.is_some() { &self.metrics.l1_hits } else { &self.metrics.l1_misses });
+        found
+    }
+
+    pub fn insert(&self, key: &str, entry: Arc<Entry>) {
+        if entry.is_live(Utc::now()) {
+            self.entries.insert(key.to_owned(), entry);
+        } else {
+            self.entries.invalidate(key);
+        }
+    }
+
+    /// Removes `key`; true when a live entry was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.entries.remove(key).is_some_and(|e| e.is_live(Utc::now()))
+    }
+
+    /// Removes the live entries `matches` selects; returns how many.
+    pub fn remove_where(&self, matches: impl Fn(&str, &Entry) -> bool) -> u64 {
+        let now = Utc::now();
+        let doomed: Vec<(Arc<String>, bool)> = self
+            .entries
+            .iter()
+            .filter(|(key, entry)| matches(key, entry))
+            .map(|(key, entry)| (key, entry.is_live(now)))
+            .collect();
+        let mut removed = 0;
+        for (key, live) in doomed {
+            self.entries.invalidate(key.as_str());
+            removed += u64::from(live);
+        }
+        removed
+    }
+
+    pub fn remove_prefix(&self, prefix: &str) -> u64 {
+        self.remove_where(|key, _| key.starts_with(prefix))
+    }
+
+    pub fn remove_tags(&self, tags: &[String]) -> u64 {
+        self.remove_where(|_, entry| entry.tags.iter().any(|t| tags.contains(t)))
+    }
+
+    pub fn remove_all(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// Records a read of `key` for cache warming.
+    pub fn note_read(&self, key: &str) {
+        self.hot.note(key);
+    }
+
+    pub fn hot(&self) -> &HotKeys {
+        &self.hot
+    }
+
+    /// Figures of this layer.
+    pub fn layer_stats(&self) -> LayerStats {
+        self.entries.run_pending_tasks();
+        LayerStats {
+            hits: read(&self.metrics.l1_hits),
+            misses: read(&self.metrics.l1_misses),
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+            evictions: read(&self.metrics.evictions),
+        }
+    }
+}
+
+#[async_trait]
+impl Cache for MemoryCache {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        let started = Instant::now();
+        self.note_read(key);
+        let found = self.lookup(key);
+        self.metrics.get_latency.record(started.elapsed());
+        found
+    }
+
+    async fn set(&self, key: &str, entry: Entry) {
+        let started = Instant::now();
+        self.insert(key, Arc::new(entry));
+        self.metrics.set_latency.record(started.elapsed());
+    }
+
+    async fn delete(&self, key: &str) -> bool {
+        self.remove(key)
+    }
+
+    async fn invalidate_prefix(&self, prefix: &str) -> u64 {
+        self.remove_prefix(prefix)
+    }
+
+    async fn invalidate_tags(&self, tags: &[String]) -> u64 {
+        self.remove_tags(tags)
+    }
+
+    async fn clear(&self) {
+        self.remove_all();
+    }
+
+    async fn preload(&self, _keys: &[String]) -> usize {
+        0
+    }
+
+    fn hot_keys(&self, limit: usize) -> Vec<(String, u64)> {
+        self.hot.top(limit)
+    }
+
+    fn stats(&self) -> CacheStats {
+        let memory = self.layer_stats();
+        let lookups = memory.hits + memory.misses;
+        CacheStats {
+            backend: "memory",
+            hits: memory.hits,
+            misses: memory.misses,
+            hit_ratio: if lookups == 0 { 0.0 } else { memory.hits as f64 / lookups as f64 },
+            entries: memory.entries,
+            memory,
+            redis: None,
+            get_latency: self.metrics.get_latency.snapshot(),
+            set_latency: self.metrics.set_latency.snapshot(),
+        }
+    }
+
+    fn health(&self) -> CacheHealth {
+        CacheHealth::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ttl: Duration, tags: &[&str]) -> Entry {
+        Entry::new(b"v".to_vec(), "text/plain", ttl, tags.iter().map(|t| t.to_string()).collect())
+    }
+
+    #[test]
+    fn an_expired_entry_is_never_returned() {
+        let cache = MemoryCache::new(1 << 20);
+        cache.insert("k", Arc::new(entry(Duration::ZERO, &[])));
+        assert!(cache.lookup("k").is_none());
+    }
+
+    #[test]
+    fn the_byte_bound_evicts() {
+        let cache = MemoryCache::new(64 * 1024);
+        for i in 0..200 {
+            let e = Entry::new(
+                vec![0u8; 1024],
+                "application/octet-stream",
+                Duration::from_secs(60),
+                vec![],
+            );
+            cache.insert(&format!("k{i}"), Arc::new(e));
+        }
+        let stats = cache.layer_stats();
+        assert!(stats.bytes <= 64 * 1024, "{stats:?}");
+        assert!(stats.evictions > 0, "{stats:?}");
+    }
+
+    #[test]
+    fn prefix_and_tag_removal_count_what_they_removed() {
+        let cache = MemoryCache::new(1 << 20);
+        cache.insert("tool:github:1", Arc::new(entry(Duration::from_secs(60), &["github"])));
+        cache.insert("tool:github:2", Arc::new(entry(Duration::from_secs(60), &[])));
+        cache.insert("tool:jira:1", Arc::new(entry(Duration::from_secs(60), &["github", "jira"])));
+        assert_eq!(cache.remove_prefix("tool:github:"), 2);
+        assert_eq!(cache.remove_tags(&["github".into()]), 1);
+        assert!(cache.lookup("tool:jira:1").is_none());
+    }
+}

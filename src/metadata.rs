@@ -1,0 +1,147 @@
+//! A small file-based store under `JOBYARD_DATA_DIR` for what must outlive a process but is
+//! not a job: user preferences, tool configurations, cache-warming metadata. One JSON
+//! document per name.
+//!
+//! Writes are atomic (temp file, fsync, rename, fsync of the directory), so a crash leaves the
+//! old document or the new one, never half of one. A document that does not parse is reported,
+//! moved aside as `<name>.json.corrupt-<unix time>` and read as absent: never a crash.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Errors of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata name '{0}' is invalid: use 1 to 64 of [a-z0-9_-]")]
+    InvalidName(String),
+    #[error("metadata store at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("metadata '{name}' cannot be serialised: {message}")]
+    Encode { name: String, message: String },
+}
+
+/// The store: a directory of JSON documents.
+#[derive(Clone, Debug)]
+pub struct MetadataStore {
+    dir: PathBuf,
+}
+
+impl MetadataStore {
+    /// A store in `dir`; the directory is created on the first write.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        MetadataStore { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf, MetadataError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(MetadataError::InvalidName(name.to_owned()));
+        }
+        Ok(self.dir.join(format!("{name}.json")))
+    }
+
+    /// The document `name`, or `None` when it does not exist (or was corrupt, and set aside).
+    pub fn load<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, MetadataError> {
+        let path = self.path(name)?;
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(MetadataError::Io { path, source }),
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(err) => {
+                let stamp = chrono::Utc::now().timestamp();
+                let aside = path.with_extension(format!("json.corrupt-{stamp}"));
+                let moved = fs::rename(&path, &aside);
+                tracing::warn!(
+                    path = %path.display(),
+                    aside = %aside.display(),
+                    moved = moved.is_ok(),
+                    "metadata document is corrupt ({err}); set aside and ignored"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Replaces the document `name` with `value`, atomically.
+    pub fn save<T: Serialize>(&self, name: &str, value: &T) -> Result<(), MetadataError> {
+        let path = self.path(name)?;
+        let bytes = serde_json::to_vec_pretty(value).map_err(|err| MetadataError::Encode {
+            name: name.to_owned(),
+            message: err.to_string(),
+        })?;
+        let io = |source| MetadataError::Io { path: path.clone(), source };
+        fs::create_dir_all(&self.dir).map_err(io)?;
+        let temp = self.dir.join(format!(".{name}.json.tmp-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut file = fs::File::create(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&temp, &path)?;
+            // The rename itself is durable only once the directory is.
+            fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|source| {
+            let _ = fs::remove_file(&temp);
+            io(source)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Prefs {
+        theme: String,
+    }
+
+    #[test]
+    fn a_document_round_trips_and_missing_ones_are_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::new(dir.path().join("nested"));
+        assert_eq!(store.load::<Prefs>("prefs").unwrap(), None);
+        store.save("prefs", &Prefs { theme: "dark".into() }).unwrap();
+        store.save("prefs", &Prefs { theme: "light".into() }).unwrap();
+        assert_eq!(store.load::<Prefs>("prefs").unwrap(), Some(Prefs { theme: "light".into() }));
+        let leftovers: Vec<_> =
+            fs::read_dir(store.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_corrupt_document_is_set_aside_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::new(dir.path());
+        fs::write(dir.path().join("prefs.json"), b"{\"theme\": ").unwrap();
+        assert_eq!(store.load::<Prefs>("prefs").unwrap(), None);
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().any(|n| n.starts_with("prefs.json.corrupt-")), "{names:?}");
+        assert!(!names.contains(&"prefs.json".to_owned()));
+    }
+
+    #[test]
+    fn names_cannot_escape_the_directory() {
+        let store = MetadataStore::new("/tmp/unused");
+        assert!(matches!(store.load::<Prefs>("../etc/passwd"), Err(MetadataError::InvalidName(_))));
+        assert!(matches!(store.save("", &1), Err(MetadataError::InvalidName(_))));
+    }
+}

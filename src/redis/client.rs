@@ -1,0 +1,434 @@
+//! The one owner of Redis connections: a pool of multiplexed connections for commands, a
+//! separate connection per pub/sub subscription, connect and command timeouts, a health
+//! monitor (periodic PING, round-trip time, up/down transitions logged once each) and
+//! reconnection with capped exponential backoff.
+//!
+//! While Redis is down, every command fails at once with [`RedisError::Down`] instead of
+//! waiting: callers (the cache) fall back to memory, and no request waits on a dead Redis
+//! longer than the command timeout it took to notice.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline};
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use tokio::sync::{watch, Notify};
+
+use crate::config::{Config, RedisUrl};
+
+/// Errors of the Redis layer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RedisError {
+    /// Redis is known to be unreachable; the call was not attempted.
+    #[error("redis is unreachable")]
+    Down,
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error, or the connection failed during the call.
+    #[error("redis: {0}")]
+    Command(String),
+    /// The URL cannot be used (the message never holds the password).
+    #[error("REDIS_URL cannot be used: {0}")]
+    Url(String),
+}
+
+/// How to reach Redis and how patient to be with it.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    pub url: RedisUrl,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    /// The longest any command may wait (cache.md: a short timeout, 250 ms by default).
+    pub command_timeout: Duration,
+    pub ping_interval: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl RedisSettings {
+    /// The settings of `config`, or `None` when no `REDIS_URL` is set.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        Some(RedisSettings {
+            url: config.redis_url.clone()?,
+            pool_size: config.redis_pool_size,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_millis(250),
+            ping_interval: Duration::from_millis(500),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        })
+    }
+}
+
+/// Counters of the Redis link, for stats.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct RedisStats {
+    pub up: bool,
+    /// Round-trip time of the last health PING, in microseconds.
+    pub rtt_us: u64,
+    pub errors: u64,
+    pub reconnects: u64,
+}
+
+/// What `jobyard check` reports.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub version: String,
+    pub rtt: Duration,
+}
+
+/// A handle on the Redis link; cheap to clone.
+#[derive(Clone)]
+pub struct RedisClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    settings: RedisSettings,
+    /// Empty while Redis is down.
+    pool: RwLock<Arc<[MultiplexedConnection]>>,
+    next: AtomicUsize,
+    up: AtomicBool,
+    /// True once the link was up at least once (a later connection is a reconnect).
+    was_up: AtomicBool,
+    rtt_us: AtomicU64,
+    errors: AtomicU64,
+    reconnects: AtomicU64,
+    /// Bumped at every (re)connection: what was cached while the link was down, or what
+    /// invalidations were missed meanwhile, must not be trusted.
+    generation: watch::Sender<u64>,
+    /// Asks the monitor for an immediate health check (a command just failed).
+    kick: Notify,
+}
+
+impl RedisClient {
+    /// A client for `settings`; nothing is connected until [`RedisClient::start`].
+    pub fn new(settings: RedisSettings) -> Result<Self, RedisError> {
+        let client = Client::open(settings.url.expose()).map_err(|err| {
+            RedisError::Url(format!("{} ({:?})", settings.url.redacted(), err.kind()))
+        })?;
+        Ok(RedisClient {
+            inner: Arc::new(Inner {
+                client,
+                settings,
+                pool: RwLock::new(Arc::from(Vec::new())),
+                next: AtomicUsize::new(0),
+                up: AtomicBool::new(false),
+                was_up: AtomicBool::new(false),
+                rtt_us: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                reconnects: AtomicU64::new(0),
+                generation: watch::channel(0).0,
+                kick: Notify::new(),
+            }),
+        })
+    }
+
+    /// Tries to connect once (so a Redis that is up is used from the first request), then
+    /// starts the health monitor. A Redis that is down is not an error: the monitor keeps
+    /// trying. Must run inside an actix system.
+    pub async fn start(&self) -> bool {
+        let connected = match self.inner.connect().await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(redis = %self.inner.settings.url.redacted(), "redis unreachable at start ({err}); running degraded, retrying in the background");
+                false
+            }
+        };
+        actix_rt::spawn(monitor(Arc::downgrade(&self.inner)));
+        connected
+    }
+
+    /// Connects once, reads the server version and times a PING (`jobyard check`).
+    pub async fn probe(settings: &RedisSettings) -> Result<Probe, RedisError> {
+        let client = RedisClient::new(settings.clone())?;
+        let mut conn = client.inner.open().await?;
+        let info: String = timed(
+            settings.command_timeout,
+            ::redis::cmd("INFO").arg("server").query_async(&mut conn),
+        )
+        .await?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        let started = Instant::now();
+        let _: String =
+            timed(settings.command_timeout, ::redis::cmd("PING").query_async(&mut conn)).await?;
+        Ok(Probe { version, rtt: started.elapsed() })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> RedisStats {
+        let inner = &self.inner;
+        RedisStats {
+            up: self.is_up(),
+            rtt_us: inner.rtt_us.load(Ordering::Relaxed),
+            errors: inner.errors.load(Ordering::Relaxed),
+            reconnects: inner.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Changes at every (re)connection.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    /// Runs one command; `idempotent` ones are retried once on a transient failure.
+    pub async fn cmd<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        idempotent: bool,
+    ) -> Result<T, RedisError> {
+        self.run(idempotent, |mut conn| async move { cmd.query_async(&mut conn).await }).await
+    }
+
+    /// Runs a pipeline; `idempotent` ones are retried once on a transient failure.
+    pub async fn pipe<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        idempotent: bool,
+    ) -> Result<T, RedisError> {
+        self.run(idempotent, |mut conn| async move { pipe.query_async(&mut conn).await }).await
+    }
+
+    /// Runs a Lua script (EVALSHA, loading it on first use); retried once when transient, so
+    /// scripts given here must be idempotent.
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        self.run(true, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await
+    }
+
+    async fn run<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, RedisError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = ::redis::RedisResult<T>>,
+    {
+        let attempts = if idempotent { 2 } else { 1 };
+        let mut last = RedisError::Down;
+        for _ in 0..attempts {
+            let conn = self.inner.connection()?;
+            match timed(self.inner.settings.command_timeout, call(conn)).await {
+                Ok(value) => return Ok(value),
+                Err(err @ RedisError::Command(_)) if !self.inner.transient(&err) => {
+                    return Err(err)
+                }
+                Err(err) => {
+                    self.inner.errors.fetch_add(1, Ordering::Relaxed);
+                    self.inner.kick.notify_one();
+                    last = err;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Listens on `channel` on a connection of its own, for as long as this client lives.
+    /// `on_message` gets each payload; `on_reset` runs whenever the subscription had to be
+    /// re-established, since messages may have been missed meanwhile.
+    pub fn subscribe(
+        &self,
+        channel: String,
+        on_message: impl Fn(&[u8]) + 'static,
+        on_reset: impl Fn() + 'static,
+    ) {
+        let weak = Arc::downgrade(&self.inner);
+        actix_rt::spawn(async move {
+            let mut subscribed_before = false;
+            let mut backoff = Backoff::new();
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let (client, timeout) = (inner.client.clone(), inner.settings.connect_timeout);
+                let (initial, max) = (inner.settings.backoff_initial, inner.settings.backoff_max);
+                let up = inner.up.load(Ordering::Acquire);
+                drop(inner);
+                if !up {
+                    tokio::time::sleep(initial).await;
+                    continue;
+                }
+                let pubsub = async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, ::redis::RedisError>(pubsub)
+                };
+                match tokio::time::timeout(timeout, pubsub).await {
+                    Ok(Ok(pubsub)) => {
+                        backoff = Backoff::new();
+                        if subscribed_before {
+                            on_reset();
+                        }
+                        subscribed_before = true;
+                        let mut messages = pubsub.into_on_message();
+                        while let Some(msg) = messages.next().await {
+                            on_message(msg.get_payload_bytes());
+                        }
+                        tracing::debug!(%channel, "subscription lost");
+                    }
+                    _ => tokio::time::sleep(backoff.next(initial, max)).await,
+                }
+            }
+        });
+    }
+}
+
+impl Inner {
+    /// Opens one connection with the configured timeouts.
+    async fn open(&self) -> Result<MultiplexedConnection, RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.connect_timeout))
+            .set_response_timeout(Some(self.settings.command_timeout));
+        let connect = self.client.get_multiplexed_async_connection_with_config(&config);
+        // The connection timeout covers the TCP connect; this one covers the handshake too.
+        timed(self.settings.connect_timeout * 2, connect).await
+    }
+
+    /// Opens the whole pool and marks the link up.
+    async fn connect(&self) -> Result<(), RedisError> {
+        let opened = join_all((0..self.settings.pool_size.max(1)).map(|_| self.open())).await;
+        let pool: Vec<MultiplexedConnection> = opened.into_iter().collect::<Result<_, _>>()?;
+        let rtt = ping(&pool[0], self.settings.command_timeout).await?;
+        *self.pool.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(pool);
+        self.rtt_us.store(rtt.as_micros() as u64, Ordering::Relaxed);
+        self.up.store(true, Ordering::Release);
+        if self.was_up.swap(true, Ordering::AcqRel) {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.generation.send_modify(|g| *g += 1);
+        tracing::info!(redis = %self.settings.url.redacted(), rtt_us = rtt.as_micros() as u64, "redis up");
+        Ok(())
+    }
+
+    fn mark_down(&self, why: &RedisError) {
+        *self.pool.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(Vec::new());
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(redis = %self.settings.url.redacted(), "redis down ({why}); serving from memory until it returns");
+        }
+    }
+
+    fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        if !self.up.load(Ordering::Acquire) {
+            return Err(RedisError::Down);
+        }
+        let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if pool.is_empty() {
+            return Err(RedisError::Down);
+        }
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
+        Ok(pool[at].clone())
+    }
+
+    /// Whether an error says more about the link than about the command.
+    fn transient(&self, err: &RedisError) -> bool {
+        match err {
+            RedisError::Command(message) => {
+                let m = message.to_ascii_lowercase();
+                m.contains("broken pipe")
+                    || m.contains("connection")
+                    || m.contains("io error")
+                    || m.contains("timed out")
+                    || m.contains("loading")
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Keeps the link healthy: PINGs while up, reconnects with capped backoff while down.
+async fn monitor(weak: Weak<Inner>) {
+    let mut backoff = Backoff::new();
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.up.load(Ordering::Acquire) {
+            tokio::select! {
+                _ = tokio::time::sleep(inner.settings.ping_interval) => {}
+                _ = inner.kick.notified() => {}
+            }
+            let conn = inner.connection();
+            let checked = match conn {
+                Ok(conn) => ping(&conn, inner.settings.command_timeout).await,
+                Err(err) => Err(err),
+            };
+            match checked {
+                Ok(rtt) => inner.rtt_us.store(rtt.as_micros() as u64, Ordering::Relaxed),
+                Err(err) => inner.mark_down(&err),
+            }
+            backoff = Backoff::new();
+        } else {
+            match inner.connect().await {
+                Ok(()) => backoff = Backoff::new(),
+                Err(err) => {
+                    tracing::debug!("redis reconnect failed: {err}");
+                    let delay =
+                        backoff.next(inner.settings.backoff_initial, inner.settings.backoff_max);
+                    drop(inner);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+async fn ping(conn: &MultiplexedConnection, timeout: Duration) -> Result<Duration, RedisError> {
+    let mut conn = conn.clone();
+    let started = Instant::now();
+    let _: String = timed(timeout, ::redis::cmd("PING").query_async(&mut conn)).await?;
+    Ok(started.elapsed())
+}
+
+/// Bounds a Redis future by `limit`, mapping its errors.
+async fn timed<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = ::redis::RedisResult<T>>,
+) -> Result<T, RedisError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(RedisError::Command(err.to_string())),
+        Err(_) => Err(RedisError::Timeout(limit)),
+    }
+}
+
+/// Capped exponential backoff with jitter.
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff { attempt: 0 }
+    }
+
+    fn next(&mut self, initial: Duration, max: Duration) -> Duration {
+        let exp = initial.saturating_mul(1u32 << self.attempt.min(16));
+        self.attempt += 1;
+        let capped = exp.min(max);
+        // Up to a quarter less, so many instances do not reconnect in step.
+        capped - capped.mul_f64(fastrand::f64() / 4.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut backoff = Backoff::new();
+        let (initial, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.next(initial, max)).collect();
+        assert!(delays[0] <= initial && delays[0] >= initial.mul_f64(0.75));
+        assert!(delays[3] >= Duration::from_millis(600) && delays[3] <= Duration::from_millis(800));
+        assert!(delays.iter().all(|d| *d <= max));
+        assert!(delays[9] >= max.mul_f64(0.75));
+    }
+}

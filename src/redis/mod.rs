@@ -1,0 +1,10 @@
+//! Redis: the connection layer ([`client`]) and every key jobyard uses ([`keys`]).
+//!
+//! The extern crate is always written `::redis` in this crate, since this module shares its
+//! name.
+
+pub mod client;
+pub mod keys;
+
+pub use client::{Probe, RedisClient, RedisError, RedisSettings, RedisStats};
+pub use keys::Keys;
