@@ -36,16 +36,36 @@ const SCAN_COUNT: usize = 1_000;
 /// Keys per MGET when warming.
 const PRELOAD_CHUNK: usize = 100;
 
-/// Removes every value named by the given tag sets, and the sets: one atomic step.
-/// KEYS: the tag sets; ARGV[1]: the prefix of value keys. Returns how many values existed.
+/// Removes every value that names one of the given tags, and the tag sets: one atomic step.
+/// KEYS: the tag sets; ARGV[1]: the prefix of value keys; ARGV[i+1]: the tag of KEYS[i].
+/// A set may still list a key that was re-stored without the tag (sets are only ever added
+/// to), so each value's own tags are checked before it is removed. Returns how many values
+/// were removed.
 const INVALIDATE_TAGS: &str = r"
 local removed = 0
-for _, tag in ipairs(KEYS) do
-  local members = redis.call('SMEMBERS', tag)
-  for _, key in ipairs(members) do
-    removed = removed + redis.call('UNLINK', ARGV[1] .. key)
+for i, set in ipairs(KEYS) do
+  local tag = ARGV[i + 1]
+  for _, key in ipairs(redis.call('SMEMBERS', set)) do
+    local name = ARGV[1] .. key
+    local value = redis.call('GET', name)
+    if value then
+      local names = true
+      if string.sub(value, 1, 2) == 'JY' and #value >= 8 then
+        local ok, tags = pcall(function()
+          local len = struct.unpack('<I4', value, 5)
+          return cjson.decode(string.sub(value, 9, 8 + len)).tags
+        end)
+        if ok and type(tags) == 'table' then
+          names = false
+          for _, t in ipairs(tags) do
+            if t == tag then names = true break end
+          end
+        end
+      end
+      if names then removed = removed + redis.call('UNLINK', name) end
+    end
   end
-  redis.call('UNLINK', tag)
+  redis.call('UNLINK', set)
 end
 return removed
 ";
@@ -343,10 +363,10 @@ impl Cache for RedisCache {
     async fn invalidate_tags(&self, tags: &[String]) -> u64 {
         let local = self.memory.remove_tags(tags);
         let mut invocation = self.tag_script.prepare_invoke();
-        for tag in tags {
-            invocation.key(self.keys.cache_tag(tag));
-        }
         invocation.arg(self.keys.cache_value_prefix());
+        for tag in tags {
+            invocation.key(self.keys.cache_tag(tag)).arg(tag);
+        }
         let run = self.redis.script::<u64>(&invocation).await;
         match run {
             Ok(removed) => {

@@ -1,0 +1,120 @@
+//! A private `redis-server` for a test: a free port, a temporary directory, no persistence.
+//! It can be killed and restarted to test faults; it is killed and waited for on drop, and its
+//! log is printed if the test is failing.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub struct TestRedis {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl TestRedis {
+    /// Starts a server; fails the test, saying how to install it, when `redis-server` is missing.
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut redis = TestRedis { port, dir, child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.stop();
+        let spawned = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not installed; these tests need a real Redis. \
+                 Install it (Debian/Ubuntu: `apt-get install redis-server`, macOS: `brew install redis`)."
+            ),
+            Err(err) => panic!("redis-server did not start: {err}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping() {
+            assert!(Instant::now() < deadline, "redis-server on port {} never answered PING", self.port);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// True when the server answers `PING` with `+PONG`.
+    pub fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    }
+
+    /// Runs one command over a raw connection (RESP), returning the raw reply: for setting up
+    /// and inspecting state without going through the code under test.
+    pub fn command(&self, args: &[&[u8]]) -> Vec<u8> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to test redis");
+        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&request).unwrap();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 65536];
+        // Replies here are small and arrive in one piece; read until a short read.
+        loop {
+            let n = stream.read(&mut buf).unwrap_or(0);
+            reply.extend_from_slice(&buf[..n]);
+            if n < buf.len() {
+                break;
+            }
+        }
+        reply
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            if let Ok(log) = std::fs::read_to_string(self.log()) {
+                eprintln!("--- redis-server log (port {}) ---\n{log}", self.port);
+            }
+        }
+    }
+}
