@@ -48,6 +48,7 @@ pub fn content_type(req: &HttpRequest) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
 }
 
 /// A request body of any type, held to `JOBYARD_MAX_BODY_BYTES` (413 beyond).

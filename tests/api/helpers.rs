@@ -75,7 +75,7 @@ pub async fn spawn_app_from(config: Config, runtime: RuntimeBuilder) -> TestApp 
 }
 
 impl TestApp {
-    async fn send(&self, request: awc::ClientRequest, body: Option<(&str, Vec<u8>)>) -> Resp {
+    pub async fn send(&self, request: awc::ClientRequest, body: Option<(&str, Vec<u8>)>) -> Resp {
         let sent = match body {
             Some((content_type, bytes)) => {
                 request.content_type(content_type).send_body(bytes).await

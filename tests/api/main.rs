@@ -1,6 +1,8 @@
 //! HTTP API tests against a real server bound to port 0, one binary for all of them.
 
 mod cache_backends;
+mod cache_http;
+mod cache_redis;
 mod cli;
 mod errors;
 mod helpers;

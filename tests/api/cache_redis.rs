@@ -1,0 +1,221 @@
+//! The Redis backends end to end, against a private `redis-server`: compression, corrupt
+//! bytes, coherence between two instances, Redis killed and restarted under requests, a
+//! server restart keeping entries, and the warming job.
+
+use jobyard::config::{CacheBackendKind, Config};
+use serde_json::{json, Value};
+
+use crate::cache_backends::redis_url;
+use crate::helpers::*;
+use crate::redis_support::TestRedis;
+
+/// A server using `redis` for its cache under `prefix`, with memory queues.
+async fn spawn_with_redis(redis: &TestRedis, prefix: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let url = redis.url();
+    spawn_app_with(|c| {
+        c.redis_url = Some(redis_url(&url));
+        c.redis_prefix = prefix.to_owned();
+        c.cache_backend = CacheBackendKind::Hybrid;
+        adjust(c);
+    })
+    .await
+}
+
+fn value_key(prefix: &str, key: &str) -> Vec<u8> {
+    format!("{prefix}:cache:v:{key}").into_bytes()
+}
+
+/// A JSON document of `size` bytes or so, like an upstream API's answer.
+fn json_body(size: usize) -> Vec<u8> {
+    let item = r#"{"id":12345,"title":"Fix the flaky build","state":"open","labels":["bug","ci"],"author":"octocat"},"#;
+    let mut body = b"[".to_vec();
+    while body.len() + item.len() < size {
+        body.extend_from_slice(item.as_bytes());
+    }
+    body.extend_from_slice(b"{}]");
+    body
+}
+
+async fn put(app: &TestApp, key: &str, body: &[u8]) {
+    let resp = app.put_raw(&format!("/v1/cache/{key}"), "application/json", body).await;
+    assert_eq!(resp.status, 204, "PUT {key}: {}", resp.body);
+}
+
+#[actix_web::test]
+async fn compressed_values_round_trip_and_are_smaller_in_redis() {
+    let redis = TestRedis::start();
+    let writer = spawn_with_redis(&redis, "cmp", |_| {}).await;
+    let body = json_body(64 * 1024);
+    put(&writer, "pulls", &body).await;
+    let stored = String::from_utf8(redis.command(&[b"STRLEN", &value_key("cmp", "pulls")])).unwrap();
+    let stored: usize = stored.trim_start_matches(':').trim().parse().unwrap();
+    assert!(stored < body.len() / 4, "stored {stored} bytes for {}", body.len());
+    // A second instance has nothing in its L1: it reads (and inflates) what Redis holds.
+    let reader = spawn_with_redis(&redis, "cmp", |_| {}).await;
+    let raw = reader.http.get(format!("{}/v1/cache/pulls", reader.base)).send().await;
+    let bytes = raw.unwrap().body().limit(1 << 20).await.unwrap();
+    assert_eq!(&bytes[..], &body[..]);
+}
+
+#[actix_web::test]
+async fn corrupt_bytes_under_a_key_read_as_a_miss() {
+    let redis = TestRedis::start();
+    let app = spawn_with_redis(&redis, "bad", |_| {}).await;
+    redis.command(&[b"SET", &value_key("bad", "garbage"), b"not a jobyard value"]);
+    redis.command(&[b"SET", &value_key("bad", "truncated"), b"JY\x01\x01\xff\xff\xff\x7f{"]);
+    redis.command(&[b"SET", &value_key("bad", "future"), b"JY\x09\x00\x02\x00\x00\x00{}"]);
+    for key in ["garbage", "truncated", "future"] {
+        let resp = app.get(&format!("/v1/cache/{key}")).await;
+        assert_eq!(resp.status, 404, "{key}");
+    }
+    let stats = app.get("/v1/stats").await;
+    assert_eq!(stats.body["cache"]["redis"]["corrupt"], 3);
+    assert_eq!(app.get("/health").await.status, 200);
+}
+
+#[actix_web::test]
+async fn two_instances_share_values_and_invalidations() {
+    let redis = TestRedis::start();
+    let a = spawn_with_redis(&redis, "shared", |_| {}).await;
+    let b = spawn_with_redis(&redis, "shared", |_| {}).await;
+    put(&a, "k", b"1").await;
+    assert_eq!(b.get("/v1/cache/k").await.body, json!(1), "B reads what A wrote");
+    // B now holds k in its L1; A's delete must reach it.
+    assert_eq!(a.delete("/v1/cache/k").await.status, 204);
+    let gone = poll(|| async { (b.get("/v1/cache/k").await.status == 404).then_some(()) }).await;
+    assert!(gone.is_some(), "B still serves an entry A deleted");
+
+    put(&a, "v", b"1").await;
+    assert_eq!(b.get("/v1/cache/v").await.body, json!(1));
+    put(&a, "v", b"2").await;
+    let fresh = poll(|| async { (b.get("/v1/cache/v").await.body == json!(2)).then_some(()) }).await;
+    assert!(fresh.is_some(), "B still serves the value A replaced");
+
+    put(&a, "tool:x:1", b"1").await;
+    let tagged = a.put_raw("/v1/cache/t1?tags=github", "application/json", b"1").await;
+    assert_eq!(tagged.status, 204);
+    assert_eq!(b.get("/v1/cache/tool:x:1").await.status, 200);
+    assert_eq!(b.get("/v1/cache/t1").await.status, 200);
+    let removed = a.post("/v1/cache/invalidate", json!({"prefix": "tool:x:", "tags": ["github"]})).await;
+    assert_eq!(removed.body, json!({"removed": 2}));
+    let gone = poll(|| async {
+        let (x, t) = (b.get("/v1/cache/tool:x:1").await.status, b.get("/v1/cache/t1").await.status);
+        (x == 404 && t == 404).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "B still serves entries A invalidated");
+}
+
+async fn readiness(app: &TestApp) -> (u16, Value) {
+    let resp = app.get("/ready").await;
+    (resp.status, resp.body)
+}
+
+#[actix_web::test]
+async fn a_redis_outage_degrades_to_memory_and_heals_by_itself() {
+    let mut redis = TestRedis::start();
+    let app = spawn_with_redis(&redis, "outage", |_| {}).await;
+    put(&app, "before", b"1").await;
+    assert_eq!(app.get("/v1/cache/before").await.status, 200);
+    redis.stop();
+
+    // Every request still answers, and none with a 5xx.
+    for round in 0..20 {
+        let key = format!("during{round}");
+        for resp in [
+            app.get("/v1/cache/before").await,
+            app.get("/v1/cache/missing").await,
+            app.put_raw(&format!("/v1/cache/{key}"), "application/json", b"2").await,
+            app.get(&format!("/v1/cache/{key}")).await,
+            app.post("/v1/cache/invalidate", json!({"prefix": "nothing:"})).await,
+        ] {
+            assert!(resp.status < 500, "round {round}: {} {}", resp.status, resp.body);
+        }
+        assert_eq!(app.get(&format!("/v1/cache/{key}")).await.body, json!(2), "served from memory");
+    }
+    let degraded = poll(|| async {
+        let (status, body) = readiness(&app).await;
+        (body["status"] == "degraded").then_some((status, body))
+    })
+    .await
+    .expect("readiness reports degraded");
+    assert_eq!(degraded.0, 200, "a degraded cache is still ready");
+    assert_eq!(degraded.1["components"]["redis"], "down");
+    assert_eq!(app.get("/v1/stats").await.body["backends"]["redis"], "down");
+
+    redis.restart();
+    let healed = poll(|| async { (readiness(&app).await.1["status"] == "ready").then_some(()) }).await;
+    assert!(healed.is_some(), "the instance came back without a restart");
+    // What was only in memory during the outage is dropped, not trusted.
+    assert_eq!(app.get("/v1/cache/during0").await.status, 404);
+    put(&app, "after", b"3").await;
+    assert_eq!(redis.command(&[b"EXISTS", &value_key("outage", "after")]), b":1\r\n", "writes reach Redis again");
+    let stats = app.get("/v1/stats").await.body;
+    assert!(stats["cache"]["redis"]["fallbacks"].as_u64().unwrap() > 0);
+    assert!(stats["cache"]["redis"]["reconnects"].as_u64().unwrap() >= 1);
+}
+
+#[actix_web::test]
+async fn the_redis_backend_serves_from_memory_only_while_redis_is_away() {
+    let mut redis = TestRedis::start();
+    let app = spawn_with_redis(&redis, "ro", |c| c.cache_backend = CacheBackendKind::Redis).await;
+    put(&app, "k", b"1").await;
+    assert_eq!(app.get("/v1/stats").await.body["cache"]["memory"]["entries"], 0, "no memory copy while up");
+    redis.stop();
+    put(&app, "k2", b"2").await;
+    assert_eq!(app.get("/v1/cache/k2").await.body, json!(2));
+    redis.restart();
+    let healed = poll(|| async { (readiness(&app).await.1["status"] == "ready").then_some(()) }).await;
+    assert!(healed.is_some());
+    assert_eq!(app.get("/v1/cache/k2").await.status, 404, "the outage's memory layer was dropped");
+}
+
+#[actix_web::test]
+async fn a_server_restart_keeps_redis_and_hybrid_entries() {
+    let redis = TestRedis::start();
+    for backend in [CacheBackendKind::Hybrid, CacheBackendKind::Redis] {
+        let prefix = format!("keep-{}", backend.as_str());
+        let first = spawn_with_redis(&redis, &prefix, |c| c.cache_backend = backend).await;
+        put(&first, "k", b"\"kept\"").await;
+        first.shutdown().await;
+        let second = spawn_with_redis(&redis, &prefix, |c| c.cache_backend = backend).await;
+        assert_eq!(second.get("/v1/cache/k").await.body, json!("kept"), "{backend:?}");
+    }
+}
+
+#[actix_web::test]
+async fn the_warming_job_fills_l1_with_the_last_run_hottest_keys() {
+    let redis = TestRedis::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_owned();
+    let first = spawn_with_redis(&redis, "warm", |c| c.data_dir = dir.clone()).await;
+    let keys: Vec<String> = (0..5).map(|i| format!("hot{i}")).collect();
+    for key in &keys {
+        put(&first, key, b"1").await;
+    }
+    for _ in 0..200 {
+        for key in &keys {
+            first.get(&format!("/v1/cache/{key}")).await;
+        }
+    }
+    first.shutdown().await;
+    let recorded: Value = serde_json::from_slice(&std::fs::read(dir.join("cache-warming.json")).unwrap()).unwrap();
+    assert_eq!(recorded["keys"].as_array().unwrap().len(), 5);
+
+    let second = spawn_with_redis(&redis, "warm", |c| c.data_dir = dir.clone()).await;
+    let job = poll(|| async {
+        let listed = second.get("/v1/jobs?kind=cache.warm&status=succeeded").await;
+        listed.body["jobs"].as_array().and_then(|jobs| jobs.first().cloned())
+    })
+    .await
+    .expect("a warming job ran at start");
+    assert_eq!(job["result"], json!({"asked": 5, "loaded": 5}));
+    let before = second.get("/v1/stats").await.body["cache"].clone();
+    for key in &keys {
+        assert_eq!(second.get(&format!("/v1/cache/{key}")).await.status, 200);
+    }
+    let after = second.get("/v1/stats").await.body["cache"].clone();
+    let l1_hits = after["memory"]["hits"].as_u64().unwrap() - before["memory"]["hits"].as_u64().unwrap();
+    assert_eq!(l1_hits, 5, "every hot key was already in L1");
+    assert_eq!(after["redis"]["hits"], before["redis"]["hits"], "none was read from Redis");
+}
