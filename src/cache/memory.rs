@@ -176,6 +176,10 @@ impl Cache for MemoryCache {
         self.remove_all();
     }
 
+    fn drop_local(&self, key: &str) {
+        self.remove(key);
+    }
+
     async fn preload(&self, _keys: &[String]) -> usize {
         0
     }

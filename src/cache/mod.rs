@@ -221,6 +221,10 @@ pub trait Cache: Send + Sync + 'static {
     /// Removes everything.
     async fn clear(&self);
 
+    /// Drops this instance's memory copy of `key`, leaving the shared layer alone (so the next
+    /// read goes to Redis). For the memory backend, memory is all there is: a delete.
+    fn drop_local(&self, key: &str);
+
     /// Loads `keys` from the shared layer into memory (cache warming); returns how many were
     /// found. A memory-only cache has nothing to load from.
     async fn preload(&self, keys: &[String]) -> usize;

@@ -390,6 +390,10 @@ impl Cache for RedisCache {
         }
     }
 
+    fn drop_local(&self, key: &str) {
+        self.memory.remove(key);
+    }
+
     async fn preload(&self, keys: &[String]) -> usize {
         if !self.hybrid() {
             return 0;

@@ -36,11 +36,19 @@ pub async fn redis_client(config: &mut Config, server: &TestRedis) -> RedisClien
 
 /// Makes a `RedisUrl` for `url` (through the config parser, which validates it).
 pub fn redis_url(url: &str) -> RedisUrl {
-    Config::from_lookup(|name| (name == "REDIS_URL").then(|| url.to_owned())).unwrap().redis_url.unwrap()
+    Config::from_lookup(|name| (name == "REDIS_URL").then(|| url.to_owned()))
+        .unwrap()
+        .redis_url
+        .unwrap()
 }
 
 fn entry(value: &str, ttl: Duration, tags: &[&str]) -> Entry {
-    Entry::new(value.as_bytes().to_vec(), "text/plain", ttl, tags.iter().map(|t| t.to_string()).collect())
+    Entry::new(
+        value.as_bytes().to_vec(),
+        "text/plain",
+        ttl,
+        tags.iter().map(|t| t.to_string()).collect(),
+    )
 }
 
 const MINUTE: Duration = Duration::from_secs(60);

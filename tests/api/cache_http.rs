@@ -15,7 +15,13 @@ impl TestApp {
 #[actix_web::test]
 async fn a_stored_body_comes_back_with_its_type_and_validators() {
     let app = spawn_app().await;
-    let resp = app.put_raw("/v1/cache/tool:github:repos?ttl_secs=60&tags=github,repos", "text/csv", b"a,b\n1,2\n").await;
+    let resp = app
+        .put_raw(
+            "/v1/cache/tool:github:repos?ttl_secs=60&tags=github,repos",
+            "text/csv",
+            b"a,b\n1,2\n",
+        )
+        .await;
     assert_eq!(resp.status, 204, "{}", resp.body);
     let raw = app.http.get(format!("{}/v1/cache/tool:github:repos", app.base)).send().await;
     let mut raw = raw.unwrap();
@@ -31,9 +37,11 @@ async fn a_stored_body_comes_back_with_its_type_and_validators() {
     let modified = headers.get("last-modified").unwrap().to_str().unwrap();
     let again = app.get_with("/v1/cache/tool:github:repos", &[("if-none-match", etag)]).await;
     assert_eq!(again.status, 304);
-    let since = app.get_with("/v1/cache/tool:github:repos", &[("if-modified-since", modified)]).await;
+    let since =
+        app.get_with("/v1/cache/tool:github:repos", &[("if-modified-since", modified)]).await;
     assert_eq!(since.status, 304);
-    let stale = app.get_with("/v1/cache/tool:github:repos", &[("if-none-match", "\"other\"")]).await;
+    let stale =
+        app.get_with("/v1/cache/tool:github:repos", &[("if-none-match", "\"other\"")]).await;
     assert_eq!(stale.status, 200);
 }
 
@@ -43,7 +51,8 @@ async fn keys_may_hold_slashes_and_a_missing_type_is_octet_stream() {
     let request = app.http.put(format!("{}/v1/cache/repos/jobyard/pulls", app.base));
     let resp = app.send(request, Some(("", b"x".to_vec()))).await;
     assert_eq!(resp.status, 204);
-    let raw = app.http.get(format!("{}/v1/cache/repos/jobyard/pulls", app.base)).send().await.unwrap();
+    let raw =
+        app.http.get(format!("{}/v1/cache/repos/jobyard/pulls", app.base)).send().await.unwrap();
     assert_eq!(raw.status(), 200);
     assert_eq!(raw.headers().get("content-type").unwrap(), "application/octet-stream");
 }
@@ -73,7 +82,8 @@ async fn invalidation_by_prefix_and_tags_reports_what_it_removed() {
     assert_eq!(resp.body, json!({"removed": 1}));
     assert_eq!(app.get("/v1/cache/tool:jira:1").await.status, 404);
     assert_eq!(app.get("/v1/cache/tool:jira:2").await.status, 200);
-    let resp = app.post("/v1/cache/invalidate", json!({"prefix": "tool:jira:", "tags": ["jira"]})).await;
+    let resp =
+        app.post("/v1/cache/invalidate", json!({"prefix": "tool:jira:", "tags": ["jira"]})).await;
     assert_eq!(resp.body, json!({"removed": 1}));
 }
 

@@ -10,7 +10,11 @@ use crate::helpers::*;
 use crate::redis_support::TestRedis;
 
 /// A server using `redis` for its cache under `prefix`, with memory queues.
-async fn spawn_with_redis(redis: &TestRedis, prefix: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
+async fn spawn_with_redis(
+    redis: &TestRedis,
+    prefix: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
     let url = redis.url();
     spawn_app_with(|c| {
         c.redis_url = Some(redis_url(&url));
@@ -47,7 +51,8 @@ async fn compressed_values_round_trip_and_are_smaller_in_redis() {
     let writer = spawn_with_redis(&redis, "cmp", |_| {}).await;
     let body = json_body(64 * 1024);
     put(&writer, "pulls", &body).await;
-    let stored = String::from_utf8(redis.command(&[b"STRLEN", &value_key("cmp", "pulls")])).unwrap();
+    let stored =
+        String::from_utf8(redis.command(&[b"STRLEN", &value_key("cmp", "pulls")])).unwrap();
     let stored: usize = stored.trim_start_matches(':').trim().parse().unwrap();
     assert!(stored < body.len() / 4, "stored {stored} bytes for {}", body.len());
     // A second instance has nothing in its L1: it reads (and inflates) what Redis holds.
@@ -88,7 +93,8 @@ async fn two_instances_share_values_and_invalidations() {
     put(&a, "v", b"1").await;
     assert_eq!(b.get("/v1/cache/v").await.body, json!(1));
     put(&a, "v", b"2").await;
-    let fresh = poll(|| async { (b.get("/v1/cache/v").await.body == json!(2)).then_some(()) }).await;
+    let fresh =
+        poll(|| async { (b.get("/v1/cache/v").await.body == json!(2)).then_some(()) }).await;
     assert!(fresh.is_some(), "B still serves the value A replaced");
 
     put(&a, "tool:x:1", b"1").await;
@@ -96,7 +102,8 @@ async fn two_instances_share_values_and_invalidations() {
     assert_eq!(tagged.status, 204);
     assert_eq!(b.get("/v1/cache/tool:x:1").await.status, 200);
     assert_eq!(b.get("/v1/cache/t1").await.status, 200);
-    let removed = a.post("/v1/cache/invalidate", json!({"prefix": "tool:x:", "tags": ["github"]})).await;
+    let removed =
+        a.post("/v1/cache/invalidate", json!({"prefix": "tool:x:", "tags": ["github"]})).await;
     assert_eq!(removed.body, json!({"removed": 2}));
     let gone = poll(|| async {
         let (x, t) = (b.get("/v1/cache/tool:x:1").await.status, b.get("/v1/cache/t1").await.status);
@@ -144,12 +151,17 @@ async fn a_redis_outage_degrades_to_memory_and_heals_by_itself() {
     assert_eq!(app.get("/v1/stats").await.body["backends"]["redis"], "down");
 
     redis.restart();
-    let healed = poll(|| async { (readiness(&app).await.1["status"] == "ready").then_some(()) }).await;
+    let healed =
+        poll(|| async { (readiness(&app).await.1["status"] == "ready").then_some(()) }).await;
     assert!(healed.is_some(), "the instance came back without a restart");
     // What was only in memory during the outage is dropped, not trusted.
     assert_eq!(app.get("/v1/cache/during0").await.status, 404);
     put(&app, "after", b"3").await;
-    assert_eq!(redis.command(&[b"EXISTS", &value_key("outage", "after")]), b":1\r\n", "writes reach Redis again");
+    assert_eq!(
+        redis.command(&[b"EXISTS", &value_key("outage", "after")]),
+        b":1\r\n",
+        "writes reach Redis again"
+    );
     let stats = app.get("/v1/stats").await.body;
     assert!(stats["cache"]["redis"]["fallbacks"].as_u64().unwrap() > 0);
     assert!(stats["cache"]["redis"]["reconnects"].as_u64().unwrap() >= 1);
@@ -160,12 +172,17 @@ async fn the_redis_backend_serves_from_memory_only_while_redis_is_away() {
     let mut redis = TestRedis::start();
     let app = spawn_with_redis(&redis, "ro", |c| c.cache_backend = CacheBackendKind::Redis).await;
     put(&app, "k", b"1").await;
-    assert_eq!(app.get("/v1/stats").await.body["cache"]["memory"]["entries"], 0, "no memory copy while up");
+    assert_eq!(
+        app.get("/v1/stats").await.body["cache"]["memory"]["entries"],
+        0,
+        "no memory copy while up"
+    );
     redis.stop();
     put(&app, "k2", b"2").await;
     assert_eq!(app.get("/v1/cache/k2").await.body, json!(2));
     redis.restart();
-    let healed = poll(|| async { (readiness(&app).await.1["status"] == "ready").then_some(()) }).await;
+    let healed =
+        poll(|| async { (readiness(&app).await.1["status"] == "ready").then_some(()) }).await;
     assert!(healed.is_some());
     assert_eq!(app.get("/v1/cache/k2").await.status, 404, "the outage's memory layer was dropped");
 }
@@ -199,7 +216,8 @@ async fn the_warming_job_fills_l1_with_the_last_run_hottest_keys() {
         }
     }
     first.shutdown().await;
-    let recorded: Value = serde_json::from_slice(&std::fs::read(dir.join("cache-warming.json")).unwrap()).unwrap();
+    let recorded: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cache-warming.json")).unwrap()).unwrap();
     assert_eq!(recorded["keys"].as_array().unwrap().len(), 5);
 
     let second = spawn_with_redis(&redis, "warm", |c| c.data_dir = dir.clone()).await;
@@ -215,7 +233,8 @@ async fn the_warming_job_fills_l1_with_the_last_run_hottest_keys() {
         assert_eq!(second.get(&format!("/v1/cache/{key}")).await.status, 200);
     }
     let after = second.get("/v1/stats").await.body["cache"].clone();
-    let l1_hits = after["memory"]["hits"].as_u64().unwrap() - before["memory"]["hits"].as_u64().unwrap();
+    let l1_hits =
+        after["memory"]["hits"].as_u64().unwrap() - before["memory"]["hits"].as_u64().unwrap();
     assert_eq!(l1_hits, 5, "every hot key was already in L1");
     assert_eq!(after["redis"]["hits"], before["redis"]["hits"], "none was read from Redis");
 }

@@ -50,7 +50,16 @@ impl TestRedis {
     pub fn restart(&mut self) {
         self.stop();
         let spawned = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -69,7 +78,11 @@ impl TestRedis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.answers_ping() {
-            assert!(Instant::now() < deadline, "redis-server on port {} never answered PING", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} never answered PING",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -79,13 +92,16 @@ impl TestRedis {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
         let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
     }
 
     /// Runs one command over a raw connection (RESP), returning the raw reply: for setting up
     /// and inspecting state without going through the code under test.
     pub fn command(&self, args: &[&[u8]]) -> Vec<u8> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to test redis");
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to test redis");
         stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut request = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
