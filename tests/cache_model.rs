@@ -3,6 +3,8 @@
 //! the memory and hybrid backends answer like a reference model (a map with expiry), and never
 //! return an expired or invalidated entry.
 
+// Shared with the API tests, which use all of it.
+#[allow(dead_code)]
 #[path = "api/redis_support.rs"]
 mod redis_support;
 
