@@ -210,16 +210,24 @@ impl RedisClient {
         self.run(true, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await
     }
 
+    /// Runs `call` within one command timeout in all: an idempotent call that failed fast
+    /// (a dropped connection) is retried on another connection while time is left, but no
+    /// caller ever waits on Redis longer than the timeout (cache.md rule 4).
     async fn run<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, RedisError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = ::redis::RedisResult<T>>,
     {
+        let deadline = Instant::now() + self.inner.settings.command_timeout;
         let attempts = if idempotent { 2 } else { 1 };
         let mut last = RedisError::Down;
         for _ in 0..attempts {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
             let conn = self.inner.connection()?;
-            match timed(self.inner.settings.command_timeout, call(conn)).await {
+            match timed(left, call(conn)).await {
                 Ok(value) => return Ok(value),
                 Err(err @ RedisError::Command(_)) if !self.inner.transient(&err) => {
                     return Err(err)

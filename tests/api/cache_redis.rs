@@ -168,6 +168,33 @@ async fn a_redis_outage_degrades_to_memory_and_heals_by_itself() {
 }
 
 #[actix_web::test]
+async fn a_hung_redis_never_hangs_a_request() {
+    let redis = TestRedis::start();
+    let app = spawn_with_redis(&redis, "hung", |_| {}).await;
+    put(&app, "k", b"1").await;
+    redis.pause();
+    // Each request must end well within a deadline; a request waiting on the frozen Redis
+    // without a timeout would not.
+    for round in 0..10 {
+        let answered = within(std::time::Duration::from_secs(5), async {
+            let hit = app.get("/v1/cache/k").await;
+            let miss = app.get(&format!("/v1/cache/missing{round}")).await;
+            let write = app.put_raw(&format!("/v1/cache/w{round}"), "application/json", b"1").await;
+            (hit.status, miss.status, write.status)
+        })
+        .await;
+        assert_eq!(answered, Some((200, 404, 204)), "round {round}");
+    }
+    let degraded =
+        poll(|| async { (readiness(&app).await.1["status"] == "degraded").then_some(()) }).await;
+    assert!(degraded.is_some(), "a hung redis is noticed");
+    redis.resume();
+    let healed =
+        poll(|| async { (readiness(&app).await.1["status"] == "ready").then_some(()) }).await;
+    assert!(healed.is_some());
+}
+
+#[actix_web::test]
 async fn the_redis_backend_serves_from_memory_only_while_redis_is_away() {
     let mut redis = TestRedis::start();
     let app = spawn_with_redis(&redis, "ro", |c| c.cache_backend = CacheBackendKind::Redis).await;

@@ -37,9 +37,27 @@ impl TestRedis {
     /// Kills the server (SIGKILL) and waits for it to be gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused server dies on SIGKILL all the same.
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers, as with a hung
+    /// or partitioned Redis.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Unfreezes a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid} failed");
     }
 
     /// Starts the server again on the same port, and waits until it answers PING.
