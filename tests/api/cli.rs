@@ -109,6 +109,42 @@ async fn check_validates_the_configuration() {
 }
 
 #[actix_web::test]
+async fn check_reports_the_redis_version_and_round_trip_or_why_it_cannot_connect() {
+    let redis = crate::redis_support::TestRedis::start();
+    let url = redis.url();
+    let env = [("REDIS_URL", url.as_str()), ("JOBYARD_QUEUE_BACKEND", "memory")];
+    let out = jobyard(&["check"], &env).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("version 7.") || stdout.contains("version "), "{stdout}");
+    assert!(stdout.contains("round trip"), "{stdout}");
+    drop(redis);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("redis://:hunter2@127.0.0.1:{port}");
+    let out = jobyard(&["check"], &[("REDIS_URL", dead.as_str()), ("JOBYARD_QUEUE_BACKEND", "memory")]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot use redis at redis://:***@127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password is never printed: {stderr}");
+}
+
+#[actix_web::test]
+async fn serve_runs_degraded_when_redis_is_down_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("redis://127.0.0.1:{port}");
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(crate::cache_backends::redis_url(&dead));
+        c.cache_backend = jobyard::config::CacheBackendKind::Hybrid;
+    })
+    .await;
+    let ready = app.get("/ready").await;
+    assert_eq!((ready.status, ready.body["status"].as_str()), (200, Some("degraded")));
+    let put = app.put_raw("/v1/cache/k", "application/json", b"1").await;
+    assert_eq!(put.status, 204);
+    assert_eq!(app.get("/v1/cache/k").await.body, json!(1));
+}
+
+#[actix_web::test]
 async fn serve_refuses_a_bad_configuration_with_one_line() {
     let out = jobyard(&["serve"], &[("JOBYARD_QUEUE_BACKEND", "postgres")]).await;
     assert_eq!(out.status.code(), Some(2));
