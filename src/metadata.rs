@@ -139,6 +139,20 @@ mod tests {
     }
 
     #[test]
+    fn io_failures_are_errors_that_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("prefs.json")).unwrap();
+        let store = MetadataStore::new(dir.path());
+        let err = store.load::<Prefs>("prefs").unwrap_err();
+        assert!(err.to_string().contains("prefs.json"), "{err}");
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, b"x").unwrap();
+        let err =
+            MetadataStore::new(&file).save("prefs", &Prefs { theme: "x".into() }).unwrap_err();
+        assert!(matches!(err, MetadataError::Io { .. }), "{err}");
+    }
+
+    #[test]
     fn names_cannot_escape_the_directory() {
         let store = MetadataStore::new("/tmp/unused");
         assert!(matches!(store.load::<Prefs>("../etc/passwd"), Err(MetadataError::InvalidName(_))));

@@ -242,6 +242,19 @@ mod tests {
     }
 
     #[test]
+    fn memory_has_nothing_to_preload_and_reports_hot_keys() {
+        let cache = MemoryCache::new(1 << 20);
+        use futures_util::FutureExt;
+        assert_eq!(cache.preload(&["k".into()]).now_or_never(), Some(0));
+        for _ in 0..1_000 {
+            cache.note_read("k");
+        }
+        assert_eq!(cache.hot_keys(5)[0].0, "k");
+        cache.drop_local("k");
+        assert_eq!(cache.health(), CacheHealth::Ok);
+    }
+
+    #[test]
     fn prefix_and_tag_removal_count_what_they_removed() {
         let cache = MemoryCache::new(1 << 20);
         cache.insert("tool:github:1", Arc::new(entry(Duration::from_secs(60), &["github"])));

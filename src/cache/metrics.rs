@@ -109,5 +109,6 @@ mod tests {
         assert_eq!(s.counts[BUCKETS_US.len()], 1, "3 s is beyond the last bound");
         assert_eq!(s.quantile_le_us(0.5), Some(10));
         assert_eq!(s.quantile_le_us(1.0), None);
+        assert_eq!(Histogram::default().snapshot().quantile_le_us(0.5), None, "empty");
     }
 }

@@ -196,8 +196,19 @@ impl RedisCache {
     /// Reads `key` from Redis; undecodable bytes are a miss and a warning.
     async fn fetch(&self, key: &str) -> Result<Option<Entry>, RedisError> {
         let cmd = ::redis::cmd("GET").arg(self.keys.cache_value(key)).clone();
-        let bytes: Option<Vec<u8>> = self.redis.cmd(&cmd, true).await?;
-        Ok(bytes.and_then(|bytes| self.decode(key, &bytes)))
+        match self.redis.cmd::<Option<Vec<u8>>>(&cmd, true).await {
+            Ok(bytes) => Ok(bytes.and_then(|bytes| self.decode(key, &bytes))),
+            // Something else lives under our key (a list, say): foreign data, a miss.
+            Err(RedisError::Command(err)) => {
+                bump(&self.metrics().corrupt);
+                tracing::warn!(
+                    key,
+                    "cache key in redis holds something else ({err}); treated as a miss"
+                );
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     fn decode(&self, key: &str, bytes: &[u8]) -> Option<Entry> {

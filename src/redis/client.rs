@@ -27,7 +27,10 @@ pub enum RedisError {
     Down,
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
-    /// Redis answered with an error, or the connection failed during the call.
+    /// The connection failed during the call (worth a retry on another connection).
+    #[error("redis connection: {0}")]
+    Link(String),
+    /// Redis answered with an error (the command was wrong, not the link).
     #[error("redis: {0}")]
     Command(String),
     /// The URL cannot be used (the message never holds the password).
@@ -229,9 +232,7 @@ impl RedisClient {
             let conn = self.inner.connection()?;
             match timed(left, call(conn)).await {
                 Ok(value) => return Ok(value),
-                Err(err @ RedisError::Command(_)) if !self.inner.transient(&err) => {
-                    return Err(err)
-                }
+                Err(err @ RedisError::Command(_)) => return Err(err),
                 Err(err) => {
                     self.inner.errors.fetch_add(1, Ordering::Relaxed);
                     self.inner.kick.notify_one();
@@ -293,9 +294,11 @@ impl RedisClient {
 impl Inner {
     /// Opens one connection with the configured timeouts.
     async fn open(&self) -> Result<MultiplexedConnection, RedisError> {
+        // The caller's deadline (`run`) governs; the connection's own response timeout is only
+        // a backstop for calls made without one.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.settings.connect_timeout))
-            .set_response_timeout(Some(self.settings.command_timeout));
+            .set_response_timeout(Some(self.settings.command_timeout * 4));
         let connect = self.client.get_multiplexed_async_connection_with_config(&config);
         // The connection timeout covers the TCP connect; this one covers the handshake too.
         timed(self.settings.connect_timeout * 2, connect).await
@@ -334,21 +337,6 @@ impl Inner {
         }
         let at = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
         Ok(pool[at].clone())
-    }
-
-    /// Whether an error says more about the link than about the command.
-    fn transient(&self, err: &RedisError) -> bool {
-        match err {
-            RedisError::Command(message) => {
-                let m = message.to_ascii_lowercase();
-                m.contains("broken pipe")
-                    || m.contains("connection")
-                    || m.contains("io error")
-                    || m.contains("timed out")
-                    || m.contains("loading")
-            }
-            _ => true,
-        }
     }
 }
 
@@ -401,8 +389,22 @@ async fn timed<T>(
 ) -> Result<T, RedisError> {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(RedisError::Command(err.to_string())),
+        Ok(Err(err)) => Err(classify(&err)),
         Err(_) => Err(RedisError::Timeout(limit)),
+    }
+}
+
+/// Whether an error says more about the link than about the command.
+fn classify(err: &::redis::RedisError) -> RedisError {
+    let link = err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::BusyLoading);
+    if link {
+        RedisError::Link(err.to_string())
+    } else {
+        RedisError::Command(err.to_string())
     }
 }
 
@@ -428,6 +430,32 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn link_failures_and_command_errors_are_told_apart() {
+        let refused =
+            ::redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(classify(&refused), RedisError::Link(_)));
+        let loading: ::redis::RedisError =
+            (::redis::ErrorKind::Server(::redis::ServerErrorKind::BusyLoading), "LOADING").into();
+        assert!(matches!(classify(&loading), RedisError::Link(_)));
+        let wrong: ::redis::RedisError =
+            (::redis::ErrorKind::Server(::redis::ServerErrorKind::ResponseError), "WRONGTYPE")
+                .into();
+        assert!(matches!(classify(&wrong), RedisError::Command(_)));
+    }
+
+    #[test]
+    fn an_unusable_url_is_refused_without_its_password() {
+        let config = Config::from_lookup(|name| {
+            (name == "REDIS_URL").then(|| "redis://:pw@host:99999".into())
+        })
+        .unwrap();
+        let err = RedisClient::new(RedisSettings::from_config(&config).unwrap()).err().unwrap();
+        assert!(matches!(err, RedisError::Url(_)));
+        assert!(!err.to_string().contains("pw@"), "{err}");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -140,6 +140,12 @@ async fn typed_values(cache: &dyn Cache) {
     cache.set("text", entry("not json", MINUTE, &[])).await;
     assert!(cache.get_json::<Repo>("text").await.is_err(), "a value of another type is an error");
     assert!(cache.set_json("bad key", &1, MINUTE, vec![]).await.is_err());
+    assert!(cache.set_json("k", &1, MINUTE, vec!["bad tag".into()]).await.is_err());
+    let unserialisable: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+    assert!(matches!(
+        cache.set_json("k", &unserialisable, MINUTE, vec![]).await,
+        Err(jobyard::cache::CacheError::Encode(_))
+    ));
 }
 
 async fn stats_count_hits_and_misses(cache: &dyn Cache) {
@@ -153,6 +159,25 @@ async fn stats_count_hits_and_misses(cache: &dyn Cache) {
     assert!(after.hit_ratio > 0.0);
     assert_eq!(after.get_latency.count - before.get_latency.count, 2);
     assert_eq!(after.backend, cache.backend());
+}
+
+/// Two hybrid instances sharing one Redis: a clear on one empties the other's L1.
+#[actix_web::test]
+async fn a_clear_on_one_instance_empties_the_other_l1() {
+    let redis = TestRedis::start();
+    let mut config = test_config();
+    config.cache_backend = CacheBackendKind::Hybrid;
+    let first = redis_client(&mut config, &redis).await;
+    let a = cache::build(&config, Some(&first));
+    let second = RedisClient::new(RedisSettings::from_config(&config).unwrap()).unwrap();
+    assert!(second.start().await);
+    let b = cache::build(&config, Some(&second));
+    a.set("k", entry("v", MINUTE, &[])).await;
+    assert!(b.get("k").await.is_some(), "B reads it, and keeps it in L1");
+    a.clear().await;
+    let dropped = poll(|| async { (b.stats().memory.entries == 0).then_some(()) }).await;
+    assert!(dropped.is_some(), "B's L1 still holds entries after A's clear");
+    assert!(b.get("k").await.is_none());
 }
 
 macro_rules! suite {

@@ -69,12 +69,15 @@ async fn corrupt_bytes_under_a_key_read_as_a_miss() {
     redis.command(&[b"SET", &value_key("bad", "garbage"), b"not a jobyard value"]);
     redis.command(&[b"SET", &value_key("bad", "truncated"), b"JY\x01\x01\xff\xff\xff\x7f{"]);
     redis.command(&[b"SET", &value_key("bad", "future"), b"JY\x09\x00\x02\x00\x00\x00{}"]);
-    for key in ["garbage", "truncated", "future"] {
+    redis.command(&[b"RPUSH", &value_key("bad", "list"), b"1"]);
+    // Garbage on the invalidation channel is ignored, not a crash.
+    redis.command(&[b"PUBLISH", b"bad:cache:events", b"{not an event"]);
+    for key in ["garbage", "truncated", "future", "list"] {
         let resp = app.get(&format!("/v1/cache/{key}")).await;
         assert_eq!(resp.status, 404, "{key}");
     }
     let stats = app.get("/v1/stats").await;
-    assert_eq!(stats.body["cache"]["redis"]["corrupt"], 3);
+    assert_eq!(stats.body["cache"]["redis"]["corrupt"], 4);
     assert_eq!(app.get("/health").await.status, 200);
 }
 
@@ -192,6 +195,56 @@ async fn a_hung_redis_never_hangs_a_request() {
     let healed =
         poll(|| async { (readiness(&app).await.1["status"] == "ready").then_some(()) }).await;
     assert!(healed.is_some());
+}
+
+#[actix_web::test]
+async fn instances_started_while_redis_was_down_recover_and_stay_coherent() {
+    let mut redis = TestRedis::start();
+    redis.stop();
+    let a = spawn_with_redis(&redis, "late", |_| {}).await;
+    let b = spawn_with_redis(&redis, "late", |_| {}).await;
+    assert_eq!(readiness(&a).await.1["status"], "degraded");
+    redis.restart();
+    for app in [&a, &b] {
+        let healed =
+            poll(|| async { (readiness(app).await.1["status"] == "ready").then_some(()) }).await;
+        assert!(healed.is_some(), "came back without a restart");
+    }
+    // The subscription comes up with the link; retry until B hears A's invalidations.
+    let coherent = poll(|| async {
+        put(&a, "k", b"1").await;
+        if b.get("/v1/cache/k").await.status != 200 {
+            return None;
+        }
+        a.delete("/v1/cache/k").await;
+        for _ in 0..50 {
+            if b.get("/v1/cache/k").await.status == 404 {
+                return Some(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        None
+    })
+    .await;
+    assert!(coherent.is_some(), "B never heard A's delete");
+}
+
+#[actix_web::test]
+async fn warming_with_redis_down_loads_nothing_and_does_not_fail_the_start() {
+    let mut redis = TestRedis::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_owned();
+    let doc = json!({"saved_at": null, "keys": [{"key": "k1", "reads": 10}]});
+    std::fs::write(dir.join("cache-warming.json"), doc.to_string()).unwrap();
+    redis.stop();
+    let app = spawn_with_redis(&redis, "warmdown", |c| c.data_dir = dir.clone()).await;
+    let job = poll(|| async {
+        let listed = app.get("/v1/jobs?kind=cache.warm&status=succeeded").await;
+        listed.body["jobs"].as_array().and_then(|jobs| jobs.first().cloned())
+    })
+    .await
+    .expect("the warming job ran");
+    assert_eq!(job["result"], json!({"asked": 1, "loaded": 0}));
 }
 
 #[actix_web::test]

@@ -10,6 +10,10 @@ use crate::helpers::*;
 async fn jobyard(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobyard"));
     command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    // Coverage runs collect the child's profile too.
+    if let Ok(profile) = std::env::var("LLVM_PROFILE_FILE") {
+        command.env("LLVM_PROFILE_FILE", profile);
+    }
     for (name, value) in env {
         command.env(name, value);
     }
@@ -121,7 +125,9 @@ async fn check_reports_the_redis_version_and_round_trip_or_why_it_cannot_connect
     drop(redis);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = format!("redis://:hunter2@127.0.0.1:{port}");
-    let out = jobyard(&["check"], &[("REDIS_URL", dead.as_str()), ("JOBYARD_QUEUE_BACKEND", "memory")]).await;
+    let out =
+        jobyard(&["check"], &[("REDIS_URL", dead.as_str()), ("JOBYARD_QUEUE_BACKEND", "memory")])
+            .await;
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot use redis at redis://:***@127.0.0.1"), "{stderr}");
