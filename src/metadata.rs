@@ -150,6 +150,20 @@ mod tests {
         let err =
             MetadataStore::new(&file).save("prefs", &Prefs { theme: "x".into() }).unwrap_err();
         assert!(matches!(err, MetadataError::Io { .. }), "{err}");
+        // The rename onto a directory fails after the temp file was written: it is removed.
+        let err = store.save("prefs", &Prefs { theme: "x".into() }).unwrap_err();
+        assert!(matches!(err, MetadataError::Io { .. }), "{err}");
+        let names: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(!names.iter().any(|n| n.to_string_lossy().contains(".tmp-")), "{names:?}");
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_serialised_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let err = MetadataStore::new(dir.path()).save("odd", &odd).unwrap_err();
+        assert!(matches!(err, MetadataError::Encode { .. }), "{err}");
     }
 
     #[test]

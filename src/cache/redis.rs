@@ -470,6 +470,55 @@ impl Cache for RedisCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::redis::RedisSettings;
+
+    /// A hybrid cache whose Redis is unreachable (nothing listens on the port): enough to
+    /// drive the memory layer and the event handling.
+    fn offline() -> Arc<RedisCache> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let config =
+            Config::from_lookup(|name| (name == "REDIS_URL").then(|| url.clone())).unwrap();
+        let client = RedisClient::new(RedisSettings::from_config(&config).unwrap()).unwrap();
+        RedisCache::start(client, "unit", MemoryCache::new(1 << 20), Layering::Hybrid, 1024)
+    }
+
+    fn stored(cache: &RedisCache, keys: &[(&str, &[&str])]) {
+        for (key, tags) in keys {
+            let tags = tags.iter().map(|t| t.to_string()).collect();
+            let entry =
+                Entry::new(b"v".to_vec(), "text/plain", std::time::Duration::from_secs(60), tags);
+            cache.memory.insert(key, Arc::new(entry));
+        }
+    }
+
+    fn event(origin: &str, op: Op) -> Vec<u8> {
+        serde_json::to_vec(&Event { o: origin.into(), op }).unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn other_instances_events_drop_entries_from_memory_and_own_ones_are_ignored() {
+        let cache = offline();
+        stored(&cache, &[("a:1", &["x"]), ("a:2", &[]), ("b:1", &["y"]), ("c", &[])]);
+        cache.apply(&event(&cache.origin, Op::Keys { keys: vec!["c".into()] }));
+        assert!(cache.memory.lookup("c").is_some(), "own events were applied when published");
+        cache.apply(&event("other", Op::Keys { keys: vec!["c".into()] }));
+        assert!(cache.memory.lookup("c").is_none());
+        cache.apply(&event("other", Op::Prefix { prefix: "a:".into() }));
+        assert!(cache.memory.lookup("a:2").is_none());
+        cache.apply(&event("other", Op::Tags { tags: vec!["y".into()] }));
+        assert!(cache.memory.lookup("b:1").is_none());
+        stored(&cache, &[("d", &[])]);
+        cache.apply(b"{not json");
+        assert!(cache.memory.lookup("d").is_some(), "garbage changes nothing");
+        cache.apply(&event("other", Op::Clear));
+        assert!(cache.memory.lookup("d").is_none());
+        assert_eq!(
+            cache.health(),
+            CacheHealth::Degraded("redis unreachable; serving from memory".into())
+        );
+    }
 
     #[test]
     fn events_have_a_stable_wire_form() {

@@ -100,6 +100,16 @@ async fn prefix_invalidation(cache: &dyn Cache) {
     assert!(cache.get("axb").await.is_some());
 }
 
+async fn prefix_invalidation_spans_many_scan_pages(cache: &dyn Cache) {
+    for i in 0..2_500 {
+        cache.set(&format!("many:{i}"), entry("v", MINUTE, &[])).await;
+    }
+    cache.set("other", entry("v", MINUTE, &[])).await;
+    assert_eq!(cache.invalidate_prefix("many:").await, 2_500);
+    assert!(cache.get("many:1234").await.is_none());
+    assert!(cache.get("other").await.is_some());
+}
+
 async fn tag_invalidation(cache: &dyn Cache) {
     cache.set("a", entry("v", MINUTE, &["github"])).await;
     cache.set("b", entry("v", MINUTE, &["github", "repos"])).await;
@@ -211,6 +221,7 @@ suite!(
     overwrite_replaces,
     ttl_expires,
     prefix_invalidation,
+    prefix_invalidation_spans_many_scan_pages,
     tag_invalidation,
     clear_removes_everything,
     typed_values,

@@ -125,6 +125,7 @@ async fn readiness(app: &TestApp) -> (u16, Value) {
 async fn a_redis_outage_degrades_to_memory_and_heals_by_itself() {
     let mut redis = TestRedis::start();
     let app = spawn_with_redis(&redis, "outage", |_| {}).await;
+    let peer = spawn_with_redis(&redis, "outage", |_| {}).await;
     put(&app, "before", b"1").await;
     assert_eq!(app.get("/v1/cache/before").await.status, 200);
     redis.stop();
@@ -168,6 +169,19 @@ async fn a_redis_outage_degrades_to_memory_and_heals_by_itself() {
     let stats = app.get("/v1/stats").await.body;
     assert!(stats["cache"]["redis"]["fallbacks"].as_u64().unwrap() > 0);
     assert!(stats["cache"]["redis"]["reconnects"].as_u64().unwrap() >= 1);
+    // Coherence is back too: the subscription was re-established after the outage.
+    let coherent = poll(|| async {
+        // The peer reconnects on its own schedule; until then it reads from memory.
+        if peer.get("/v1/cache/after").await.status != 200 {
+            return None;
+        }
+        put(&app, "after", b"4").await;
+        let seen = peer.get("/v1/cache/after").await.body == json!(4);
+        put(&app, "after", b"3").await;
+        seen.then_some(())
+    })
+    .await;
+    assert!(coherent.is_some(), "the peer never heard the change after the outage");
 }
 
 #[actix_web::test]
