@@ -42,6 +42,7 @@ use crate::job::{
     SpecError,
 };
 use crate::kinds::cache_warm::CacheWarm;
+use crate::metadata::MetadataStore;
 use crate::queue::{
     CancelOutcome, ListQuery, MemoryQueue, Page, QueueBackend, QueueError, QueueStats, SubmitResult,
 };
@@ -518,6 +519,12 @@ impl Runtime {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The file-based metadata store under `JOBYARD_DATA_DIR`: user preferences, tool
+    /// configurations and the like, one atomically written JSON document per name.
+    pub fn metadata(&self) -> MetadataStore {
+        MetadataStore::new(&self.config.data_dir)
     }
 
     /// Stops taking jobs, lets running attempts finish within the configured shutdown grace

@@ -210,6 +210,16 @@ async fn invalid_submits_are_refused_before_they_reach_the_queue() {
 }
 
 #[actix::test]
+async fn the_metadata_store_keeps_documents_under_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(|c| c.data_dir = dir.path().to_owned());
+    let prefs = serde_json::json!({"theme": "dark", "tools": ["github", "jira"]});
+    rt.metadata().save("preferences", &prefs).unwrap();
+    assert_eq!(rt.metadata().load::<serde_json::Value>("preferences").unwrap(), Some(prefs));
+    assert!(dir.path().join("preferences.json").exists());
+}
+
+#[actix::test]
 async fn shutdown_hands_running_jobs_back() {
     let rt = runtime(|c| c.shutdown_grace = Duration::from_millis(20));
     let job = rt.submit(Stubborn).await.unwrap();

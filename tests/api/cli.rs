@@ -135,6 +135,25 @@ async fn check_reports_the_redis_version_and_round_trip_or_why_it_cannot_connect
 }
 
 #[actix_web::test]
+async fn a_password_in_redis_url_is_used_and_never_printed() {
+    let redis = crate::redis_support::TestRedis::start_with_password("s3cr3t-pw");
+    let url = redis.url();
+    let env = [("REDIS_URL", url.as_str()), ("JOBYARD_QUEUE_BACKEND", "memory")];
+    let out = jobyard(&["check"], &env).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("redis://:***@127.0.0.1"), "{stdout}");
+    assert!(!stdout.contains("s3cr3t-pw"), "{stdout}");
+    let wrong = url.replace("s3cr3t-pw", "wrong-pw");
+    let out =
+        jobyard(&["check"], &[("REDIS_URL", wrong.as_str()), ("JOBYARD_QUEUE_BACKEND", "memory")])
+            .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot use redis") && !stderr.contains("wrong-pw"), "{stderr}");
+}
+
+#[actix_web::test]
 async fn serve_runs_degraded_when_redis_is_down_at_start() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = format!("redis://127.0.0.1:{port}");

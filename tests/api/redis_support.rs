@@ -14,20 +14,33 @@ pub struct TestRedis {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    password: Option<String>,
 }
 
 impl TestRedis {
     /// Starts a server; fails the test, saying how to install it, when `redis-server` is missing.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that requires `password` (`requirepass`).
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut redis = TestRedis { port, dir, child: None };
+        let mut redis = TestRedis { port, dir, child: None, password };
         redis.restart();
         redis
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     fn log(&self) -> PathBuf {
@@ -78,6 +91,7 @@ impl TestRedis {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.log())
+            .args(self.password.iter().flat_map(|p| ["--requirepass", p.as_str()]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -105,6 +119,13 @@ impl TestRedis {
     pub fn answers_ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        if let Some(password) = &self.password {
+            let mut ok = [0u8; 5];
+            let auth = format!("AUTH {password}\r\n");
+            if stream.write_all(auth.as_bytes()).is_err() || stream.read_exact(&mut ok).is_err() {
+                return false;
+            }
+        }
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
