@@ -8,6 +8,7 @@
 //! the memory layer and health says `degraded`; the client fails fast, so no call waits on a
 //! dead Redis.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -98,6 +99,10 @@ pub struct RedisCache {
     /// This instance, in published events.
     origin: String,
     tag_script: Script,
+    /// Counts invalidations heard from other instances (and whole-layer drops). A read or write
+    /// fills the memory layer only if no invalidation arrived while it talked to Redis, so an
+    /// entry deleted elsewhere in the meantime is never put back into L1.
+    epoch: AtomicU64,
 }
 
 impl RedisCache {
@@ -121,6 +126,7 @@ impl RedisCache {
                 fastrand::u64(..)
             ),
             tag_script: Script::new(INVALIDATE_TAGS),
+            epoch: AtomicU64::new(0),
             redis,
         });
         let (on_message, on_reset) = (Arc::downgrade(&cache), Arc::downgrade(&cache));
@@ -134,7 +140,7 @@ impl RedisCache {
             move || {
                 if let Some(cache) = on_reset.upgrade() {
                     tracing::info!("cache subscription re-established; memory layer dropped");
-                    cache.memory.remove_all();
+                    cache.drop_memory();
                 }
             },
         );
@@ -156,6 +162,23 @@ impl RedisCache {
         self.memory.metrics()
     }
 
+    /// Drops the whole memory layer (its contents can no longer be trusted).
+    fn drop_memory(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.memory.remove_all();
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Puts `entry` in the memory layer unless an invalidation arrived since `since`.
+    fn fill(&self, key: &str, entry: Arc<Entry>, since: u64) {
+        if self.epoch() == since {
+            self.memory.insert(key, entry);
+        }
+    }
+
     /// Applies another instance's invalidation to the memory layer.
     fn apply(&self, payload: &[u8]) {
         let event: Event = match serde_json::from_slice(payload) {
@@ -168,6 +191,7 @@ impl RedisCache {
         if event.o == self.origin {
             return;
         }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         match event.op {
             Op::Keys { keys } => keys.iter().for_each(|k| {
                 self.memory.remove(k);
@@ -295,6 +319,7 @@ impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Option<Arc<Entry>> {
         let started = Instant::now();
         self.memory.note_read(key);
+        let since = self.epoch();
         let found = match self.hybrid().then(|| self.memory.lookup(key)).flatten() {
             Some(entry) => Some(entry),
             None => match self.fetch(key).await {
@@ -302,7 +327,7 @@ impl Cache for RedisCache {
                     bump(&self.metrics().redis_hits);
                     let entry = Arc::new(entry);
                     if self.hybrid() {
-                        self.memory.insert(key, entry.clone());
+                        self.fill(key, entry.clone(), since);
                     }
                     Some(entry)
                 }
@@ -329,8 +354,9 @@ impl Cache for RedisCache {
 
     async fn set(&self, key: &str, entry: Entry) {
         let started = Instant::now();
+        let since = self.epoch();
         match self.store(key, &entry).await {
-            Ok(()) if self.hybrid() => self.memory.insert(key, Arc::new(entry)),
+            Ok(()) if self.hybrid() => self.fill(key, Arc::new(entry), since),
             Ok(()) => {}
             Err(err) => {
                 self.fell_back(&err);
@@ -411,6 +437,7 @@ impl Cache for RedisCache {
         }
         let mut loaded = 0;
         for chunk in keys.chunks(PRELOAD_CHUNK) {
+            let since = self.epoch();
             let names: Vec<String> = chunk.iter().map(|k| self.keys.cache_value(k)).collect();
             let values: Vec<Option<Vec<u8>>> =
                 match self.redis.cmd(::redis::cmd("MGET").arg(&names), true).await {
@@ -422,7 +449,7 @@ impl Cache for RedisCache {
                 };
             for (key, bytes) in chunk.iter().zip(values) {
                 if let Some(entry) = bytes.and_then(|b| self.decode(key, &b)) {
-                    self.memory.insert(key, Arc::new(entry));
+                    self.fill(key, Arc::new(entry), since);
                     loaded += 1;
                 }
             }
@@ -514,6 +541,15 @@ mod tests {
         assert!(cache.memory.lookup("d").is_some(), "garbage changes nothing");
         cache.apply(&event("other", Op::Clear));
         assert!(cache.memory.lookup("d").is_none());
+        // A value read from Redis before an invalidation arrived is not put back into L1.
+        let since = cache.epoch();
+        cache.apply(&event("other", Op::Keys { keys: vec!["e".into()] }));
+        let entry =
+            Entry::new(b"v".to_vec(), "text/plain", std::time::Duration::from_secs(60), vec![]);
+        cache.fill("e", Arc::new(entry.clone()), since);
+        assert!(cache.memory.lookup("e").is_none(), "stale fill refused");
+        cache.fill("e", Arc::new(entry), cache.epoch());
+        assert!(cache.memory.lookup("e").is_some());
         assert_eq!(
             cache.health(),
             CacheHealth::Degraded("redis unreachable; serving from memory".into())
