@@ -86,9 +86,14 @@ impl MetadataStore {
         })?;
         let io = |source| MetadataError::Io { path: path.clone(), source };
         fs::create_dir_all(&self.dir).map_err(io)?;
-        let temp = self.dir.join(format!(".{name}.json.tmp-{}", std::process::id()));
+        // A name of its own per write: two saves of one document may run at once.
+        let temp = self.dir.join(format!(
+            ".{name}.json.tmp-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
         let write = || -> std::io::Result<()> {
-            let mut file = fs::File::create(&temp)?;
+            let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
             fs::rename(&temp, &path)?;

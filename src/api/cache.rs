@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::conditional::{not_modified, validators};
-use super::extract::{content_type, JsonBody, RawBody};
+use super::extract::{JsonBody, RawBody};
 use super::{ApiError, ApiSettings};
 use crate::cache::{validate_key, validate_tag, CacheError, Entry, MAX_TAGS};
 use crate::runtime::Client;
@@ -76,7 +76,15 @@ pub async fn put(
         return Err(ApiError::invalid("tags", format!("at most {MAX_TAGS} tags")));
     }
     tags.iter().try_for_each(|t| validate_tag(t))?;
-    let media = content_type(&req).unwrap_or_else(|| "application/octet-stream".into());
+    // Kept as sent, parameters included (`text/plain; charset=iso-8859-1`).
+    let media = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
     client.cache().set(&key, Entry::new(body.to_vec(), media, ttl, tags)).await;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -104,7 +112,10 @@ pub async fn get(
     if unchanged {
         return Ok(response.finish());
     }
-    Ok(response.content_type(entry.content_type.as_str()).body(entry.value.to_vec()))
+    // A type read back from Redis that is not a valid header (foreign data) is not passed on.
+    let media = header::HeaderValue::from_str(&entry.content_type)
+        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
+    Ok(response.insert_header((header::CONTENT_TYPE, media)).body(entry.value.to_vec()))
 }
 
 pub async fn delete(

@@ -10,7 +10,7 @@ pub mod health;
 pub mod jobs;
 pub mod schedules;
 
-use actix_web::{middleware, web, HttpResponse};
+use actix_web::{guard, middleware, web, HttpResponse};
 
 use crate::config::Secret;
 use crate::runtime::Client;
@@ -50,7 +50,13 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
                     .service(resource("/jobs/{id}/wait").route(web::get().to(jobs::wait)))
                     .service(resource("/jobs/{id}/cancel").route(web::post().to(jobs::cancel)))
                     .service(resource("/schedules").route(web::get().to(schedules::list)))
-                    .service(resource("/cache/invalidate").route(web::post().to(cache::invalidate)))
+                    // Only a POST is the invalidation; other methods fall through to the key
+                    // route, so `invalidate` stays usable as a cache key.
+                    .service(
+                        web::resource("/cache/invalidate")
+                            .guard(guard::Post())
+                            .route(web::post().to(cache::invalidate)),
+                    )
                     .service(
                         resource("/cache/{key:.+}")
                             .route(web::put().to(cache::put))

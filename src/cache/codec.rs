@@ -18,6 +18,10 @@ use super::Entry;
 const MAGIC: &[u8; 2] = b"JY";
 const VERSION: u8 = 1;
 const FLAG_LZ4: u8 = 1;
+/// Every flag this version knows; others mean a format it cannot read.
+const KNOWN_FLAGS: u8 = FLAG_LZ4;
+/// LZ4 cannot inflate more than about 255 times, so a larger claimed size is a lie.
+const MAX_RATIO: usize = 255;
 const HEADER_LEN: usize = 8;
 /// The largest value a stored entry may claim to inflate to (a guard against corrupt sizes).
 const MAX_INFLATED: usize = 1 << 30;
@@ -88,6 +92,9 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
         return Err(DecodeError::Version(bytes[2]));
     }
     let flags = bytes[3];
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(DecodeError::Corrupt(format!("unknown flags {flags:#04x}")));
+    }
     let meta_len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
     let rest = &bytes[HEADER_LEN..];
     if meta_len > rest.len() {
@@ -98,7 +105,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
         serde_json::from_slice(meta).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let value: Arc<[u8]> = if flags & FLAG_LZ4 != 0 {
         let claimed = body.get(..4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize);
-        if claimed.is_none_or(|n| n > MAX_INFLATED) {
+        if claimed.is_none_or(|n| n > MAX_INFLATED || n > body.len().saturating_mul(MAX_RATIO)) {
             return Err(DecodeError::Corrupt("implausible inflated size".into()));
         }
         lz4_flex::decompress_size_prepended(body)
@@ -168,6 +175,16 @@ mod tests {
         let mut future = good.clone();
         future[2] = 9;
         assert_eq!(decode(&future), Err(DecodeError::Version(9)));
+        let mut flagged = good.clone();
+        flagged[3] |= 0x80;
+        assert!(matches!(decode(&flagged), Err(DecodeError::Corrupt(_))), "unknown flags");
+        // A compressed body claiming to inflate to 1 GiB from a few bytes is refused up front.
+        let mut bomb = good[..HEADER_LEN].to_vec();
+        let meta_len = u32::from_le_bytes([good[4], good[5], good[6], good[7]]) as usize;
+        bomb.extend_from_slice(&good[HEADER_LEN..HEADER_LEN + meta_len]);
+        bomb.extend_from_slice(&(1u32 << 29).to_le_bytes());
+        bomb.extend_from_slice(&[0u8; 16]);
+        assert!(matches!(decode(&bomb), Err(DecodeError::Corrupt(_))));
         for cut in 0..good.len().min(200) {
             let _ = decode(&good[..cut]);
         }

@@ -8,7 +8,7 @@
 //! the memory layer and health says `degraded`; the client fails fast, so no call waits on a
 //! dead Redis.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,39 +37,38 @@ const SCAN_COUNT: usize = 1_000;
 /// Keys per MGET when warming.
 const PRELOAD_CHUNK: usize = 100;
 
-/// Removes every value that names one of the given tags, and the tag sets: one atomic step.
-/// KEYS: the tag sets; ARGV[1]: the prefix of value keys; ARGV[i+1]: the tag of KEYS[i].
-/// A set may still list a key that was re-stored without the tag (sets are only ever added
-/// to), so each value's own tags are checked before it is removed. Returns how many values
-/// were removed.
-const INVALIDATE_TAGS: &str = r"
+/// Removes up to ARGV[3] members of one tag's sorted set (KEYS[1]) and, of their values
+/// (ARGV[1] .. key), those whose own stored tags still name the tag ARGV[2] (a set may still
+/// list a key that was re-stored without the tag). Returns {removed, members left}: the caller
+/// loops, so no single call holds Redis for long however large the tag.
+const INVALIDATE_TAG_BATCH: &str = r"
+local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[3])
 local removed = 0
-for i, set in ipairs(KEYS) do
-  local tag = ARGV[i + 1]
-  for _, key in ipairs(redis.call('SMEMBERS', set)) do
-    local name = ARGV[1] .. key
-    local value = redis.call('GET', name)
-    if value then
-      local names = true
-      if string.sub(value, 1, 2) == 'JY' and #value >= 8 then
-        local ok, tags = pcall(function()
-          local len = struct.unpack('<I4', value, 5)
-          return cjson.decode(string.sub(value, 9, 8 + len)).tags
-        end)
-        if ok and type(tags) == 'table' then
-          names = false
-          for _, t in ipairs(tags) do
-            if t == tag then names = true break end
-          end
+for i = 1, #popped, 2 do
+  local name = ARGV[1] .. popped[i]
+  local value = redis.call('GET', name)
+  if value then
+    local names = true
+    if string.sub(value, 1, 2) == 'JY' and #value >= 8 then
+      local ok, tags = pcall(function()
+        local len = struct.unpack('<I4', value, 5)
+        return cjson.decode(string.sub(value, 9, 8 + len)).tags
+      end)
+      if ok and type(tags) == 'table' then
+        names = false
+        for _, t in ipairs(tags) do
+          if t == ARGV[2] then names = true break end
         end
       end
-      if names then removed = removed + redis.call('UNLINK', name) end
     end
+    if names then removed = removed + redis.call('UNLINK', name) end
   end
-  redis.call('UNLINK', set)
 end
-return removed
+return {removed, redis.call('ZCARD', KEYS[1])}
 ";
+
+/// Tag members handled per script call.
+const TAG_BATCH: usize = 500;
 
 /// An invalidation as published to the other instances.
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -99,10 +98,13 @@ pub struct RedisCache {
     /// This instance, in published events.
     origin: String,
     tag_script: Script,
-    /// Counts invalidations heard from other instances (and whole-layer drops). A read or write
-    /// fills the memory layer only if no invalidation arrived while it talked to Redis, so an
-    /// entry deleted elsewhere in the meantime is never put back into L1.
+    /// Counts invalidations (heard from other instances or made here) and whole-layer drops.
+    /// A value read from (or written to) Redis enters the memory layer only if no invalidation
+    /// happened meanwhile, so an entry deleted in the meantime is never put back into L1.
     epoch: AtomicU64,
+    /// True while the invalidation subscription is live: without it, L1 would miss other
+    /// instances' invalidations, so nothing new enters it.
+    subscribed: AtomicBool,
 }
 
 impl RedisCache {
@@ -125,11 +127,12 @@ impl RedisCache {
                 crate::actors::supervisor::instance_name(),
                 fastrand::u64(..)
             ),
-            tag_script: Script::new(INVALIDATE_TAGS),
+            tag_script: Script::new(INVALIDATE_TAG_BATCH),
             epoch: AtomicU64::new(0),
+            subscribed: AtomicBool::new(false),
             redis,
         });
-        let (on_message, on_reset) = (Arc::downgrade(&cache), Arc::downgrade(&cache));
+        let (on_message, on_state) = (Arc::downgrade(&cache), Arc::downgrade(&cache));
         cache.redis.subscribe(
             cache.keys.cache_events(),
             move |payload| {
@@ -137,10 +140,13 @@ impl RedisCache {
                     cache.apply(payload);
                 }
             },
-            move || {
-                if let Some(cache) = on_reset.upgrade() {
-                    tracing::info!("cache subscription re-established; memory layer dropped");
-                    cache.drop_memory();
+            move |live| {
+                if let Some(cache) = on_state.upgrade() {
+                    if live {
+                        tracing::info!("cache invalidations subscribed; memory layer dropped before it is trusted");
+                        cache.drop_memory();
+                    }
+                    cache.subscribed.store(live, Ordering::SeqCst);
                 }
             },
         );
@@ -164,19 +170,32 @@ impl RedisCache {
 
     /// Drops the whole memory layer (its contents can no longer be trusted).
     fn drop_memory(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.invalidated();
         self.memory.remove_all();
     }
 
-    fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    /// Notes an invalidation: fills that started before it will not enter the memory layer.
+    fn invalidated(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Puts `entry` in the memory layer unless an invalidation arrived since `since`.
-    fn fill(&self, key: &str, entry: Arc<Entry>, since: u64) {
-        if self.epoch() == since {
-            self.memory.insert(key, entry);
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Puts `entry` in the memory layer unless an invalidation happened since `since` (or the
+    /// subscription is down). Inserting before checking closes the race with an invalidation
+    /// on another thread: it either sees the entry and removes it, or this check sees it.
+    fn fill(&self, key: &str, entry: Arc<Entry>, since: u64) -> bool {
+        if !self.subscribed.load(Ordering::SeqCst) {
+            return false;
         }
+        self.memory.insert(key, entry);
+        if self.epoch() != since || !self.subscribed.load(Ordering::SeqCst) {
+            self.memory.remove(key);
+            return false;
+        }
+        true
     }
 
     /// Applies another instance's invalidation to the memory layer.
@@ -191,7 +210,7 @@ impl RedisCache {
         if event.o == self.origin {
             return;
         }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.invalidated();
         match event.op {
             Op::Keys { keys } => keys.iter().for_each(|k| {
                 self.memory.remove(k);
@@ -223,7 +242,7 @@ impl RedisCache {
         match self.redis.cmd::<Option<Vec<u8>>>(&cmd, true).await {
             Ok(bytes) => Ok(bytes.and_then(|bytes| self.decode(key, &bytes))),
             // Something else lives under our key (a list, say): foreign data, a miss.
-            Err(RedisError::Command(err)) => {
+            Err(RedisError::Command(err)) if err.contains("WRONGTYPE") => {
                 bump(&self.metrics().corrupt);
                 tracing::warn!(
                     key,
@@ -258,11 +277,15 @@ impl RedisCache {
             .arg("PX")
             .arg(ttl_ms)
             .ignore();
+        let (now_ms, expires_ms) =
+            (Utc::now().timestamp_millis(), entry.expires_at.timestamp_millis());
         for tag in &entry.tags {
-            // A tag set lives as long as its longest-lived entry: NX sets a first expiry, GT
-            // only ever extends it.
+            // A tag's set is scored by expiry and trimmed of expired members on each write, so
+            // it holds only live keys; the set itself lives as long as its longest-lived
+            // member (NX sets a first expiry, GT only ever extends it).
             let set = self.keys.cache_tag(tag);
-            pipe.cmd("SADD").arg(&set).arg(key).ignore();
+            pipe.cmd("ZADD").arg(&set).arg(expires_ms).arg(key).ignore();
+            pipe.cmd("ZREMRANGEBYSCORE").arg(&set).arg("-inf").arg(now_ms).ignore();
             pipe.cmd("PEXPIRE").arg(&set).arg(ttl_ms).arg("NX").ignore();
             pipe.cmd("PEXPIRE").arg(&set).arg(ttl_ms).arg("GT").ignore();
         }
@@ -273,8 +296,9 @@ impl RedisCache {
         self.redis.pipe::<()>(&pipe, true).await
     }
 
-    /// Unlinks every key matching `pattern`, a SCAN page at a time; returns how many existed.
-    async fn unlink_matching(&self, pattern: &str) -> Result<u64, RedisError> {
+    /// Unlinks every key matching `pattern`, a SCAN page at a time. Returns how many existed,
+    /// and the error that stopped it early, if one did.
+    async fn unlink_matching(&self, pattern: &str) -> (u64, Option<RedisError>) {
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
@@ -285,15 +309,47 @@ impl RedisCache {
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
                 .clone();
-            let (next, keys): (u64, Vec<String>) = self.redis.cmd(&scan, true).await?;
+            // Keys as bytes: one key that is not UTF-8 must not block the whole prefix.
+            let (next, keys): (u64, Vec<Vec<u8>>) = match self.redis.cmd(&scan, true).await {
+                Ok(page) => page,
+                Err(err) => return (removed, Some(err)),
+            };
             if !keys.is_empty() {
-                removed += self.redis.cmd::<u64>(::redis::cmd("UNLINK").arg(&keys), true).await?;
+                match self.redis.cmd::<u64>(::redis::cmd("UNLINK").arg(&keys), false).await {
+                    Ok(n) => removed += n,
+                    Err(err) => return (removed, Some(err)),
+                }
             }
             if next == 0 {
-                return Ok(removed);
+                return (removed, None);
             }
             cursor = next;
         }
+    }
+
+    /// Runs the batched tag script until every tag's set is empty.
+    async fn unlink_tagged(&self, tags: &[String]) -> (u64, Option<RedisError>) {
+        let mut removed = 0;
+        for tag in tags {
+            loop {
+                let mut invocation = self.tag_script.prepare_invoke();
+                invocation
+                    .key(self.keys.cache_tag(tag))
+                    .arg(self.keys.cache_value_prefix())
+                    .arg(tag)
+                    .arg(TAG_BATCH);
+                match self.redis.script::<(u64, u64)>(&invocation).await {
+                    Ok((n, left)) => {
+                        removed += n;
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                    Err(err) => return (removed, Some(err)),
+                }
+            }
+        }
+        (removed, None)
     }
 
     /// Notes that Redis could not be used and memory answered instead.
@@ -354,10 +410,16 @@ impl Cache for RedisCache {
 
     async fn set(&self, key: &str, entry: Entry) {
         let started = Instant::now();
-        let since = self.epoch();
+        // Reads in flight may hold the old value: they must not refill L1 with it.
+        self.invalidated();
+        self.memory.remove(key);
         match self.store(key, &entry).await {
-            Ok(()) if self.hybrid() => self.fill(key, Arc::new(entry), since),
-            Ok(()) => {}
+            Ok(()) => {
+                self.invalidated();
+                if self.hybrid() {
+                    self.fill(key, Arc::new(entry), self.epoch());
+                }
+            }
             Err(err) => {
                 self.fell_back(&err);
                 self.memory.insert(key, Arc::new(entry));
@@ -367,6 +429,7 @@ impl Cache for RedisCache {
     }
 
     async fn delete(&self, key: &str) -> bool {
+        self.invalidated();
         let local = self.memory.remove(key);
         let mut pipe = ::redis::pipe();
         pipe.cmd("DEL").arg(self.keys.cache_value(key));
@@ -374,7 +437,11 @@ impl Cache for RedisCache {
             .arg(self.keys.cache_events())
             .arg(self.event(Op::Keys { keys: vec![key.to_owned()] }))
             .ignore();
-        match self.redis.pipe::<(u64,)>(&pipe, true).await {
+        // Not retried: a retry after a first attempt that did run would find nothing and
+        // answer "not found" for a key that was there.
+        let result = self.redis.pipe::<(u64,)>(&pipe, false).await;
+        self.invalidated();
+        match result {
             Ok((removed,)) => removed > 0,
             Err(err) => {
                 self.fell_back(&err);
@@ -384,46 +451,47 @@ impl Cache for RedisCache {
     }
 
     async fn invalidate_prefix(&self, prefix: &str) -> u64 {
+        self.invalidated();
         let local = self.memory.remove_prefix(prefix);
-        match self.unlink_matching(&self.keys.cache_value_pattern(prefix)).await {
-            Ok(removed) => {
-                self.publish(Op::Prefix { prefix: prefix.to_owned() }).await;
-                removed
-            }
-            Err(err) => {
+        let (removed, failed) = self.unlink_matching(&self.keys.cache_value_pattern(prefix)).await;
+        self.invalidated();
+        self.publish(Op::Prefix { prefix: prefix.to_owned() }).await;
+        match failed {
+            None => removed,
+            Some(err) => {
                 self.fell_back(&err);
-                local
+                removed.max(local)
             }
         }
     }
 
     async fn invalidate_tags(&self, tags: &[String]) -> u64 {
+        self.invalidated();
         let local = self.memory.remove_tags(tags);
-        let mut invocation = self.tag_script.prepare_invoke();
-        invocation.arg(self.keys.cache_value_prefix());
-        for tag in tags {
-            invocation.key(self.keys.cache_tag(tag)).arg(tag);
-        }
-        let run = self.redis.script::<u64>(&invocation).await;
-        match run {
-            Ok(removed) => {
-                self.publish(Op::Tags { tags: tags.to_vec() }).await;
-                removed
-            }
-            Err(err) => {
+        let (removed, failed) = self.unlink_tagged(tags).await;
+        self.invalidated();
+        self.publish(Op::Tags { tags: tags.to_vec() }).await;
+        match failed {
+            None => removed,
+            Some(err) => {
                 self.fell_back(&err);
-                local
+                removed.max(local)
             }
         }
     }
 
     async fn clear(&self) {
-        self.memory.remove_all();
-        let values = self.unlink_matching(&self.keys.cache_value_pattern("")).await;
-        let tags = self.unlink_matching(&self.keys.cache_tag_pattern()).await;
-        match values.and(tags) {
-            Ok(_) => self.publish(Op::Clear).await,
-            Err(err) => self.fell_back(&err),
+        self.drop_memory();
+        let (_, failed) = self.unlink_matching(&self.keys.cache_value_pattern("")).await;
+        // After a failure the link is marked down: a next step would only fail fast.
+        let failed = match failed {
+            None => self.unlink_matching(&self.keys.cache_tag_pattern()).await.1,
+            some => some,
+        };
+        self.invalidated();
+        self.publish(Op::Clear).await;
+        if let Some(err) = failed {
+            self.fell_back(&err);
         }
     }
 
@@ -434,6 +502,15 @@ impl Cache for RedisCache {
     async fn preload(&self, keys: &[String]) -> usize {
         if !self.hybrid() {
             return 0;
+        }
+        // Nothing may enter L1 before the invalidation subscription is live; at start it comes
+        // up within milliseconds of the link.
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while !self.subscribed.load(Ordering::SeqCst)
+            && self.redis.is_up()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let mut loaded = 0;
         for chunk in keys.chunks(PRELOAD_CHUNK) {
@@ -449,8 +526,7 @@ impl Cache for RedisCache {
                 };
             for (key, bytes) in chunk.iter().zip(values) {
                 if let Some(entry) = bytes.and_then(|b| self.decode(key, &b)) {
-                    self.fill(key, Arc::new(entry), since);
-                    loaded += 1;
+                    loaded += usize::from(self.fill(key, Arc::new(entry), since));
                 }
             }
         }
@@ -508,7 +584,11 @@ mod tests {
         let config =
             Config::from_lookup(|name| (name == "REDIS_URL").then(|| url.clone())).unwrap();
         let client = RedisClient::new(RedisSettings::from_config(&config).unwrap()).unwrap();
-        RedisCache::start(client, "unit", MemoryCache::new(1 << 20), Layering::Hybrid, 1024)
+        let cache =
+            RedisCache::start(client, "unit", MemoryCache::new(1 << 20), Layering::Hybrid, 1024);
+        // As if the invalidation subscription were live.
+        cache.subscribed.store(true, Ordering::SeqCst);
+        cache
     }
 
     fn stored(cache: &RedisCache, keys: &[(&str, &[&str])]) {
@@ -548,8 +628,14 @@ mod tests {
             Entry::new(b"v".to_vec(), "text/plain", std::time::Duration::from_secs(60), vec![]);
         cache.fill("e", Arc::new(entry.clone()), since);
         assert!(cache.memory.lookup("e").is_none(), "stale fill refused");
-        cache.fill("e", Arc::new(entry), cache.epoch());
+        cache.fill("e", Arc::new(entry.clone()), cache.epoch());
         assert!(cache.memory.lookup("e").is_some());
+        cache.subscribed.store(false, Ordering::SeqCst);
+        cache.memory.remove("e");
+        assert!(
+            !cache.fill("e", Arc::new(entry), cache.epoch()),
+            "no fills without the subscription"
+        );
         assert_eq!(
             cache.health(),
             CacheHealth::Degraded("redis unreachable; serving from memory".into())

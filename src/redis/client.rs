@@ -215,7 +215,9 @@ impl RedisClient {
 
     /// Runs `call` within one command timeout in all: an idempotent call that failed fast
     /// (a dropped connection) is retried on another connection while time is left, but no
-    /// caller ever waits on Redis longer than the timeout (cache.md rule 4).
+    /// caller ever waits on Redis longer than the timeout (cache.md rule 4). A call that timed
+    /// out, or failed on every connection it tried, marks the link down at once, so that the
+    /// calls after it fail fast instead of waiting too; the monitor then reconnects.
     async fn run<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, RedisError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
@@ -235,26 +237,31 @@ impl RedisClient {
                 Err(err @ RedisError::Command(_)) => return Err(err),
                 Err(err) => {
                     self.inner.errors.fetch_add(1, Ordering::Relaxed);
-                    self.inner.kick.notify_one();
+                    let timed_out = matches!(err, RedisError::Timeout(_));
                     last = err;
+                    if timed_out {
+                        break;
+                    }
                 }
             }
         }
+        self.inner.mark_down(&last);
+        self.inner.kick.notify_one();
         Err(last)
     }
 
     /// Listens on `channel` on a connection of its own, for as long as this client lives.
-    /// `on_message` gets each payload; `on_reset` runs whenever the subscription had to be
-    /// re-established, since messages may have been missed meanwhile.
+    /// `on_message` gets each payload; `on_state(true)` runs each time a subscription is
+    /// (re)made (messages may have been missed before it), `on_state(false)` when one is lost.
     pub fn subscribe(
         &self,
         channel: String,
         on_message: impl Fn(&[u8]) + 'static,
-        on_reset: impl Fn() + 'static,
+        on_state: impl Fn(bool) + 'static,
     ) {
         let weak = Arc::downgrade(&self.inner);
+        let mut generation = self.generation();
         actix_rt::spawn(async move {
-            let mut subscribed_before = false;
             let mut backoff = Backoff::new();
             loop {
                 let Some(inner) = weak.upgrade() else { return };
@@ -266,26 +273,43 @@ impl RedisClient {
                     tokio::time::sleep(initial).await;
                     continue;
                 }
+                generation.borrow_and_update();
                 let pubsub = async {
                     let mut pubsub = client.get_async_pubsub().await?;
                     pubsub.subscribe(&channel).await?;
                     Ok::<_, ::redis::RedisError>(pubsub)
                 };
-                match tokio::time::timeout(timeout, pubsub).await {
-                    Ok(Ok(pubsub)) => {
-                        backoff = Backoff::new();
-                        if subscribed_before {
-                            on_reset();
+                let Ok(Ok(pubsub)) = tokio::time::timeout(timeout, pubsub).await else {
+                    tokio::time::sleep(backoff.next(initial, max)).await;
+                    continue;
+                };
+                // Whatever was learnt before this subscription existed may have missed messages.
+                on_state(true);
+                let subscribed = Instant::now();
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    tokio::select! {
+                        message = messages.next() => match message {
+                            Some(message) => on_message(message.get_payload_bytes()),
+                            None => break,
+                        },
+                        // The command link was lost and re-established: this subscription may
+                        // sit on a dead socket (a partition sends no reset), so make a new one.
+                        changed = generation.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            break;
                         }
-                        subscribed_before = true;
-                        let mut messages = pubsub.into_on_message();
-                        while let Some(msg) = messages.next().await {
-                            on_message(msg.get_payload_bytes());
-                        }
-                        tracing::debug!(%channel, "subscription lost");
                     }
-                    _ => tokio::time::sleep(backoff.next(initial, max)).await,
                 }
+                on_state(false);
+                tracing::debug!(%channel, "subscription ended; resubscribing");
+                // A subscription that dies at once is not retried at once.
+                if subscribed.elapsed() > max {
+                    backoff = Backoff::new();
+                }
+                tokio::time::sleep(backoff.next(initial, max)).await;
             }
         });
     }
@@ -394,13 +418,19 @@ async fn timed<T>(
     }
 }
 
+/// Error replies that say the server cannot serve us right now (a replica after a failover,
+/// out of memory, loading, misconfigured persistence, lost authentication): link trouble, not
+/// a wrong command.
+const LINK_CODES: [&str; 7] =
+    ["READONLY", "LOADING", "MASTERDOWN", "OOM", "MISCONF", "NOAUTH", "BUSY"];
+
 /// Whether an error says more about the link than about the command.
 fn classify(err: &::redis::RedisError) -> RedisError {
     let link = err.is_io_error()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || err.is_timeout()
-        || err.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::BusyLoading);
+        || err.code().is_some_and(|code| LINK_CODES.contains(&code));
     if link {
         RedisError::Link(err.to_string())
     } else {

@@ -127,6 +127,14 @@ async fn tag_invalidation(cache: &dyn Cache) {
     assert!(cache.get("d").await.is_some(), "d no longer names jira");
 }
 
+async fn tag_invalidation_spans_many_batches(cache: &dyn Cache) {
+    for i in 0..1_200 {
+        cache.set(&format!("tagged:{i}"), entry("v", MINUTE, &["big"])).await;
+    }
+    assert_eq!(cache.invalidate_tags(&["big".into()]).await, 1_200);
+    assert!(cache.get("tagged:777").await.is_none());
+}
+
 async fn clear_removes_everything(cache: &dyn Cache) {
     cache.set("a", entry("v", MINUTE, &["t"])).await;
     cache.set("b", entry("v", MINUTE, &[])).await;
@@ -223,6 +231,7 @@ suite!(
     prefix_invalidation,
     prefix_invalidation_spans_many_scan_pages,
     tag_invalidation,
+    tag_invalidation_spans_many_batches,
     clear_removes_everything,
     typed_values,
     stats_count_hits_and_misses,

@@ -58,6 +58,18 @@ async fn keys_may_hold_slashes_and_a_missing_type_is_octet_stream() {
 }
 
 #[actix_web::test]
+async fn the_content_type_is_kept_whole_and_invalidate_is_a_usable_key() {
+    let app = spawn_app().await;
+    let resp = app.put_raw("/v1/cache/latin", "text/plain; charset=iso-8859-1", b"caf\xe9").await;
+    assert_eq!(resp.status, 204);
+    let raw = app.http.get(format!("{}/v1/cache/latin", app.base)).send().await.unwrap();
+    assert_eq!(raw.headers().get("content-type").unwrap(), "text/plain; charset=iso-8859-1");
+    assert_eq!(app.put_raw("/v1/cache/invalidate", "application/json", b"1").await.status, 204);
+    assert_eq!(app.get("/v1/cache/invalidate").await.body, json!(1));
+    assert_eq!(app.delete("/v1/cache/invalidate").await.status, 204);
+}
+
+#[actix_web::test]
 async fn delete_and_misses_answer_404_with_the_error_body() {
     let app = spawn_app().await;
     let resp = app.get("/v1/cache/nothing").await;

@@ -63,6 +63,27 @@ async fn compressed_values_round_trip_and_are_smaller_in_redis() {
 }
 
 #[actix_web::test]
+async fn tag_indexes_hold_only_live_keys() {
+    let redis = TestRedis::start();
+    let app = spawn_with_redis(&redis, "tags", |_| {}).await;
+    for i in 0..10 {
+        let resp = app
+            .put_raw(&format!("/v1/cache/short{i}?ttl_secs=1&tags=t"), "application/json", b"1")
+            .await;
+        assert_eq!(resp.status, 204);
+    }
+    let expired =
+        poll(|| async { (app.get("/v1/cache/short9").await.status == 404).then_some(()) }).await;
+    assert!(expired.is_some());
+    app.put_raw("/v1/cache/long?ttl_secs=600&tags=t", "application/json", b"1").await;
+    assert_eq!(
+        redis.command(&[b"ZCARD", b"tags:cache:t:t"]),
+        b":1\r\n",
+        "expired members were trimmed"
+    );
+}
+
+#[actix_web::test]
 async fn corrupt_bytes_under_a_key_read_as_a_miss() {
     let redis = TestRedis::start();
     let app = spawn_with_redis(&redis, "bad", |_| {}).await;
