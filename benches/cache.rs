@@ -85,8 +85,12 @@ fn redis_backed(c: &mut Criterion) {
 
     let hybrid = redis_cache(&system, &redis, CacheBackendKind::Hybrid);
     system.block_on(async {
-        for key in &keys {
-            hybrid.set(key, entry(1024)).await;
+        // L1 takes entries only once the invalidation subscription is live (milliseconds).
+        while hybrid.stats().memory.entries < KEYS as u64 {
+            for key in &keys {
+                hybrid.set(key, entry(1024)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
     let mut i = 0;
