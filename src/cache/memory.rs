@@ -50,6 +50,10 @@ impl MemoryCache {
         let metrics = Arc::new(CacheMetrics::default());
         let evicted = metrics.clone();
         let entries = Moka::builder()
+            // Sized up front for small entries (a few hundred bytes), so the table does not
+            // rehash while it fills, a visible cost under load; capped so that a large bound
+            // does not allocate a large table up front.
+            .initial_capacity((max_bytes / 256).min(1 << 17) as usize)
             .max_capacity(max_bytes)
             .weigher(|key: &String, entry: &Arc<Entry>| {
                 entry.weight().saturating_add(key.len() as u32)
