@@ -540,3 +540,29 @@ impl Deref for Runtime {
         &self.client
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::actors::testing::Stop;
+    use crate::job::JobSpec;
+
+    #[actix::test]
+    async fn stopped_actors_are_restarted_with_the_same_address_and_keep_working() {
+        let runtime = Runtime::builder().with_builtin_kinds().start().unwrap();
+        let first = runtime.submit_spec(JobSpec::new("noop")).await.unwrap().record.id;
+        assert_eq!(
+            runtime.wait(first, Duration::from_secs(10)).await.unwrap().status,
+            JobStatus::Succeeded
+        );
+        runtime.client.queue.send(Stop).await.unwrap();
+        runtime.client.pool.send(Stop).await.unwrap();
+        // The same addresses answer again: the supervisors restarted both actors.
+        let second = runtime.submit_spec(JobSpec::new("noop")).await.unwrap().record.id;
+        let record = runtime.wait(second, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(record.status, JobStatus::Succeeded, "a restarted pool runs jobs");
+        assert!(runtime.stats().await.is_ok());
+    }
+}
