@@ -8,8 +8,10 @@
 //! - [`schedule`]: cron schedules and their tick arithmetic.
 //! - [`actors`]: the supervisor, queue, scheduler, worker pool and cache actors.
 //! - [`runtime`]: the embedding API: [`Runtime::builder`], [`Client`], typed submits and waits.
-//! - [`cache`]: the memory cache (job results are cached there).
-//! - [`kinds`]: the built-in kinds `noop`, `sleep`, `fail`, `http`.
+//! - [`cache`]: the `Cache` trait and its memory, redis and hybrid backends (job results are
+//!   cached there); [`redis`]: the Redis connection layer and every key; [`metadata`]: the
+//!   file-based metadata store.
+//! - [`kinds`]: the built-in kinds `noop`, `sleep`, `fail`, `http`, and `cache.warm`.
 //! - [`api`]: the HTTP API (actix-web).
 //! - [`config`]: the typed configuration; [`startup`]: building and running the server;
 //!   [`cli`]: the `jobyard` binary's subcommands; [`telemetry`]: logging.
