@@ -109,7 +109,14 @@ async fn two_instances_share_values_and_invalidations() {
     let b = spawn_with_redis(&redis, "shared", |_| {}).await;
     put(&a, "k", b"1").await;
     assert_eq!(b.get("/v1/cache/k").await.body, json!(1), "B reads what A wrote");
-    // B now holds k in its L1; A's delete must reach it.
+    // Once B's subscription is live, its reads fill its L1; A's delete must then reach it.
+    let in_l1 = poll(|| async {
+        b.get("/v1/cache/k").await;
+        (b.get("/v1/stats").await.body["cache"]["memory"]["entries"].as_u64() >= Some(1))
+            .then_some(())
+    })
+    .await;
+    assert!(in_l1.is_some(), "B never kept k in L1");
     assert_eq!(a.delete("/v1/cache/k").await.status, 204);
     let gone = poll(|| async { (b.get("/v1/cache/k").await.status == 404).then_some(()) }).await;
     assert!(gone.is_some(), "B still serves an entry A deleted");
@@ -209,7 +216,14 @@ async fn a_redis_outage_degrades_to_memory_and_heals_by_itself() {
 async fn a_hung_redis_never_hangs_a_request() {
     let redis = TestRedis::start();
     let app = spawn_with_redis(&redis, "hung", |_| {}).await;
-    put(&app, "k", b"1").await;
+    // L1 takes entries once the invalidation subscription is live (within milliseconds).
+    let in_l1 = poll(|| async {
+        put(&app, "k", b"1").await;
+        let stats = app.get("/v1/stats").await.body;
+        (stats["cache"]["memory"]["entries"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    assert!(in_l1.is_some(), "k never entered L1");
     redis.pause();
     // Each request must end well within a deadline; a request waiting on the frozen Redis
     // without a timeout would not.
