@@ -9,7 +9,7 @@
 mod redis_support;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -142,13 +142,10 @@ async fn check(cache: &dyn Cache, shared: bool, ops: &[Op]) {
     }
 }
 
-fn redis() -> &'static TestRedis {
-    static REDIS: OnceLock<TestRedis> = OnceLock::new();
-    REDIS.get_or_init(TestRedis::start)
-}
-
-async fn hybrid() -> Arc<dyn Cache> {
-    let url = redis().url();
+/// A hybrid cache on `redis` (one private server per case: a static one would never be
+/// dropped, and its process would outlive the tests).
+async fn hybrid(redis: &TestRedis) -> Arc<dyn Cache> {
+    let url = redis.url();
     let mut config =
         Config::from_lookup(|name| (name == "REDIS_URL").then(|| url.clone())).unwrap();
     config.cache_backend = CacheBackendKind::Hybrid;
@@ -171,8 +168,9 @@ proptest! {
 
     #[test]
     fn the_hybrid_cache_answers_like_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        let redis = TestRedis::start();
         actix_rt::System::new().block_on(async {
-            let cache = hybrid().await;
+            let cache = hybrid(&redis).await;
             check(&*cache, true, &ops).await;
         });
     }
