@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{result_key, Cache, Entry};
@@ -85,16 +86,16 @@ impl Handler<StoreResults> for CacheActor {
     type Result = ();
     fn handle(&mut self, StoreResults(results): StoreResults, ctx: &mut Context<Self>) {
         let (cache, ttl) = (self.cache.clone(), self.result_ttl);
+        // All of a batch at once: with a Redis cache the writes share the round trips of the
+        // multiplexed connection instead of queueing one behind another.
         let store = async move {
-            for (id, result) in results {
-                let entry = Entry::new(
-                    result.get().as_bytes(),
-                    "application/json",
-                    ttl,
-                    vec!["jobs".into()],
-                );
-                cache.set(&result_key(id), entry).await;
-            }
+            let writes = results.into_iter().map(|(id, result)| {
+                // Untagged: a tag naming every job would index every result.
+                let entry = Entry::new(result.get().as_bytes(), "application/json", ttl, vec![]);
+                let (cache, key) = (cache.clone(), result_key(id));
+                async move { cache.set(&key, entry).await }
+            });
+            join_all(writes).await;
         };
         ctx.spawn(store.into_actor(self));
     }
