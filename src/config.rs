@@ -51,6 +51,11 @@ impl fmt::Display for Secret {
 pub struct RedisUrl(Secret);
 
 impl RedisUrl {
+    /// Validates `url` as `REDIS_URL` does.
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        parse_redis_url(url)
+    }
+
     pub fn expose(&self) -> &str {
         self.0.expose()
     }

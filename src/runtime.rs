@@ -271,11 +271,6 @@ impl Client {
     pub async fn ping(&self) -> Result<(), RuntimeError> {
         Ok(self.call(Ping).await??)
     }
-
-    /// The registered kinds.
-    pub fn kinds(&self) -> Vec<Arc<str>> {
-        self.registry.kinds()
-    }
 }
 
 fn prefix_field(mut err: SpecError, prefix: &str) -> SpecError {

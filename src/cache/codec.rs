@@ -78,8 +78,9 @@ pub fn encode(entry: &Entry, compress_min: usize) -> Vec<u8> {
     out
 }
 
-/// Whether stored bytes are compressed (for tests and figures).
-pub fn is_compressed(bytes: &[u8]) -> bool {
+/// Whether stored bytes are compressed.
+#[cfg(test)]
+fn is_compressed(bytes: &[u8]) -> bool {
     bytes.len() >= HEADER_LEN && bytes[..2] == MAGIC[..] && bytes[3] & FLAG_LZ4 != 0
 }
 

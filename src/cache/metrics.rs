@@ -30,7 +30,8 @@ pub struct HistogramSnapshot {
 impl HistogramSnapshot {
     /// The upper bound of the bucket holding quantile `q` (0..=1), in µs; `None` when empty or
     /// beyond the last bound.
-    pub fn quantile_le_us(&self, q: f64) -> Option<u64> {
+    #[cfg(test)]
+    fn quantile_le_us(&self, q: f64) -> Option<u64> {
         let rank = (self.count as f64 * q).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, count) in self.counts.iter().enumerate() {

@@ -255,13 +255,6 @@ impl Registry {
     ) -> Option<LocalBoxFuture<'static, Result<Json, JobError>>> {
         self.handlers.get(kind).map(|h| (h.run)(payload, ctx))
     }
-
-    /// The registered kind names, sorted.
-    pub fn kinds(&self) -> Vec<Arc<str>> {
-        let mut kinds: Vec<_> = self.handlers.values().map(|h| h.name.clone()).collect();
-        kinds.sort();
-        kinds
-    }
 }
 
 impl KindLookup for Registry {

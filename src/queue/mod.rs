@@ -112,14 +112,6 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// Folds `other` into `self`.
-    pub fn merge(&mut self, other: Changes) {
-        self.finished.extend(other.finished);
-        self.ready += other.ready;
-        self.note_due(other.next_due);
-        self.stale += other.stale;
-    }
-
     /// Lowers `next_due` to `at` when that is earlier.
     pub fn note_due(&mut self, at: Option<DateTime<Utc>>) {
         self.next_due = match (self.next_due, at) {

@@ -26,20 +26,16 @@ pub async fn cache_of(kind: CacheBackendKind) -> (Arc<dyn Cache>, Option<TestRed
 
 /// Points `config` at `server` and returns a started client.
 pub async fn redis_client(config: &mut Config, server: &TestRedis) -> RedisClient {
-    let lookup = Config::from_lookup(|name| (name == "REDIS_URL").then(|| server.url())).unwrap();
-    config.redis_url = lookup.redis_url;
+    config.redis_url = Some(redis_url(&server.url()));
     config.redis_prefix = format!("test{}", fastrand::u32(..));
     let client = RedisClient::new(RedisSettings::from_config(config).unwrap()).unwrap();
     assert!(client.start().await, "connects to the test redis");
     client
 }
 
-/// Makes a `RedisUrl` for `url` (through the config parser, which validates it).
+/// Makes a `RedisUrl` for `url`.
 pub fn redis_url(url: &str) -> RedisUrl {
-    Config::from_lookup(|name| (name == "REDIS_URL").then(|| url.to_owned()))
-        .unwrap()
-        .redis_url
-        .unwrap()
+    RedisUrl::parse(url).expect("a valid test URL")
 }
 
 fn entry(value: &str, ttl: Duration, tags: &[&str]) -> Entry {
