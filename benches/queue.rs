@@ -32,6 +32,7 @@ fn claim() -> Claim {
     Claim {
         workers: (0..BATCH).map(|i| Arc::from(format!("bench/w{i}"))).collect(),
         lease: Duration::from_secs(30),
+        kinds: Arc::from(vec![Arc::from("noop")]),
     }
 }
 

@@ -128,6 +128,9 @@ pub struct Config {
     /// Namespace of every Redis key.
     pub redis_prefix: String,
     pub redis_pool_size: usize,
+    /// The longest a call of the Redis job queue waits before it fails (the submit then answers
+    /// 503); the cache has its own, shorter timeout.
+    pub queue_timeout: Duration,
     /// Jobs this instance runs at once.
     pub concurrency: usize,
     /// Lease of a running job; renewed every third of it.
@@ -271,6 +274,12 @@ impl Config {
             cache_backend,
             redis_prefix,
             redis_pool_size: number(&var, "JOBYARD_REDIS_POOL_SIZE", 8, 1..=256)? as usize,
+            queue_timeout: Duration::from_millis(number(
+                &var,
+                "JOBYARD_QUEUE_TIMEOUT_MS",
+                500,
+                50..=60_000,
+            )?),
             concurrency: number(&var, "JOBYARD_CONCURRENCY", 16, 1..=100_000)? as usize,
             lease,
             shutdown_grace: Duration::from_millis(number(

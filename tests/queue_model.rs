@@ -102,7 +102,11 @@ impl Model {
     }
 
     fn claim(n: usize) -> Claim {
-        Claim { workers: (0..n).map(|i| Arc::from(format!("model/w{i}"))).collect(), lease: LEASE }
+        Claim {
+            workers: (0..n).map(|i| Arc::from(format!("model/w{i}"))).collect(),
+            lease: LEASE,
+            kinds: Arc::from(vec![Arc::from("noop")]),
+        }
     }
 
     fn submit(&mut self, specs: &[NewSpec]) {

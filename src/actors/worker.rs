@@ -100,6 +100,8 @@ struct Running {
 pub struct WorkerPool {
     queue: Addr<QueueActor>,
     registry: Arc<Registry>,
+    /// The kinds this instance can run: its claims take no other.
+    kinds: Arc<[Arc<str>]>,
     settings: PoolSettings,
     /// Slot names not running anything.
     free: Vec<Arc<str>>,
@@ -125,6 +127,7 @@ impl WorkerPool {
             .collect();
         WorkerPool {
             queue,
+            kinds: registry.kinds(),
             registry,
             settings,
             free,
@@ -151,7 +154,11 @@ impl WorkerPool {
         self.fetching = true;
         self.refetch = false;
         let asked = self.free.len();
-        let claim = Claim { workers: self.free.clone(), lease: self.settings.lease };
+        let claim = Claim {
+            workers: self.free.clone(),
+            lease: self.settings.lease,
+            kinds: self.kinds.clone(),
+        };
         self.queue
             .send(Dequeue(claim))
             .into_actor(self)

@@ -246,6 +246,13 @@ impl Registry {
             .insert(name.clone(), Handler { name, run: Arc::new(run), check: Arc::new(check) });
     }
 
+    /// Every registered kind, sorted: what this instance's claims ask for.
+    pub fn kinds(&self) -> Arc<[Arc<str>]> {
+        let mut kinds: Vec<Arc<str>> = self.handlers.keys().cloned().collect();
+        kinds.sort();
+        kinds.into()
+    }
+
     /// Starts one attempt of `kind`; `None` when the kind is not registered here.
     pub fn start(
         &self,

@@ -8,6 +8,7 @@
 //! pure function of its calls and lets tests step time.
 
 pub mod memory;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
 use crate::schedule::{Fire, Schedule};
 
 pub use memory::MemoryQueue;
+pub use redis::RedisQueue;
 
 /// Errors of the queue layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -44,11 +46,13 @@ pub enum QueueError {
 }
 
 /// Which worker slots ask for jobs: one job is claimed per name, so `workers.len()` is the
-/// most this call returns.
+/// most this call returns. Only jobs of `kinds` (those this instance has handlers for) are
+/// claimed: a job is never handed to an instance that cannot run it.
 #[derive(Clone, Debug)]
 pub struct Claim {
     pub workers: Vec<Arc<str>>,
     pub lease: Duration,
+    pub kinds: Arc<[Arc<str>]>,
 }
 
 /// The fencing pair of a running attempt: a completion, renewal or progress report is accepted
@@ -109,6 +113,8 @@ pub struct Changes {
     pub next_due: Option<DateTime<Utc>>,
     /// Completions, renewals or releases refused because the lease was no longer theirs.
     pub stale: usize,
+    /// A periodic step stopped at its bound on work per call: call it again at once.
+    pub more: bool,
 }
 
 impl Changes {
@@ -205,6 +211,20 @@ impl StateCounts {
 /// Counts per queue name.
 pub type QueueStats = BTreeMap<String, StateCounts>;
 
+/// What other instances sharing a backend did that this one must react to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendEvent {
+    /// A cancel was requested for a running job (its worker, wherever it is, must stop it).
+    CancelRequested(JobId),
+    /// These jobs reached a terminal state (long-poll waiters are told).
+    Finished(Vec<JobId>),
+    /// Events may have been missed (the link was lost): re-read what is waited on.
+    Resync,
+}
+
+/// Where a backend delivers [`BackendEvent`]s.
+pub type EventSink = Arc<dyn Fn(BackendEvent) + Send + Sync>;
+
 /// The job store. See the module doc for the shape of the calls.
 #[async_trait]
 pub trait QueueBackend: Send + Sync + 'static {
@@ -281,4 +301,26 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     /// Records that a schedule fired (or skipped ahead to `fire.next_run_at`).
     async fn record_fire(&self, name: &str, fire: Fire) -> Result<(), QueueError>;
+
+    /// Whether other processes share this store. Their changes reach this instance only through
+    /// [`QueueBackend::listen`] and [`QueueBackend::wait_for_work`]; a backend of one process
+    /// reports every change in the [`Changes`] of its calls.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Starts delivering what other instances change (cancels, finished jobs) to `sink`.
+    fn listen(&self, _sink: EventSink) {}
+
+    /// Waits until work may have become ready anywhere, or `timeout` passed; true when woken.
+    /// Only an idle instance of a shared store calls it.
+    async fn wait_for_work(&self, timeout: Duration) -> Result<bool, QueueError> {
+        tokio::time::sleep(timeout).await;
+        Ok(false)
+    }
+
+    /// Asks to hear (through [`QueueBackend::listen`]) when job `id` ends, until `until`.
+    async fn watch(&self, _id: JobId, _until: DateTime<Utc>) -> Result<(), QueueError> {
+        Ok(())
+    }
 }

@@ -49,6 +49,10 @@ pub struct RedisSettings {
     pub ping_interval: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Whether a command that times out marks the link down (so that the calls after it fail
+    /// fast). The cache wants that; the job queue, which has its own link and a longer timeout,
+    /// does not: a slow script is not a dead Redis.
+    pub mark_down_on_timeout: bool,
 }
 
 impl RedisSettings {
@@ -62,7 +66,17 @@ impl RedisSettings {
             ping_interval: Duration::from_millis(500),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            mark_down_on_timeout: true,
         })
+    }
+
+    /// The settings of the job queue's own link: its own command timeout
+    /// (`JOBYARD_QUEUE_TIMEOUT_MS`), and timeouts do not mark it down.
+    pub fn for_queue(config: &Config) -> Option<Self> {
+        let mut settings = Self::from_config(config)?;
+        settings.command_timeout = config.queue_timeout;
+        settings.mark_down_on_timeout = false;
+        Some(settings)
     }
 }
 
@@ -210,7 +224,36 @@ impl RedisClient {
         &self,
         invocation: &::redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
-        self.run(true, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await
+        self.script_with(invocation, true).await
+    }
+
+    /// Runs a Lua script, retried once on a transient failure only when `retry` (a script that
+    /// changes state must be safe to run twice to be retried).
+    pub async fn script_with<T: FromRedisValue>(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+        retry: bool,
+    ) -> Result<T, RedisError> {
+        self.run(retry, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await
+    }
+
+    /// A connection of its own, outside the pool, for a caller that blocks on it (`BLPOP`):
+    /// commands sent to it wait up to `response_timeout`.
+    pub async fn dedicated(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let settings = &self.inner.settings;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        let connect = self.inner.client.get_multiplexed_async_connection_with_config(&config);
+        timed(settings.connect_timeout * 2, connect).await
+    }
+
+    /// The longest any command waits.
+    pub fn command_timeout(&self) -> Duration {
+        self.inner.settings.command_timeout
     }
 
     /// Runs `call` within one command timeout in all: an idempotent call that failed fast
@@ -240,6 +283,10 @@ impl RedisClient {
                     let timed_out = matches!(err, RedisError::Timeout(_));
                     last = err;
                     if timed_out {
+                        if !self.inner.settings.mark_down_on_timeout {
+                            self.inner.kick.notify_one();
+                            return Err(last);
+                        }
                         break;
                     }
                 }

@@ -1,4 +1,34 @@
 //! Every Redis key and channel jobyard uses, built in one place under `JOBYARD_REDIS_PREFIX`.
+//!
+//! # Key layout (`<p>` is the prefix)
+//!
+//! The cache:
+//! - `<p>:cache:v:<key>`: a cache entry (header + value), with the entry's TTL.
+//! - `<p>:cache:t:<tag>`: sorted set of the cache keys naming a tag, scored by their expiry.
+//! - `<p>:cache:events`: pub/sub channel of invalidations.
+//!
+//! The job queue: every key shares the hash tag `{q}`, so all of them live in one Redis Cluster
+//! slot. They must: one script touches jobs of several queues and kinds at once (dependencies
+//! cross queues, a claim spans every kind an instance runs, idempotency keys are global). No
+//! queue key carries a TTL, so a `volatile-*` eviction policy can only evict cache entries.
+//! - `<p>:{q}:j:<id>`: a job record (string; format in `queue/redis/record.rs`).
+//! - `<p>:{q}:deps:<id>`: set of the `waiting` jobs that depend on job `<id>`.
+//! - `<p>:{q}:idem:<key>`: the id of the job that holds an idempotency key.
+//! - `<p>:{q}:ready:<kind>`: sorted set of the `queued` jobs of a kind, scored
+//!   `(1000 - priority) * 2^42 + id milliseconds`: highest priority first, then oldest.
+//! - `<p>:{q}:delayed`: sorted set of `scheduled` jobs by `run_at` (ms).
+//! - `<p>:{q}:leases`: sorted set of `running` jobs by lease expiry (ms).
+//! - `<p>:{q}:done:<queue>`: sorted set of a queue's terminal jobs by finish time (retention).
+//! - `<p>:{q}:lq:<queue>`: every job of a queue (score 0, ordered by id: newest last).
+//! - `<p>:{q}:ls:<queue>:<status>`: the same for `waiting`, `scheduled`, `failed`, `cancelled`.
+//! - `<p>:{q}:counts`: hash `<queue>:<status>` → number of jobs.
+//! - `<p>:{q}:queues`, `<p>:{q}:kinds`: sets of every queue and kind that held jobs.
+//! - `<p>:{q}:tok`: counter handing out lease tokens.
+//! - `<p>:{q}:wake`: list holding at most one marker; idle instances block on it.
+//! - `<p>:{q}:watch`: sorted set of jobs a long poll waits on, scored by the wait's deadline.
+//! - `<p>:{q}:events`: pub/sub channel: `c <id>` (cancel requested), `f <id>...` (finished).
+//! - `<p>:{q}:sched:<name>`: hash of one schedule (`spec`, `created`, `next`, `last`,
+//!   `last_job`); `<p>:{q}:schedules`: set of schedule names.
 
 /// Builds the keys of one deployment.
 #[derive(Clone, Debug)]
@@ -42,6 +72,82 @@ impl Keys {
     }
 }
 
+/// Builds the job queue's keys (see the module doc); the Lua scripts build the same keys from
+/// [`QueueKeys::base`].
+#[derive(Clone, Debug)]
+pub struct QueueKeys {
+    base: String,
+}
+
+impl QueueKeys {
+    pub fn new(prefix: &str) -> Self {
+        QueueKeys { base: format!("{prefix}:{{q}}:") }
+    }
+
+    /// The start of every queue key (`<p>:{q}:`), passed to each script as `KEYS[1]`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn job(&self, id: &str) -> String {
+        format!("{}j:{id}", self.base)
+    }
+
+    pub fn ready(&self, kind: &str) -> String {
+        format!("{}ready:{kind}", self.base)
+    }
+
+    pub fn delayed(&self) -> String {
+        format!("{}delayed", self.base)
+    }
+
+    pub fn leases(&self) -> String {
+        format!("{}leases", self.base)
+    }
+
+    /// Every job of `queue`, ordered by id.
+    pub fn all(&self, queue: &str) -> String {
+        format!("{}lq:{queue}", self.base)
+    }
+
+    /// The jobs of `queue` in `status` (kept for `waiting`, `scheduled`, `failed`, `cancelled`).
+    pub fn listing(&self, queue: &str, status: &str) -> String {
+        format!("{}ls:{queue}:{status}", self.base)
+    }
+
+    pub fn counts(&self) -> String {
+        format!("{}counts", self.base)
+    }
+
+    pub fn queues(&self) -> String {
+        format!("{}queues", self.base)
+    }
+
+    pub fn kinds(&self) -> String {
+        format!("{}kinds", self.base)
+    }
+
+    pub fn wake(&self) -> String {
+        format!("{}wake", self.base)
+    }
+
+    pub fn watch(&self) -> String {
+        format!("{}watch", self.base)
+    }
+
+    pub fn events(&self) -> String {
+        format!("{}events", self.base)
+    }
+
+    pub fn schedule(&self, name: &str) -> String {
+        format!("{}sched:{name}", self.base)
+    }
+
+    pub fn schedules(&self) -> String {
+        format!("{}schedules", self.base)
+    }
+}
+
 /// Escapes the glob metacharacters of `SCAN MATCH`.
 fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -64,6 +170,15 @@ mod tests {
         assert_eq!(keys.cache_value("tool:github"), "jy-test:cache:v:tool:github");
         assert_eq!(keys.cache_tag("github"), "jy-test:cache:t:github");
         assert_eq!(keys.cache_events(), "jy-test:cache:events");
+    }
+
+    #[test]
+    fn queue_keys_share_one_hash_tag_under_the_prefix() {
+        let keys = QueueKeys::new("jy");
+        assert_eq!(keys.base(), "jy:{q}:");
+        assert_eq!(keys.job("abc"), "jy:{q}:j:abc");
+        assert_eq!(keys.ready("send_email"), "jy:{q}:ready:send_email");
+        assert_eq!(keys.listing("default", "failed"), "jy:{q}:ls:default:failed");
     }
 
     #[test]

@@ -7,4 +7,4 @@ pub mod client;
 pub mod keys;
 
 pub use client::{Probe, RedisClient, RedisError, RedisSettings, RedisStats};
-pub use keys::Keys;
+pub use keys::{Keys, QueueKeys};

@@ -9,5 +9,6 @@ mod helpers;
 mod http_kind;
 mod jobs;
 mod lifecycle;
+mod queue_backends;
 mod redis_support;
 mod schedules;

@@ -9,11 +9,14 @@ use crate::job::{JobId, JobStatus};
 
 use super::store::Entry;
 
+/// The ordering key of a queued job: highest priority first, then submit order.
+pub(super) type Ready = (Reverse<i32>, u64, JobId);
+
 /// Ordering keys of a job in the indexes.
 #[derive(Default)]
 pub(super) struct Indexes {
-    /// `queued` jobs: highest priority first, then submit order.
-    pub ready: BTreeSet<(Reverse<i32>, u64, JobId)>,
+    /// `queued` jobs per kind: highest priority first, then submit order.
+    pub ready: HashMap<Arc<str>, BTreeSet<Ready>>,
     /// `scheduled` jobs by `run_at` (ms), then submit order.
     pub scheduled: BTreeSet<(i64, u64, JobId)>,
     /// `running` jobs by lease expiry (ms).
@@ -31,7 +34,11 @@ impl Indexes {
         let id = record.id;
         match record.status {
             JobStatus::Queued => {
-                self.ready.insert((Reverse(record.priority), entry.seq, id));
+                let ready = match self.ready.get_mut(&record.kind) {
+                    Some(ready) => ready,
+                    None => self.ready.entry(record.kind.clone()).or_default(),
+                };
+                ready.insert((Reverse(record.priority), entry.seq, id));
             }
             JobStatus::Scheduled => {
                 self.scheduled.insert((run_at_ms(entry), entry.seq, id));
@@ -53,7 +60,9 @@ impl Indexes {
         let id = record.id;
         match record.status {
             JobStatus::Queued => {
-                self.ready.remove(&(Reverse(record.priority), entry.seq, id));
+                if let Some(ready) = self.ready.get_mut(&record.kind) {
+                    ready.remove(&(Reverse(record.priority), entry.seq, id));
+                }
             }
             JobStatus::Scheduled => {
                 self.scheduled.remove(&(run_at_ms(entry), entry.seq, id));
@@ -77,6 +86,11 @@ impl Indexes {
         };
         let slot = &mut counts[entry.record.status.index()];
         *slot = slot.wrapping_add_signed(delta);
+    }
+
+    /// The first queued job among `kinds`, in claim order.
+    pub fn next_ready(&self, kinds: &[Arc<str>]) -> Option<JobId> {
+        kinds.iter().filter_map(|kind| self.ready.get(kind)?.first()).min().map(|&(_, _, id)| id)
     }
 
     /// The shared name of `queue`, so that every job of a queue points to one allocation.

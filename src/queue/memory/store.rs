@@ -218,9 +218,9 @@ impl Store {
         let mut changes = Changes::default();
         self.promote_due(now, &mut changes);
         let expires_ms = now.timestamp_millis() + claim.lease.as_millis() as i64;
-        let mut claimed = Vec::with_capacity(claim.workers.len().min(self.idx.ready.len()));
+        let mut claimed = Vec::new();
         for worker in &claim.workers {
-            let Some(&(_, _, id)) = self.idx.ready.first() else {
+            let Some(id) = self.idx.next_ready(&claim.kinds) else {
                 break;
             };
             let token = fastrand::u64(..);
@@ -598,6 +598,7 @@ mod tests {
         Claim {
             workers: (0..n).map(|i| Arc::from(format!("test/w{i}"))).collect(),
             lease: Duration::from_millis(lease_ms),
+            kinds: Arc::from(vec![Arc::from("noop")]),
         }
     }
 

@@ -1,0 +1,133 @@
+//! `/v1/jobs` listings from the indexes, newest first (ids are time-ordered UUIDv7s, so newest
+//! first is the ids' descending order), never by scanning every job:
+//! - `waiting`, `scheduled`, `failed`, `cancelled`: each has an index per queue;
+//! - `running`: the lease index (as large as the jobs running everywhere);
+//! - no status, `queued`, `succeeded`: the index of every job per queue, read in pages and
+//!   filtered. A page examines at most [`EXAMINE`] jobs; when it stops there, `next_cursor`
+//!   says where to continue, so a page may hold fewer jobs than asked for. The same bound holds
+//!   for a `kind` filter.
+
+use ::redis::Value;
+
+use super::{record, reply, RedisQueue};
+use crate::job::{JobId, JobRecord, JobStatus};
+use crate::queue::{ListQuery, Page, QueueError};
+
+/// Most jobs one page reads while filtering.
+const EXAMINE: usize = 5_000;
+/// Ids read from the indexes per round trip.
+const CHUNK: usize = 500;
+
+/// Where a listing reads its candidates from.
+enum Source {
+    /// Sorted sets ordered by id (all scores 0), merged.
+    Indexes(Vec<String>),
+    /// The ids of running jobs, already sorted newest first.
+    Running(Vec<String>),
+}
+
+pub(super) async fn list(queue: &RedisQueue, query: &ListQuery) -> Result<Page, QueueError> {
+    if let Some(cursor) = &query.cursor {
+        if cursor.parse::<JobId>().is_err() {
+            return Err(QueueError::InvalidCursor(cursor.clone()));
+        }
+    }
+    let limit = query.limit.max(1);
+    let queues: Vec<String> = match &query.queue {
+        Some(name) => vec![name.clone()],
+        None => queue.cmd(::redis::cmd("SMEMBERS").arg(queue.keys.queues())).await?,
+    };
+    let source = match query.status {
+        Some(
+            status @ (JobStatus::Waiting
+            | JobStatus::Scheduled
+            | JobStatus::Failed
+            | JobStatus::Cancelled),
+        ) => {
+            Source::Indexes(queues.iter().map(|q| queue.keys.listing(q, status.as_str())).collect())
+        }
+        Some(JobStatus::Running) => {
+            let mut ids: Vec<String> =
+                queue.cmd(::redis::cmd("ZRANGE").arg(queue.keys.leases()).arg(0).arg(-1)).await?;
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            Source::Running(ids)
+        }
+        _ => Source::Indexes(queues.iter().map(|q| queue.keys.all(q)).collect()),
+    };
+    let matches = |record: &JobRecord| {
+        query.status.is_none_or(|s| s == record.status)
+            && query.kind.as_deref().is_none_or(|k| k == &*record.kind)
+            && query.queue.as_deref().is_none_or(|q| q == &*record.queue)
+    };
+    let mut below = query.cursor.clone();
+    let mut jobs = Vec::with_capacity(limit.min(1024));
+    let mut examined = 0;
+    loop {
+        let ids = next_ids(queue, &source, below.as_deref()).await?;
+        if ids.is_empty() {
+            return Ok(Page { jobs, next_cursor: None });
+        }
+        let keys: Vec<String> = ids.iter().map(|id| queue.keys.job(id)).collect();
+        let stored: Vec<Option<Vec<u8>>> = queue.cmd(::redis::cmd("MGET").arg(&keys)).await?;
+        for (id, stored) in ids.iter().zip(stored) {
+            examined += 1;
+            let Some(bytes) = stored else { continue };
+            let parsed: JobId = id.parse().map_err(|_| reply::malformed("an indexed id"))?;
+            let record = record::decode(parsed, &bytes)
+                .map_err(|err| QueueError::Internal(err.to_string()))?;
+            if !matches(&record) {
+                below = Some(id.clone());
+                continue;
+            }
+            if jobs.len() == limit {
+                let last: &JobRecord = jobs.last().expect("limit is at least 1");
+                return Ok(Page { next_cursor: Some(last.id.to_string()), jobs });
+            }
+            jobs.push(record);
+            below = Some(id.clone());
+        }
+        if examined >= EXAMINE {
+            return Ok(Page { jobs, next_cursor: below });
+        }
+    }
+}
+
+/// The next ids below `below` (exclusive), newest first, at most [`CHUNK`].
+async fn next_ids(
+    queue: &RedisQueue,
+    source: &Source,
+    below: Option<&str>,
+) -> Result<Vec<String>, QueueError> {
+    match source {
+        Source::Running(ids) => {
+            let start = below.map_or(0, |b| ids.partition_point(|id| id.as_str() >= b));
+            Ok(ids[start..].iter().take(CHUNK).cloned().collect())
+        }
+        Source::Indexes(keys) if keys.is_empty() => Ok(Vec::new()),
+        Source::Indexes(keys) => {
+            let max = below.map_or("+".to_owned(), |b| format!("({b}"));
+            let mut pipe = ::redis::pipe();
+            for key in keys {
+                pipe.cmd("ZREVRANGEBYLEX")
+                    .arg(key)
+                    .arg(&max)
+                    .arg("-")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(CHUNK);
+            }
+            let replies: Vec<Value> =
+                queue.redis.pipe(&pipe, true).await.map_err(reply::redis_error)?;
+            let mut ids = Vec::new();
+            for value in &replies {
+                for id in reply::array(value)? {
+                    ids.push(reply::text(id)?.to_owned());
+                }
+            }
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids.dedup();
+            ids.truncate(CHUNK);
+            Ok(ids)
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! One trait-level suite of the job semantics, run against every queue backend: `memory`, and
+//! `redis` (a private `redis-server` per test). Time is stepped by the tests (every call takes
+//! `now`), so leases, delays, retries and retention are checked without waiting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jobyard::job::record::{json_from_str, json_null};
+use jobyard::job::spec::{plan, KindLookup, SpecDefaults};
+use jobyard::job::{JobId, JobSpec, JobStatus, NewJob};
+use jobyard::queue::{
+    CancelOutcome, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, MemoryQueue,
+    Outcome, QueueBackend, QueueError, RedisQueue,
+};
+use jobyard::redis::{RedisClient, RedisSettings};
+use jobyard::schedule::{Fire, Schedule};
+
+use crate::cache_backends::redis_url;
+use crate::helpers::test_config;
+use crate::redis_support::TestRedis;
+
+/// A backend under test, with the Redis it runs on (stopped when this is dropped).
+pub struct Backend {
+    pub queue: Arc<dyn QueueBackend>,
+    pub redis: Option<TestRedis>,
+}
+
+/// A memory backend.
+pub fn memory() -> Backend {
+    Backend { queue: Arc::new(MemoryQueue::new()), redis: None }
+}
+
+/// A Redis backend on a private server.
+pub async fn redis() -> Backend {
+    let server = TestRedis::start();
+    let queue = redis_queue(&server, &format!("t{}", fastrand::u32(..))).await;
+    Backend { queue, redis: Some(server) }
+}
+
+/// A Redis queue on `server` under `prefix` (two with the same prefix share their jobs).
+pub async fn redis_queue(server: &TestRedis, prefix: &str) -> Arc<dyn QueueBackend> {
+    let mut config = test_config();
+    config.redis_url = Some(redis_url(&server.url()));
+    config.redis_prefix = prefix.to_owned();
+    let client = RedisClient::new(RedisSettings::for_queue(&config).unwrap()).unwrap();
+    assert!(client.start().await, "connects to the test redis");
+    Arc::new(RedisQueue::with_client(client, prefix).await.expect("queue over the test redis"))
+}
+
+struct AnyKind;
+impl KindLookup for AnyKind {
+    fn lookup(&self, kind: &str) -> Option<Arc<str>> {
+        Some(Arc::from(kind))
+    }
+}
+
+/// A fixed instant plus `ms`, in whole milliseconds (as every backend keeps time).
+pub fn t(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+}
+
+pub fn plan_batch(specs: Vec<JobSpec>, now: DateTime<Utc>) -> Vec<NewJob> {
+    plan(specs, true, &AnyKind, &SpecDefaults::default(), now).expect("valid batch")
+}
+
+async fn submit(q: &dyn QueueBackend, spec: JobSpec, now: DateTime<Utc>) -> JobId {
+    let jobs = plan(vec![spec], false, &AnyKind, &SpecDefaults::default(), now).unwrap();
+    q.submit(jobs, now).await.unwrap().jobs[0].record.id
+}
+
+fn noop() -> JobSpec {
+    JobSpec::new("noop")
+}
+
+fn claim_of(n: usize, lease_ms: u64, kinds: &[&str]) -> Claim {
+    Claim {
+        workers: (0..n).map(|i| Arc::from(format!("suite/w{i}"))).collect(),
+        lease: Duration::from_millis(lease_ms),
+        kinds: kinds.iter().map(|k| Arc::from(*k)).collect::<Vec<_>>().into(),
+    }
+}
+
+async fn claim(q: &dyn QueueBackend, n: usize, now: DateTime<Utc>) -> Vec<Claimed> {
+    q.dequeue(claim_of(n, 10_000, &["noop", "other"]), now).await.unwrap()
+}
+
+async fn status(q: &dyn QueueBackend, id: JobId) -> JobStatus {
+    q.get(id).await.unwrap().expect("job kept").status
+}
+
+fn done(lease: LeaseRef, outcome: Outcome) -> Completion {
+    Completion { lease, outcome }
+}
+
+fn success() -> Outcome {
+    Outcome::Succeeded(json_null())
+}
+
+fn failure(error: &str, retry_at: Option<DateTime<Utc>>) -> Outcome {
+    Outcome::Failed { error: error.into(), retry_at }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A submitted job reads back as submitted.
+async fn submit_and_read_back(q: &dyn QueueBackend) {
+    let spec = JobSpec {
+        payload: Some(json_from_str(r#"{"to": "a@example.com"}"#).unwrap()),
+        queue: Some("mail".into()),
+        priority: Some(7),
+        max_attempts: Some(4),
+        timeout_ms: Some(1_500),
+        ..JobSpec::new("noop")
+    };
+    let jobs = plan(vec![spec], false, &AnyKind, &SpecDefaults::default(), t(0)).unwrap();
+    let submitted = q.submit(jobs, t(0)).await.unwrap();
+    let answered = &submitted.jobs[0];
+    assert!(answered.created);
+    assert_eq!(submitted.changes.ready, 1);
+    let stored = q.get(answered.record.id).await.unwrap().expect("stored");
+    for record in [&answered.record, &stored] {
+        assert_eq!(record.status, JobStatus::Queued);
+        assert_eq!((&*record.kind, &*record.queue), ("noop", "mail"));
+        assert_eq!(record.payload.get(), r#"{"to": "a@example.com"}"#);
+        assert_eq!((record.priority, record.max_attempts, record.attempts), (7, 4, 0));
+        assert_eq!(record.timeout_ms, 1_500);
+        assert_eq!((record.created_at, record.updated_at), (t(0), t(0)));
+        assert!(record.started_at.is_none() && record.worker.is_none());
+    }
+    assert!(q.get(JobId::new()).await.unwrap().is_none());
+}
+
+/// Rule 1: highest priority first, submit order within a priority; a later job of higher
+/// priority overtakes queued jobs of lower priority.
+async fn priority_then_submit_order(q: &dyn QueueBackend) {
+    let mut ids = Vec::new();
+    for priority in [0, 0, 5, 0, -3] {
+        ids.push(submit(q, JobSpec { priority: Some(priority), ..noop() }, t(0)).await);
+    }
+    let first = claim(q, 1, t(1)).await;
+    assert_eq!(first[0].record.id, ids[2], "priority 5 first");
+    let high = submit(q, JobSpec { priority: Some(10), ..noop() }, t(2)).await;
+    let rest: Vec<JobId> = claim(q, 10, t(3)).await.iter().map(|c| c.record.id).collect();
+    assert_eq!(rest, vec![high, ids[0], ids[1], ids[3], ids[4]]);
+}
+
+/// A claim takes only kinds the instance runs; jobs of other kinds wait, counted as queued.
+async fn claims_take_only_the_named_kinds(q: &dyn QueueBackend) {
+    let mine = submit(q, noop(), t(0)).await;
+    let foreign = submit(q, JobSpec::new("elsewhere"), t(0)).await;
+    let claimed = q.dequeue(claim_of(5, 10_000, &["noop"]), t(1)).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.record.id).collect::<Vec<_>>(), vec![mine]);
+    assert_eq!(status(q, foreign).await, JobStatus::Queued);
+    assert_eq!(q.stats().await.unwrap()["default"].queued, 1);
+    let later = q.dequeue(claim_of(5, 10_000, &["elsewhere"]), t(2)).await.unwrap();
+    assert_eq!(later[0].record.id, foreign);
+    assert_eq!(later[0].record.attempts, 1);
+}
+
+/// A claimed job runs under a lease; its record says who runs it.
+async fn a_claim_starts_an_attempt(q: &dyn QueueBackend) {
+    let id = submit(q, noop(), t(0)).await;
+    let claimed = claim(q, 3, t(5)).await;
+    assert_eq!(claimed.len(), 1);
+    let record = &claimed[0].record;
+    assert_eq!((record.id, record.status, record.attempts), (id, JobStatus::Running, 1));
+    assert_eq!(record.started_at, Some(t(5)));
+    assert_eq!(record.worker.as_deref(), Some("suite/w0"));
+    assert_eq!(q.get(id).await.unwrap().unwrap().worker.as_deref(), Some("suite/w0"));
+    assert!(claim(q, 3, t(6)).await.is_empty(), "a running job is not claimed twice");
+}
+
+/// A success stores the result; the job is terminal.
+async fn success_stores_the_result(q: &dyn QueueBackend) {
+    let id = submit(q, noop(), t(0)).await;
+    let lease = claim(q, 1, t(1)).await[0].lease;
+    let result = json_from_str(r#"{"sent": 3}"#).unwrap();
+    let changes = q.complete(vec![done(lease, Outcome::Succeeded(result))], t(2)).await.unwrap();
+    assert_eq!(changes.finished, vec![id]);
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Succeeded);
+    assert_eq!(record.result.unwrap().get(), r#"{"sent": 3}"#);
+    assert_eq!(record.finished_at, Some(t(2)));
+    let again = q.complete(vec![done(lease, success())], t(3)).await.unwrap();
+    assert_eq!(again.stale, 1, "a second completion of the same attempt is refused");
+}
+
+/// Rule 2: a failure with attempts left is scheduled for its retry time, then runs again; a
+/// failure without a retry time, or with no attempts left, ends `failed`.
+async fn retries_and_final_failures(q: &dyn QueueBackend) {
+    let id = submit(q, JobSpec { max_attempts: Some(2), ..noop() }, t(0)).await;
+    let lease = claim(q, 1, t(1)).await[0].lease;
+    let changes = q.complete(vec![done(lease, failure("boom", Some(t(1_000))))], t(2)).await;
+    assert_eq!(changes.unwrap().next_due, Some(t(1_000)));
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Scheduled);
+    assert_eq!((record.run_at, record.error.as_deref()), (Some(t(1_000)), Some("boom")));
+    assert!(claim(q, 1, t(999)).await.is_empty(), "not before its retry time");
+    let second = claim(q, 1, t(1_000)).await;
+    assert_eq!(second[0].record.attempts, 2);
+    q.complete(vec![done(second[0].lease, failure("again", Some(t(5_000))))], t(1_001))
+        .await
+        .unwrap();
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!((record.status, record.error.as_deref()), (JobStatus::Failed, Some("again")));
+
+    let fatal = submit(q, JobSpec { max_attempts: Some(5), ..noop() }, t(0)).await;
+    let lease = claim(q, 1, t(1)).await[0].lease;
+    q.complete(vec![done(lease, failure("fatal", None))], t(2)).await.unwrap();
+    assert_eq!(status(q, fatal).await, JobStatus::Failed, "no retry time: fails at once");
+}
+
+/// A retry that is already due goes straight back to `queued`.
+async fn a_due_retry_is_queued_at_once(q: &dyn QueueBackend) {
+    let id = submit(q, noop(), t(0)).await;
+    let lease = claim(q, 1, t(1)).await[0].lease;
+    let changes = q.complete(vec![done(lease, failure("x", Some(t(1))))], t(2)).await.unwrap();
+    assert_eq!(changes.ready, 1);
+    assert_eq!(status(q, id).await, JobStatus::Queued);
+}
+
+/// Delays: a job is `scheduled` until its time, then claimable (claims promote due jobs).
+async fn delayed_jobs_wait_for_their_time(q: &dyn QueueBackend) {
+    let at = t(60_000);
+    let id = submit(q, JobSpec { run_at: Some(at), ..noop() }, t(0)).await;
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!((record.status, record.run_at), (JobStatus::Scheduled, Some(at)));
+    assert!(claim(q, 1, t(59_999)).await.is_empty());
+    assert_eq!(claim(q, 1, at).await[0].record.id, id);
+    let by_tick = submit(q, JobSpec { run_at: Some(t(70_000)), ..noop() }, t(0)).await;
+    let changes = q.tick(t(70_000), HOUR).await.unwrap();
+    assert!(changes.ready >= 1);
+    assert_eq!(status(q, by_tick).await, JobStatus::Queued, "a tick promotes too");
+}
+
+/// Rule 3: a dependent waits until its dependencies succeed; a failure cancels dependents
+/// transitively, naming the dependency.
+async fn dependencies_release_and_cascade(q: &dyn QueueBackend) {
+    let specs = vec![
+        JobSpec { reference: Some("a".into()), ..noop() },
+        JobSpec { reference: Some("b".into()), depends_on: Some(vec!["a".into()]), ..noop() },
+        JobSpec {
+            reference: Some("c".into()),
+            depends_on: Some(vec!["a".into(), "b".into()]),
+            ..noop()
+        },
+    ];
+    let jobs = plan_batch(specs, t(0));
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let submitted = q.submit(jobs, t(0)).await.unwrap();
+    let states: Vec<JobStatus> = submitted.jobs.iter().map(|j| j.record.status).collect();
+    assert_eq!(states, vec![JobStatus::Queued, JobStatus::Waiting, JobStatus::Waiting]);
+    let a = claim(q, 5, t(1)).await;
+    assert_eq!(a.len(), 1, "only the job without dependencies runs");
+    let changes = q.complete(vec![done(a[0].lease, success())], t(2)).await.unwrap();
+    assert_eq!(changes.ready, 1);
+    assert_eq!(status(q, ids[1]).await, JobStatus::Queued);
+    assert_eq!(status(q, ids[2]).await, JobStatus::Waiting, "c still waits for b");
+    let b = claim(q, 5, t(3)).await;
+    q.complete(vec![done(b[0].lease, success())], t(4)).await.unwrap();
+    assert_eq!(claim(q, 5, t(5)).await[0].record.id, ids[2]);
+
+    let specs = vec![
+        JobSpec { reference: Some("root".into()), max_attempts: Some(1), ..noop() },
+        JobSpec {
+            reference: Some("child".into()),
+            depends_on: Some(vec!["root".into()]),
+            ..noop()
+        },
+        JobSpec {
+            reference: Some("grandchild".into()),
+            depends_on: Some(vec!["child".into()]),
+            ..noop()
+        },
+    ];
+    let jobs = plan_batch(specs, t(10));
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    q.submit(jobs, t(10)).await.unwrap();
+    let root = claim(q, 1, t(11)).await;
+    let changes = q.complete(vec![done(root[0].lease, failure("no", None))], t(12)).await.unwrap();
+    assert_eq!(changes.finished.len(), 3, "root, child and grandchild end together");
+    let child = q.get(ids[1]).await.unwrap().unwrap();
+    assert_eq!(child.status, JobStatus::Cancelled);
+    assert_eq!(child.error, Some(format!("dependency {} failed", ids[0])));
+    let grandchild = q.get(ids[2]).await.unwrap().unwrap();
+    assert_eq!(grandchild.error, Some(format!("dependency {} cancelled", ids[1])));
+}
+
+/// Rule 3: an unknown dependency refuses the whole batch; a dependency that already failed
+/// cancels the new job at once; a succeeded one is no obstacle.
+async fn dependency_checks_at_submit(q: &dyn QueueBackend) {
+    let missing = JobId::new();
+    let specs = vec![noop(), JobSpec { depends_on: Some(vec![missing.to_string()]), ..noop() }];
+    let err = q.submit(plan_batch(specs, t(0)), t(0)).await.unwrap_err();
+    assert_eq!(err, QueueError::UnknownDependency(missing));
+    assert!(q
+        .list(&ListQuery { limit: 10, ..ListQuery::default() })
+        .await
+        .unwrap()
+        .jobs
+        .is_empty());
+
+    let failed = submit(q, JobSpec { max_attempts: Some(1), ..noop() }, t(0)).await;
+    let lease = claim(q, 1, t(1)).await[0].lease;
+    q.complete(vec![done(lease, failure("x", None))], t(2)).await.unwrap();
+    let doomed =
+        submit(q, JobSpec { depends_on: Some(vec![failed.to_string()]), ..noop() }, t(3)).await;
+    let record = q.get(doomed).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Cancelled);
+    assert_eq!(record.error, Some(format!("dependency {failed} failed")));
+
+    let ok = submit(q, noop(), t(4)).await;
+    let lease = claim(q, 1, t(5)).await[0].lease;
+    q.complete(vec![done(lease, success())], t(6)).await.unwrap();
+    let after = submit(q, JobSpec { depends_on: Some(vec![ok.to_string()]), ..noop() }, t(7)).await;
+    assert_eq!(status(q, after).await, JobStatus::Queued);
+}
+
+/// Rule 4: waiting, scheduled and queued jobs are cancelled at once (dependents with them);
+/// terminal ones conflict; unknown ones are not found.
+async fn cancelling_jobs_that_do_not_run(q: &dyn QueueBackend) {
+    let scheduled = submit(q, JobSpec { run_at: Some(t(60_000)), ..noop() }, t(0)).await;
+    let waiting =
+        submit(q, JobSpec { depends_on: Some(vec![scheduled.to_string()]), ..noop() }, t(0)).await;
+    let queued = submit(q, noop(), t(0)).await;
+    let (outcome, changes) = q.cancel(scheduled, t(1)).await.unwrap();
+    assert!(matches!(outcome, CancelOutcome::Cancelled(ref r) if r.status == JobStatus::Cancelled));
+    assert_eq!(changes.finished, vec![scheduled, waiting]);
+    assert_eq!(status(q, waiting).await, JobStatus::Cancelled);
+    q.cancel(queued, t(2)).await.unwrap();
+    assert!(claim(q, 5, t(3)).await.is_empty(), "a cancelled job is never claimed");
+    assert_eq!(
+        q.cancel(queued, t(4)).await.unwrap_err(),
+        QueueError::AlreadyFinished { id: queued, status: JobStatus::Cancelled }
+    );
+    let unknown = JobId::new();
+    assert_eq!(q.cancel(unknown, t(5)).await.unwrap_err(), QueueError::NotFound(unknown));
+    assert!(q.tick(t(100_000), HOUR).await.is_ok());
+    assert_eq!(status(q, scheduled).await, JobStatus::Cancelled, "never promoted once cancelled");
+}
+
+/// Rule 4: cancelling a running job requests it; renewals report it; a failure then ends
+/// `cancelled` without retry.
+async fn cancelling_a_running_job(q: &dyn QueueBackend) {
+    let id = submit(q, JobSpec { max_attempts: Some(3), ..noop() }, t(0)).await;
+    let lease = claim(q, 1, t(1)).await[0].lease;
+    let (outcome, _) = q.cancel(id, t(2)).await.unwrap();
+    let CancelOutcome::Requested(record) = outcome else { panic!("a running job is requested") };
+    assert!(record.cancel_requested);
+    assert_eq!(record.status, JobStatus::Running);
+    let states = q.renew(vec![lease], Duration::from_secs(10), t(3)).await.unwrap();
+    assert_eq!(states, vec![LeaseState::CancelRequested]);
+    q.complete(vec![done(lease, failure("stopped", Some(t(4))))], t(4)).await.unwrap();
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!((record.status, record.error.as_deref()), (JobStatus::Cancelled, Some("cancelled")));
+}
+
+/// Rule 5: an expired lease returns the job to `queued` with the attempt counted; the late
+/// worker's completion is refused; with no attempts left the job fails 'lease expired'.
+async fn expired_leases_are_recovered(q: &dyn QueueBackend) {
+    let id = submit(q, JobSpec { max_attempts: Some(2), ..noop() }, t(0)).await;
+    let first = q.dequeue(claim_of(1, 1_000, &["noop"]), t(0)).await.unwrap();
+    q.tick(t(999), HOUR).await.unwrap();
+    assert_eq!(status(q, id).await, JobStatus::Running, "the lease still holds");
+    let changes = q.tick(t(2_000), HOUR).await.unwrap();
+    assert!(changes.ready >= 1);
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!((record.status, record.attempts), (JobStatus::Queued, 1));
+    assert_eq!(record.error.as_deref(), Some("lease expired"));
+    let late = q.complete(vec![done(first[0].lease, success())], t(2_001)).await.unwrap();
+    assert_eq!(late.stale, 1, "the first worker's completion is refused");
+    let states = q.renew(vec![first[0].lease], Duration::from_secs(1), t(2_001)).await.unwrap();
+    assert_eq!(states, vec![LeaseState::Lost]);
+    let second = q.dequeue(claim_of(1, 1_000, &["noop"]), t(2_002)).await.unwrap();
+    assert_eq!(second[0].record.attempts, 2);
+    q.tick(t(4_000), HOUR).await.unwrap();
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.error.as_deref()),
+        (JobStatus::Failed, Some("lease expired"))
+    );
+}
+
+/// Rule 5: renewing keeps a lease alive past its first expiry.
+async fn renewal_keeps_a_lease(q: &dyn QueueBackend) {
+    let id = submit(q, noop(), t(0)).await;
+    let lease = q.dequeue(claim_of(1, 1_000, &["noop"]), t(0)).await.unwrap()[0].lease;
+    let states = q.renew(vec![lease], Duration::from_millis(1_000), t(900)).await.unwrap();
+    assert_eq!(states, vec![LeaseState::Active]);
+    q.tick(t(1_500), HOUR).await.unwrap();
+    assert_eq!(status(q, id).await, JobStatus::Running);
+    q.tick(t(2_000), HOUR).await.unwrap();
+    assert_eq!(status(q, id).await, JobStatus::Queued);
+}
+
+/// Crash recovery across instances: the job of a worker that vanished runs on another one.
+async fn another_instance_takes_over_a_dead_workers_job(q: &dyn QueueBackend) {
+    let id = submit(q, noop(), t(0)).await;
+    let dead = q.dequeue(claim_of(1, 1_000, &["noop"]), t(0)).await.unwrap();
+    let mut other = claim_of(1, 1_000, &["noop"]);
+    other.workers = vec![Arc::from("other-host/w0")];
+    assert!(q.dequeue(other.clone(), t(500)).await.unwrap().is_empty());
+    q.tick(t(1_001), HOUR).await.unwrap();
+    let taken = q.dequeue(other, t(1_002)).await.unwrap();
+    assert_eq!(taken[0].record.id, id);
+    assert_eq!(taken[0].record.worker.as_deref(), Some("other-host/w0"));
+    assert_ne!(taken[0].lease.token, dead[0].lease.token, "a new attempt has a new token");
+    q.complete(vec![done(taken[0].lease, success())], t(1_003)).await.unwrap();
+    let late = q.complete(vec![done(dead[0].lease, failure("late", None))], t(1_004)).await;
+    assert_eq!(late.unwrap().stale, 1);
+    assert_eq!(status(q, id).await, JobStatus::Succeeded, "the newer attempt's outcome stands");
+}
+
+/// Rule 10: a released job goes back to `queued` without its attempt; one whose cancel was
+/// requested ends `cancelled`.
+async fn release_hands_jobs_back(q: &dyn QueueBackend) {
+    let kept = submit(q, noop(), t(0)).await;
+    let stopped = submit(q, noop(), t(0)).await;
+    let claimed = claim(q, 2, t(1)).await;
+    q.cancel(stopped, t(2)).await.unwrap();
+    let changes = q.release(claimed.iter().map(|c| c.lease).collect(), t(3)).await.unwrap();
+    assert_eq!((changes.ready, changes.finished.clone()), (1, vec![stopped]));
+    let record = q.get(kept).await.unwrap().unwrap();
+    assert_eq!((record.status, record.attempts), (JobStatus::Queued, 0));
+    assert_eq!(status(q, stopped).await, JobStatus::Cancelled);
+    let again = q.release(claimed.iter().map(|c| c.lease).collect(), t(4)).await.unwrap();
+    assert_eq!(again.stale, 2);
+}
+
+/// Progress is stored for the running attempt only.
+async fn progress_reports(q: &dyn QueueBackend) {
+    let id = submit(q, noop(), t(0)).await;
+    let lease = claim(q, 1, t(1)).await[0].lease;
+    let progress = json_from_str(r#"{"done": 4, "total": 10}"#).unwrap();
+    q.report_progress(lease, progress, t(2)).await.unwrap();
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!(record.progress.unwrap().get(), r#"{"done": 4, "total": 10}"#);
+    let stale = LeaseRef { id, token: lease.token.wrapping_add(1) };
+    q.report_progress(stale, json_from_str("1").unwrap(), t(3)).await.unwrap();
+    assert_eq!(
+        q.get(id).await.unwrap().unwrap().progress.unwrap().get(),
+        r#"{"done": 4, "total": 10}"#
+    );
+}
+
+/// Idempotency keys return the first job, in one batch or across submits, until retention
+/// removes it.
+async fn idempotency_keys(q: &dyn QueueBackend) {
+    let spec = JobSpec { idempotency_key: Some("refresh:42".into()), ..noop() };
+    let first = submit(q, spec.clone(), t(0)).await;
+    let jobs = plan(vec![spec.clone()], false, &AnyKind, &SpecDefaults::default(), t(1)).unwrap();
+    let again = q.submit(jobs, t(1)).await.unwrap();
+    assert!(!again.jobs[0].created);
+    assert_eq!(again.jobs[0].record.id, first);
+    let lease = claim(q, 1, t(2)).await[0].lease;
+    q.complete(vec![done(lease, success())], t(3)).await.unwrap();
+    q.tick(t(3 + 1_000), Duration::from_secs(1)).await.unwrap();
+    assert!(q.get(first).await.unwrap().is_none(), "removed after retention");
+    let fresh = submit(q, spec, t(5_000)).await;
+    assert_ne!(fresh, first, "the key is free again");
+}
+
+/// Rule 7: terminal jobs are removed after retention, with their counts; others stay.
+async fn retention_removes_terminal_jobs(q: &dyn QueueBackend) {
+    let old = submit(q, noop(), t(0)).await;
+    let lease = claim(q, 1, t(1)).await[0].lease;
+    q.complete(vec![done(lease, success())], t(2)).await.unwrap();
+    let waiting =
+        submit(q, JobSpec { run_at: Some(t(HOUR.as_millis() as i64 * 5)), ..noop() }, t(3)).await;
+    q.tick(t(2 + 999), Duration::from_secs(1)).await.unwrap();
+    assert!(q.get(old).await.unwrap().is_some(), "kept within retention");
+    q.tick(t(2 + 1_000), Duration::from_secs(1)).await.unwrap();
+    assert!(q.get(old).await.unwrap().is_none(), "removed after retention");
+    assert!(q.get(waiting).await.unwrap().is_some(), "a job that is not terminal stays");
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats["default"].succeeded, stats["default"].scheduled), (0, 1));
+    let listed = q.list(&ListQuery { limit: 10, ..ListQuery::default() }).await.unwrap();
+    assert_eq!(listed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![waiting]);
+}
+
+/// Stats count jobs per queue and state.
+async fn stats_count_per_queue_and_state(q: &dyn QueueBackend) {
+    submit(q, noop(), t(0)).await;
+    submit(q, noop(), t(0)).await;
+    submit(q, JobSpec { queue: Some("mail".into()), run_at: Some(t(9_000)), ..noop() }, t(0)).await;
+    let lease = claim(q, 1, t(1)).await[0].lease;
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats["default"].queued, stats["default"].running), (1, 1));
+    assert_eq!(stats["mail"].scheduled, 1);
+    q.complete(vec![done(lease, success())], t(2)).await.unwrap();
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats["default"].running, stats["default"].succeeded), (0, 1));
+}
+
+/// Listings: newest first, paged by cursor, filtered by status, kind and queue.
+async fn listings_page_and_filter(q: &dyn QueueBackend) {
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let spec = JobSpec {
+            queue: Some(if i % 2 == 0 { "even" } else { "odd" }.into()),
+            ..JobSpec::new(if i < 5 { "noop" } else { "other" })
+        };
+        ids.push(submit(q, spec, t(i)).await);
+    }
+    let lease = q.dequeue(claim_of(1, 10_000, &["other"]), t(10)).await.unwrap()[0].lease;
+    q.complete(vec![done(lease, failure("x", None))], t(11)).await.unwrap();
+    let page = |status, kind: Option<&str>, queue: Option<&str>, limit, cursor| ListQuery {
+        status,
+        kind: kind.map(Into::into),
+        queue: queue.map(Into::into),
+        limit,
+        cursor,
+    };
+    let first = q.list(&page(None, None, None, 3, None)).await.unwrap();
+    let got: Vec<JobId> = first.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(got, vec![ids[6], ids[5], ids[4]]);
+    let second = q.list(&page(None, None, None, 3, first.next_cursor.clone())).await.unwrap();
+    assert_eq!(second.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[3], ids[2], ids[1]]);
+    let last = q.list(&page(None, None, None, 3, second.next_cursor.clone())).await.unwrap();
+    assert_eq!(last.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[0]]);
+    assert!(last.next_cursor.is_none());
+    let failed = q.list(&page(Some(JobStatus::Failed), None, None, 10, None)).await.unwrap();
+    assert_eq!(failed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[5]]);
+    let queued = q.list(&page(Some(JobStatus::Queued), None, None, 10, None)).await.unwrap();
+    assert_eq!(queued.jobs.len(), 6);
+    let others = q.list(&page(None, Some("other"), None, 10, None)).await.unwrap();
+    assert_eq!(others.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[6], ids[5]]);
+    let odd = q.list(&page(Some(JobStatus::Queued), Some("noop"), Some("odd"), 10, None)).await;
+    assert_eq!(odd.unwrap().jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[3], ids[1]]);
+    let err = q.list(&page(None, None, None, 10, Some("nonsense".into()))).await.unwrap_err();
+    assert!(matches!(err, QueueError::InvalidCursor(_)));
+}
+
+fn schedule(name: &str, cron: &str, now: DateTime<Utc>) -> Schedule {
+    Schedule {
+        name: name.into(),
+        cron: cron.into(),
+        timezone: "UTC".into(),
+        job: noop(),
+        catch_up: false,
+        created_at: now,
+        updated_at: now,
+        next_run_at: Some(now + chrono::Duration::seconds(5)),
+        last_run_at: None,
+        last_job_id: None,
+    }
+}
+
+/// Schedules: stored, listed by name, replaced (keeping creation and last run), fired,
+/// deleted.
+async fn schedules_are_stored(q: &dyn QueueBackend) {
+    assert!(q.put_schedule(schedule("b", "*/5 * * * * *", t(0))).await.unwrap());
+    assert!(q.put_schedule(schedule("a", "0 * * * * *", t(0))).await.unwrap());
+    let names: Vec<String> =
+        q.list_schedules().await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, vec!["a", "b"]);
+    let job = JobId::new();
+    let fire = Fire { fired: Some((t(5_000), job)), next_run_at: Some(t(10_000)) };
+    q.record_fire("b", fire).await.unwrap();
+    assert!(!q.put_schedule(schedule("b", "*/7 * * * * *", t(6_000))).await.unwrap());
+    let stored = q.get_schedule("b").await.unwrap().unwrap();
+    assert_eq!(stored.cron, "*/7 * * * * *");
+    assert_eq!((stored.created_at, stored.updated_at), (t(0), t(6_000)));
+    assert_eq!((stored.last_run_at, stored.last_job_id), (Some(t(5_000)), Some(job)));
+    assert_eq!(stored.next_run_at, Some(t(11_000)));
+    assert!(q.delete_schedule("b").await.unwrap());
+    assert!(!q.delete_schedule("b").await.unwrap());
+    assert!(q.get_schedule("b").await.unwrap().is_none());
+    let missing = Fire { fired: None, next_run_at: None };
+    assert!(matches!(q.record_fire("b", missing).await, Err(QueueError::ScheduleNotFound(_))));
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $( #[actix_web::test] async fn $name() {
+                let backend = super::memory();
+                super::$name(&*backend.queue).await;
+            } )*
+        }
+        mod redis {
+            $( #[actix_web::test] async fn $name() {
+                let backend = super::redis().await;
+                super::$name(&*backend.queue).await;
+                assert!(backend.redis.is_some_and(|r| r.answers_ping()), "redis still up");
+            } )*
+        }
+    };
+}
+
+suite!(
+    submit_and_read_back,
+    priority_then_submit_order,
+    claims_take_only_the_named_kinds,
+    a_claim_starts_an_attempt,
+    success_stores_the_result,
+    retries_and_final_failures,
+    a_due_retry_is_queued_at_once,
+    delayed_jobs_wait_for_their_time,
+    dependencies_release_and_cascade,
+    dependency_checks_at_submit,
+    cancelling_jobs_that_do_not_run,
+    cancelling_a_running_job,
+    expired_leases_are_recovered,
+    renewal_keeps_a_lease,
+    another_instance_takes_over_a_dead_workers_job,
+    release_hands_jobs_back,
+    progress_reports,
+    idempotency_keys,
+    retention_removes_terminal_jobs,
+    stats_count_per_queue_and_state,
+    listings_page_and_filter,
+    schedules_are_stored,
+);
