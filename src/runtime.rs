@@ -41,7 +41,6 @@ use crate::job::{
     Backoff, Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults,
     SpecError,
 };
-use crate::kinds::cache_warm::CacheWarm;
 use crate::metadata::MetadataStore;
 use crate::queue::{
     CancelOutcome, ListQuery, MemoryQueue, Page, QueueBackend, QueueError, QueueStats, SubmitResult,
@@ -443,6 +442,11 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Whether a queue backend was given (else the configuration's is used).
+    pub fn has_queue_backend(&self) -> bool {
+        self.queue_backend.is_some()
+    }
+
     /// Uses this cache (see [`crate::cache::build`]) instead of a memory cache.
     pub fn cache(mut self, cache: Arc<dyn Cache>) -> Self {
         self.cache = Some(cache);
@@ -463,17 +467,21 @@ impl RuntimeBuilder {
 
     /// Starts the actors on the current arbiter. Must be called inside an actix `System`
     /// (`#[actix_web::main]`, `#[actix::main]`, `#[actix::test]`).
-    pub fn start(mut self) -> Result<Runtime, RuntimeError> {
+    pub fn start(self) -> Result<Runtime, RuntimeError> {
         let backend = match (self.queue_backend, self.config.queue_backend) {
             (Some(backend), _) => backend,
-            (None, QueueBackendKind::Memory) => Arc::new(MemoryQueue::new()) as Arc<dyn QueueBackend>,
+            (None, QueueBackendKind::Memory) => {
+                Arc::new(MemoryQueue::new()) as Arc<dyn QueueBackend>
+            }
             (None, QueueBackendKind::Redis) => {
                 return Err(RuntimeError::Start(
-                    "JOBYARD_QUEUE_BACKEND=redis: the Redis queue backend is not built yet; set JOBYARD_QUEUE_BACKEND=memory".into(),
+                    "JOBYARD_QUEUE_BACKEND=redis: give the runtime a queue backend \
+                     (`.queue_backend(Arc::new(RedisQueue::connect(&config).await?))`), or \
+                     build it with `startup::Server`, which connects it"
+                        .into(),
                 ))
             }
         };
-        self.registry.register::<CacheWarm>();
         let cache =
             self.cache.unwrap_or_else(|| Arc::new(MemoryCache::new(self.config.cache_max_bytes)));
         let parts = RuntimeParts {

@@ -10,7 +10,9 @@ use actix_web::{App, HttpServer};
 use tokio::sync::Notify;
 
 use crate::api::{self, ApiSettings};
-use crate::config::Config;
+use crate::config::{Config, QueueBackendKind};
+use crate::queue::redis::RedisQueueError;
+use crate::queue::RedisQueue;
 use crate::redis::{RedisClient, RedisError, RedisSettings};
 use crate::runtime::{Runtime, RuntimeBuilder, RuntimeError};
 
@@ -23,6 +25,8 @@ pub enum StartupError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Redis(#[from] RedisError),
+    #[error("the Redis queue cannot be used: {0}")]
+    Queue(#[from] RedisQueueError),
 }
 
 /// Stops a running server as a signal would.
@@ -53,11 +57,16 @@ impl Server {
     }
 
     /// Like [`Server::build`], with a runtime builder the caller prepared (extra kinds, another
-    /// queue backend). The builder's configuration, cache and Redis link are set from `config`.
+    /// queue backend). The builder's configuration, cache and Redis link are set from `config`,
+    /// and so is its queue backend unless it was given one.
     pub async fn build_with(
         config: Config,
-        runtime: RuntimeBuilder,
+        mut runtime: RuntimeBuilder,
     ) -> Result<Server, StartupError> {
+        if config.queue_backend == QueueBackendKind::Redis && !runtime.has_queue_backend() {
+            let queue = RedisQueue::connect(&config).await?;
+            runtime = runtime.queue_backend(std::sync::Arc::new(queue));
+        }
         let redis = match RedisSettings::from_config(&config) {
             Some(settings) => {
                 let redis = RedisClient::new(settings)?;

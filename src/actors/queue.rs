@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use tokio::sync::oneshot;
+use tokio::sync::Notify;
 
 use crate::job::{JobId, JobRecord, Json, NewJob};
 use crate::queue::{
-    CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Outcome,
-    Page, QueueBackend, QueueError, QueueStats, Submitted,
+    BackendEvent, CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState,
+    ListQuery, Outcome, Page, QueueBackend, QueueError, QueueStats, Submitted,
 };
 use crate::schedule::{Fire, Schedule};
 
@@ -98,6 +98,17 @@ pub struct GetJob(pub JobId);
 #[rtype(result = "Result<Page, QueueError>")]
 pub struct ListJobs(pub ListQuery);
 
+/// Wait (on a shared backend) until work may be ready anywhere, or `timeout` passed; answers
+/// true when woken.
+#[derive(Message)]
+#[rtype(result = "Result<bool, QueueError>")]
+pub struct WaitForWork(pub Duration);
+
+/// What another instance did, as the backend heard it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Heard(BackendEvent);
+
 /// Wait until a job is terminal or `timeout` passed; answers the job as it then is.
 #[derive(Message)]
 #[rtype(result = "Result<Option<JobRecord>, QueueError>")]
@@ -150,9 +161,9 @@ pub struct RecordFire {
     pub fire: Fire,
 }
 
-/// How often a long-poll waiter re-reads its job even without news, so that a job finished by
-/// another instance (which this actor hears nothing of) is still noticed.
-const WAIT_RECHECK: Duration = Duration::from_secs(1);
+/// How often a long-poll waiter re-reads its job even without news: a safety net for news
+/// missed while a shared backend's link was down (every finish is otherwise heard at once).
+const WAIT_RECHECK: Duration = Duration::from_secs(5);
 
 /// The queue actor. See the module doc.
 pub struct QueueActor {
@@ -160,8 +171,10 @@ pub struct QueueActor {
     workers: Vec<(Recipient<JobsReady>, Recipient<CancelRunning>)>,
     scheduler: Option<Recipient<WakeAt>>,
     results: Option<Recipient<StoreResults>>,
-    /// Long-poll waiters by job; woken (by dropping the sender) when the job ends.
-    waiters: HashMap<JobId, Vec<oneshot::Sender<()>>>,
+    /// Long-poll waiters by job, woken when the job ends (or when news may have been missed).
+    waiters: HashMap<JobId, Arc<Notify>>,
+    /// True once the backend delivers other instances' events here (kept across restarts).
+    listening: bool,
 }
 
 impl QueueActor {
@@ -172,6 +185,19 @@ impl QueueActor {
             scheduler: None,
             results: None,
             waiters: HashMap::new(),
+            listening: false,
+        }
+    }
+
+    /// Wakes the waiters of jobs that ended.
+    fn wake_waiters(&mut self, finished: &[JobId]) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        for id in finished {
+            if let Some(waiters) = self.waiters.get(id) {
+                waiters.notify_waiters();
+            }
         }
     }
 
@@ -185,12 +211,7 @@ impl QueueActor {
         if let (Some(at), Some(scheduler)) = (changes.next_due, &self.scheduler) {
             scheduler.do_send(WakeAt(at));
         }
-        if !self.waiters.is_empty() {
-            for id in &changes.finished {
-                // Dropping the senders wakes the waiters, which then read the final record.
-                self.waiters.remove(id);
-            }
-        }
+        self.wake_waiters(&changes.finished);
     }
 
     /// Runs a backend call whose changes must be published, on this actor's context.
@@ -224,12 +245,50 @@ fn isolated<T: 'static>(
 
 impl Actor for QueueActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.backend.shared() && !self.listening {
+            self.listening = true;
+            let me = ctx.address();
+            self.backend.listen(Arc::new(move |event| me.do_send(Heard(event))));
+        }
+    }
 }
 
 impl Supervised for QueueActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("queue actor restarting");
-        self.waiters.clear();
+        // Waiters re-read their job when woken; none is left hanging.
+        for waiters in self.waiters.values() {
+            waiters.notify_waiters();
+        }
+    }
+}
+
+impl Handler<Heard> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, Heard(event): Heard, _: &mut Context<Self>) {
+        match event {
+            BackendEvent::CancelRequested(id) => {
+                for (_, cancel) in &self.workers {
+                    cancel.do_send(CancelRunning(id));
+                }
+            }
+            BackendEvent::Finished(ids) => self.wake_waiters(&ids),
+            BackendEvent::Resync => {
+                for waiters in self.waiters.values() {
+                    waiters.notify_waiters();
+                }
+            }
+        }
+    }
+}
+
+impl Handler<WaitForWork> for QueueActor {
+    type Result = ResponseFuture<Result<bool, QueueError>>;
+    fn handle(&mut self, WaitForWork(timeout): WaitForWork, _: &mut Context<Self>) -> Self::Result {
+        let backend = self.backend.clone();
+        Box::pin(async move { backend.wait_for_work(timeout).await })
     }
 }
 
@@ -351,38 +410,34 @@ impl Handler<WaitFor> for QueueActor {
     fn handle(&mut self, msg: WaitFor, _: &mut Context<Self>) -> Self::Result {
         let backend = self.backend.clone();
         let deadline = tokio::time::Instant::now() + msg.timeout;
-        let (tx, rx) = oneshot::channel();
-        // Registered before the first read, so a finish between the read and the wait still
-        // wakes this waiter.
-        self.waiters.entry(msg.id).or_default().push(tx);
         let id = msg.id;
+        let news = self.waiters.entry(id).or_default().clone();
         let wait = async move {
-            let mut news = Some(rx);
+            if backend.shared() {
+                // Other instances announce this job's end only while someone watches it.
+                let until = Utc::now() + msg.timeout + Duration::from_secs(1);
+                if let Err(err) = backend.watch(id, until).await {
+                    tracing::debug!(job_id = %id, "watch not registered: {err}");
+                }
+            }
             loop {
+                // Listening before reading, so a finish between the read and the wait counts.
+                let notified = news.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
                 let record = backend.get(id).await?;
                 let done = record.as_ref().is_none_or(|r| r.status.is_terminal());
                 if done || tokio::time::Instant::now() >= deadline {
                     return Ok(record);
                 }
                 let recheck = (tokio::time::Instant::now() + WAIT_RECHECK).min(deadline);
-                match news.as_mut() {
-                    // A oneshot must not be polled again once it has answered.
-                    Some(rx) => {
-                        if tokio::time::timeout_at(recheck, rx).await.is_ok() {
-                            news = None;
-                        }
-                    }
-                    None => tokio::time::sleep_until(recheck).await,
-                }
+                let _ = tokio::time::timeout_at(recheck, notified).await;
             }
         };
         Box::pin(isolated(wait).into_actor(self).map(move |result, act, _| {
-            // This waiter's receiver is gone now: forget its sender, and the entry if empty.
-            if let Some(waiters) = act.waiters.get_mut(&id) {
-                waiters.retain(|w| !w.is_closed());
-                if waiters.is_empty() {
-                    act.waiters.remove(&id);
-                }
+            // The last waiter of a job takes its entry away.
+            if act.waiters.get(&id).is_some_and(|w| Arc::strong_count(w) == 1) {
+                act.waiters.remove(&id);
             }
             result
         }))

@@ -12,8 +12,7 @@ use actix::prelude::*;
 
 use crate::cache::{Cache, CacheHandle};
 use crate::config::Config;
-use crate::job::{Extensions, Job, JobSpec, Registry};
-use crate::kinds::cache_warm::CacheWarm;
+use crate::job::{Extensions, Registry};
 use crate::metadata::MetadataStore;
 use crate::queue::QueueBackend;
 use crate::redis::RedisClient;
@@ -54,6 +53,7 @@ impl RuntimeSupervisor {
     pub fn start(config: &Config, parts: RuntimeParts) -> (Addr<Self>, Client) {
         let RuntimeParts { registry, backend, cache, redis, mut extensions } = parts;
         let backends = (backend.name(), cache.backend());
+        let backend_shared = backend.shared();
         let queue = actix::Supervisor::start(move |_| QueueActor::new(backend));
         let metadata = MetadataStore::new(&config.data_dir);
         let (actor_cache, retention) = (cache.clone(), config.retention);
@@ -67,6 +67,7 @@ impl RuntimeSupervisor {
             lease: config.lease,
             cancel_grace: config.cancel_grace,
             extensions,
+            shared: backend_shared,
         };
         let (pool_queue, pool_registry) = (queue.clone(), registry.clone());
         let pool =
@@ -78,7 +79,7 @@ impl RuntimeSupervisor {
         queue.do_send(Subscribe::Workers(pool.clone().recipient(), pool.clone().recipient()));
         queue.do_send(Subscribe::Scheduler(scheduler.clone().recipient()));
         queue.do_send(Subscribe::Results(cache_actor.clone().recipient()));
-        actix_rt::spawn(warm(client.clone(), MetadataStore::new(&config.data_dir)));
+        actix_rt::spawn(warm(client.cache().clone(), MetadataStore::new(&config.data_dir)));
         let supervisor = RuntimeSupervisor { pool, scheduler, cache: cache_actor }.start();
         (supervisor, client)
     }
@@ -87,10 +88,11 @@ impl RuntimeSupervisor {
 /// How often the hottest cache keys are recorded for the next start.
 const HOT_KEYS_EVERY: Duration = Duration::from_secs(60);
 
-/// Submits the warming job with the hottest keys of the previous run, when there are any and
-/// the cache has a shared layer to load them from.
-async fn warm(client: Client, metadata: MetadataStore) {
-    if client.cache().backend() == "memory" {
+/// Loads the hottest keys of the previous run from the shared cache layer into this
+/// instance's memory layer (cache.md rule 8). It runs here rather than as a job: each
+/// instance warms its own memory, which a job claimed by any instance could not do.
+async fn warm(cache: Arc<dyn Cache>, metadata: MetadataStore) {
+    if cache.backend() == "memory" {
         return;
     }
     let doc = tokio::task::spawn_blocking(move || metadata.load::<WarmingDoc>(WARMING_DOC)).await;
@@ -103,18 +105,8 @@ async fn warm(client: Client, metadata: MetadataStore) {
     if keys.is_empty() {
         return;
     }
-    let payload = match crate::job::record::to_json(&serde_json::json!({ "keys": keys })) {
-        Ok(payload) => payload,
-        Err(err) => return tracing::warn!("cache warming skipped: {err}"),
-    };
-    let spec =
-        JobSpec { payload: Some(payload), priority: Some(1000), ..JobSpec::new(CacheWarm::KIND) };
-    match client.submit_spec(spec).await {
-        Ok(job) => {
-            tracing::info!(job_id = %job.record.id, keys = keys.len(), "cache warming job submitted")
-        }
-        Err(err) => tracing::warn!("cache warming job not submitted: {err}"),
-    }
+    let loaded = cache.preload(&keys).await;
+    tracing::info!(asked = keys.len(), loaded, "cache warmed");
 }
 
 /// `host-pid`, naming this instance in each job's `worker` field.

@@ -25,11 +25,17 @@ use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
 
 use super::queue::{
     CancelRunning, Complete, Dequeue, JobsReady, QueueActor, Release, Renew, ReportProgress,
+    WaitForWork,
 };
 
-/// How often an idle pool looks for work even without being told (a safety net for wake-ups
-/// missed while a fetch failed, and for jobs submitted by other instances).
+/// How often an idle pool looks for work even without being told: a safety net for wake-ups
+/// missed while a fetch failed. On a shared backend the pool also waits for other instances'
+/// wake-ups, [`WORK_WAIT`] at a time, and fetches after each wait.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How long one wait for work on a shared backend lasts (its watchdog is the backend's).
+const WORK_WAIT: Duration = Duration::from_secs(1);
+/// How long the pool waits before trying again after the queue failed it.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// How an attempt's task ended.
 enum Ending {
@@ -81,6 +87,8 @@ pub struct PoolSettings {
     pub cancel_grace: Duration,
     /// Shared values handed to every handler.
     pub extensions: Extensions,
+    /// Whether other instances share the queue: then an idle pool waits for their wake-ups.
+    pub shared: bool,
 }
 
 /// One running attempt.
@@ -117,6 +125,10 @@ pub struct WorkerPool {
     drained: Option<oneshot::Sender<()>>,
     /// Cancels that arrived while a claim was in flight, for jobs that may be in its answer.
     early_cancels: HashSet<JobId>,
+    /// A wait for work (shared backends) is in flight.
+    waiting: bool,
+    /// A retry of completions the queue failed to record is planned.
+    retry_planned: bool,
 }
 
 impl WorkerPool {
@@ -139,7 +151,33 @@ impl WorkerPool {
             flush_queued: false,
             drained: None,
             early_cancels: HashSet::new(),
+            waiting: false,
+            retry_planned: false,
         }
+    }
+
+    /// On a shared backend, waits for another instance's wake-up while slots are free, then
+    /// fetches (after every wait, woken or not, so an idle pool also looks once per wait).
+    fn wait_for_work(&mut self, ctx: &mut Context<Self>) {
+        if !self.settings.shared || self.waiting || !self.accepting || self.free.is_empty() {
+            return;
+        }
+        self.waiting = true;
+        self.queue
+            .send(WaitForWork(WORK_WAIT))
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                act.waiting = false;
+                match result {
+                    Ok(Ok(_)) => act.fetch(ctx),
+                    Ok(Err(err)) => {
+                        tracing::debug!("waiting for work failed: {err}");
+                        ctx.run_later(RETRY_AFTER, |act, ctx| act.fetch(ctx));
+                    }
+                    Err(err) => tracing::warn!("queue actor unreachable: {err}"),
+                }
+            })
+            .spawn(ctx);
     }
 
     /// Asks the queue for as many jobs as there are free slots, unless a fetch is in flight.
@@ -178,9 +216,14 @@ impl WorkerPool {
                         act.early_cancels.clear();
                         if full || act.refetch {
                             act.fetch(ctx);
+                        } else {
+                            act.wait_for_work(ctx);
                         }
                     }
-                    Ok(Err(err)) => tracing::warn!("fetching jobs failed: {err}"),
+                    Ok(Err(err)) => {
+                        tracing::warn!("fetching jobs failed: {err}");
+                        ctx.run_later(RETRY_AFTER, |act, ctx| act.fetch(ctx));
+                    }
                     Err(err) => tracing::warn!("queue actor unreachable: {err}"),
                 }
             })
@@ -401,7 +444,8 @@ impl Actor for WorkerPool {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let renew_every = self.settings.lease / 3;
         ctx.run_interval(renew_every, |act, ctx| act.renew_leases(ctx));
-        ctx.run_interval(IDLE_POLL, |act, ctx| act.fetch(ctx));
+        let idle_poll = if self.settings.shared { IDLE_POLL * 5 } else { IDLE_POLL };
+        ctx.run_interval(idle_poll, |act, ctx| act.fetch(ctx));
         self.fetch(ctx);
     }
 }
@@ -411,6 +455,8 @@ impl Supervised for WorkerPool {
         tracing::warn!("worker pool restarting");
         self.fetching = false;
         self.flush_queued = false;
+        self.waiting = false;
+        self.retry_planned = false;
     }
 }
 
@@ -443,21 +489,43 @@ impl Handler<Flush> for WorkerPool {
         if !self.pending.is_empty() {
             let done = std::mem::take(&mut self.pending);
             let count = done.len();
+            let kept = done.clone();
             self.queue
                 .send(Complete(done))
                 .into_actor(self)
-                .map(move |result, _, _| match result {
+                .map(move |result, act, ctx| match result {
                     Ok(Ok(changes)) if changes.stale > 0 => {
                         tracing::warn!("{} of {count} completions were stale", changes.stale)
                     }
                     Ok(Ok(_)) => {}
-                    // The leases of these attempts will expire and their jobs run again.
-                    Ok(Err(err)) => tracing::warn!("recording {count} completions failed: {err}"),
+                    Ok(Err(err)) => {
+                        // Kept and sent again until recorded (the backend refuses them as stale
+                        // once their leases expired and the jobs moved on).
+                        tracing::warn!("recording {count} completions failed (will retry): {err}");
+                        act.retry_completions(kept, ctx);
+                    }
                     Err(err) => tracing::warn!("queue actor unreachable: {err}"),
                 })
                 .spawn(ctx);
         }
         self.fetch(ctx);
+    }
+}
+
+impl WorkerPool {
+    /// Puts completions the queue failed to record back, and flushes again a moment later.
+    fn retry_completions(&mut self, done: Vec<Completion>, ctx: &mut Context<Self>) {
+        self.pending.extend(done);
+        if !self.retry_planned {
+            self.retry_planned = true;
+            ctx.run_later(RETRY_AFTER, |act, ctx| {
+                act.retry_planned = false;
+                if !act.flush_queued {
+                    act.flush_queued = true;
+                    ctx.notify(Flush);
+                }
+            });
+        }
     }
 }
 

@@ -79,6 +79,10 @@ pub struct CacheMetrics {
     pub evictions: AtomicU64,
     /// Values found in Redis that could not be decoded (read as misses).
     pub corrupt: AtomicU64,
+    /// Warming passes run (one at start when there are keys to warm), and the entries they
+    /// loaded into memory.
+    pub warmings: AtomicU64,
+    pub warmed: AtomicU64,
     pub get_latency: Histogram,
     pub set_latency: Histogram,
 }

@@ -175,6 +175,9 @@ pub struct RedisLayerStats {
     pub misses: u64,
     pub fallbacks: u64,
     pub corrupt: u64,
+    /// Warming passes run at start, and the entries they loaded into the memory layer.
+    pub warmings: u64,
+    pub warmed: u64,
     #[serde(flatten)]
     pub link: RedisStats,
 }

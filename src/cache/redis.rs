@@ -530,6 +530,8 @@ impl Cache for RedisCache {
                 }
             }
         }
+        bump(&self.metrics().warmings);
+        self.metrics().warmed.fetch_add(loaded as u64, Ordering::Relaxed);
         loaded
     }
 
@@ -554,6 +556,8 @@ impl Cache for RedisCache {
                 misses: read(&metrics.redis_misses),
                 fallbacks: read(&metrics.fallbacks),
                 corrupt: read(&metrics.corrupt),
+                warmings: read(&metrics.warmings),
+                warmed: read(&metrics.warmed),
                 link: self.redis.stats(),
             }),
             get_latency: metrics.get_latency.snapshot(),

@@ -1,7 +1,5 @@
-//! The built-in job kinds the server registers: [`noop`], [`sleep`], [`fail`] and [`http`];
-//! and [`cache_warm`], which every runtime registers for its own warming.
+//! The built-in job kinds the server registers: [`noop`], [`sleep`], [`fail`] and [`http`].
 
-pub mod cache_warm;
 pub mod fail;
 pub mod http;
 pub mod noop;

@@ -5,10 +5,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use actix_web::http::header::HeaderMap;
+use jobyard::config::{QueueBackendKind, RedisUrl};
 use jobyard::runtime::RuntimeBuilder;
 use jobyard::startup::{Server, ShutdownTrigger};
 use jobyard::{Config, Runtime};
 use serde_json::Value;
+
+use crate::redis_support::TestRedis;
 
 /// How long a poll waits for its condition before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(15);
@@ -17,6 +20,54 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 pub fn test_config() -> Config {
     Config::from_lookup(|name| (name == "JOBYARD_ADDR").then(|| "127.0.0.1:0".to_owned()))
         .expect("valid test config")
+}
+
+/// The queue backend a test server runs on: tests of the job semantics run on both.
+pub enum On {
+    Memory,
+    /// The Redis queue on a private server (each server spawned on it gets its own prefix, so
+    /// they do not share jobs unless a test asks for it with [`On::spawn_shared`]).
+    Redis(TestRedis),
+}
+
+impl On {
+    pub fn redis() -> Self {
+        On::Redis(TestRedis::start())
+    }
+
+    /// A server on this backend, with `adjust` applied to its configuration.
+    pub async fn spawn(&self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        self.spawn_shared(&format!("t{}", fastrand::u32(..)), adjust).await
+    }
+
+    /// A server on this backend under `prefix`: servers with the same prefix share their jobs.
+    pub async fn spawn_shared(&self, prefix: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        spawn_app_with(|c| {
+            if let On::Redis(redis) = self {
+                c.redis_url = Some(RedisUrl::parse(&redis.url()).expect("test URL"));
+                c.redis_prefix = prefix.to_owned();
+                c.queue_backend = QueueBackendKind::Redis;
+            }
+            adjust(c);
+        })
+        .await
+    }
+}
+
+/// Runs each named `async fn(&On)` twice: on the memory queue and on the Redis queue.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $( #[actix_web::test] async fn $name() {
+                super::$name(&crate::helpers::On::Memory).await;
+            } )*
+        }
+        mod redis {
+            $( #[actix_web::test] async fn $name() {
+                super::$name(&crate::helpers::On::redis()).await;
+            } )*
+        }
+    };
 }
 
 pub struct TestApp {

@@ -4,9 +4,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[actix_web::test]
-async fn submit_answers_201_with_location_and_the_job() {
-    let app = spawn_app().await;
+async fn submit_answers_201_with_location_and_the_job(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let resp =
         app.post("/v1/jobs", json!({"kind": "noop", "payload": {"x": 1}, "priority": 7})).await;
     assert_eq!(resp.status, 201);
@@ -23,9 +22,8 @@ async fn submit_answers_201_with_location_and_the_job() {
     assert!(done["worker"].as_str().unwrap().contains("/w"));
 }
 
-#[actix_web::test]
-async fn get_answers_304_when_the_client_copy_is_current() {
-    let app = spawn_app().await;
+async fn get_answers_304_when_the_client_copy_is_current(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let id = app.submit(json!({"kind": "noop"})).await["id"].as_str().unwrap().to_owned();
     app.wait_terminal(&id).await;
     let path = format!("/v1/jobs/{id}");
@@ -51,9 +49,8 @@ async fn get_answers_304_when_the_client_copy_is_current() {
     assert_eq!(both.status, 200);
 }
 
-#[actix_web::test]
-async fn the_etag_changes_when_the_job_changes() {
-    let app = spawn_app().await;
+async fn the_etag_changes_when_the_job_changes(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let id = app
         .submit(json!({"kind": "sleep", "payload": {"ms": 60000}, "delay_ms": 60000}))
         .await["id"]
@@ -67,9 +64,8 @@ async fn the_etag_changes_when_the_job_changes() {
     assert_ne!(after.header("etag"), Some(before.as_str()));
 }
 
-#[actix_web::test]
-async fn wait_returns_early_when_the_job_ends_and_at_the_timeout_otherwise() {
-    let app = spawn_app().await;
+async fn wait_returns_early_when_the_job_ends_and_at_the_timeout_otherwise(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let quick = app.submit(json!({"kind": "sleep", "payload": {"ms": 50}})).await;
     let resp =
         app.get(&format!("/v1/jobs/{}/wait?timeout_ms=30000", quick["id"].as_str().unwrap())).await;
@@ -82,9 +78,8 @@ async fn wait_returns_early_when_the_job_ends_and_at_the_timeout_otherwise() {
     assert!(!is_terminal(&resp.body), "answered before the job ended: {}", resp.body);
 }
 
-#[actix_web::test]
-async fn list_filters_and_pages_newest_first() {
-    let app = spawn_app().await;
+async fn list_filters_and_pages_newest_first(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         let job = app.submit(json!({"kind": "noop", "queue": "paged", "payload": i})).await;
@@ -117,9 +112,8 @@ async fn list_filters_and_pages_newest_first() {
     assert_eq!(blank.body["jobs"].as_array().unwrap().len(), 6);
 }
 
-#[actix_web::test]
-async fn stats_count_jobs_per_queue_and_state() {
-    let app = spawn_app().await;
+async fn stats_count_jobs_per_queue_and_state(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let done = app.submit(json!({"kind": "noop", "queue": "stats"})).await;
     app.wait_terminal(done["id"].as_str().unwrap()).await;
     app.submit(json!({"kind": "noop", "queue": "stats", "delay_ms": 60000})).await;
@@ -132,18 +126,31 @@ async fn stats_count_jobs_per_queue_and_state() {
         assert_eq!(queue[state], 0, "{state}");
     }
     assert_eq!(stats.body["workers"]["total"], 16);
-    assert_eq!(stats.body["backends"]["queue"], "memory");
+    let (queue, redis) = match on {
+        On::Memory => ("memory", "disabled"),
+        On::Redis(_) => ("redis", "up"),
+    };
+    assert_eq!(stats.body["backends"]["queue"], queue);
     assert_eq!(stats.body["backends"]["cache"], "memory");
-    assert_eq!(stats.body["backends"]["redis"], "disabled");
+    assert_eq!(stats.body["backends"]["redis"], redis);
     assert!(stats.body["cache"]["entries"].is_u64());
 }
 
-#[actix_web::test]
-async fn health_and_ready_answer() {
-    let app = spawn_app().await;
+async fn health_and_ready_answer(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let health = app.get("/health").await;
     assert_eq!((health.status, health.body["status"].as_str()), (200, Some("ok")));
     let ready = app.get("/ready").await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.body["components"]["queue"], "ok");
 }
+
+on_both_backends!(
+    submit_answers_201_with_location_and_the_job,
+    get_answers_304_when_the_client_copy_is_current,
+    the_etag_changes_when_the_job_changes,
+    wait_returns_early_when_the_job_ends_and_at_the_timeout_otherwise,
+    list_filters_and_pages_newest_first,
+    stats_count_jobs_per_queue_and_state,
+    health_and_ready_answer,
+);

@@ -1,5 +1,6 @@
 //! One test per rule of `semantics.md`, over HTTP.
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -8,19 +9,23 @@ fn id(job: &Value) -> String {
     job["id"].as_str().expect("job id").to_owned()
 }
 
-fn started_at(job: &Value) -> String {
-    job["started_at"].as_str().expect("started").to_owned()
+fn started_at(job: &Value) -> DateTime<Utc> {
+    time(job, "started_at")
+}
+
+fn time(job: &Value, field: &str) -> DateTime<Utc> {
+    job[field].as_str().and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("{field} of {job}"))
 }
 
 /// Rule 1: with one worker, higher priority first, FIFO within a priority; a later job of
 /// higher priority overtakes queued jobs of lower priority.
-#[actix_web::test]
-async fn priority_order_with_one_worker() {
-    let app = spawn_app_with(|c| {
-        c.concurrency = 1;
-        c.cancel_grace = std::time::Duration::from_millis(10);
-    })
-    .await;
+async fn priority_order_with_one_worker(on: &On) {
+    let app = on
+        .spawn(|c| {
+            c.concurrency = 1;
+            c.cancel_grace = std::time::Duration::from_millis(10);
+        })
+        .await;
     // Occupy the only worker until every job below is queued.
     let blocker = app.submit(json!({"kind": "sleep", "payload": {"ms": 600000}})).await;
     app.wait_until(&id(&blocker), "running", |j| j["status"] == "running").await;
@@ -44,9 +49,8 @@ async fn priority_order_with_one_worker() {
 }
 
 /// Rule 2: a failing attempt is retried with backoff until it succeeds, counting attempts.
-#[actix_web::test]
-async fn retries_count_attempts_until_success() {
-    let app = spawn_app().await;
+async fn retries_count_attempts_until_success(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let backoff = json!({"initial_ms": 20, "max_ms": 100, "multiplier": 2.0, "jitter": false});
     let job = app
         .submit(
@@ -61,9 +65,8 @@ async fn retries_count_attempts_until_success() {
 }
 
 /// Rule 2: attempts exhausted ends `failed` with the last error.
-#[actix_web::test]
-async fn retries_stop_when_attempts_are_exhausted() {
-    let app = spawn_app().await;
+async fn retries_stop_when_attempts_are_exhausted(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let backoff = json!({"initial_ms": 10, "jitter": false});
     let job = app
         .submit(json!({"kind": "fail", "payload": {"message": "nope"}, "max_attempts": 2, "backoff": backoff}))
@@ -75,9 +78,8 @@ async fn retries_stop_when_attempts_are_exhausted() {
 }
 
 /// Rule 2: a retry waits for its backoff: the job is `scheduled` in between.
-#[actix_web::test]
-async fn a_retry_is_scheduled_after_its_backoff() {
-    let app = spawn_app().await;
+async fn a_retry_is_scheduled_after_its_backoff(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let backoff = json!({"initial_ms": 60000, "jitter": false});
     let job =
         app.submit(json!({"kind": "fail", "payload": {"times": 1}, "backoff": backoff})).await;
@@ -97,9 +99,8 @@ async fn a_retry_is_scheduled_after_its_backoff() {
 }
 
 /// Rule 2: a non-retryable error fails the job at once.
-#[actix_web::test]
-async fn a_non_retryable_error_fails_at_once() {
-    let app = spawn_app().await;
+async fn a_non_retryable_error_fails_at_once(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let job = app
         .submit(json!({"kind": "fail", "payload": {"retryable": false}, "max_attempts": 5}))
         .await;
@@ -109,9 +110,8 @@ async fn a_non_retryable_error_fails_at_once() {
 }
 
 /// Rule 2: an attempt over `timeout_ms` is aborted and counts as failed.
-#[actix_web::test]
-async fn an_attempt_over_its_timeout_fails() {
-    let app = spawn_app().await;
+async fn an_attempt_over_its_timeout_fails(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let job = app
         .submit(
             json!({"kind": "sleep", "payload": {"ms": 60000}, "timeout_ms": 50, "max_attempts": 1}),
@@ -123,9 +123,8 @@ async fn an_attempt_over_its_timeout_fails() {
 }
 
 /// Rule 3: a DAG runs in dependency order.
-#[actix_web::test]
-async fn a_batch_dag_runs_in_dependency_order() {
-    let app = spawn_app().await;
+async fn a_batch_dag_runs_in_dependency_order(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let jobs = app
         .submit_batch(json!([
             {"ref": "c", "kind": "noop", "depends_on": ["a", "b"]},
@@ -142,14 +141,13 @@ async fn a_batch_dag_runs_in_dependency_order() {
     for job in [&a, &b, &c] {
         assert_eq!(job["status"], "succeeded");
     }
-    assert!(a["finished_at"].as_str() <= b["started_at"].as_str());
-    assert!(b["finished_at"].as_str() <= c["started_at"].as_str());
+    assert!(time(&a, "finished_at") <= time(&b, "started_at"));
+    assert!(time(&b, "finished_at") <= time(&c, "started_at"));
 }
 
 /// Rule 3: a failed dependency cancels its dependents, transitively, naming the dependency.
-#[actix_web::test]
-async fn a_failed_dependency_cancels_its_dependents_transitively() {
-    let app = spawn_app().await;
+async fn a_failed_dependency_cancels_its_dependents_transitively(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let jobs = app
         .submit_batch(json!([
             {"ref": "root", "kind": "fail", "payload": {"retryable": false}},
@@ -170,9 +168,8 @@ async fn a_failed_dependency_cancels_its_dependents_transitively() {
 }
 
 /// Rule 3: a job may depend on an existing job by id.
-#[actix_web::test]
-async fn a_job_waits_for_an_existing_dependency() {
-    let app = spawn_app().await;
+async fn a_job_waits_for_an_existing_dependency(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let first = app.submit(json!({"kind": "sleep", "payload": {"ms": 60000}})).await;
     let second = app.submit(json!({"kind": "noop", "depends_on": [id(&first)]})).await;
     assert_eq!(second["status"], "waiting");
@@ -182,9 +179,8 @@ async fn a_job_waits_for_an_existing_dependency() {
 }
 
 /// Rule 3: a cycle in a batch is rejected with the cycle named, and nothing is stored.
-#[actix_web::test]
-async fn a_batch_cycle_is_rejected() {
-    let app = spawn_app().await;
+async fn a_batch_cycle_is_rejected(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let resp = app
         .post(
             "/v1/jobs/batch",
@@ -203,9 +199,8 @@ async fn a_batch_cycle_is_rejected() {
 }
 
 /// Rule 4: cancelling a running `sleep` stops it promptly and it ends `cancelled`.
-#[actix_web::test]
-async fn cancelling_a_running_job_ends_it_cancelled() {
-    let app = spawn_app().await;
+async fn cancelling_a_running_job_ends_it_cancelled(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let job =
         app.submit(json!({"kind": "sleep", "payload": {"ms": 600000}, "max_attempts": 3})).await;
     app.wait_until(&id(&job), "running", |j| j["status"] == "running").await;
@@ -218,9 +213,8 @@ async fn cancelling_a_running_job_ends_it_cancelled() {
 }
 
 /// Rule 4: waiting, scheduled and queued jobs are cancelled at once; terminal ones answer 409.
-#[actix_web::test]
-async fn cancelling_waiting_or_scheduled_jobs_is_immediate_and_terminal_is_a_conflict() {
-    let app = spawn_app().await;
+async fn cancelling_waiting_or_scheduled_jobs_is_immediate_and_terminal_is_a_conflict(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let scheduled = app.submit(json!({"kind": "noop", "delay_ms": 600000})).await;
     assert_eq!(scheduled["status"], "scheduled");
     let waiting = app.submit(json!({"kind": "noop", "depends_on": [id(&scheduled)]})).await;
@@ -235,9 +229,8 @@ async fn cancelling_waiting_or_scheduled_jobs_is_immediate_and_terminal_is_a_con
 }
 
 /// Rule 6 (idempotency keys): a second submit with the same key returns the first job.
-#[actix_web::test]
-async fn an_idempotency_key_returns_the_first_job() {
-    let app = spawn_app().await;
+async fn an_idempotency_key_returns_the_first_job(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let spec = json!({"kind": "noop", "idempotency_key": "refresh:github:42"});
     let first = app.post("/v1/jobs", spec.clone()).await;
     assert_eq!(first.status, 201);
@@ -249,20 +242,18 @@ async fn an_idempotency_key_returns_the_first_job() {
 }
 
 /// `run_at` and `delay_ms`: the job is `scheduled`, then runs no earlier than its time.
-#[actix_web::test]
-async fn a_delayed_job_runs_after_its_time() {
-    let app = spawn_app().await;
+async fn a_delayed_job_runs_after_its_time(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let job = app.submit(json!({"kind": "noop", "delay_ms": 150})).await;
     assert_eq!(job["status"], "scheduled");
     let done = app.wait_terminal(&id(&job)).await;
     assert_eq!(done["status"], "succeeded");
-    assert!(done["started_at"].as_str().unwrap() >= job["run_at"].as_str().unwrap());
+    assert!(time(&done, "started_at") >= time(&job, "run_at"));
 }
 
 /// Rule 7: terminal jobs are removed once the retention period passed.
-#[actix_web::test]
-async fn retention_removes_old_jobs() {
-    let app = spawn_app_with(|c| c.retention = std::time::Duration::ZERO).await;
+async fn retention_removes_old_jobs(on: &On) {
+    let app = on.spawn(|c| c.retention = std::time::Duration::ZERO).await;
     let job = app.submit(json!({"kind": "noop"})).await;
     let path = format!("/v1/jobs/{}", id(&job));
     let gone = poll(|| async { (app.get(&path).await.status == 404).then_some(()) }).await;
@@ -270,9 +261,8 @@ async fn retention_removes_old_jobs() {
 }
 
 /// Rule 10: shutdown lets short attempts finish and hands unfinished ones back to `queued`.
-#[actix_web::test]
-async fn graceful_shutdown_returns_running_jobs_to_queued() {
-    let app = spawn_app_with(|c| c.shutdown_grace = std::time::Duration::from_millis(300)).await;
+async fn graceful_shutdown_returns_running_jobs_to_queued(on: &On) {
+    let app = on.spawn(|c| c.shutdown_grace = std::time::Duration::from_millis(300)).await;
     let long = app.submit(json!({"kind": "sleep", "payload": {"ms": 600000}})).await;
     app.wait_until(&id(&long), "running", |j| j["status"] == "running").await;
     let runtime = app.shutdown().await;
@@ -282,12 +272,31 @@ async fn graceful_shutdown_returns_running_jobs_to_queued() {
 }
 
 /// Rule 10: an attempt that ends within the grace period is recorded as usual.
-#[actix_web::test]
-async fn graceful_shutdown_waits_for_attempts_within_the_grace_period() {
-    let app = spawn_app_with(|c| c.shutdown_grace = std::time::Duration::from_secs(30)).await;
+async fn graceful_shutdown_waits_for_attempts_within_the_grace_period(on: &On) {
+    let app = on.spawn(|c| c.shutdown_grace = std::time::Duration::from_secs(30)).await;
     let short = app.submit(json!({"kind": "sleep", "payload": {"ms": 300}})).await;
     app.wait_until(&id(&short), "running", |j| j["status"] == "running").await;
     let runtime = app.shutdown().await;
     let record = runtime.status(id(&short).parse().unwrap()).await.unwrap();
     assert_eq!(record.status, jobyard::JobStatus::Succeeded);
 }
+
+on_both_backends!(
+    priority_order_with_one_worker,
+    retries_count_attempts_until_success,
+    retries_stop_when_attempts_are_exhausted,
+    a_retry_is_scheduled_after_its_backoff,
+    a_non_retryable_error_fails_at_once,
+    an_attempt_over_its_timeout_fails,
+    a_batch_dag_runs_in_dependency_order,
+    a_failed_dependency_cancels_its_dependents_transitively,
+    a_job_waits_for_an_existing_dependency,
+    a_batch_cycle_is_rejected,
+    cancelling_a_running_job_ends_it_cancelled,
+    cancelling_waiting_or_scheduled_jobs_is_immediate_and_terminal_is_a_conflict,
+    an_idempotency_key_returns_the_first_job,
+    a_delayed_job_runs_after_its_time,
+    retention_removes_old_jobs,
+    graceful_shutdown_returns_running_jobs_to_queued,
+    graceful_shutdown_waits_for_attempts_within_the_grace_period,
+);

@@ -4,9 +4,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[actix_web::test]
-async fn a_schedule_is_created_replaced_read_and_deleted() {
-    let app = spawn_app().await;
+async fn a_schedule_is_created_replaced_read_and_deleted(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let spec = json!({"cron": "0 0 * * * *", "timezone": "Europe/Paris", "job": {"kind": "noop"}});
     let created = app.put("/v1/schedules/hourly", spec.clone()).await;
     assert_eq!(created.status, 201, "{}", created.body);
@@ -30,9 +29,8 @@ async fn a_schedule_is_created_replaced_read_and_deleted() {
     assert_eq!(app.delete("/v1/schedules/hourly").await.status, 404);
 }
 
-#[actix_web::test]
-async fn invalid_schedules_name_their_field() {
-    let app = spawn_app().await;
+async fn invalid_schedules_name_their_field(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let cases = [
         (json!({"cron": "every minute", "job": {"kind": "noop"}}), "cron"),
         (
@@ -55,9 +53,8 @@ async fn invalid_schedules_name_their_field() {
     assert_eq!((resp.status, resp.field()), (400, Some("name")));
 }
 
-#[actix_web::test]
-async fn a_cron_schedule_enqueues_one_job_per_tick() {
-    let app = spawn_app().await;
+async fn a_cron_schedule_enqueues_one_job_per_tick(on: &On) {
+    let app = on.spawn(|_| {}).await;
     let spec =
         json!({"cron": "* * * * * *", "job": {"kind": "noop", "payload": "tick", "queue": "cron"}});
     assert_eq!(app.put("/v1/schedules/every-second", spec).await.status, 201);
@@ -78,3 +75,9 @@ async fn a_cron_schedule_enqueues_one_job_per_tick() {
     assert!(schedule.body["last_job_id"].is_string());
     assert!(schedule.body["last_run_at"].is_string());
 }
+
+on_both_backends!(
+    a_schedule_is_created_replaced_read_and_deleted,
+    invalid_schedules_name_their_field,
+    a_cron_schedule_enqueues_one_job_per_tick,
+);
