@@ -1,25 +1,35 @@
-//! End-to-end throughput and latency of the whole actor pipeline, in process.
+//! End-to-end throughput and latency of the whole actor pipeline.
 //!
 //! ```text
 //! cargo run --release --example throughput -- --backend memory --jobs 200000
 //! cargo run --release --example throughput -- --backend memory --latency
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example throughput -- --backend redis --jobs 100000
 //! ```
 //! Throughput: submits `--jobs` `noop` jobs in batches of `--batch` through the runtime's
 //! client, and measures from the first submit until the last job has succeeded. Latency: on an
 //! idle runtime, measures from just before `submit` until the handler starts, `--samples` times.
 //! The last line is `throughput: N jobs/s` (or `latency p50: ...`).
+//!
+//! With `--backend redis` (Redis from `REDIS_URL`, jobs under a fresh prefix) it also prints
+//! the round trips per job (counted by the queue's Redis link) and Redis's CPU per job (from
+//! `INFO cpu`, and the scripts' own time from `INFO commandstats`), over the run.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use clap::Parser;
+use jobyard::config::{QueueBackendKind, RedisUrl};
 use jobyard::job::record::json_from_str;
+use jobyard::queue::RedisQueue;
+use jobyard::redis::{RedisClient, RedisSettings};
 use jobyard::{Config, Job, JobContext, JobError, JobSpec, Runtime};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 struct Args {
-    /// Queue backend: only `memory` is available in this build.
+    /// Queue backend: `memory` or `redis` (Redis from `REDIS_URL`).
     #[arg(long, default_value = "memory")]
     backend: String,
     #[arg(long, default_value_t = 200_000)]
@@ -62,20 +72,88 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.log {
         jobyard::telemetry::init(jobyard::config::LogFormat::Text);
     }
-    if args.backend != "memory" {
-        return Err(format!(
-            "backend '{}' is not available in this build (use memory)",
-            args.backend
-        )
-        .into());
+    let mut config = Config { concurrency: args.concurrency, ..Config::default() };
+    let mut builder = Runtime::builder().with_builtin_kinds().register::<Probe>();
+    let mut redis = None;
+    match args.backend.as_str() {
+        "memory" => {}
+        "redis" => {
+            let url = std::env::var("REDIS_URL").map_err(|_| "--backend redis needs REDIS_URL")?;
+            config.redis_url = Some(RedisUrl::parse(&url)?);
+            config.queue_backend = QueueBackendKind::Redis;
+            config.redis_prefix = format!("throughput-{}", fastrand::u32(..));
+            let queue = Arc::new(RedisQueue::connect(&config).await?);
+            builder = builder.queue_backend(queue.clone());
+            redis = Some((queue, Probe::server(&config).await?));
+        }
+        other => return Err(format!("unknown backend '{other}' (memory or redis)").into()),
     }
-    let config = Config { concurrency: args.concurrency, ..Config::default() };
-    let runtime =
-        Runtime::builder().config(config).with_builtin_kinds().register::<Probe>().start()?;
+    let runtime = builder.config(config).start()?;
     if args.latency {
         latency(&runtime, args.samples).await
     } else {
-        throughput(&runtime, args.jobs, args.batch).await
+        let before = match &redis {
+            Some((queue, server)) => Some((queue.link_stats(), RedisFigures::read(server).await?)),
+            None => None,
+        };
+        throughput(&runtime, args.jobs, args.batch).await?;
+        if let (Some((queue, server)), Some((link, figures))) = (&redis, before) {
+            let after = RedisFigures::read(server).await?;
+            let jobs = args.jobs as f64;
+            let trips = queue.link_stats().round_trips - link.round_trips;
+            println!("round trips per job: {:.3}", trips as f64 / jobs);
+            println!(
+                "redis cpu per job: {:.2} µs (scripts: {:.2} µs)",
+                (after.cpu_us - figures.cpu_us) / jobs,
+                (after.script_us - figures.script_us) / jobs
+            );
+            println!(
+                "redis memory per retained job: {:.0} bytes",
+                (after.memory - figures.memory) / jobs
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Redis's own figures, read over a separate connection.
+struct RedisFigures {
+    cpu_us: f64,
+    script_us: f64,
+    memory: f64,
+}
+
+impl RedisFigures {
+    async fn read(server: &RedisClient) -> Result<Self, Box<dyn std::error::Error>> {
+        let info: String = server.cmd(redis::cmd("INFO").arg("all"), true).await?;
+        let field = |name: &str| -> f64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let script_us = info
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| l.split(',').find_map(|kv| kv.strip_prefix("usec=")))
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum();
+        Ok(RedisFigures {
+            cpu_us: (field("used_cpu_user") + field("used_cpu_sys")) * 1e6,
+            script_us,
+            memory: field("used_memory"),
+        })
+    }
+}
+
+impl Probe {
+    /// A client of the same Redis, for reading its figures.
+    async fn server(config: &Config) -> Result<RedisClient, Box<dyn std::error::Error>> {
+        let mut settings = RedisSettings::from_config(config).ok_or("no REDIS_URL")?;
+        settings.command_timeout = Duration::from_secs(5);
+        let client = RedisClient::new(settings)?;
+        client.start().await;
+        Ok(client)
     }
 }
 
@@ -100,7 +178,7 @@ async fn throughput(
         if done as usize >= jobs {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
     println!("jobs: {jobs}, batch: {batch}, submitted in {:.3} s", submit_time.as_secs_f64());

@@ -88,6 +88,8 @@ pub struct RedisStats {
     pub rtt_us: u64,
     pub errors: u64,
     pub reconnects: u64,
+    /// Round trips made (a command, a pipeline or a script call each count one).
+    pub round_trips: u64,
 }
 
 /// What `jobyard check` reports.
@@ -115,6 +117,7 @@ struct Inner {
     rtt_us: AtomicU64,
     errors: AtomicU64,
     reconnects: AtomicU64,
+    round_trips: AtomicU64,
     /// Bumped at every (re)connection: what was cached while the link was down, or what
     /// invalidations were missed meanwhile, must not be trusted.
     generation: watch::Sender<u64>,
@@ -139,6 +142,7 @@ impl RedisClient {
                 rtt_us: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
+                round_trips: AtomicU64::new(0),
                 generation: watch::channel(0).0,
                 kick: Notify::new(),
             }),
@@ -192,6 +196,7 @@ impl RedisClient {
             rtt_us: inner.rtt_us.load(Ordering::Relaxed),
             errors: inner.errors.load(Ordering::Relaxed),
             reconnects: inner.reconnects.load(Ordering::Relaxed),
+            round_trips: inner.round_trips.load(Ordering::Relaxed),
         }
     }
 
@@ -275,6 +280,7 @@ impl RedisClient {
                 break;
             }
             let conn = self.inner.connection()?;
+            self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
             match timed(left, call(conn)).await {
                 Ok(value) => return Ok(value),
                 Err(err @ RedisError::Command(_)) => return Err(err),

@@ -113,6 +113,11 @@ impl RedisQueue {
         Ok(RedisQueue { redis, keys, scripts: Scripts::new(), events, refused })
     }
 
+    /// The queue link's figures (round trips, errors, reconnects).
+    pub fn link_stats(&self) -> crate::redis::RedisStats {
+        self.redis.stats()
+    }
+
     fn invocation<'a>(&self, script: &'a ::redis::Script) -> ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
         invocation.key(self.keys.base());
