@@ -27,6 +27,10 @@ use jobyard::redis::{RedisClient, RedisSettings};
 use jobyard::{Config, Job, JobContext, JobError, JobSpec, Runtime};
 use serde::{Deserialize, Serialize};
 
+/// The allocator `jobyard serve` uses too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Queue backend: `memory` or `redis` (Redis from `REDIS_URL`).

@@ -14,13 +14,21 @@
 //! - `<p>:{q}:j:<id>`: a job record (string; format in `queue/redis/record.rs`).
 //! - `<p>:{q}:deps:<id>`: set of the `waiting` jobs that depend on job `<id>`.
 //! - `<p>:{q}:idem:<key>`: the id of the job that holds an idempotency key.
-//! - `<p>:{q}:ready:<kind>`: sorted set of the `queued` jobs of a kind, scored
-//!   `(1000 - priority) * 2^42 + id milliseconds`: highest priority first, then oldest.
+//! - `<p>:{q}:ready:<queue>:<kind>`: sorted set of the `queued` jobs of a queue and kind,
+//!   scored `(1000 - priority) * 2^42 + id milliseconds`: highest priority first, then oldest.
+//! - `<p>:{q}:rq`: set of the ready sets that exist, as `<queue>:<kind>` (claims read it).
 //! - `<p>:{q}:delayed`: sorted set of `scheduled` jobs by `run_at` (ms).
-//! - `<p>:{q}:leases`: sorted set of `running` jobs by lease expiry (ms).
-//! - `<p>:{q}:done:<queue>`: sorted set of a queue's terminal jobs by finish time (retention).
+//! - `<p>:{q}:run`: hash of the running attempts, job id → `<token>|<started ms>|<worker>`.
+//!   A running job's record stays as it was when claimed (`queued`) until its attempt ends.
+//! - `<p>:{q}:leases`: sorted set of lease tokens by expiry (ms); one token per claim call.
+//! - `<p>:{q}:lb:<token>`: set of the jobs claimed under a lease token.
+//! - `<p>:{q}:cx`: set of running jobs whose cancel was requested.
+//! - `<p>:{q}:prog`: hash of the latest progress report of each running job.
+//! - `<p>:{q}:parents`: set of jobs that have `waiting` dependents.
+//! - `<p>:{q}:done:<queue>`: sorted set of batches of a queue's terminal jobs, by finish time
+//!   (retention); `<p>:{q}:db:<batch>` lists a batch's jobs, `<p>:{q}:dseq` numbers batches.
 //! - `<p>:{q}:lq:<queue>`: every job of a queue (score 0, ordered by id: newest last).
-//! - `<p>:{q}:ls:<queue>:<status>`: the same for `waiting`, `scheduled`, `failed`, `cancelled`.
+//! - `<p>:{q}:ls:<status>:<queue>`: the same for `waiting`, `scheduled`, `failed`, `cancelled`.
 //! - `<p>:{q}:counts`: hash `<queue>:<status>` → number of jobs.
 //! - `<p>:{q}:queues`, `<p>:{q}:kinds`: sets of every queue and kind that held jobs.
 //! - `<p>:{q}:tok`: counter handing out lease tokens.
@@ -93,8 +101,19 @@ impl QueueKeys {
         format!("{}j:{id}", self.base)
     }
 
-    pub fn ready(&self, kind: &str) -> String {
-        format!("{}ready:{kind}", self.base)
+    /// The queued jobs of one queue and kind.
+    pub fn ready(&self, queue: &str, kind: &str) -> String {
+        format!("{}ready:{queue}:{kind}", self.base)
+    }
+
+    /// The registry of ready sets, as `<queue>:<kind>` (claims read it).
+    pub fn ready_sets(&self) -> String {
+        format!("{}rq", self.base)
+    }
+
+    /// The jobs claimed under a lease token.
+    pub fn lease(&self, token: u64) -> String {
+        format!("{}lb:{token}", self.base)
     }
 
     pub fn delayed(&self) -> String {
@@ -105,6 +124,21 @@ impl QueueKeys {
         format!("{}leases", self.base)
     }
 
+    /// Running attempts: job id → `<token>|<started ms>|<worker>`.
+    pub fn run(&self) -> String {
+        format!("{}run", self.base)
+    }
+
+    /// Running jobs whose cancel was requested.
+    pub fn cancels(&self) -> String {
+        format!("{}cx", self.base)
+    }
+
+    /// Latest progress reports of running jobs.
+    pub fn progress(&self) -> String {
+        format!("{}prog", self.base)
+    }
+
     /// Every job of `queue`, ordered by id.
     pub fn all(&self, queue: &str) -> String {
         format!("{}lq:{queue}", self.base)
@@ -112,7 +146,7 @@ impl QueueKeys {
 
     /// The jobs of `queue` in `status` (kept for `waiting`, `scheduled`, `failed`, `cancelled`).
     pub fn listing(&self, queue: &str, status: &str) -> String {
-        format!("{}ls:{queue}:{status}", self.base)
+        format!("{}ls:{status}:{queue}", self.base)
     }
 
     pub fn counts(&self) -> String {
@@ -177,8 +211,8 @@ mod tests {
         let keys = QueueKeys::new("jy");
         assert_eq!(keys.base(), "jy:{q}:");
         assert_eq!(keys.job("abc"), "jy:{q}:j:abc");
-        assert_eq!(keys.ready("send_email"), "jy:{q}:ready:send_email");
-        assert_eq!(keys.listing("default", "failed"), "jy:{q}:ls:default:failed");
+        assert_eq!(keys.ready("mail", "send_email"), "jy:{q}:ready:mail:send_email");
+        assert_eq!(keys.listing("default", "failed"), "jy:{q}:ls:failed:default");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use ::redis::Value;
 
-use super::{record, reply, RedisQueue};
+use super::{reply, RedisQueue};
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::queue::{ListQuery, Page, QueueError};
 
@@ -48,7 +48,7 @@ pub(super) async fn list(queue: &RedisQueue, query: &ListQuery) -> Result<Page, 
         }
         Some(JobStatus::Running) => {
             let mut ids: Vec<String> =
-                queue.cmd(::redis::cmd("ZRANGE").arg(queue.keys.leases()).arg(0).arg(-1)).await?;
+                queue.cmd(::redis::cmd("HKEYS").arg(queue.keys.run())).await?;
             ids.sort_unstable_by(|a, b| b.cmp(a));
             Source::Running(ids)
         }
@@ -67,14 +67,14 @@ pub(super) async fn list(queue: &RedisQueue, query: &ListQuery) -> Result<Page, 
         if ids.is_empty() {
             return Ok(Page { jobs, next_cursor: None });
         }
-        let keys: Vec<String> = ids.iter().map(|id| queue.keys.job(id)).collect();
-        let stored: Vec<Option<Vec<u8>>> = queue.cmd(::redis::cmd("MGET").arg(&keys)).await?;
-        for (id, stored) in ids.iter().zip(stored) {
+        let parsed: Vec<JobId> = ids
+            .iter()
+            .map(|id| id.parse().map_err(|_| reply::malformed("an indexed id")))
+            .collect::<Result<_, _>>()?;
+        let records = queue.read_jobs(&parsed).await?;
+        for (id, record) in ids.iter().zip(records) {
             examined += 1;
-            let Some(bytes) = stored else { continue };
-            let parsed: JobId = id.parse().map_err(|_| reply::malformed("an indexed id"))?;
-            let record = record::decode(parsed, &bytes)
-                .map_err(|err| QueueError::Internal(err.to_string()))?;
+            let Some(record) = record else { continue };
             if !matches(&record) {
                 below = Some(id.clone());
                 continue;

@@ -13,14 +13,15 @@
 //! Scripts that change state are retried after a transient failure only when a second run is
 //! harmless (fenced by lease tokens, or keyed by job ids); claims and cancels are not retried.
 
+mod bulk;
 mod events;
 mod listing;
 pub mod record;
 mod reply;
 mod scripts;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ::redis::{ScriptInvocation, Value};
@@ -36,7 +37,7 @@ use crate::config::Config;
 use crate::job::{JobId, JobRecord, JobSpec, JobStatus, Json, NewJob};
 use crate::redis::{QueueKeys, RedisClient, RedisError, RedisSettings};
 use crate::schedule::{Fire, Schedule};
-use record::ms;
+use record::{ms, Attempt, Ending};
 use reply::{array, bytes, int, malformed, redis_error, refusal, text};
 use scripts::Scripts;
 
@@ -70,6 +71,20 @@ pub struct RedisQueue {
     /// Set when Redis turned out to evict any key (checked when first reached): every call is
     /// then refused with this reason rather than risk losing jobs.
     refused: Arc<OnceLock<String>>,
+    /// The attempts this instance runs, by job: the record as claimed and the attempt, so a
+    /// completion sends the job's final record without reading it back. Entries leave when the
+    /// attempt is recorded, handed back or found lost.
+    held: Mutex<HashMap<JobId, Held>>,
+}
+
+/// One attempt this instance runs.
+struct Held {
+    /// The job's record as stored while it runs.
+    stored: Vec<u8>,
+    /// The attempt's run entry, exactly as stored.
+    run: Vec<u8>,
+    attempt: Attempt,
+    record: JobRecord,
 }
 
 impl RedisQueue {
@@ -110,7 +125,14 @@ impl RedisQueue {
         }
         let keys = QueueKeys::new(prefix);
         let events = events::Events::new(redis.clone(), &keys);
-        Ok(RedisQueue { redis, keys, scripts: Scripts::new(), events, refused })
+        Ok(RedisQueue {
+            redis,
+            keys,
+            scripts: Scripts::new(),
+            events,
+            refused,
+            held: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The queue link's figures (round trips, errors, reconnects).
@@ -158,20 +180,26 @@ impl RedisQueue {
         now: DateTime<Utc>,
     ) -> Result<Submitted, QueueError> {
         let mut invocation = self.invocation(&self.scripts.submit);
-        invocation.arg(ms(now) as i64);
-        for job in &jobs {
-            invocation
-                .arg(job.id.to_string())
-                .arg(&*job.kind)
-                .arg(&*job.queue)
-                .arg(job.priority)
-                .arg(job.run_at.filter(|at| *at > now).map_or(0, |at| ms(at) as i64))
-                .arg(job.idempotency_key.as_deref().unwrap_or(""))
-                .arg(job.depends_on.len());
-            for dep in &job.depends_on {
-                invocation.arg(dep.to_string());
+        let bulk = jobs.iter().all(|j| j.idempotency_key.is_none() && j.depends_on.is_empty());
+        if bulk {
+            bulk::submit(&mut invocation, &self.keys, &jobs, now);
+        } else {
+            invocation.arg(ms(now) as i64).arg("J");
+            for job in &jobs {
+                let status = record::new_status(job, now);
+                invocation
+                    .arg(job.id.to_string())
+                    .arg(&*job.kind)
+                    .arg(&*job.queue)
+                    .arg(status.index())
+                    .arg(bulk::new_score(job, status))
+                    .arg(job.idempotency_key.as_deref().unwrap_or(""))
+                    .arg(job.depends_on.len());
+                for dep in &job.depends_on {
+                    invocation.arg(dep.to_string());
+                }
+                invocation.arg(record::encode_new(job, now));
             }
-            invocation.arg(record::encode_new(job, now));
         }
         // Safe to retry: a second run finds the batch stored and answers it.
         let reply = match self.run_raw(&invocation, true).await {
@@ -186,20 +214,44 @@ impl RedisQueue {
             }
         };
         let [changes, results] = array(&reply)? else { return Err(malformed("submit")) };
+        if text(changes).ok() == Some("stored") {
+            // A retried call whose first run did store the batch: read it back.
+            let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+            let stored = self.read_jobs(&ids).await?;
+            let jobs = stored
+                .into_iter()
+                .zip(&jobs)
+                .map(|(record, job)| SubmitResult {
+                    record: record.unwrap_or_else(|| new_record(job, now)),
+                    created: true,
+                })
+                .collect();
+            return Ok(Submitted { jobs, changes: Changes::default() });
+        }
         let changes = reply::changes(changes)?;
-        let mut out = Vec::with_capacity(jobs.len());
-        for (job, result) in jobs.iter().zip(array(results)?) {
-            let [created, id, stored] = array(result)? else { return Err(malformed("result")) };
+        let mut answered = HashMap::new();
+        for result in array(results)? {
+            let [asked, created, id, stored, run] = array(result)? else {
+                return Err(malformed("result"));
+            };
             let id = reply::id(id)?;
             let stored = bytes(stored)?;
             let record = if stored.is_empty() {
-                new_record(job, now)
+                None
             } else {
-                record::decode(id, stored).map_err(|err| QueueError::Internal(err.to_string()))?
+                Some(read(id, stored, Some(bytes(run)?), false, None)?)
             };
-            out.push(SubmitResult { record, created: int(created)? == 1 });
+            answered.insert(reply::id(asked)?, (record, int(created)? == 1));
         }
-        Ok(Submitted { jobs: out, changes })
+        let jobs = jobs
+            .iter()
+            .map(|job| match answered.remove(&job.id) {
+                Some((Some(record), created)) => SubmitResult { record, created },
+                Some((None, created)) => SubmitResult { record: new_record(job, now), created },
+                None => SubmitResult { record: new_record(job, now), created: true },
+            })
+            .collect();
+        Ok(Submitted { jobs, changes })
     }
 
     async fn claim_chunk(
@@ -218,14 +270,21 @@ impl RedisQueue {
         }
         // Not retried: the jobs of a lost answer run again after their lease.
         let reply = self.run(&invocation, false).await?;
-        let mut claimed = Vec::new();
-        for item in array(&reply)? {
-            let [id, stored, token] = array(item)? else { return Err(malformed("claim")) };
-            let id = reply::id(id)?;
-            let record = record::decode(id, bytes(stored)?)
-                .map_err(|err| QueueError::Internal(err.to_string()))?;
-            claimed.push(Claimed { record, lease: LeaseRef { id, token: int(token)? as u64 } });
+        let items = array(&reply)?;
+        let mut claimed = Vec::with_capacity(items.len() / 3);
+        let mut held = Vec::with_capacity(items.len() / 3);
+        for triple in items.get(1..).unwrap_or_default().chunks_exact(3) {
+            let id = reply::id(&triple[0])?;
+            let stored = bytes(&triple[1])?;
+            let run = bytes(&triple[2])?;
+            let attempt = Attempt::parse(run).ok_or_else(|| malformed("a running attempt"))?;
+            let record = read(id, stored, Some(run), false, None)?;
+            let lease = LeaseRef { id, token: attempt.token };
+            claimed.push(Claimed { record: record.clone(), lease });
+            let held_attempt = Held { stored: stored.to_vec(), run: run.to_vec(), attempt, record };
+            held.push((id, held_attempt));
         }
+        self.held().extend(held);
         Ok(claimed)
     }
 
@@ -234,21 +293,92 @@ impl RedisQueue {
         done: &[Completion],
         now: DateTime<Utc>,
     ) -> Result<Changes, QueueError> {
-        let mut invocation = self.invocation(&self.scripts.complete);
-        invocation.arg(ms(now) as i64);
-        for completion in done {
-            invocation.arg(completion.lease.id.to_string()).arg(completion.lease.token);
-            match &completion.outcome {
-                Outcome::Succeeded(result) => invocation.arg("s").arg(result.get()),
-                Outcome::Failed { error, retry_at } => invocation
-                    .arg("f")
-                    .arg(error.as_str())
-                    .arg(retry_at.map_or(0, |at| (ms(at) as i64).max(1))),
-                Outcome::Cancelled(reason) => invocation.arg("c").arg(reason.as_str()),
-            };
+        let mut ends = Vec::with_capacity(done.len());
+        let mut missing = Vec::new();
+        {
+            let held = self.held();
+            for completion in done {
+                let lease = completion.lease;
+                match held.get(&lease.id).filter(|h| h.attempt.token == lease.token) {
+                    Some(held) => ends.push(ending(lease, held, &completion.outcome, now)?),
+                    None => missing.push(completion),
+                }
+            }
         }
-        let reply = self.run(&invocation, true).await?;
-        stale_and_changes(&reply)
+        // Attempts this instance no longer holds (a retried call after a lost answer, say):
+        // read the job back to build its ending; the script refuses a stale one.
+        let mut changes = Changes::default();
+        for completion in missing {
+            let lease = completion.lease;
+            match self.read_held(lease).await? {
+                Some(held) => ends.push(ending(lease, &held, &completion.outcome, now)?),
+                None => changes.stale += 1,
+            }
+        }
+        // The script refuses a batch holding stale attempts, or jobs whose cancel was
+        // requested meanwhile: those are dropped or made cancelled, and the rest sent again.
+        while !ends.is_empty() {
+            let mut invocation = self.invocation(&self.scripts.complete);
+            bulk::complete(&mut invocation, &self.keys, &ends, now);
+            let reply = self.run(&invocation, true).await?;
+            let items = array(&reply)?;
+            match items {
+                [outcome, recorded] if text(outcome)? == "done" => {
+                    reply::merge(&mut changes, reply::changes(recorded)?);
+                    break;
+                }
+                [_, stale, cancelled] => {
+                    let positions = |v: &Value| -> Result<Vec<usize>, QueueError> {
+                        array(v)?.iter().map(|p| Ok(int(p)? as usize - 1)).collect()
+                    };
+                    for at in positions(cancelled)? {
+                        let held = self.held();
+                        let end = &mut ends[at];
+                        if let Some(h) = held.get(&end.id) {
+                            let cancelled = Outcome::Cancelled("cancelled".into());
+                            *end = ending(
+                                LeaseRef { id: end.id, token: end.token },
+                                h,
+                                &cancelled,
+                                now,
+                            )?;
+                        }
+                    }
+                    let stale = positions(stale)?;
+                    changes.stale += stale.len();
+                    let mut at = 0;
+                    ends.retain(|_| {
+                        at += 1;
+                        !stale.contains(&(at - 1))
+                    });
+                }
+                _ => return Err(malformed("complete")),
+            }
+        }
+        let mut held = self.held();
+        for completion in done {
+            held.remove(&completion.lease.id);
+        }
+        Ok(changes)
+    }
+
+    /// The attempt `lease` as stored in Redis, when its job still runs under it.
+    async fn read_held(&self, lease: LeaseRef) -> Result<Option<Held>, QueueError> {
+        let id = lease.id.to_string();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("GET").arg(self.keys.job(&id)).cmd("HGET").arg(self.keys.run()).arg(&id);
+        let (stored, run): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
+        let (Some(stored), Some(run)) = (stored, run) else { return Ok(None) };
+        let Some(attempt) = Attempt::parse(&run).filter(|a| a.token == lease.token) else {
+            return Ok(None);
+        };
+        let record = read(lease.id, &stored, Some(&run), false, None)?;
+        Ok(Some(Held { stored, run, attempt, record }))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Held>> {
+        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn release_chunk(
@@ -262,7 +392,12 @@ impl RedisQueue {
             invocation.arg(lease.id.to_string()).arg(lease.token);
         }
         let reply = self.run(&invocation, true).await?;
-        stale_and_changes(&reply)
+        let changes = stale_and_changes(&reply)?;
+        let mut held = self.held();
+        for lease in leases {
+            held.remove(&lease.id);
+        }
+        Ok(changes)
     }
 
     async fn renew_chunk(
@@ -277,7 +412,7 @@ impl RedisQueue {
             invocation.arg(lease.id.to_string()).arg(lease.token);
         }
         let reply = self.run(&invocation, true).await?;
-        text(&reply)?
+        let states = text(&reply)?
             .bytes()
             .map(|state| match state {
                 b'A' => Ok(LeaseState::Active),
@@ -285,7 +420,14 @@ impl RedisQueue {
                 b'L' => Ok(LeaseState::Lost),
                 _ => Err(malformed("a lease state")),
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut held = self.held();
+        for (lease, state) in leases.iter().zip(&states) {
+            if *state == LeaseState::Lost {
+                held.remove(&lease.id);
+            }
+        }
+        Ok(states)
     }
 
     /// One periodic script (promote or reap): `{more, changes}`.
@@ -312,6 +454,36 @@ impl RedisQueue {
         Ok(int(more)? == 1)
     }
 
+    /// Reads jobs as readers see them (stored records with their running attempts applied), in
+    /// one round trip; `None` for a job that does not exist.
+    async fn read_jobs(&self, ids: &[JobId]) -> Result<Vec<Option<JobRecord>>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let keys: Vec<String> = names.iter().map(|id| self.keys.job(id)).collect();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("MGET").arg(&keys);
+        pipe.cmd("HMGET").arg(self.keys.run()).arg(&names);
+        pipe.cmd("SMISMEMBER").arg(self.keys.cancels()).arg(&names);
+        pipe.cmd("HMGET").arg(self.keys.progress()).arg(&names);
+        type Replies = (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>, Vec<i64>, Vec<Option<Vec<u8>>>);
+        let (stored, runs, cancels, progress): Replies =
+            self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let Some(bytes) = stored.get(i).cloned().flatten() else {
+                out.push(None);
+                continue;
+            };
+            let run = runs.get(i).and_then(|r| r.as_deref());
+            let cancel = cancels.get(i) == Some(&1);
+            let progress = progress.get(i).and_then(|p| p.as_deref());
+            out.push(Some(read(*id, &bytes, run, cancel, progress)?));
+        }
+        Ok(out)
+    }
+
     async fn read_schedule(&self, name: &str) -> Result<Option<Schedule>, QueueError> {
         let fields: BTreeMap<String, String> =
             self.cmd(::redis::cmd("HGETALL").arg(self.keys.schedule(name))).await?;
@@ -336,6 +508,55 @@ async fn check_policy(redis: &RedisClient) -> Result<(), RedisQueueError> {
             Ok(())
         }
     }
+}
+
+/// The ending of the attempt `held` with `outcome`: its new status and final record.
+fn ending(
+    lease: LeaseRef,
+    held: &Held,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<bulk::End, QueueError> {
+    let record = &held.record;
+    let (status, run_at, error, result) = match outcome {
+        Outcome::Succeeded(result) => (JobStatus::Succeeded, None, None, Some(result.get())),
+        Outcome::Failed { error, retry_at: Some(at) } if record.attempts < record.max_attempts => {
+            let status = if *at > now { JobStatus::Scheduled } else { JobStatus::Queued };
+            (status, Some(*at), Some(error.as_str()), None)
+        }
+        Outcome::Failed { error, .. } => (JobStatus::Failed, None, Some(error.as_str()), None),
+        Outcome::Cancelled(reason) => (JobStatus::Cancelled, None, Some(reason.as_str()), None),
+    };
+    let score = match status {
+        JobStatus::Scheduled => run_at.map_or(0, |at| ms(at) as u64),
+        JobStatus::Queued => bulk::ready_score(lease.id, record.priority),
+        _ => 0,
+    };
+    let end = Ending { status, now, run_at, error, result };
+    let blob = record::ended(lease.id, &held.stored, &held.attempt, end)
+        .map_err(|err| QueueError::Internal(err.to_string()))?;
+    Ok(bulk::End {
+        id: lease.id,
+        token: lease.token,
+        run: held.run.clone(),
+        queue: record.queue.clone(),
+        kind: record.kind.clone(),
+        status,
+        score,
+        record: blob,
+    })
+}
+
+/// Decodes a record for readers, with its running attempt applied.
+fn read(
+    id: JobId,
+    stored: &[u8],
+    run: Option<&[u8]>,
+    cancel: bool,
+    progress: Option<&[u8]>,
+) -> Result<JobRecord, QueueError> {
+    record::read(id, stored, run, cancel, progress)
+        .map_err(|err| QueueError::Internal(err.to_string()))
 }
 
 /// `{stale count, changes}`.
@@ -480,12 +701,9 @@ impl QueueBackend for RedisQueue {
         progress: Json,
         now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
+        let _ = now;
         let mut invocation = self.invocation(&self.scripts.progress);
-        invocation
-            .arg(ms(now) as i64)
-            .arg(lease.id.to_string())
-            .arg(lease.token)
-            .arg(progress.get());
+        invocation.arg(lease.id.to_string()).arg(lease.token).arg(progress.get());
         self.run(&invocation, true).await.map(|_| ())
     }
 
@@ -508,24 +726,21 @@ impl QueueBackend for RedisQueue {
                 return Err(redis_error(err));
             }
         };
-        let [outcome, stored, changes] = array(&reply)? else { return Err(malformed("cancel")) };
-        let record = record::decode(id, bytes(stored)?)
-            .map_err(|err| QueueError::Internal(err.to_string()))?;
+        let [outcome, stored, run, changes] = array(&reply)? else {
+            return Err(malformed("cancel"));
+        };
+        let requested = text(outcome)? == "requested";
+        let record = read(id, bytes(stored)?, Some(bytes(run)?), requested, None)?;
         let changes = reply::changes(changes)?;
-        match text(outcome)? {
-            "requested" => Ok((CancelOutcome::Requested(record), changes)),
-            _ => Ok((CancelOutcome::Cancelled(record), changes)),
+        if requested {
+            Ok((CancelOutcome::Requested(record), changes))
+        } else {
+            Ok((CancelOutcome::Cancelled(record), changes))
         }
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, QueueError> {
-        let stored: Option<Vec<u8>> =
-            self.cmd(::redis::cmd("GET").arg(self.keys.job(&id.to_string()))).await?;
-        stored
-            .map(|bytes| {
-                record::decode(id, &bytes).map_err(|err| QueueError::Internal(err.to_string()))
-            })
-            .transpose()
+        Ok(self.read_jobs(&[id]).await?.pop().flatten())
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, QueueError> {

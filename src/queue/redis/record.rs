@@ -21,6 +21,8 @@
 //! what the scripts need. A record is a few hundred bytes: numbers are fixed-width, payloads
 //! and results stay the JSON text they arrived as.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -61,11 +63,7 @@ struct DataIn {
 /// The record of a new job, `queued` or (with a future `run_at`) `scheduled`; the submit script
 /// makes it `waiting` when dependencies are pending.
 pub fn encode_new(job: &NewJob, now: DateTime<Utc>) -> Vec<u8> {
-    let status = if job.run_at.is_some_and(|at| at > now) {
-        JobStatus::Scheduled
-    } else {
-        JobStatus::Queued
-    };
+    let status = new_status(job, now);
     let data = serde_json::to_vec(&DataOut {
         payload: &job.payload,
         backoff: &job.backoff,
@@ -74,25 +72,149 @@ pub fn encode_new(job: &NewJob, now: DateTime<Utc>) -> Vec<u8> {
     })
     .expect("job data serialises");
     let now_ms = ms(now);
-    let sections: [&[u8]; 8] = [
-        job.kind.as_bytes(),
-        job.queue.as_bytes(),
-        job.idempotency_key.as_deref().unwrap_or("").as_bytes(),
-        &data,
-        b"",
-        b"",
-        b"",
-        b"",
-    ];
-    let mut out = Vec::with_capacity(HEADER_LEN + sections.iter().map(|s| s.len()).sum::<usize>());
-    out.extend_from_slice(&[VERSION, status.index() as u8, 0, 0]);
-    out.extend_from_slice(&0u16.to_be_bytes());
-    out.extend_from_slice(&(job.max_attempts as u16).to_be_bytes());
-    out.extend_from_slice(&(job.priority as i16).to_be_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
-    for value in [0.0, now_ms, now_ms, 0.0, 0.0, job.run_at.map_or(0.0, ms)] {
-        out.extend_from_slice(&value.to_be_bytes());
+    let mut header = [0u8; LENGTHS_AT];
+    header[0] = VERSION;
+    header[1] = status.index() as u8;
+    header[6..8].copy_from_slice(&(job.max_attempts as u16).to_be_bytes());
+    header[8..10].copy_from_slice(&(job.priority as i16).to_be_bytes());
+    put_f64(&mut header, CREATED, now_ms);
+    put_f64(&mut header, UPDATED, now_ms);
+    put_f64(&mut header, RUN_AT, job.run_at.filter(|at| *at > now).map_or(0.0, ms));
+    assemble(
+        &header,
+        [
+            job.kind.as_bytes(),
+            job.queue.as_bytes(),
+            job.idempotency_key.as_deref().unwrap_or("").as_bytes(),
+            &data,
+            b"",
+            b"",
+            b"",
+            b"",
+        ],
+    )
+}
+
+/// `queued`, or `scheduled` when the job's `run_at` is ahead of `now`.
+pub fn new_status(job: &NewJob, now: DateTime<Utc>) -> JobStatus {
+    if job.run_at.is_some_and(|at| at > now) {
+        JobStatus::Scheduled
+    } else {
+        JobStatus::Queued
     }
+}
+
+/// A running attempt, as its `run` entry (`<token>|<started ms>|<worker>`) describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub token: u64,
+    pub started: DateTime<Utc>,
+    pub worker: Arc<str>,
+}
+
+impl Attempt {
+    pub fn parse(run: &[u8]) -> Option<Attempt> {
+        let text = std::str::from_utf8(run).ok()?;
+        let mut parts = text.splitn(3, '|');
+        let token = parts.next()?.parse().ok()?;
+        let started = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
+        Some(Attempt { token, started, worker: parts.next()?.into() })
+    }
+}
+
+/// What readers see of a job: its stored record, with the running attempt (`run` entry, cancel
+/// request, latest progress) applied when there is one.
+pub fn read(
+    id: JobId,
+    stored: &[u8],
+    run: Option<&[u8]>,
+    cancel: bool,
+    progress: Option<&[u8]>,
+) -> Result<JobRecord, RecordError> {
+    let mut record = decode(id, stored)?;
+    let Some(run) = run.filter(|r| !r.is_empty()) else { return Ok(record) };
+    let attempt = Attempt::parse(run)
+        .ok_or_else(|| RecordError { id, why: "unreadable running attempt".into() })?;
+    record.status = JobStatus::Running;
+    record.attempts += 1;
+    record.started_at = Some(attempt.started);
+    record.updated_at = record.updated_at.max(attempt.started);
+    record.worker = Some(attempt.worker);
+    record.cancel_requested = cancel;
+    if let Some(progress) = progress.and_then(|p| std::str::from_utf8(p).ok()) {
+        record.progress = crate::job::record::json_from_str(progress).ok().or(record.progress);
+    }
+    Ok(record)
+}
+
+/// How an attempt ended, for its final record.
+pub struct Ending<'a> {
+    pub status: JobStatus,
+    pub now: DateTime<Utc>,
+    /// When to run again (a retry), replacing the stored `run_at`.
+    pub run_at: Option<DateTime<Utc>>,
+    pub error: Option<&'a str>,
+    pub result: Option<&'a str>,
+}
+
+/// The record that replaces `stored` (the job's record while `attempt` ran) when the attempt
+/// ends: the attempt counted, its start, worker and end, and the outcome.
+pub fn ended(
+    id: JobId,
+    stored: &[u8],
+    attempt: &Attempt,
+    ending: Ending<'_>,
+) -> Result<Vec<u8>, RecordError> {
+    let sections = sections(id, stored)?;
+    let mut header: [u8; LENGTHS_AT] = stored[..LENGTHS_AT].try_into().expect("checked length");
+    let now = ms(ending.now);
+    header[1] = ending.status.index() as u8;
+    header[2] = 0;
+    let attempts = u16::from_be_bytes([header[4], header[5]]).saturating_add(1);
+    header[4..6].copy_from_slice(&attempts.to_be_bytes());
+    put_f64(&mut header, TOKEN, 0.0);
+    put_f64(&mut header, UPDATED, now);
+    put_f64(&mut header, STARTED, ms(attempt.started));
+    if ending.status.is_terminal() {
+        put_f64(&mut header, FINISHED, now);
+    }
+    if let Some(at) = ending.run_at {
+        put_f64(&mut header, RUN_AT, ms(at));
+    }
+    let error = ending.error.map_or(sections[5], str::as_bytes);
+    let result = ending.result.map_or(sections[6], str::as_bytes);
+    Ok(assemble(
+        &header,
+        [
+            sections[0],
+            sections[1],
+            sections[2],
+            sections[3],
+            attempt.worker.as_bytes(),
+            error,
+            result,
+            sections[7],
+        ],
+    ))
+}
+
+/// Byte offsets of the header's time fields.
+const TOKEN: usize = 12;
+const CREATED: usize = 20;
+const UPDATED: usize = 28;
+const STARTED: usize = 36;
+const FINISHED: usize = 44;
+const RUN_AT: usize = 52;
+
+fn put_f64(header: &mut [u8; LENGTHS_AT], at: usize, value: f64) {
+    header[at..at + 8].copy_from_slice(&value.to_be_bytes());
+}
+
+/// The header followed by the section lengths and the sections.
+fn assemble(header: &[u8; LENGTHS_AT], sections: [&[u8]; 8]) -> Vec<u8> {
+    let len = HEADER_LEN + sections.iter().map(|s| s.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(header);
     for section in &sections {
         out.extend_from_slice(&(section.len() as u32).to_be_bytes());
     }
@@ -102,15 +224,12 @@ pub fn encode_new(job: &NewJob, now: DateTime<Utc>) -> Vec<u8> {
     out
 }
 
-/// Reads a stored record back into a [`JobRecord`].
-pub fn decode(id: JobId, bytes: &[u8]) -> Result<JobRecord, RecordError> {
+/// The eight sections of a stored record.
+fn sections(id: JobId, bytes: &[u8]) -> Result<[&[u8]; 8], RecordError> {
     let fail = |why: &str| RecordError { id, why: why.to_owned() };
     if bytes.len() < HEADER_LEN || bytes[0] != VERSION {
         return Err(fail("not a job record of this version"));
     }
-    let u16_at = |at: usize| u16::from_be_bytes([bytes[at], bytes[at + 1]]);
-    let f64_at = |at: usize| f64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    let status = *JobStatus::ALL.get(bytes[1] as usize).ok_or_else(|| fail("unknown status"))?;
     let mut sections = [&bytes[0..0]; 8];
     let mut at = HEADER_LEN;
     for (i, section) in sections.iter_mut().enumerate() {
@@ -119,6 +238,16 @@ pub fn decode(id: JobId, bytes: &[u8]) -> Result<JobRecord, RecordError> {
         *section = bytes.get(at..at + len).ok_or_else(|| fail("truncated"))?;
         at += len;
     }
+    Ok(sections)
+}
+
+/// Reads a stored record back into a [`JobRecord`].
+pub fn decode(id: JobId, bytes: &[u8]) -> Result<JobRecord, RecordError> {
+    let fail = |why: &str| RecordError { id, why: why.to_owned() };
+    let sections = sections(id, bytes)?;
+    let u16_at = |at: usize| u16::from_be_bytes([bytes[at], bytes[at + 1]]);
+    let f64_at = |at: usize| f64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let status = *JobStatus::ALL.get(bytes[1] as usize).ok_or_else(|| fail("unknown status"))?;
     let text = |i: usize| std::str::from_utf8(sections[i]).map_err(|_| fail("section not UTF-8"));
     let optional = |i: usize| -> Result<Option<&str>, RecordError> {
         Ok(Some(text(i)?).filter(|s| !s.is_empty()))
@@ -140,25 +269,19 @@ pub fn decode(id: JobId, bytes: &[u8]) -> Result<JobRecord, RecordError> {
         max_attempts: u16_at(6) as u32,
         backoff: data.backoff,
         timeout_ms: data.timeout_ms,
-        run_at: time(f64_at(52)),
+        run_at: time(f64_at(RUN_AT)),
         depends_on: data.depends_on,
         idempotency_key: optional(2)?.map(Into::into),
-        created_at: time(f64_at(20)).ok_or_else(|| fail("no creation time"))?,
-        updated_at: time(f64_at(28)).ok_or_else(|| fail("no update time"))?,
-        started_at: time(f64_at(36)),
-        finished_at: time(f64_at(44)),
+        created_at: time(f64_at(CREATED)).ok_or_else(|| fail("no creation time"))?,
+        updated_at: time(f64_at(UPDATED)).ok_or_else(|| fail("no update time"))?,
+        started_at: time(f64_at(STARTED)),
+        finished_at: time(f64_at(FINISHED)),
         result: json(6)?,
         error: optional(5)?.map(str::to_owned),
         cancel_requested: bytes[2] & FLAG_CANCEL != 0,
         worker: optional(4)?.map(Into::into),
         progress: json(7)?,
     })
-}
-
-/// The lease token of a running record, as the scripts store it.
-pub fn token(bytes: &[u8]) -> Option<u64> {
-    let raw = bytes.get(12..20)?;
-    Some(f64::from_be_bytes(raw.try_into().ok()?) as u64)
 }
 
 /// Milliseconds since the epoch, as the scripts count time.
@@ -174,7 +297,6 @@ fn time(ms: f64) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use crate::job::record::json_from_str;
-    use std::sync::Arc;
 
     fn job() -> NewJob {
         NewJob {
@@ -216,6 +338,40 @@ mod tests {
         let record = decode(job.id, &encode_new(&job, now)).unwrap();
         assert_eq!(record.status, JobStatus::Scheduled);
         assert_eq!(record.run_at.map(|t| t.timestamp_millis()), Some(ms(now) as i64 + 5_000));
+    }
+
+    #[test]
+    fn a_running_attempt_shows_and_its_end_is_recorded() {
+        let job = job();
+        let now = DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let stored = encode_new(&job, now);
+        let started = now + chrono::Duration::seconds(2);
+        let run = format!("42|{}|host-1/w3", started.timestamp_millis());
+        let running =
+            read(job.id, &stored, Some(run.as_bytes()), true, Some(b"{\"done\":1}")).unwrap();
+        assert_eq!((running.status, running.attempts), (JobStatus::Running, 1));
+        assert_eq!((running.started_at, running.updated_at), (Some(started), started));
+        assert_eq!(running.worker.as_deref(), Some("host-1/w3"));
+        assert!(running.cancel_requested);
+        assert_eq!(running.progress.unwrap().get(), r#"{"done":1}"#);
+
+        let attempt = Attempt::parse(run.as_bytes()).unwrap();
+        assert_eq!(attempt.token, 42);
+        let end = started + chrono::Duration::seconds(1);
+        let ending = Ending {
+            status: JobStatus::Succeeded,
+            now: end,
+            run_at: None,
+            error: None,
+            result: Some(r#"{"sent":1}"#),
+        };
+        let done = decode(job.id, &ended(job.id, &stored, &attempt, ending).unwrap()).unwrap();
+        assert_eq!((done.status, done.attempts), (JobStatus::Succeeded, 1));
+        assert_eq!((done.started_at, done.finished_at), (Some(started), Some(end)));
+        assert_eq!(done.result.unwrap().get(), r#"{"sent":1}"#);
+        assert_eq!(done.worker.as_deref(), Some("host-1/w3"));
+        assert_eq!(done.payload.get(), job.payload.get());
+        assert_eq!(done.idempotency_key.as_deref(), Some("k-1"));
     }
 
     #[test]

@@ -6,71 +6,114 @@
 -- ARGV[3]   number of worker slots w; ARGV[4 .. 3 + w] their names
 -- ARGV[4 + w ..] the kinds this instance has handlers for
 --
--- Each claimed job becomes `running` under a fresh token (the fencing token of its attempt),
--- with its attempts counted and its lease in the lease index. When the claim took as many jobs
--- as it could and work is left, the wake marker is pushed again for the next idle instance.
+-- The ready sets are per queue and kind (the registry READY_SETS names them); the first w of
+-- every claimable set are merged by score. The claimed jobs run under one fresh lease token:
+-- each gets a `run` entry (`<token>|<now>|<worker>`), the token's set `lb:<token>` lists them
+-- and the lease index holds the token until its expiry. Their records are not rewritten (they
+-- stay `queued` in Redis; the `run` entry is what makes them running). When the claim took as
+-- many jobs as it could and work is left, the wake marker is pushed again for the next idle
+-- instance.
 --
 -- Not safe to retry: a retry would claim other jobs (those of a lost answer run again once
--- their lease expires). Returns {id, record, token} per claimed job, in claim order.
+-- their lease expires). Returns {token, then id, stored record, run entry per claimed job}, in
+-- claim order; {} when nothing was claimed.
 
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local w = tonumber(ARGV[3])
-local kinds = {}
-for k = 4 + w, #ARGV do kinds[#kinds + 1] = ARGV[k] end
+local claimable = {}
+for k = 4 + w, #ARGV do claimable[ARGV[k]] = true end
 
-promote_due(now, 1000)
+if promote_due(now, 1000) then wake() end
 commit()
 if changes.ready > 0 then wake() end
 
--- The first w of each kind's ready set, merged by score (then id, as the sets order them).
-local candidates = {}
-for _, kind in ipairs(kinds) do
-  local top = redis.call('ZRANGE', ready_key(kind), 0, w - 1, 'WITHSCORES')
-  for k = 1, #top, 2 do
-    candidates[#candidates + 1] = { tonumber(top[k + 1]), top[k], kind }
+-- The first w of each claimable ready set.
+local sources, tops = {}, {}
+for _, set in ipairs(redis.call('SMEMBERS', READY_SETS)) do
+  local colon = string.find(set, ':', 1, true)
+  local queue, kind = string.sub(set, 1, colon - 1), string.sub(set, colon + 1)
+  if claimable[kind] then
+    local key = ready_key(queue, kind)
+    local top = redis.call('ZRANGE', key, 0, w - 1, 'WITHSCORES')
+    if #top > 0 then
+      sources[#sources + 1] = { key = key, queue = queue, taken = 0 }
+      tops[#tops + 1] = top
+    end
   end
 end
-if #candidates > w then
+if #sources == 0 then return {} end
+
+-- Candidates in claim order: one set's order as it is; several merged by score, then id.
+local ids, from = {}, {}
+if #sources == 1 then
+  local top = tops[1]
+  for k = 1, math.min(#top / 2, w) do
+    ids[k] = top[2 * k - 1]
+    from[k] = 1
+  end
+else
+  local candidates = {}
+  for s, top in ipairs(tops) do
+    for k = 1, #top, 2 do candidates[#candidates + 1] = { tonumber(top[k + 1]), top[k], s } end
+  end
   table.sort(candidates, function(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
     return a[2] < b[2]
   end)
+  for k = 1, math.min(#candidates, w) do
+    ids[k] = candidates[k][2]
+    from[k] = candidates[k][3]
+  end
 end
 
-local taken, per_kind, ids = math.min(w, #candidates), {}, {}
-for k = 1, taken do
-  local c = candidates[k]
-  per_kind[c[3]] = (per_kind[c[3]] or 0) + 1
-  ids[k] = c[2]
-end
-if taken == 0 then return {} end
--- Each kind's share is a prefix of its set: remove it by rank.
-for kind, n in pairs(per_kind) do redis.call('ZREMRANGEBYRANK', ready_key(kind), 0, n - 1) end
-
-load_many(ids)
-local token = redis.call('INCRBY', TOKENS, taken) - taken
-local claimed, lease_until = {}, now + lease
+local keys = {}
 for k, id in ipairs(ids) do
-  local j = load(id)
-  if j and j.st == QUEUED then
-    token = token + 1
-    local queue = queue_of(j)
-    count(queue, QUEUED, -1)
-    count(queue, RUNNING, 1)
-    j.st, j.a, j.tok, j.s, j.u, j.w = RUNNING, j.a + 1, token, now, now, ARGV[3 + k]
-    zadd(LEASES, lease_until, id)
-    save(j)
-    claimed[#claimed + 1] = j
-  end
+  keys[k] = job_key(id)
+  local source = sources[from[k]]
+  source.taken = source.taken + 1
 end
-commit()
-
-if taken == w then
-  for _, kind in ipairs(kinds) do
-    if redis.call('ZCARD', ready_key(kind)) > 0 then wake() break end
-  end
+-- Each set's share is a prefix of it: remove it by rank.
+for _, source in ipairs(sources) do
+  if source.taken > 0 then redis.call('ZREMRANGEBYRANK', source.key, 0, source.taken - 1) end
 end
 
-local out = {}
-for _, j in ipairs(claimed) do out[#out + 1] = { j.id, j.v, j.tok } end
+local values = redis.call('MGET', unpack(keys))
+local token = redis.call('INCR', TOKENS)
+local prefix = token .. '|' .. ARGV[1] .. '|'
+local out, run, members = { token }, {}, {}
+for k, id in ipairs(ids) do
+  local v = values[k]
+  local source = sources[from[k]]
+  if v and string.byte(v, 2) == QUEUED then
+    local attempt = prefix .. ARGV[3 + k]
+    run[#run + 1] = id
+    run[#run + 1] = attempt
+    members[#members + 1] = id
+    out[#out + 1] = id
+    out[#out + 1] = v
+    out[#out + 1] = attempt
+  else
+    source.taken = source.taken - 1
+  end
+end
+for _, source in ipairs(sources) do
+  if source.taken > 0 then
+    count(source.queue, QUEUED, -source.taken)
+    count(source.queue, RUNNING, source.taken)
+  end
+end
+if #members == 0 then
+  flush_indexes()
+  return {}
+end
+apply('HSET', RUN, run)
+apply('SADD', lease_key(token), members)
+redis.call('ZADD', LEASES, now + lease, token)
+flush_indexes()
+
+if #ids == w then
+  for _, source in ipairs(sources) do
+    if redis.call('ZCARD', source.key) > 0 then wake() break end
+  end
+end
 return out

@@ -2,15 +2,19 @@
 -- script is loaded (src/queue/redis/scripts.rs).
 --
 -- KEYS[1] is the base of every queue key, `<prefix>:{q}:`. It names the hash-tag slot; every
--- other key is built from it by the functions below, mirroring src/redis/keys.rs.
+-- other key is built from it here, mirroring src/redis/keys.rs.
 --
 -- A job record is one string: a fixed big-endian header (HDR) followed by eight sections whose
--- lengths end the header: kind, queue, idempotency key, data (JSON that only Rust reads:
--- payload, backoff, timeout, dependencies), worker, error, result, progress. Scripts touch the
--- header and the last four sections; src/queue/redis/record.rs is the Rust side of the format.
+-- lengths end the header: kind, queue, idempotency key, data (JSON that only Rust reads),
+-- worker, error, result, progress (src/queue/redis/record.rs is the Rust side of the format).
+-- A stored record is `waiting`, `scheduled`, `queued` or terminal. A running job keeps its
+-- `queued` record untouched: its attempt lives in the `run` hash (`<token>|<started>|<worker>`),
+-- with its cancel request in the `cx` set and its progress in the `prog` hash, until the
+-- attempt ends and Rust's final record replaces the stored one. So claiming and completing a
+-- job cost a few small writes, not a rewrite of its record in Lua.
 --
--- A script is a unit of work: records are read once (load, load_many), changed as Lua tables,
--- and written together at the end (commit); index changes are gathered per key and applied in
+-- Scripts are units of work: records read in a call are cached (load, load_many), changed as
+-- Lua tables and written together (commit); index changes are gathered per key and applied in
 -- one command per key. Time is the caller's (ARGV), in milliseconds since the epoch.
 
 local B = KEYS[1]
@@ -18,24 +22,52 @@ local HDR = '>BBBBHHhHddddddI4I4I4I4I4I4I4I4'
 local HDR_LEN = 92
 local WAITING, SCHEDULED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3, 4, 5, 6
 local STATUS = { [0] = 'waiting', 'scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled' }
-local FLAG_CANCEL = 1
 -- Ready score: (1000 - priority) * 2^42 + the job id's millisecond timestamp (UUIDv7), so
 -- ZPOPMIN takes the highest priority first, then the oldest id (ties: the id itself, in order).
 local PRIO_SPAN = 4398046511104
 -- The most Lua arguments one command is given at a time (Lua's unpack limit is 8000).
 local CHUNK = 6000
+-- Scripts that change jobs take `now` as ARGV[1]; kept as text too, since a number passed to
+-- a Redis command is formatted again each time.
+local NOW_TEXT = ARGV[1]
 
 -- Keys -----------------------------------------------------------------------------------------
 
 local function job_key(id) return B .. 'j:' .. id end
+local function batch_key(batch) return B .. 'db:' .. batch end
 local function deps_key(id) return B .. 'deps:' .. id end
 local function idem_key(key) return B .. 'idem:' .. key end
-local function ready_key(kind) return B .. 'ready:' .. kind end
-local function all_key(queue) return B .. 'lq:' .. queue end
-local function listing_key(queue, st) return B .. 'ls:' .. queue .. ':' .. STATUS[st] end
-local function done_key(queue) return B .. 'done:' .. queue end
+local function lease_key(token) return B .. 'lb:' .. token end
 local DELAYED, LEASES, COUNTS, QUEUES, KINDS = B .. 'delayed', B .. 'leases', B .. 'counts', B .. 'queues', B .. 'kinds'
+local RUN, CANCELS, PROGRESS, PARENTS = B .. 'run', B .. 'cx', B .. 'prog', B .. 'parents'
+local READY_SETS, DONE_SEQ = B .. 'rq', B .. 'dseq'
 local WAKE, EVENTS, WATCH, TOKENS = B .. 'wake', B .. 'events', B .. 'watch', B .. 'tok'
+
+-- Keys named per kind and queue, built once per call (no string is built on a second use).
+local memo = {}
+local function named(prefix, name)
+  local by_name = memo[prefix]
+  if not by_name then by_name = {}; memo[prefix] = by_name end
+  local k = by_name[name]
+  if not k then k = B .. prefix .. name; by_name[name] = k end
+  return k
+end
+-- The ready set of a queue and kind, and its name in the registry of ready sets (READY_SETS).
+local ready_memo = {}
+local function ready_entry(queue, kind)
+  local by_kind = ready_memo[queue]
+  if not by_kind then by_kind = {}; ready_memo[queue] = by_kind end
+  local entry = by_kind[kind]
+  if not entry then
+    entry = { B .. 'ready:' .. queue .. ':' .. kind, queue .. ':' .. kind }
+    by_kind[kind] = entry
+  end
+  return entry
+end
+local function ready_key(queue, kind) return ready_entry(queue, kind)[1] end
+local function all_key(queue) return named('lq:', queue) end
+local function done_key(queue) return named('done:', queue) end
+local function listing_key(queue, st) return named('ls:' .. STATUS[st] .. ':', queue) end
 
 -- Records --------------------------------------------------------------------------------------
 
@@ -60,6 +92,12 @@ local function queue_of(j)
   return j.queue
 end
 
+-- The queue of a stored record, read from its header alone.
+local function queue_of_record(v)
+  local lk, lq = struct.unpack('>I4I4', v, 61)
+  return string.sub(v, HDR_LEN + lk + 1, HDR_LEN + lk + lq)
+end
+
 local function idem_of(j)
   local o = HDR_LEN + j.lk + j.lq
   return string.sub(j.v, o + 1, o + j.li)
@@ -78,7 +116,7 @@ local function encode(j)
   local r = j.r or string.sub(v, o + 1, o + j.lr)
   o = o + j.lr
   local p = j.p or string.sub(v, o + 1, o + j.lp)
-  return struct.pack(HDR, 1, j.st, j.fl, 0, j.a, j.m, j.pr, j.pend, j.tok, j.c, j.u, j.s, j.f,
+  return struct.pack(HDR, 1, j.st, j.fl, 0, j.a, j.m, j.pr, j.pend, 0, j.c, j.u, j.s, j.f,
     j.ra, j.lk, j.lq, j.li, j.ld, #w, #e, #r, #p) .. string.sub(v, HDR_LEN + 1, fixed) .. w .. e .. r .. p
 end
 
@@ -117,9 +155,11 @@ local function save(j)
   dirty[j.id] = j
 end
 
--- Index changes, gathered per key -------------------------------------------------------------
+-- Index changes, gathered per key ----------------------------------------------------------------
 
-local adds, rems, counts = {}, {}, {}
+local adds, rems, counts, writes, done = {}, {}, {}, {}, {}
+-- Ready sets entered in this call (`<queue>:<kind>`), for the registry claims read.
+local ready_sets = {}
 
 local function zadd(key, score, member)
   local t = adds[key]
@@ -135,40 +175,55 @@ local function zrem(key, member)
 end
 
 local function count(queue, st, delta)
-  local field = queue .. ':' .. STATUS[st]
-  counts[field] = (counts[field] or 0) + delta
+  local q = counts[queue]
+  if not q then q = {}; counts[queue] = q end
+  q[st] = (q[st] or 0) + delta
 end
 
+-- Runs `cmd` over `args` in chunks (after `key`, when given).
 local function apply(cmd, key, args)
   for i = 1, #args, CHUNK do
-    redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+    if key then
+      redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+    else
+      redis.call(cmd, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+    end
   end
 end
 
--- Applies the gathered index changes (removals first).
+-- Files terminal jobs of `queue` under a new batch of the queue's retention index.
+local function file_done(queue, ids)
+  local batch = redis.call('INCR', DONE_SEQ)
+  apply('RPUSH', batch_key(batch), ids)
+  redis.call('ZADD', done_key(queue), NOW_TEXT, batch)
+end
+
+-- Applies the gathered index changes (removals first) and counters.
 local function flush_indexes()
   for key, t in pairs(rems) do apply('ZREM', key, t) end
   for key, t in pairs(adds) do apply('ZADD', key, t) end
-  for field, delta in pairs(counts) do
-    if delta ~= 0 then redis.call('HINCRBY', COUNTS, field, delta) end
+  for queue, ids in pairs(done) do file_done(queue, ids) end
+  for set in pairs(ready_sets) do redis.call('SADD', READY_SETS, set) end
+  for queue, deltas in pairs(counts) do
+    for st, delta in pairs(deltas) do
+      if delta ~= 0 then redis.call('HINCRBY', COUNTS, queue .. ':' .. STATUS[st], delta) end
+    end
   end
-  adds, rems, counts = {}, {}, {}
+  adds, rems, counts, done, ready_sets = {}, {}, {}, {}, {}
 end
 
 -- Writes every changed record and applies the index changes.
 local function commit()
-  local args = {}
   for id, j in pairs(dirty) do
     j.v = encode(j)
     j.w, j.e, j.r, j.p = nil, nil, nil, nil
     j.lw, j.le, j.lr, j.lp = struct.unpack('>I4I4I4I4', j.v, 77)
-    args[#args + 1] = job_key(id)
-    args[#args + 1] = j.v
-  end
-  for i = 1, #args, CHUNK do
-    redis.call('MSET', unpack(args, i, math.min(i + CHUNK - 1, #args)))
+    writes[#writes + 1] = job_key(id)
+    writes[#writes + 1] = j.v
   end
   dirty = {}
+  apply('MSET', nil, writes)
+  writes = {}
   flush_indexes()
 end
 
@@ -183,13 +238,35 @@ local function ready_score(j)
   return (1000 - j.pr) * PRIO_SPAN + tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
 end
 
--- Removes a job from the index of its current status (terminal jobs stay until purged).
+-- Enters job `id` of `queue` in the index of status `st`; `score` is its ready score (queued)
+-- or run_at (scheduled), `now` its finish time (terminal).
+local function enter_index(id, queue, kind, st, score, now)
+  if st == QUEUED then
+    local entry = ready_entry(queue, kind)
+    zadd(entry[1], score, id)
+    ready_sets[entry[2]] = true
+    changes.ready = changes.ready + 1
+  elseif st == SCHEDULED then
+    zadd(DELAYED, score, id)
+    zadd(listing_key(queue, SCHEDULED), '0', id)
+    local due = tonumber(score)
+    if changes.due == 0 or due < changes.due then changes.due = due end
+  elseif st == WAITING then
+    zadd(listing_key(queue, WAITING), '0', id)
+  else
+    local list = done[queue]
+    if not list then list = {}; done[queue] = list end
+    list[#list + 1] = id
+    if st ~= SUCCEEDED then zadd(listing_key(queue, st), '0', id) end
+    changes.finished[#changes.finished + 1] = id
+  end
+end
+
+-- Removes a stored job from the index of its status (terminal jobs stay until purged).
 local function leave(j)
   local st = j.st
   if st == QUEUED then
-    zrem(ready_key(kind_of(j)), j.id)
-  elseif st == RUNNING then
-    zrem(LEASES, j.id)
+    zrem(ready_key(queue_of(j), kind_of(j)), j.id)
   elseif st == SCHEDULED then
     zrem(DELAYED, j.id)
     zrem(listing_key(queue_of(j), SCHEDULED), j.id)
@@ -198,39 +275,43 @@ local function leave(j)
   end
 end
 
--- Enters a job in the index of its (new) status. `lease_until` is the lease of a running job.
-local function enter(j, now, lease_until)
+local function enter(j, now)
   local st = j.st
-  if st == QUEUED then
-    zadd(ready_key(kind_of(j)), ready_score(j), j.id)
-    changes.ready = changes.ready + 1
-  elseif st == RUNNING then
-    zadd(LEASES, lease_until, j.id)
-  elseif st == SCHEDULED then
-    zadd(DELAYED, j.ra, j.id)
-    zadd(listing_key(queue_of(j), SCHEDULED), 0, j.id)
-    if changes.due == 0 or j.ra < changes.due then changes.due = j.ra end
-  elseif st == WAITING then
-    zadd(listing_key(queue_of(j), WAITING), 0, j.id)
-  else
-    zadd(done_key(queue_of(j)), now, j.id)
-    if st ~= SUCCEEDED then zadd(listing_key(queue_of(j), st), 0, j.id) end
-    changes.finished[#changes.finished + 1] = j.id
-  end
+  local score = (st == QUEUED and ready_score(j)) or (st == SCHEDULED and j.ra) or 0
+  enter_index(j.id, queue_of(j), kind_of(j), st, score, now)
 end
 
--- The one place a job changes status: indexes, counters, timestamps.
-local function move(j, to, now, lease_until)
+-- The one place a stored (not running) job changes status: indexes, counters, timestamps.
+local function move(j, to, now)
   leave(j)
   count(queue_of(j), j.st, -1)
   j.st = to
   j.u = now
-  if to ~= RUNNING then j.tok = 0 end
   if to >= SUCCEEDED then j.f = now end
   count(queue_of(j), to, 1)
-  enter(j, now, lease_until)
+  enter(j, now)
   save(j)
 end
+
+-- Ends the attempt of a running job (its record says `queued`) in status `to`: the attempt is
+-- counted when `counted`, its worker, start and progress go into the record.
+local function stop_running(j, run, to, now, counted, progress)
+  local _, started, worker = string.match(run, '^([^|]*)|([^|]*)|(.*)$')
+  count(queue_of(j), RUNNING, -1)
+  count(queue_of(j), to, 1)
+  if counted then j.a = j.a + 1 end
+  j.s = tonumber(started) or now
+  j.w = worker
+  if progress then j.p = progress end
+  j.st = to
+  j.u = now
+  if to >= SUCCEEDED then j.f = now end
+  enter(j, now)
+  save(j)
+end
+
+-- Final statuses of jobs whose records this call writes without loading them (completions).
+local final_status = {}
 
 -- A job whose dependencies all succeeded: scheduled when its run_at is ahead, else queued.
 local function make_runnable(j, now)
@@ -239,28 +320,37 @@ end
 
 -- Settles the dependents of every job in changes.finished from position `from` on, including
 -- jobs this settling cancels itself: one fewer pending dependency on success, cancelled (with
--- the dependency named) otherwise. A work list, so long chains never recurse.
+-- the dependency named) otherwise. Only jobs in the `parents` set have dependents to settle.
 local function settle(from, now)
-  local i = from
   local finished = changes.finished
-  while i <= #finished do
-    local id = finished[i]
-    i = i + 1
-    local key = deps_key(id)
-    local dependents = redis.call('SMEMBERS', key)
-    if #dependents > 0 then
-      redis.call('DEL', key)
-      local st = load(id).st
-      load_many(dependents)
-      for _, d in ipairs(dependents) do
-        local dj = load(d)
-        if dj and dj.st == WAITING then
-          if st == SUCCEEDED then
-            dj.pend = dj.pend - 1
-            if dj.pend <= 0 then make_runnable(dj, now) else save(dj) end
-          else
-            dj.e = 'dependency ' .. id .. ' ' .. STATUS[st]
-            move(dj, CANCELLED, now)
+  local i = from
+  while i <= #finished and redis.call('EXISTS', PARENTS) == 1 do
+    local round = {}
+    for k = i, #finished do round[#round + 1] = finished[k] end
+    i = #finished + 1
+    local flags = {}
+    for k = 1, #round, CHUNK do
+      local part = redis.call('SMISMEMBER', PARENTS, unpack(round, k, math.min(k + CHUNK - 1, #round)))
+      for n, flag in ipairs(part) do flags[k + n - 1] = flag end
+    end
+    for k, id in ipairs(round) do
+      if flags[k] == 1 then
+        local key = deps_key(id)
+        local dependents = redis.call('SMEMBERS', key)
+        redis.call('DEL', key)
+        redis.call('SREM', PARENTS, id)
+        local st = final_status[id] or load(id).st
+        load_many(dependents)
+        for _, d in ipairs(dependents) do
+          local dj = load(d)
+          if dj and dj.st == WAITING then
+            if st == SUCCEEDED then
+              dj.pend = dj.pend - 1
+              if dj.pend <= 0 then make_runnable(dj, now) else save(dj) end
+            else
+              dj.e = 'dependency ' .. id .. ' ' .. STATUS[st]
+              move(dj, CANCELLED, now)
+            end
           end
         end
       end
@@ -300,8 +390,8 @@ local function promote_due(now, limit)
   return #due == limit
 end
 
--- Ends a call that changed jobs: writes, settles, wakes and notifies; answers the changes as
--- {ready count, earliest due (0: none), finished ids...}.
+-- Ends a call that changed jobs: settles dependents, writes, wakes and notifies; answers the
+-- changes as {ready count, earliest due (0: none), finished ids...}.
 local function finish(now)
   settle(1, now)
   commit()
@@ -310,4 +400,72 @@ local function finish(now)
   local out = { changes.ready, changes.due }
   for _, id in ipairs(changes.finished) do out[#out + 1] = id end
   return out
+end
+
+-- The running attempts of `ids`: their `run` entries (false where none), cancel requests and
+-- progress reports (false where none).
+local function running_of(ids)
+  local run, cancel, progress = {}, {}, {}
+  for i = 1, #ids, CHUNK do
+    local last = math.min(i + CHUNK - 1, #ids)
+    for k, v in ipairs(redis.call('HMGET', RUN, unpack(ids, i, last))) do run[i + k - 1] = v end
+  end
+  if redis.call('EXISTS', CANCELS) == 1 then
+    for i = 1, #ids, CHUNK do
+      local last = math.min(i + CHUNK - 1, #ids)
+      for k, v in ipairs(redis.call('SMISMEMBER', CANCELS, unpack(ids, i, last))) do cancel[i + k - 1] = v == 1 end
+    end
+  end
+  if redis.call('EXISTS', PROGRESS) == 1 then
+    for i = 1, #ids, CHUNK do
+      local last = math.min(i + CHUNK - 1, #ids)
+      for k, v in ipairs(redis.call('HMGET', PROGRESS, unpack(ids, i, last))) do progress[i + k - 1] = v end
+    end
+  end
+  return run, cancel, progress
+end
+
+-- Runs the commands Rust prepared, from ARGV position `at`: a count c, then c times a command
+-- name, its key ('' for a command without one, MSET), the number n of arguments and the n
+-- arguments. Returns the position after them. This is how the hot paths write: Rust builds
+-- every index change, the script applies them in bulk without handling each job.
+local function prepared(at)
+  local c = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, c do
+    local cmd, key, n = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+    local first, stop = at + 3, at + 2 + n
+    for i = first, stop, CHUNK do
+      local last = math.min(i + CHUNK - 1, stop)
+      if key == '' then
+        redis.call(cmd, unpack(ARGV, i, last))
+      else
+        redis.call(cmd, key, unpack(ARGV, i, last))
+      end
+    end
+    at = stop + 1
+  end
+  return at
+end
+
+-- Whether a run entry belongs to the attempt of lease token `token`.
+local token_prefix = {}
+local function holds(run, token)
+  if not run then return false end
+  local prefix = token_prefix[token]
+  if not prefix then prefix = token .. '|'; token_prefix[token] = prefix end
+  return string.sub(run, 1, #prefix) == prefix
+end
+
+-- Forgets the running state of ended attempts: ids per lease token.
+local function forget_running(by_token)
+  local all = {}
+  for token, ids in pairs(by_token) do
+    apply('SREM', lease_key(token), ids)
+    for _, id in ipairs(ids) do all[#all + 1] = id end
+  end
+  if #all == 0 then return end
+  apply('HDEL', RUN, all)
+  if redis.call('EXISTS', CANCELS) == 1 then apply('SREM', CANCELS, all) end
+  if redis.call('EXISTS', PROGRESS) == 1 then apply('HDEL', PROGRESS, all) end
 end

@@ -1,6 +1,7 @@
 -- purge: removes terminal jobs past retention (rule 7), oldest finished first, with their
 -- idempotency keys and listing entries: those finished before the cutoff, and in each queue
--- those beyond the most terminal jobs it may keep.
+-- those beyond the most terminal jobs it may keep. Terminal jobs are filed in batches (one per
+-- call that ended them), each a list under the queue's retention index.
 --
 -- ARGV[1]   now (ms)
 -- ARGV[2]   cutoff (ms): jobs finished at or before it are removed
@@ -14,39 +15,57 @@ local keep, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local more, removed = false, 0
 redis.call('ZREMRANGEBYSCORE', WATCH, '-inf', now)
 
+-- Removes the jobs `ids` of `queue` (those still stored) and what points to them.
+local function remove(queue, ids)
+  load_many(ids)
+  local unlink = {}
+  for _, id in ipairs(ids) do
+    local j = load(id)
+    if j then
+      local key = idem_of(j)
+      if key ~= '' and redis.call('GET', idem_key(key)) == id then
+        unlink[#unlink + 1] = idem_key(key)
+      end
+      unlink[#unlink + 1] = job_key(id)
+      count(queue, j.st, -1)
+      zrem(all_key(queue), id)
+      if j.st ~= SUCCEEDED then zrem(listing_key(queue, j.st), id) end
+    end
+  end
+  if #unlink > 0 then apply('UNLINK', nil, unlink) end
+end
+
 for _, queue in ipairs(redis.call('SMEMBERS', QUEUES)) do
   local dk = done_key(queue)
-  local n = redis.call('ZCOUNT', dk, '-inf', cutoff)
-  if keep > 0 then n = math.max(n, redis.call('ZCARD', dk) - keep) end
-  if n > budget then
-    n = budget
-    more = true
+  local terminal = 0
+  if keep > 0 then
+    local c = redis.call('HMGET', COUNTS, queue .. ':succeeded', queue .. ':failed', queue .. ':cancelled')
+    for _, v in ipairs(c) do terminal = terminal + (tonumber(v) or 0) end
   end
-  if n > 0 then
-    local old = redis.call('ZRANGE', dk, 0, n - 1)
-    load_many(old)
-    local unlink = {}
-    for _, id in ipairs(old) do
-      local j = load(id)
-      if j then
-        local key = idem_of(j)
-        if key ~= '' and redis.call('GET', idem_key(key)) == id then
-          unlink[#unlink + 1] = idem_key(key)
-        end
-        unlink[#unlink + 1] = job_key(id)
-        count(queue, j.st, -1)
-        zrem(all_key(queue), id)
-        if j.st ~= SUCCEEDED then zrem(listing_key(queue, j.st), id) end
-      end
-      zrem(dk, id)
+  while true do
+    if budget <= 0 then
+      more = true
+      break
     end
-    for k = 1, #unlink, CHUNK do
-      redis.call('UNLINK', unpack(unlink, k, math.min(k + CHUNK - 1, #unlink)))
+    local oldest = redis.call('ZRANGE', dk, 0, 0, 'WITHSCORES')
+    if #oldest == 0 then break end
+    local batch, finished_at = oldest[1], tonumber(oldest[2])
+    local over = keep > 0 and terminal > keep
+    if finished_at > cutoff and not over then break end
+    local n = budget
+    if finished_at > cutoff then n = math.min(n, terminal - keep) end
+    local ids = redis.call('LPOP', batch_key(batch), n)
+    if not ids or #ids == 0 then
+      redis.call('ZREM', dk, batch)
+    else
+      remove(queue, ids)
+      removed = removed + #ids
+      budget = budget - #ids
+      terminal = terminal - #ids
+      if redis.call('EXISTS', batch_key(batch)) == 0 then redis.call('ZREM', dk, batch) end
     end
-    removed = removed + #old
-    budget = budget - #old
   end
-  if budget <= 0 then break end
+  if more then break end
 end
 flush_indexes()
 return { more and 1 or 0, removed }

@@ -4,28 +4,45 @@
 -- instance may run it, several at once: each expired lease is handled by exactly one call.
 --
 -- ARGV[1]   now (ms)
--- ARGV[2]   the most leases handled by this call
+-- ARGV[2]   the most attempts handled by this call
 --
 -- Safe to retry. Returns {more (1/0), {ready count, earliest due (0: none), finished ids...}}.
 
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
-load_many(expired)
-for _, id in ipairs(expired) do
-  local j = load(id)
-  if j and j.st == RUNNING then
-    if j.fl % 2 == FLAG_CANCEL then
-      j.e = 'cancelled (lease expired)'
-      move(j, CANCELLED, now)
-    elseif j.a < j.m then
-      j.e = 'lease expired'
-      move(j, QUEUED, now)
-    else
-      j.e = 'lease expired'
-      move(j, FAILED, now)
-    end
-  else
-    zrem(LEASES, id)
+local tokens = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
+local handled, more = 0, false
+for _, token in ipairs(tokens) do
+  if handled >= limit then
+    more = true
+    break
   end
+  local key = lease_key(token)
+  local ids = redis.call('SRANDMEMBER', key, limit - handled)
+  if #ids > 0 then
+    handled = handled + #ids
+    local run, cancel, progress = running_of(ids)
+    load_many(ids)
+    local ended = {}
+    for n, id in ipairs(ids) do
+      local j = load(id)
+      if j and holds(run[n], token) then
+        if cancel[n] then
+          j.e = 'cancelled (lease expired)'
+          stop_running(j, run[n], CANCELLED, now, true, progress[n])
+        elseif j.a + 1 < j.m then
+          j.e = 'lease expired'
+          stop_running(j, run[n], QUEUED, now, true, progress[n])
+        else
+          j.e = 'lease expired'
+          stop_running(j, run[n], FAILED, now, true, progress[n])
+        end
+        ended[#ended + 1] = id
+      end
+    end
+    forget_running({ [token] = ended })
+    apply('SREM', key, ids)
+  end
+  if redis.call('EXISTS', key) == 0 then redis.call('ZREM', LEASES, token) end
 end
-return { #expired == limit and 1 or 0, finish(now) }
+if #tokens == limit then more = true end
+return { more and 1 or 0, finish(now) }

@@ -2,7 +2,7 @@
 -- whose cancel was requested ends `cancelled` instead, since running it again would be wasted.
 --
 -- ARGV[1]   now (ms)
--- then, per attempt: id, token
+-- then, per attempt: id, lease token
 --
 -- Safe to retry (fenced by the tokens).
 -- Returns {stale count, {ready count, earliest due (0: none), finished ids...}}.
@@ -10,20 +10,26 @@
 local now = tonumber(ARGV[1])
 local ids = {}
 for k = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[k] end
+local run, cancel, progress = running_of(ids)
 load_many(ids)
 
-local stale = 0
-for k = 2, #ARGV, 2 do
-  local j = load(ARGV[k])
-  if not j or j.st ~= RUNNING or j.tok ~= tonumber(ARGV[k + 1]) then
+local stale, ended = 0, {}
+for n, id in ipairs(ids) do
+  local token = ARGV[1 + 2 * n]
+  local j = load(id)
+  if not j or not holds(run[n], token) then
     stale = stale + 1
-  elseif j.fl % 2 == FLAG_CANCEL then
-    j.e = 'cancelled'
-    move(j, CANCELLED, now)
   else
-    j.a = math.max(0, j.a - 1)
-    move(j, QUEUED, now)
+    if cancel[n] then
+      j.e = 'cancelled'
+      stop_running(j, run[n], CANCELLED, now, true, progress[n])
+    else
+      stop_running(j, run[n], QUEUED, now, false, progress[n])
+    end
+    local list = ended[token]
+    if not list then list = {}; ended[token] = list end
+    list[#list + 1] = id
   end
 end
-
+forget_running(ended)
 return { stale, finish(now) }

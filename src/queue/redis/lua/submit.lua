@@ -1,68 +1,91 @@
 -- submit: inserts a batch of jobs, all or nothing.
 --
 -- ARGV[1]   now (ms)
--- then, per job: id, kind, queue, priority, run_at (ms, 0: none), idempotency key ('' none),
---                number of dependencies n, n dependency ids, the record (as built by Rust:
---                status queued or scheduled, no pending dependencies)
+-- ARGV[2]   'B' (bulk) or 'J' (job by job)
 --
--- A job whose idempotency key belongs to a stored job is not inserted: that job answers for it.
--- Every dependency must be a stored job or a job of the batch; an unknown one refuses the whole
--- batch before anything is written. A job with unfinished dependencies is stored `waiting`; one
--- whose dependency already failed or was cancelled is stored `cancelled`, naming it.
+-- 'B': a batch of jobs without dependencies or idempotency keys, which Rust prepared whole:
+--   ARGV[3]   the first job's key (a retried call that did run finds it stored)
+--   ARGV[4]   how many jobs are queued, ARGV[5] the earliest run_at of the scheduled ones (0)
+--   ARGV[6..] prepared commands (see `prepared` in lib.lua): the records (MSET), the index
+--             entries (ready sets, delayed, listings), the registries and the counters.
 --
--- Safe to retry: when the batch's first new job is already stored (a retried call that did run),
--- the stored records are returned and nothing is written again.
+-- 'J': then, per job: id, kind, queue, status (queued or scheduled, as Rust found it), score
+--   (the ready score when queued, run_at in ms when scheduled), idempotency key ('' none),
+--   number of dependencies n, n dependency ids, the record.
+--   A job whose idempotency key belongs to a stored job is not inserted: that job answers for
+--   it. Every dependency must be a stored job or a job of the batch; an unknown one refuses the
+--   whole batch before anything is written. A job with unfinished dependencies is stored
+--   `waiting`; one whose dependency already failed or was cancelled is stored `cancelled`,
+--   naming it.
 --
--- Returns {changes, results}: changes = {ready count, earliest due (0: none), finished ids...};
--- results, in request order, = {created (1/0), id, record ('' when stored as sent)} per job.
--- Error: {err = 'unknown_dependency <id>'}.
+-- Safe to retry: a batch whose first job is already stored (a retried call that did run) is
+-- answered with what is stored and nothing is written again.
+--
+-- Returns {changes, results} with changes = {ready count, earliest due (0: none), finished
+-- ids...}. 'B': results is {} ('stored' instead of changes when the batch was stored already:
+-- the caller reads it back). 'J': results = {the job's id in the request, created (1/0), id
+-- of the job that answers, its record ('' when stored as sent), its running attempt ('' none)}
+-- per job. Error: 'unknown_dependency <id>'.
 
 local now = tonumber(ARGV[1])
-local batch = {}
-local i = 2
+
+if ARGV[2] == 'B' then
+  if redis.call('EXISTS', ARGV[3]) == 1 then return { 'stored', {} } end
+  prepared(6)
+  local ready = tonumber(ARGV[4])
+  if ready > 0 then wake() end
+  return { { ready, tonumber(ARGV[5]) }, {} }
+end
+
+local slow_jobs = {}
+local i = 3
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 6])
   local deps = {}
   for k = 1, n do deps[k] = ARGV[i + 6 + k] end
-  batch[#batch + 1] = { id = ARGV[i], kind = ARGV[i + 1], queue = ARGV[i + 2],
-    pr = tonumber(ARGV[i + 3]), ra = tonumber(ARGV[i + 4]), idem = ARGV[i + 5], deps = deps,
+  slow_jobs[#slow_jobs + 1] = { id = ARGV[i], kind = ARGV[i + 1], queue = ARGV[i + 2],
+    st = tonumber(ARGV[i + 3]), score = ARGV[i + 4], idem = ARGV[i + 5], deps = deps,
     blob = ARGV[i + 7 + n] }
   i = i + 8 + n
 end
 
+-- A stored job's record and running attempt, as a result.
+local function stored(asked, created, id)
+  local j = load(id)
+  return { asked, created, id, j and j.v or '', redis.call('HGET', RUN, id) or '' }
+end
+
 -- Idempotency: a key seen before names the job that answers instead.
 local alias = {}
-for _, job in ipairs(batch) do
+for _, job in ipairs(slow_jobs) do
   if job.idem ~= '' then
     local existing = redis.call('GET', idem_key(job.idem))
     if existing and load(existing) then alias[job.id] = existing end
   end
 end
 
-local fresh, results = {}, {}
-for _, job in ipairs(batch) do
-  if not alias[job.id] then fresh[job.id] = job end
+local results, first = {}, nil
+for _, job in ipairs(slow_jobs) do
+  if not alias[job.id] then first = first or job.id end
+end
+-- A retried call whose first attempt was applied: answer what is stored.
+if first and redis.call('EXISTS', job_key(first)) == 1 then
+  for _, job in ipairs(slow_jobs) do
+    results[#results + 1] = stored(job.id, alias[job.id] and 0 or 1, alias[job.id] or job.id)
+  end
+  return { { 0, 0 }, results }
 end
 
--- A retried call whose first attempt was applied: answer what is stored.
-for _, job in ipairs(batch) do
-  if fresh[job.id] then
-    if redis.call('EXISTS', job_key(job.id)) == 1 then
-      for _, again in ipairs(batch) do
-        local id = alias[again.id] or again.id
-        local j = load(id)
-        results[#results + 1] = { alias[again.id] and 0 or 1, id, j and j.v or '' }
-      end
-      return { { 0, 0 }, results }
-    end
-    break
-  end
+-- New jobs of the batch (needed only to check dependencies within it).
+local fresh = {}
+for _, job in ipairs(slow_jobs) do
+  if not alias[job.id] then fresh[job.id] = true end
 end
 
 -- Validate every dependency before writing anything.
 local function resolve(dep) return alias[dep] or dep end
-for _, job in ipairs(batch) do
-  if fresh[job.id] then
+for _, job in ipairs(slow_jobs) do
+  if not alias[job.id] then
     for _, dep in ipairs(job.deps) do
       local id = resolve(dep)
       if not fresh[id] and not load(id) then
@@ -72,10 +95,13 @@ for _, job in ipairs(batch) do
   end
 end
 
-local raw, doomed, queues, kinds = {}, {}, {}, {}
-for _, job in ipairs(batch) do
-  if fresh[job.id] then
-    local id = job.id
+local queues, kinds = {}, {}
+local doomed, slow = {}, {}
+for _, job in ipairs(slow_jobs) do
+  local id = job.id
+  if alias[id] then
+    results[#results + 1] = stored(id, 0, alias[id])
+  else
     local pending, doom = 0, nil
     for _, dep in ipairs(job.deps) do
       local d = resolve(dep)
@@ -83,23 +109,22 @@ for _, job in ipairs(batch) do
       if st == FAILED or st == CANCELLED then
         doom = doom or { d, st }
       elseif st ~= SUCCEEDED then
+        -- Pending (a running job's record says queued: it has not succeeded either).
         pending = pending + 1
         redis.call('SADD', deps_key(d), id)
+        redis.call('SADD', PARENTS, d)
       end
     end
     if job.idem ~= '' then redis.call('SET', idem_key(job.idem), id) end
-    zadd(all_key(job.queue), 0, id)
+    zadd(all_key(job.queue), '0', id)
     queues[job.queue] = true
     kinds[job.kind] = true
     if pending == 0 and not doom then
-      -- The common case: stored exactly as Rust built it.
-      raw[#raw + 1] = job_key(id)
-      raw[#raw + 1] = job.blob
-      local j = { id = id, st = job.ra > now and SCHEDULED or QUEUED, pr = job.pr, ra = job.ra,
-        kind = job.kind, queue = job.queue }
-      count(job.queue, j.st, 1)
-      enter(j, now)
-      results[#results + 1] = { 1, id, '' }
+      writes[#writes + 1] = job_key(id)
+      writes[#writes + 1] = job.blob
+      count(job.queue, job.st, 1)
+      enter_index(id, job.queue, job.kind, job.st, job.score, now)
+      results[#results + 1] = { id, 1, id, '', '' }
     else
       local j = decode(id, job.blob)
       j.st, j.pend = WAITING, pending
@@ -108,17 +133,12 @@ for _, job in ipairs(batch) do
       count(job.queue, WAITING, 1)
       enter(j, now)
       if doom then doomed[#doomed + 1] = { j, doom } end
-      results[#results + 1] = { 1, id, j }
+      slow[#results + 1] = j
+      results[#results + 1] = { id, 1, id, '', '' }
     end
-  else
-    local id = alias[job.id]
-    results[#results + 1] = { 0, id, load(id).v }
   end
 end
 
-for k = 1, #raw, CHUNK do
-  redis.call('MSET', unpack(raw, k, math.min(k + CHUNK - 1, #raw)))
-end
 for queue in pairs(queues) do redis.call('SADD', QUEUES, queue) end
 for kind in pairs(kinds) do redis.call('SADD', KINDS, kind) end
 
@@ -131,7 +151,5 @@ for _, d in ipairs(doomed) do
 end
 
 local out = finish(now)
-for _, r in ipairs(results) do
-  if type(r[3]) == 'table' then r[3] = encode(r[3]) end
-end
+for k, j in pairs(slow) do results[k][4] = j.v end
 return { out, results }

@@ -1,0 +1,247 @@
+//! The hot paths' writes, prepared in Rust: a batch's records and every index change they need
+//! (the keys of `QueueKeys`, the scores, the counters), handed to the submit and complete scripts,
+//! which check what must be checked atomically and apply the rest in bulk (`prepared` in
+//! `lua/lib.lua`). Lua then does no work per job beyond the checks, which is most of what a job
+//! costs Redis.
+
+use std::collections::BTreeMap;
+
+use ::redis::ScriptInvocation;
+use chrono::{DateTime, Utc};
+
+use super::record::ms;
+use crate::job::{JobId, JobStatus, NewJob};
+use crate::redis::QueueKeys;
+
+/// Commands in the order the script runs them: name, key ('' for none), arguments.
+#[derive(Default)]
+pub(super) struct Prepared {
+    commands: Vec<(&'static str, String, Vec<Vec<u8>>)>,
+    /// Index of each (command, key) in `commands`, so arguments for one key gather in one
+    /// command.
+    at: BTreeMap<(&'static str, String), usize>,
+    /// `HINCRBY` deltas per counter field.
+    counts: BTreeMap<String, i64>,
+    /// Members added to sets by this batch (each once).
+    members: std::collections::HashSet<(String, Vec<u8>)>,
+}
+
+impl Prepared {
+    /// Commands whose first is the MSET of the records (the scripts find them there).
+    pub fn with_records() -> Self {
+        let mut prepared = Prepared::default();
+        prepared.add::<0>("MSET", String::new(), []);
+        prepared
+    }
+
+    /// Adds `args` to the command `cmd` on `key`.
+    pub fn add<const N: usize>(&mut self, cmd: &'static str, key: String, args: [Vec<u8>; N]) {
+        let at = match self.at.get(&(cmd, key.clone())) {
+            Some(&at) => at,
+            None => {
+                self.commands.push((cmd, key.clone(), Vec::new()));
+                self.at.insert((cmd, key), self.commands.len() - 1);
+                self.commands.len() - 1
+            }
+        };
+        self.commands[at].2.extend(args);
+    }
+
+    /// Adds `member` to the set `key`, once per batch.
+    pub fn add_member(&mut self, key: String, member: &str) {
+        if self.members.insert((key.clone(), member.as_bytes().to_vec())) {
+            self.add("SADD", key, [text(member)]);
+        }
+    }
+
+    /// Counts `delta` jobs more in `status` of `queue`.
+    pub fn count(&mut self, queue: &str, status: JobStatus, delta: i64) {
+        *self.counts.entry(format!("{queue}:{status}")).or_default() += delta;
+    }
+
+    /// Appends the commands to a script call: their number, then name, key, length, arguments.
+    pub fn append_to(self, invocation: &mut ScriptInvocation<'_>, keys: &QueueKeys) {
+        let counts: Vec<_> = self.counts.into_iter().filter(|(_, delta)| *delta != 0).collect();
+        invocation.arg(self.commands.len() + counts.len());
+        for (cmd, key, args) in self.commands {
+            invocation.arg(cmd).arg(key).arg(args.len());
+            for arg in args {
+                invocation.arg(arg);
+            }
+        }
+        for (field, delta) in counts {
+            invocation.arg("HINCRBY").arg(keys.counts()).arg(2).arg(field).arg(delta);
+        }
+    }
+
+    /// Enters job `id` in the index of `status` (`queued` or `scheduled`; terminal statuses
+    /// are filed by the script), with the job's `ready_score` or `run_at`.
+    pub fn enter(
+        &mut self,
+        keys: &QueueKeys,
+        id: &str,
+        queue: &str,
+        kind: &str,
+        status: JobStatus,
+        score: u64,
+    ) {
+        match status {
+            JobStatus::Queued => {
+                self.add("ZADD", keys.ready(queue, kind), [num(score), text(id)]);
+                self.add_member(keys.ready_sets(), &format!("{queue}:{kind}"));
+            }
+            JobStatus::Scheduled => {
+                self.add("ZADD", keys.delayed(), [num(score), text(id)]);
+                self.add("ZADD", keys.listing(queue, "scheduled"), [text("0"), text(id)]);
+            }
+            JobStatus::Failed | JobStatus::Cancelled => {
+                self.add("ZADD", keys.listing(queue, status.as_str()), [text("0"), text(id)]);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a submit or a completion changes, as its script reports it back.
+#[derive(Default)]
+pub(super) struct Effects {
+    pub ready: usize,
+    /// The earliest run_at of the jobs it schedules, in ms (0: none).
+    pub due: u64,
+}
+
+impl Effects {
+    pub fn note(&mut self, status: JobStatus, score: u64) {
+        match status {
+            JobStatus::Queued => self.ready += 1,
+            JobStatus::Scheduled if self.due == 0 || score < self.due => self.due = score,
+            _ => {}
+        }
+    }
+}
+
+pub(super) fn text(value: &str) -> Vec<u8> {
+    value.as_bytes().to_vec()
+}
+
+pub(super) fn num(value: u64) -> Vec<u8> {
+    value.to_string().into_bytes()
+}
+
+/// A new job's place in its index: its ready score when queued, its run_at when scheduled.
+pub(super) fn new_score(job: &NewJob, status: JobStatus) -> u64 {
+    match status {
+        JobStatus::Scheduled => job.run_at.map_or(0, |at| ms(at) as u64),
+        _ => ready_score(job.id, job.priority),
+    }
+}
+
+/// A job's place among the ready: `(1000 - priority) * 2^42 + its id's milliseconds` (the
+/// scripts compute the same), so the highest priority comes first, then the oldest id.
+pub(super) fn ready_score(id: JobId, priority: i32) -> u64 {
+    let b = id.0.as_bytes();
+    let millis = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
+    (1000 - priority.clamp(-1000, 1000)) as u64 * (1 << 42) + millis
+}
+
+/// The bulk submit of jobs without dependencies or idempotency keys.
+pub(super) fn submit(
+    invocation: &mut ScriptInvocation<'_>,
+    keys: &QueueKeys,
+    jobs: &[NewJob],
+    now: DateTime<Utc>,
+) {
+    let mut prepared = Prepared::with_records();
+    let mut effects = Effects::default();
+    for job in jobs {
+        let id = job.id.to_string();
+        let status = super::record::new_status(job, now);
+        let score = new_score(job, status);
+        prepared.add(
+            "MSET",
+            String::new(),
+            [text(&keys.job(&id)), super::record::encode_new(job, now)],
+        );
+        prepared.enter(keys, &id, &job.queue, &job.kind, status, score);
+        prepared.add("ZADD", keys.all(&job.queue), [text("0"), text(&id)]);
+        prepared.add_member(keys.queues(), &job.queue);
+        prepared.add_member(keys.kinds(), &job.kind);
+        prepared.count(&job.queue, status, 1);
+        effects.note(status, score);
+    }
+    let first = keys.job(&jobs[0].id.to_string());
+    invocation.arg(ms(now) as i64).arg("B").arg(first).arg(effects.ready).arg(effects.due);
+    prepared.append_to(invocation, keys);
+}
+
+/// One attempt's ending, as the completion script takes it.
+pub(super) struct End {
+    pub id: JobId,
+    pub token: u64,
+    /// The run entry the attempt was claimed with (the script checks it is still there).
+    pub run: Vec<u8>,
+    pub queue: std::sync::Arc<str>,
+    pub kind: std::sync::Arc<str>,
+    pub status: JobStatus,
+    /// The ready score (queued again) or run_at (scheduled again); 0 otherwise.
+    pub score: u64,
+    /// The job's final record.
+    pub record: Vec<u8>,
+}
+
+/// The bulk completion of attempts.
+pub(super) fn complete(
+    invocation: &mut ScriptInvocation<'_>,
+    keys: &QueueKeys,
+    ends: &[End],
+    now: DateTime<Utc>,
+) {
+    let ids: Vec<String> = ends.iter().map(|e| e.id.to_string()).collect();
+    invocation.arg(ms(now) as i64).arg(ends.len());
+    for id in &ids {
+        invocation.arg(id);
+    }
+    for end in ends {
+        invocation.arg(&end.run);
+    }
+    for end in ends {
+        invocation.arg(end.status.index());
+    }
+    let mut terminal: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut prepared = Prepared::with_records();
+    let mut effects = Effects::default();
+    for (end, id) in ends.iter().zip(&ids) {
+        if end.status.is_terminal() {
+            terminal.entry(&end.queue).or_default().push(id);
+        }
+        prepared.add("MSET", String::new(), [text(&keys.job(id)), end.record.clone()]);
+        prepared.enter(keys, id, &end.queue, &end.kind, end.status, end.score);
+        prepared.add("SREM", keys.lease(end.token), [text(id)]);
+        prepared.count(&end.queue, JobStatus::Running, -1);
+        prepared.count(&end.queue, end.status, 1);
+        effects.note(end.status, end.score);
+    }
+    invocation.arg(terminal.len());
+    for (queue, ids) in terminal {
+        invocation.arg(queue).arg(ids.len());
+        for id in ids {
+            invocation.arg(id);
+        }
+    }
+    invocation.arg(effects.ready).arg(effects.due);
+    prepared.append_to(invocation, keys);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_scores_order_by_priority_then_id() {
+        let (older, newer) = (JobId::new(), JobId::new());
+        assert!(ready_score(older, 0) <= ready_score(newer, 0));
+        assert!(ready_score(newer, 5) < ready_score(older, 0), "higher priority first");
+        assert!(ready_score(older, 1000) < ready_score(newer, -1000));
+        assert!(ready_score(older, -1000) < (1u64 << 53), "exact as a Lua number");
+    }
+}
