@@ -260,10 +260,14 @@ impl Client {
     /// Counts per queue and state, worker and cache figures.
     pub async fn stats(&self) -> Result<Stats, RuntimeError> {
         let queues = self.call(GetStats).await??;
-        let unavailable =
-            |what: &str| QueueError::Unavailable(format!("{what} actor not answering"));
-        let workers = self.pool.send(GetPoolStats).await.map_err(|_| unavailable("worker pool"))?;
+        let workers = self.workers().await?;
         Ok(Stats { queues, workers, cache: self.cache.stats(), backends: self.backends() })
+    }
+
+    /// How busy this instance's worker slots are (answered without the queue backend).
+    pub async fn workers(&self) -> Result<PoolStats, RuntimeError> {
+        let unavailable = QueueError::Unavailable("worker pool actor not answering".into());
+        Ok(self.pool.send(GetPoolStats).await.map_err(|_| unavailable)?)
     }
 
     /// Whether the queue backend answers.

@@ -12,5 +12,6 @@ mod http_kind;
 mod jobs;
 mod lifecycle;
 mod queue_backends;
+mod queue_outage;
 mod redis_support;
 mod schedules;

@@ -571,6 +571,86 @@ async fn schedules_are_stored(q: &dyn QueueBackend) {
     assert!(matches!(q.record_fire("b", missing).await, Err(QueueError::ScheduleNotFound(_))));
 }
 
+/// A runtime on `queue` (a store it may share with other runtimes), with the built-in kinds.
+fn runtime_on(queue: &Arc<dyn QueueBackend>) -> jobyard::Runtime {
+    let mut config = test_config();
+    config.data_dir = std::env::temp_dir();
+    jobyard::Runtime::builder()
+        .config(config)
+        .queue_backend(queue.clone())
+        .with_builtin_kinds()
+        .start()
+        .expect("runtime starts")
+}
+
+/// A cron tick far ahead (so the runtimes' own schedulers never reach it), and the steps at it.
+const FAR_TICK: &str = "2099-01-01T00:00:00Z";
+/// A retention that keeps, at the far tick, the jobs the runtimes ran today.
+const KEEP_LONG: Duration = Duration::from_secs(200 * 365 * 86_400);
+
+fn far_schedule(catch_up: bool) -> jobyard::schedule::ScheduleSpec {
+    jobyard::schedule::ScheduleSpec {
+        cron: "0 0 0 1 1 * 2099".into(),
+        timezone: None,
+        job: JobSpec { queue: Some("cron".into()), ..noop() },
+        catch_up,
+    }
+}
+
+async fn cron_jobs(q: &dyn QueueBackend) -> Vec<jobyard::JobRecord> {
+    let query = ListQuery { queue: Some("cron".into()), limit: 100, ..ListQuery::default() };
+    q.list(&query).await.unwrap().jobs
+}
+
+/// Rule 6: two runtimes on one store stepping the same tick enqueue one job.
+async fn cron_fires_once_per_tick_with_two_runtimes(q: Arc<dyn QueueBackend>) {
+    let (a, b) = (runtime_on(&q), runtime_on(&q));
+    two_runtimes_fire_once(a, b, q).await;
+}
+
+async fn two_runtimes_fire_once(
+    a: jobyard::Runtime,
+    b: jobyard::Runtime,
+    q: Arc<dyn QueueBackend>,
+) {
+    a.put_schedule("nightly", far_schedule(false)).await.unwrap();
+    let tick: DateTime<Utc> = FAR_TICK.parse().unwrap();
+    let retention = KEEP_LONG;
+    let (first, second) = tokio::join!(
+        jobyard::actors::scheduler::step(a.client(), retention, tick),
+        jobyard::actors::scheduler::step(b.client(), retention, tick)
+    );
+    first.unwrap();
+    second.unwrap();
+    let jobs = cron_jobs(&*q).await;
+    assert_eq!(jobs.len(), 1, "one job for the tick, whichever runtime fired it");
+    let key = format!("cron:nightly:{}", tick.timestamp_millis());
+    assert_eq!(jobs[0].idempotency_key.as_deref(), Some(key.as_str()));
+    let schedule = b.schedule("nightly").await.unwrap();
+    assert_eq!((schedule.last_run_at, schedule.last_job_id), (Some(tick), Some(jobs[0].id)));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Rule 6: a tick missed while no instance ran is skipped, unless `catch_up`, which runs the
+/// latest missed tick once.
+async fn missed_ticks_are_skipped_unless_catch_up(q: Arc<dyn QueueBackend>) {
+    let runtime = runtime_on(&q);
+    let late: DateTime<Utc> =
+        FAR_TICK.parse::<DateTime<Utc>>().unwrap() + chrono::Duration::hours(1);
+    let retention = KEEP_LONG;
+    runtime.put_schedule("skipped", far_schedule(false)).await.unwrap();
+    jobyard::actors::scheduler::step(runtime.client(), retention, late).await.unwrap();
+    assert!(cron_jobs(&*q).await.is_empty(), "a missed tick is not replayed");
+    runtime.delete_schedule("skipped").await.unwrap();
+    runtime.put_schedule("caught", far_schedule(true)).await.unwrap();
+    jobyard::actors::scheduler::step(runtime.client(), retention, late).await.unwrap();
+    jobyard::actors::scheduler::step(runtime.client(), retention, late).await.unwrap();
+    let jobs = cron_jobs(&*q).await;
+    assert_eq!(jobs.len(), 1, "with catch_up the latest missed tick runs once");
+    runtime.shutdown().await;
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -578,6 +658,12 @@ macro_rules! suite {
                 let backend = super::memory();
                 super::$name(&*backend.queue).await;
             } )*
+            #[actix_web::test] async fn cron_fires_once_per_tick_with_two_runtimes() {
+                super::cron_fires_once_per_tick_with_two_runtimes(super::memory().queue).await;
+            }
+            #[actix_web::test] async fn missed_ticks_are_skipped_unless_catch_up() {
+                super::missed_ticks_are_skipped_unless_catch_up(super::memory().queue).await;
+            }
         }
         mod redis {
             $( #[actix_web::test] async fn $name() {
@@ -585,6 +671,19 @@ macro_rules! suite {
                 super::$name(&*backend.queue).await;
                 assert!(backend.redis.is_some_and(|r| r.answers_ping()), "redis still up");
             } )*
+            #[actix_web::test] async fn cron_fires_once_per_tick_with_two_runtimes() {
+                // Two queues on one Redis and prefix: two instances sharing one store.
+                let server = super::TestRedis::start();
+                let prefix = format!("t{}", fastrand::u32(..));
+                let one = super::redis_queue(&server, &prefix).await;
+                let two = super::redis_queue(&server, &prefix).await;
+                let (a, b) = (super::runtime_on(&one), super::runtime_on(&two));
+                super::two_runtimes_fire_once(a, b, one).await;
+            }
+            #[actix_web::test] async fn missed_ticks_are_skipped_unless_catch_up() {
+                let backend = super::redis().await;
+                super::missed_ticks_are_skipped_unless_catch_up(backend.queue.clone()).await;
+            }
         }
     };
 }
