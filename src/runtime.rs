@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -29,8 +30,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::actors::queue::{
-    Cancel, DeleteSchedule, GetJob, GetSchedule, GetStats, ListJobs, ListSchedules, Ping,
-    PutSchedule, QueueActor, Submit, WaitFor,
+    Cancel, DeleteSchedule, GetJob, GetQueuedByKind, GetSchedule, GetStats, ListJobs,
+    ListSchedules, Ping, PutSchedule, QueueActor, Submit, WaitFor,
 };
 use crate::actors::supervisor::{RuntimeParts, RuntimeSupervisor, Shutdown};
 use crate::actors::worker::{GetPoolStats, PoolStats, WorkerPool};
@@ -71,9 +72,20 @@ pub enum RuntimeError {
 #[derive(Clone, Debug, Serialize)]
 pub struct Stats {
     pub queues: QueueStats,
+    /// Per kind: queued jobs, and whether this instance runs it (a job of a kind no instance
+    /// runs waits, and shows here).
+    pub kinds: BTreeMap<String, KindStats>,
     pub workers: PoolStats,
     pub cache: CacheStats,
     pub backends: Backends,
+}
+
+/// One kind in stats.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct KindStats {
+    pub queued: u64,
+    /// This instance has a handler for it (so claims it).
+    pub handled_here: bool,
 }
 
 /// Which backends are in use, and how the Redis link is.
@@ -260,8 +272,16 @@ impl Client {
     /// Counts per queue and state, worker and cache figures.
     pub async fn stats(&self) -> Result<Stats, RuntimeError> {
         let queues = self.call(GetStats).await??;
+        let mut kinds: BTreeMap<String, KindStats> = BTreeMap::new();
+        for kind in self.registry.kinds().iter() {
+            kinds.entry(kind.to_string()).or_default().handled_here = true;
+        }
+        for (kind, queued) in self.call(GetQueuedByKind).await?? {
+            kinds.entry(kind).or_default().queued = queued;
+        }
         let workers = self.workers().await?;
-        Ok(Stats { queues, workers, cache: self.cache.stats(), backends: self.backends() })
+        let (cache, backends) = (self.cache.stats(), self.backends());
+        Ok(Stats { queues, kinds, workers, cache, backends })
     }
 
     /// How busy this instance's worker slots are (answered without the queue backend).

@@ -93,7 +93,7 @@ impl Handler<StoreResults> for CacheActor {
                 // Untagged: a tag naming every job would index every result.
                 let entry = Entry::new(result.get().as_bytes(), "application/json", ttl, vec![]);
                 let (cache, key) = (cache.clone(), result_key(id));
-                async move { cache.set(&key, entry).await }
+                async move { cache.insert_new(&key, entry).await }
             });
             join_all(writes).await;
         };

@@ -130,6 +130,11 @@ pub struct Tick {
 #[rtype(result = "Result<QueueStats, QueueError>")]
 pub struct GetStats;
 
+/// Queued jobs per kind.
+#[derive(Message)]
+#[rtype(result = "Result<std::collections::BTreeMap<String, u64>, QueueError>")]
+pub struct GetQueuedByKind;
+
 /// A cheap round trip to the backend.
 #[derive(Message)]
 #[rtype(result = "Result<(), QueueError>")]
@@ -460,6 +465,7 @@ macro_rules! forward {
 forward!(GetJob => Option<JobRecord>, |backend, msg| backend.get(msg.0));
 forward!(ListJobs => Page, |backend, msg| backend.list(&msg.0));
 forward!(GetStats => QueueStats, |backend, _msg| backend.stats());
+forward!(GetQueuedByKind => std::collections::BTreeMap<String, u64>, |backend, _msg| backend.queued_by_kind());
 forward!(Ping => (), |backend, _msg| backend.ping());
 forward!(PutSchedule => bool, |backend, msg| backend.put_schedule(msg.0));
 forward!(GetSchedule => Option<Schedule>, |backend, msg| backend.get_schedule(&msg.0));

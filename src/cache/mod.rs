@@ -212,6 +212,13 @@ pub trait Cache: Send + Sync + 'static {
     /// Stores `entry` under `key`, replacing what was there.
     async fn set(&self, key: &str, entry: Entry);
 
+    /// Stores `entry` under a key that held nothing anywhere (a job's result): as [`Cache::set`],
+    /// except that other instances are not told to drop their memory copy, since none can
+    /// have one.
+    async fn insert_new(&self, key: &str, entry: Entry) {
+        self.set(key, entry).await
+    }
+
     /// Removes `key`; true when a live entry was there.
     async fn delete(&self, key: &str) -> bool;
 

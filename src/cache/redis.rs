@@ -268,7 +268,29 @@ impl RedisCache {
         }
     }
 
-    async fn store(&self, key: &str, entry: &Entry) -> Result<(), RedisError> {
+    /// Stores an entry in Redis and (hybrid) in memory; `announce` tells the other instances to
+    /// drop their memory copy of the key.
+    async fn write(&self, key: &str, entry: Entry, announce: bool) {
+        let started = Instant::now();
+        // Reads in flight may hold the old value: they must not refill L1 with it.
+        self.invalidated();
+        self.memory.remove(key);
+        match self.store(key, &entry, announce).await {
+            Ok(()) => {
+                self.invalidated();
+                if self.hybrid() {
+                    self.fill(key, Arc::new(entry), self.epoch());
+                }
+            }
+            Err(err) => {
+                self.fell_back(&err);
+                self.memory.insert(key, Arc::new(entry));
+            }
+        }
+        self.metrics().set_latency.record(started.elapsed());
+    }
+
+    async fn store(&self, key: &str, entry: &Entry, announce: bool) -> Result<(), RedisError> {
         let ttl_ms = entry.remaining(Utc::now()).as_millis().max(1) as u64;
         let mut pipe = ::redis::pipe();
         pipe.cmd("SET")
@@ -289,10 +311,12 @@ impl RedisCache {
             pipe.cmd("PEXPIRE").arg(&set).arg(ttl_ms).arg("NX").ignore();
             pipe.cmd("PEXPIRE").arg(&set).arg(ttl_ms).arg("GT").ignore();
         }
-        pipe.cmd("PUBLISH")
-            .arg(self.keys.cache_events())
-            .arg(self.event(Op::Keys { keys: vec![key.to_owned()] }))
-            .ignore();
+        if announce {
+            pipe.cmd("PUBLISH")
+                .arg(self.keys.cache_events())
+                .arg(self.event(Op::Keys { keys: vec![key.to_owned()] }))
+                .ignore();
+        }
         self.redis.pipe::<()>(&pipe, true).await
     }
 
@@ -409,23 +433,11 @@ impl Cache for RedisCache {
     }
 
     async fn set(&self, key: &str, entry: Entry) {
-        let started = Instant::now();
-        // Reads in flight may hold the old value: they must not refill L1 with it.
-        self.invalidated();
-        self.memory.remove(key);
-        match self.store(key, &entry).await {
-            Ok(()) => {
-                self.invalidated();
-                if self.hybrid() {
-                    self.fill(key, Arc::new(entry), self.epoch());
-                }
-            }
-            Err(err) => {
-                self.fell_back(&err);
-                self.memory.insert(key, Arc::new(entry));
-            }
-        }
-        self.metrics().set_latency.record(started.elapsed());
+        self.write(key, entry, true).await
+    }
+
+    async fn insert_new(&self, key: &str, entry: Entry) {
+        self.write(key, entry, false).await
     }
 
     async fn delete(&self, key: &str) -> bool {

@@ -286,6 +286,9 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     async fn stats(&self) -> Result<QueueStats, QueueError>;
 
+    /// Queued jobs per kind (a kind no running instance handles shows here, waiting).
+    async fn queued_by_kind(&self) -> Result<BTreeMap<String, u64>, QueueError>;
+
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), QueueError>;
 

@@ -370,3 +370,35 @@ async fn warming_fills_this_instances_l1_with_the_last_run_hottest_keys() {
     assert_eq!(l1_hits, 5, "every hot key was already in L1");
     assert_eq!(after["redis"]["hits"], before["redis"]["hits"], "none was read from Redis");
 }
+
+/// A job's result is a key no instance holds yet: storing it tells no other instance to drop
+/// anything (an ordinary write does).
+#[actix_web::test]
+async fn storing_a_new_key_publishes_no_invalidation() {
+    use futures_util::StreamExt;
+    use jobyard::cache::{self, Entry};
+
+    let redis = TestRedis::start();
+    let mut config = test_config();
+    config.cache_backend = CacheBackendKind::Hybrid;
+    let client = crate::cache_backends::redis_client(&mut config, &redis).await;
+    let cache = cache::build(&config, Some(&client));
+    let mut events = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .expect("a subscriber connection");
+    events.subscribe(format!("{}:cache:events", config.redis_prefix)).await.unwrap();
+    let mut messages = events.into_on_message();
+
+    let entry = || {
+        Entry::new(b"1".to_vec(), "application/json", std::time::Duration::from_secs(60), vec![])
+    };
+    cache.insert_new("jobs:42:result", entry()).await;
+    cache.set("ordinary", entry()).await;
+    let first = within(DEADLINE, messages.next()).await.flatten().expect("the write's message");
+    let payload = String::from_utf8(first.get_payload_bytes().to_vec()).unwrap();
+    assert!(payload.contains("ordinary"), "the first message is the ordinary write's: {payload}");
+    assert!(!payload.contains("jobs:42:result"));
+    assert!(cache.get("jobs:42:result").await.is_some(), "the new key is stored all the same");
+}

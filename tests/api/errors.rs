@@ -284,6 +284,10 @@ impl QueueBackend for Faulty {
         self.gate()?;
         self.inner.stats().await
     }
+    async fn queued_by_kind(&self) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
+        self.gate()?;
+        self.inner.queued_by_kind().await
+    }
     async fn ping(&self) -> Result<(), QueueError> {
         self.gate()
     }

@@ -126,6 +126,7 @@ async fn stats_count_jobs_per_queue_and_state(on: &On) {
         assert_eq!(queue[state], 0, "{state}");
     }
     assert_eq!(stats.body["workers"]["total"], 16);
+    assert_eq!(stats.body["kinds"]["noop"], json!({"queued": 0, "handled_here": true}));
     let (queue, redis) = match on {
         On::Memory => ("memory", "disabled"),
         On::Redis(_) => ("redis", "up"),

@@ -153,6 +153,8 @@ async fn claims_take_only_the_named_kinds(q: &dyn QueueBackend) {
     assert_eq!(claimed.iter().map(|c| c.record.id).collect::<Vec<_>>(), vec![mine]);
     assert_eq!(status(q, foreign).await, JobStatus::Queued);
     assert_eq!(q.stats().await.unwrap()["default"].queued, 1);
+    let by_kind = q.queued_by_kind().await.unwrap();
+    assert_eq!(by_kind.into_iter().collect::<Vec<_>>(), vec![("elsewhere".to_owned(), 1)]);
     let later = q.dequeue(claim_of(5, 10_000, &["elsewhere"]), t(2)).await.unwrap();
     assert_eq!(later[0].record.id, foreign);
     assert_eq!(later[0].record.attempts, 1);

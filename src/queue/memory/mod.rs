@@ -113,6 +113,10 @@ impl QueueBackend for MemoryQueue {
         Ok(self.store().stats())
     }
 
+    async fn queued_by_kind(&self) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
+        Ok(self.store().queued_by_kind())
+    }
+
     async fn ping(&self) -> Result<(), QueueError> {
         Ok(())
     }

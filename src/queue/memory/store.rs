@@ -397,6 +397,16 @@ impl Store {
             .collect()
     }
 
+    /// Queued jobs per kind.
+    pub fn queued_by_kind(&self) -> BTreeMap<String, u64> {
+        self.idx
+            .ready
+            .iter()
+            .filter(|(_, ready)| !ready.is_empty())
+            .map(|(kind, ready)| (kind.to_string(), ready.len() as u64))
+            .collect()
+    }
+
     pub fn put_schedule(&mut self, mut schedule: Schedule) -> bool {
         match self.schedules.get(&schedule.name) {
             Some(old) => {

@@ -775,6 +775,28 @@ impl QueueBackend for RedisQueue {
         Ok(stats)
     }
 
+    async fn queued_by_kind(&self) -> Result<BTreeMap<String, u64>, QueueError> {
+        let sets: Vec<String> =
+            self.cmd(::redis::cmd("SMEMBERS").arg(self.keys.ready_sets())).await?;
+        if sets.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for set in &sets {
+            let (queue, kind) = set.split_once(':').unwrap_or(("", set));
+            pipe.cmd("ZCARD").arg(self.keys.ready(queue, kind));
+        }
+        let sizes: Vec<u64> = self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
+        let mut by_kind = BTreeMap::new();
+        for (set, size) in sets.iter().zip(sizes) {
+            let kind = set.split_once(':').map_or(set.as_str(), |(_, kind)| kind);
+            if size > 0 {
+                *by_kind.entry(kind.to_owned()).or_default() += size;
+            }
+        }
+        Ok(by_kind)
+    }
+
     async fn ping(&self) -> Result<(), QueueError> {
         if let Some(reason) = self.refused.get() {
             return Err(QueueError::Unavailable(reason.clone()));
