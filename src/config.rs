@@ -383,6 +383,7 @@ mod tests {
         assert_eq!(c.concurrency, 16);
         assert_eq!(c.lease, Duration::from_secs(30));
         assert_eq!(c.retention, Duration::from_secs(86_400));
+        assert_eq!(c.queue_timeout, Duration::from_millis(500));
     }
 
     #[test]
