@@ -9,6 +9,7 @@ mod cache_redis;
 mod cli;
 mod errors;
 mod http_kind;
+mod instances;
 mod jobs;
 mod lifecycle;
 mod queue_backends;

@@ -1,6 +1,6 @@
-//! A private `redis-server` for a test: a free port, a temporary directory, no persistence.
-//! It can be killed and restarted to test faults; it is killed and waited for on drop, and its
-//! log is printed if the test is failing.
+//! A private `redis-server` for a test: a free port, a temporary directory, no persistence
+//! (unless started [`TestRedis::start_durable`]). It can be killed and restarted to test faults;
+//! it is killed and waited for on drop, and its log is printed if the test is failing.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,23 +15,34 @@ pub struct TestRedis {
     dir: TempDir,
     child: Option<Child>,
     password: Option<String>,
+    /// Started with `--appendonly yes --appendfsync always`: every write acknowledged to a
+    /// client is on disk, and a restart (which keeps the directory) replays it.
+    durable: bool,
 }
 
 impl TestRedis {
     /// Starts a server; fails the test, saying how to install it, when `redis-server` is missing.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, false)
     }
 
     /// Starts a server that requires `password` (`requirepass`).
     pub fn start_with_password(password: &str) -> Self {
-        Self::start_with(Some(password.to_owned()))
+        Self::start_with(Some(password.to_owned()), false)
     }
 
-    fn start_with(password: Option<String>) -> Self {
+    /// Starts a server with an append-only file fsynced on every write
+    /// (`--appendonly yes --appendfsync always`) in its temporary directory: whatever it
+    /// acknowledged survives a SIGKILL, and [`TestRedis::restart`] (same port, same directory)
+    /// loads it back.
+    pub fn start_durable() -> Self {
+        Self::start_with(None, true)
+    }
+
+    fn start_with(password: Option<String>, durable: bool) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut redis = TestRedis { port, dir, child: None, password };
+        let mut redis = TestRedis { port, dir, child: None, password, durable };
         redis.restart();
         redis
     }
@@ -73,20 +84,18 @@ impl TestRedis {
         assert!(status.success(), "kill {signal} {pid} failed");
     }
 
-    /// Starts the server again on the same port, and waits until it answers PING.
+    /// Starts the server again on the same port and in the same directory (a durable server
+    /// loads its append-only file back), and waits until it answers PING.
     pub fn restart(&mut self) {
         self.stop();
+        let persistence: &[&str] = if self.durable {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(persistence)
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")

@@ -1,0 +1,746 @@
+//! Several real `jobyard serve` processes sharing one private Redis under one prefix: they share
+//! their jobs. Each test starts its own processes and kills them on drop (their logs are printed
+//! when the test fails).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::http::Method;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::helpers::{is_terminal, within, Resp, DEADLINE};
+use crate::redis_support::TestRedis;
+
+/// Polls `check` until it yields a value; fails the test, saying `what`, after `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let found = within(limit, async {
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("{what}: not within {limit:?}"))
+}
+
+/// A unique prefix, so tests sharing nothing never see each other's keys.
+fn prefix(test: &str) -> String {
+    format!("inst-{test}-{}", fastrand::u32(..))
+}
+
+/// The pid named by a job's `worker` (`host-pid/wN`).
+fn worker_pid(job: &Value) -> Option<u32> {
+    let worker = job["worker"].as_str()?;
+    let (instance, _) = worker.split_once('/')?;
+    instance.rsplit_once('-')?.1.parse().ok()
+}
+
+fn id_of(job: &Value) -> String {
+    job["id"].as_str().expect("job id").to_owned()
+}
+
+/// One `jobyard serve` process. Killed (SIGKILL) and reaped on drop.
+struct Instance {
+    child: Child,
+    pid: u32,
+    base: String,
+    http: awc::Client,
+    /// stdout and stderr, as they came.
+    log: Arc<Mutex<String>>,
+    port: Arc<Mutex<Option<u16>>>,
+    _dir: TempDir,
+}
+
+impl Instance {
+    /// Launches `jobyard serve` on a free loopback port, sharing `redis` under `prefix`, with a
+    /// clean environment plus `extra`, in a scratch directory (no `.env.local` is read).
+    fn launch(redis: &TestRedis, prefix: &str, extra: &[(&str, &str)]) -> Instance {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jobyard"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("REDIS_URL", redis.url())
+            .env("JOBYARD_QUEUE_BACKEND", "redis")
+            .env("JOBYARD_REDIS_PREFIX", prefix)
+            .env("JOBYARD_ADDR", "127.0.0.1:0")
+            .env("JOBYARD_DATA_DIR", dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            // Generous: these tests run side by side on small machines, where a starved Redis
+            // may take longer than the default 500 ms; a 503 then would be right, but is not
+            // what the tests are about. (The outage test still sees 503s: a dead Redis refuses
+            // connections at once.)
+            .env("JOBYARD_QUEUE_TIMEOUT_MS", "5000");
+        // Coverage runs collect the child's profile too.
+        if let Ok(profile) = std::env::var("LLVM_PROFILE_FILE") {
+            command.env("LLVM_PROFILE_FILE", profile);
+        }
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        command
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("jobyard serve starts");
+        let pid = child.id();
+        let log = Arc::new(Mutex::new(String::new()));
+        let port = Arc::new(Mutex::new(None));
+        // The server prints `jobyard listening on http://127.0.0.1:PORT` on stdout; its log
+        // lines go to stderr.
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (out_log, out_port) = (log.clone(), port.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.trim().strip_prefix("jobyard listening on http://") {
+                    if let Some(p) = rest.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+                        *out_port.lock().unwrap() = Some(p);
+                    }
+                }
+                let mut log = out_log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut stderr = child.stderr.take().expect("stderr piped");
+        let err_log = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                err_log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Instance {
+            child,
+            pid,
+            base: String::new(),
+            http: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
+            log,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the listening line, then for `/ready` to answer 200.
+    async fn until_ready(&mut self) {
+        let port = within(DEADLINE, async {
+            loop {
+                if let Some(port) = *self.port.lock().unwrap() {
+                    return Ok(port);
+                }
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return Err(status);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let port = match port {
+            Some(Ok(port)) => port,
+            Some(Err(status)) => panic!("instance {} exited ({status}) before listening", self.pid),
+            None => panic!("instance {} never said where it listens", self.pid),
+        };
+        self.base = format!("http://127.0.0.1:{port}");
+        let what = format!("instance {} ready", self.pid);
+        eventually(DEADLINE, &what, || async {
+            let ready = self.try_request(Method::GET, "/ready", None).await;
+            ready.ok().filter(|r| r.status == 200).map(|_| ())
+        })
+        .await;
+    }
+
+    /// Starts `n` instances (launched together) and waits until each is ready.
+    async fn start(
+        redis: &TestRedis,
+        prefix: &str,
+        n: usize,
+        extra: &[(&str, &str)],
+    ) -> Vec<Instance> {
+        let mut instances: Vec<Instance> =
+            (0..n).map(|_| Instance::launch(redis, prefix, extra)).collect();
+        for instance in &mut instances {
+            instance.until_ready().await;
+        }
+        instances
+    }
+
+    /// One request; `Err` when no answer came (connection refused, or no answer within the
+    /// client's 10 s timeout: a hang).
+    async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Resp, String> {
+        let request = self.http.request(method.clone(), format!("{}{path}", self.base));
+        let sent = match body {
+            Some(body) => request.send_json(body).await,
+            None => request.send().await,
+        };
+        let mut response = sent.map_err(|err| format!("{method} {path}: {err}"))?;
+        let bytes = response
+            .body()
+            .limit(64 << 20)
+            .await
+            .map_err(|err| format!("{method} {path}: body: {err}"))?;
+        Ok(Resp {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        })
+    }
+
+    async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Resp {
+        match self.try_request(method, path, body).await {
+            Ok(resp) => resp,
+            Err(err) => panic!("instance {} did not answer: {err}", self.pid),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.request(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Resp {
+        self.request(Method::POST, path, Some(&body)).await
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        let resp = self.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(resp.status, 200, "GET job {id}: {}", resp.body);
+        resp.body
+    }
+
+    /// Submits a batch, expecting 201; returns the jobs in request order.
+    async fn submit_batch(&self, jobs: Vec<Value>) -> Vec<Value> {
+        let resp = self.post("/v1/jobs/batch", json!({ "jobs": jobs })).await;
+        assert_eq!(resp.status, 201, "batch on {} answered {}", self.pid, resp.body);
+        resp.body["jobs"].as_array().expect("jobs array").clone()
+    }
+
+    /// Submits a batch of jobs that all carry idempotency keys, sending it again while it is
+    /// answered 503 (which the API allows under load; the keys make a repeat harmless).
+    async fn submit_batch_retrying(&self, jobs: Vec<Value>) -> Vec<Value> {
+        let body = json!({ "jobs": jobs });
+        let what = format!("a batch accepted by {}", self.pid);
+        eventually(DEADLINE, &what, || async {
+            let resp = self.post("/v1/jobs/batch", body.clone()).await;
+            match resp.status {
+                201 => Some(resp.body["jobs"].as_array().expect("jobs array").clone()),
+                503 => {
+                    assert_eq!(resp.code(), "backend_unavailable", "{}", resp.body);
+                    None
+                }
+                other => panic!("batch on {} answered {other}: {}", self.pid, resp.body),
+            }
+        })
+        .await
+    }
+
+    /// The counts of one queue in `/v1/stats`.
+    async fn counts(&self, queue: &str) -> Value {
+        let resp = self.get("/v1/stats").await;
+        assert_eq!(resp.status, 200, "stats: {}", resp.body);
+        resp.body["queues"][queue].clone()
+    }
+
+    /// Every job matching `query` (e.g. `status=succeeded`), following the cursor.
+    async fn list_all(&self, query: &str) -> Vec<Value> {
+        let mut jobs = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/jobs?limit=1000&{query}");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let resp = self.get(&path).await;
+            assert_eq!(resp.status, 200, "list {path}: {}", resp.body);
+            jobs.extend(resp.body["jobs"].as_array().expect("jobs array").iter().cloned());
+            match resp.body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return jobs,
+            }
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (a graceful shutdown), and waits for the process to exit.
+    async fn terminate(&mut self) {
+        let pid = self.pid.to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let what = format!("instance {pid} exits after SIGTERM");
+        let exit = eventually(DEADLINE, &what, || {
+            let exited = self.child.try_wait().expect("try_wait");
+            async move { exited }
+        })
+        .await;
+        assert!(exit.success(), "instance {pid} exited with {exit} after SIGTERM");
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+            eprintln!("--- jobyard instance {} ({}) log tail ---\n{tail}", self.pid, self.base);
+        }
+    }
+}
+
+/// A loopback HTTP server counting `GET /hit/{n}` per `n` (for `n < size`).
+async fn counting_server(
+    size: usize,
+) -> (String, Arc<Vec<AtomicU32>>, actix_web::dev::ServerHandle) {
+    let counts: Arc<Vec<AtomicU32>> = Arc::new((0..size).map(|_| AtomicU32::new(0)).collect());
+    let shared = counts.clone();
+    let server = HttpServer::new(move || {
+        let counts = shared.clone();
+        App::new().route(
+            "/hit/{n}",
+            web::get().to(move |n: web::Path<usize>| {
+                let counts = counts.clone();
+                async move {
+                    match counts.get(n.into_inner()) {
+                        Some(count) => {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            HttpResponse::Ok().body("counted")
+                        }
+                        None => HttpResponse::NotFound().finish(),
+                    }
+                }
+            }),
+        )
+    })
+    .workers(2)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .expect("bind counting server");
+    let base = format!("http://{}", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    (base, counts, handle)
+}
+
+#[actix_web::test]
+async fn jobs_run_exactly_once_spread_over_three_instances() {
+    const JOBS: usize = 3_000;
+    const BATCH: usize = 100;
+    let redis = TestRedis::start();
+    let (upstream, counts, upstream_handle) = counting_server(JOBS).await;
+    let instances = Instance::start(&redis, &prefix("once"), 3, &[]).await;
+
+    // Each job names itself in its URL and its idempotency key, so a batch answered 503 can be
+    // sent again without creating a second job for anyone.
+    let batches: Vec<Vec<Value>> = (0..JOBS)
+        .map(|n| {
+            json!({
+                "kind": "http",
+                "payload": {"url": format!("{upstream}/hit/{n}")},
+                "idempotency_key": format!("hit-{n}"),
+            })
+        })
+        .collect::<Vec<_>>()
+        .chunks(BATCH)
+        .map(<[Value]>::to_vec)
+        .collect();
+    // One stream of batches per instance, the batches spread round-robin.
+    let streams = instances.iter().enumerate().map(|(i, instance)| {
+        let mine: Vec<Vec<Value>> =
+            batches.iter().skip(i).step_by(instances.len()).cloned().collect();
+        async move {
+            let mut jobs = Vec::new();
+            for batch in mine {
+                jobs.extend(instance.submit_batch_retrying(batch).await);
+            }
+            jobs
+        }
+    });
+    let submitted: Vec<Value> = futures_util::future::join_all(streams).await.concat();
+    assert_eq!(submitted.len(), JOBS);
+    let ids: HashSet<String> = submitted.iter().map(id_of).collect();
+    assert_eq!(ids.len(), JOBS, "every job has its own id");
+
+    let done = eventually(Duration::from_secs(60), "all jobs terminal", || async {
+        let c = instances[0].counts("default").await;
+        let terminal = ["succeeded", "failed", "cancelled"]
+            .iter()
+            .map(|s| c[*s].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        (terminal == JOBS as u64).then_some(c)
+    })
+    .await;
+    assert_eq!(done["succeeded"], JOBS as u64, "every job succeeded: {done}");
+
+    let runs: Vec<u32> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let wrong: Vec<(usize, u32)> =
+        runs.iter().enumerate().filter(|(_, n)| **n != 1).map(|(i, n)| (i, *n)).collect();
+    assert!(
+        wrong.is_empty(),
+        "every job ran exactly once; {} did not (job index, runs): {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(20)]
+    );
+
+    let listed = instances[1].list_all("status=succeeded").await;
+    assert_eq!(listed.len(), JOBS, "the listing shows every job");
+    let listed_ids: HashSet<String> = listed.iter().map(id_of).collect();
+    assert_eq!(listed_ids, ids, "the listing shows exactly the submitted jobs");
+    let pids: HashSet<u32> = instances.iter().map(|i| i.pid).collect();
+    let mut per_instance: BTreeMap<u32, usize> = BTreeMap::new();
+    for job in &listed {
+        let pid = worker_pid(job).unwrap_or_else(|| panic!("no worker pid in {job}"));
+        assert!(pids.contains(&pid), "worker {} is none of our instances", job["worker"]);
+        *per_instance.entry(pid).or_default() += 1;
+    }
+    assert!(per_instance.len() > 1, "more than one instance ran jobs: {per_instance:?}");
+    upstream_handle.stop(false).await;
+}
+
+#[actix_web::test]
+async fn a_killed_instance_loses_no_job() {
+    const JOBS: usize = 18;
+    let redis = TestRedis::start();
+    let env = [("JOBYARD_LEASE_MS", "1500"), ("JOBYARD_CONCURRENCY", "2")];
+    let mut instances = Instance::start(&redis, &prefix("kill"), 3, &env).await;
+    let victim_pid = instances[0].pid;
+    // Submitted on the victim, so its own pool hears of them first.
+    let jobs: Vec<Value> =
+        (0..JOBS).map(|_| json!({"kind": "sleep", "payload": {"ms": 500}})).collect();
+    let submitted = instances[0].submit_batch(jobs).await;
+    let ids: Vec<String> = submitted.iter().map(id_of).collect();
+
+    let on_victim: Vec<String> = eventually(DEADLINE, "the victim runs jobs", || async {
+        let running = instances[1].list_all("status=running").await;
+        let mine: Vec<String> =
+            running.iter().filter(|j| worker_pid(j) == Some(victim_pid)).map(id_of).collect();
+        (!mine.is_empty()).then_some(mine)
+    })
+    .await;
+    instances[0].kill();
+
+    let survivor = &instances[1];
+    let done = eventually(Duration::from_secs(30), "every job terminal", || async {
+        let c = survivor.counts("default").await;
+        let terminal = ["succeeded", "failed", "cancelled"]
+            .iter()
+            .map(|s| c[*s].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        (terminal == JOBS as u64).then_some(c)
+    })
+    .await;
+    assert_eq!(done["succeeded"], JOBS as u64, "no job lost or failed: {done}");
+    for id in &ids {
+        let job = survivor.job(id).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+
+    // A job the victim was running either finished there just before the kill, or was taken
+    // over once its lease expired: a second attempt, elsewhere.
+    let mut rerun = 0;
+    for id in &on_victim {
+        let job = survivor.job(id).await;
+        let attempts = job["attempts"].as_u64().unwrap_or(0);
+        if worker_pid(&job) == Some(victim_pid) {
+            assert_eq!(attempts, 1, "finished on the victim before the kill: {job}");
+        } else {
+            assert!(attempts >= 2, "re-run after the victim died counts a new attempt: {job}");
+            rerun += 1;
+        }
+    }
+    assert!(rerun >= 1, "at least one of the victim's jobs {on_victim:?} was re-run");
+}
+
+#[actix_web::test]
+async fn cron_fires_once_per_tick_with_three_instances() {
+    const QUEUE: &str = "cron-once";
+    let redis = TestRedis::start();
+    let instances = Instance::start(&redis, &prefix("cron"), 3, &[]).await;
+    let name = "every-second";
+    let schedule = json!({"cron": "* * * * * *", "job": {"kind": "noop", "queue": QUEUE}});
+    let path = format!("/v1/schedules/{name}");
+    let put = instances[1].request(Method::PUT, &path, Some(&schedule)).await;
+    assert_eq!(put.status, 201, "schedule created: {}", put.body);
+
+    eventually(Duration::from_secs(20), "4 ticks fired", || async {
+        let jobs = instances[2].list_all(&format!("queue={QUEUE}")).await;
+        (jobs.len() >= 4).then_some(())
+    })
+    .await;
+    let deleted = instances[0].request(Method::DELETE, &path, None).await;
+    assert!(deleted.status < 300, "schedule deleted: {} {}", deleted.status, deleted.body);
+
+    let jobs = instances[0].list_all(&format!("queue={QUEUE}")).await;
+    let mut ticks: Vec<i64> = Vec::new();
+    let mut keys = HashSet::new();
+    for job in &jobs {
+        let key = job["idempotency_key"].as_str().unwrap_or_else(|| panic!("no key: {job}"));
+        assert!(keys.insert(key.to_owned()), "two jobs share the key {key}");
+        let tick = key
+            .strip_prefix(&format!("cron:{name}:"))
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("key {key} is not cron:{name}:<tick ms>"));
+        assert_eq!(tick % 1000, 0, "a tick of an every-second schedule is a whole second: {key}");
+        ticks.push(tick);
+    }
+    ticks.sort_unstable();
+    for pair in ticks.windows(2) {
+        assert!(pair[1] - pair[0] >= 1000, "one job per tick, ticks {} and {}", pair[0], pair[1]);
+    }
+    assert!(ticks.len() >= 4, "{ticks:?}");
+}
+
+#[actix_web::test]
+async fn a_cancel_reaches_the_instance_running_the_job() {
+    let redis = TestRedis::start();
+    let instances = Instance::start(&redis, &prefix("cancel"), 2, &[]).await;
+    let submitted =
+        instances[0].post("/v1/jobs", json!({"kind": "sleep", "payload": {"ms": 60_000}})).await;
+    assert_eq!(submitted.status, 201, "submit answered {}", submitted.body);
+    let id = id_of(&submitted.body);
+
+    let runner = eventually(DEADLINE, "the job runs", || async {
+        let job = instances[0].job(&id).await;
+        (job["status"] == "running").then(|| worker_pid(&job)).flatten()
+    })
+    .await;
+    let runs_on = instances.iter().position(|i| i.pid == runner).expect("one of ours runs it");
+    let other = &instances[1 - runs_on];
+
+    let cancel = other.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(cancel.status, 200, "cancel answered {}", cancel.body);
+    assert!(
+        cancel.body["cancel_requested"] == true || cancel.body["status"] == "cancelled",
+        "{}",
+        cancel.body
+    );
+    let ended = eventually(Duration::from_secs(10), "the job ends cancelled", || async {
+        let job = other.job(&id).await;
+        (job["status"] != "running" && job["status"] != "queued").then_some(job)
+    })
+    .await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert_eq!(worker_pid(&ended), Some(runner), "the runner stopped it: {ended}");
+    let seen_by_runner = instances[runs_on].job(&id).await;
+    assert_eq!(seen_by_runner["status"], "cancelled", "{seen_by_runner}");
+}
+
+#[actix_web::test]
+async fn a_delayed_job_survives_the_restart_of_every_instance() {
+    let redis = TestRedis::start();
+    let prefix = prefix("restart");
+    let mut old = Instance::start(&redis, &prefix, 2, &[]).await;
+    let job = old[0].submit_batch(vec![json!({"kind": "noop", "delay_ms": 3_000})]).await;
+    let job = &job[0];
+    let id = id_of(job);
+    assert_eq!(job["status"], "scheduled", "{job}");
+    let run_at: DateTime<Utc> = serde_json::from_value(job["run_at"].clone()).expect("run_at");
+
+    for instance in &mut old {
+        instance.terminate().await;
+    }
+    let old_pids: Vec<u32> = old.iter().map(|i| i.pid).collect();
+    let all_gone_before_due = Utc::now() < run_at;
+    drop(old);
+
+    let new = Instance::start(&redis, &prefix, 2, &[]).await;
+    let done = eventually(DEADLINE, "the delayed job ends", || async {
+        let job = new[1].job(&id).await;
+        is_terminal(&job).then_some(job)
+    })
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let started: DateTime<Utc> =
+        serde_json::from_value(done["started_at"].clone()).expect("started_at");
+    assert!(started >= run_at, "started {started} before its run_at {run_at}");
+    if all_gone_before_due {
+        // Nobody but the new instances was alive when it fell due.
+        let pid = worker_pid(&done);
+        assert!(
+            pid.is_some_and(|p| new.iter().any(|i| i.pid == p)),
+            "run by a new instance (old ones: {old_pids:?}): {done}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn redis_restart_with_aof_loses_no_acknowledged_job() {
+    let mut redis = TestRedis::start_durable();
+    // A short lease: a claim Redis ran (and wrote to its AOF) but whose answer died with it is
+    // not retried; its jobs run again once their lease expires (`queue/redis/mod.rs`,
+    // `claim_chunk`). With the default 30 s lease that alone would outlast the wait below.
+    let env = [("JOBYARD_CONCURRENCY", "2"), ("JOBYARD_LEASE_MS", "2000")];
+    let mut instances = Instance::start(&redis, &prefix("aof"), 2, &env).await;
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut turn = 0usize;
+    // One submit, answered 201 (recorded) or 503 `backend_unavailable` with Retry-After; any
+    // other answer, or none, fails the test. Returns whether it was acknowledged.
+    async fn submit_one(
+        instance: &Instance,
+        n: usize,
+        acknowledged: &mut Vec<String>,
+        unavailable: &mut usize,
+    ) -> bool {
+        // Jobs that take a moment, and every tenth delayed: the outage finds work in flight.
+        let spec = if n.is_multiple_of(10) {
+            json!({"kind": "noop", "payload": {"n": n}, "delay_ms": 2_000})
+        } else {
+            json!({"kind": "sleep", "payload": {"ms": 100}})
+        };
+        let resp = instance
+            .try_request(Method::POST, "/v1/jobs", Some(&spec))
+            .await
+            .unwrap_or_else(|err| panic!("a submit must be answered: {err}"));
+        match resp.status {
+            201 => {
+                acknowledged.push(id_of(&resp.body));
+                true
+            }
+            503 => {
+                assert_eq!(resp.code(), "backend_unavailable", "{}", resp.body);
+                assert!(resp.header("retry-after").is_some(), "a 503 says when to retry");
+                *unavailable += 1;
+                false
+            }
+            other => panic!("submit answered {other}: {}", resp.body),
+        }
+    }
+
+    let mut unavailable = 0;
+    let up = within(DEADLINE, async {
+        while acknowledged.len() < 40 {
+            submit_one(&instances[turn % 2], turn, &mut acknowledged, &mut unavailable).await;
+            turn += 1;
+        }
+    })
+    .await;
+    assert!(up.is_some(), "40 submits acknowledged while Redis is up");
+
+    let before = instances[0].counts("default").await;
+    let in_flight: u64 = ["waiting", "scheduled", "queued", "running"]
+        .iter()
+        .map(|s| before[*s].as_u64().unwrap_or(0))
+        .sum();
+    assert!(in_flight > 0, "the outage should find unfinished jobs: {before}");
+
+    redis.stop();
+    let mut ready_503 = 0;
+    let mut down_submits = 0;
+    let saw_503 = within(DEADLINE, async {
+        while ready_503 == 0 {
+            let instance = &instances[turn % 2];
+            submit_one(instance, turn, &mut acknowledged, &mut unavailable).await;
+            turn += 1;
+            down_submits += 1;
+            let ready = instance
+                .try_request(Method::GET, "/ready", None)
+                .await
+                .unwrap_or_else(|err| panic!("/ready must answer: {err}"));
+            match ready.status {
+                200 => tokio::time::sleep(Duration::from_millis(20)).await,
+                503 => {
+                    assert_eq!(ready.code(), "backend_unavailable", "{}", ready.body);
+                    ready_503 += 1;
+                }
+                other => panic!("/ready answered {other}: {}", ready.body),
+            }
+        }
+    })
+    .await;
+    assert!(saw_503.is_some(), "/ready never answered 503 while Redis was down");
+    // Keep submitting a moment longer, now that the instances know Redis is gone.
+    for _ in 0..10 {
+        submit_one(&instances[turn % 2], turn, &mut acknowledged, &mut unavailable).await;
+        turn += 1;
+        down_submits += 1;
+    }
+    assert!(unavailable > 0, "some submit met the missing Redis ({down_submits} tried)");
+
+    redis.restart();
+    let before_restart = acknowledged.len();
+    let accepted = within(DEADLINE, async {
+        loop {
+            let instance = &instances[turn % 2];
+            turn += 1;
+            if submit_one(instance, turn, &mut acknowledged, &mut unavailable).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(accepted.is_some(), "submits are acknowledged again after Redis returned");
+    assert!(acknowledged.len() > before_restart);
+
+    let mut pending: Vec<String> = acknowledged.clone();
+    let mut last_seen: HashMap<String, Value> = HashMap::new();
+    let settled = within(Duration::from_secs(30), async {
+        while !pending.is_empty() {
+            let mut left = Vec::new();
+            for id in pending.drain(..) {
+                let resp = instances[0].get(&format!("/v1/jobs/{id}")).await;
+                match resp.status {
+                    200 if resp.body["status"] == "succeeded" => {}
+                    200 if is_terminal(&resp.body) => {
+                        panic!("acknowledged job ended {}: {}", resp.body["status"], resp.body)
+                    }
+                    // Still on its way, or the instance not reconnected yet.
+                    200 | 503 => {
+                        last_seen.insert(id.clone(), resp.body);
+                        left.push(id)
+                    }
+                    404 => panic!("acknowledged job {id} is gone"),
+                    other => panic!("GET job answered {other}: {}", resp.body),
+                }
+            }
+            pending = left;
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "{} of {} acknowledged jobs not succeeded within 30 s; last seen: {:?}",
+        pending.len(),
+        acknowledged.len(),
+        pending.iter().map(|id| last_seen.get(id).map(Value::to_string)).collect::<Vec<_>>()
+    );
+    for instance in &mut instances {
+        assert!(instance.alive(), "instance {} still runs (never restarted)", instance.pid);
+    }
+}
