@@ -599,10 +599,10 @@ async fn a_delayed_job_survives_the_restart_of_every_instance() {
 #[actix_web::test]
 async fn redis_restart_with_aof_loses_no_acknowledged_job() {
     let mut redis = TestRedis::start_durable();
-    // A short lease: a claim Redis ran (and wrote to its AOF) but whose answer died with it is
-    // not retried; its jobs run again once their lease expires (`queue/redis/mod.rs`,
-    // `claim_chunk`). With the default 30 s lease that alone would outlast the wait below.
-    let env = [("JOBYARD_CONCURRENCY", "2"), ("JOBYARD_LEASE_MS", "2000")];
+    // The default lease (30 s) outlasts the wait below: a claim Redis ran (and wrote to its AOF)
+    // but whose answer died with it must be taken back by the instance's next claim, not left
+    // to its lease.
+    let env = [("JOBYARD_CONCURRENCY", "2")];
     let mut instances = Instance::start(&redis, &prefix("aof"), 2, &env).await;
     let mut acknowledged: Vec<String> = Vec::new();
     let mut turn = 0usize;

@@ -356,6 +356,16 @@ async fn cancelling_a_running_job(q: &dyn QueueBackend) {
     q.complete(vec![done(lease, failure("stopped", Some(t(4))))], t(4)).await.unwrap();
     let record = q.get(id).await.unwrap().unwrap();
     assert_eq!((record.status, record.error.as_deref()), (JobStatus::Cancelled, Some("cancelled")));
+    assert!(record.cancel_requested, "the request stays on the record");
+
+    // A job that succeeds despite a cancel request ends succeeded, the request recorded.
+    let id = submit(q, noop(), t(5)).await;
+    let lease = claim(q, 1, t(6)).await[0].lease;
+    q.cancel(id, t(7)).await.unwrap();
+    q.complete(vec![done(lease, success())], t(8)).await.unwrap();
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Succeeded);
+    assert!(record.cancel_requested);
 }
 
 /// Rule 5: an expired lease returns the job to `queued` with the attempt counted; the late

@@ -130,3 +130,41 @@ async fn a_redis_that_may_evict_any_key_is_refused_for_the_queue() {
     let job = app.submit(json!({"kind": "noop"})).await;
     app.wait_terminal(job["id"].as_str().unwrap()).await;
 }
+
+/// A claim that Redis ran while its answer was lost (here: the call timed out on a frozen
+/// Redis, which ran it once thawed) gives the instance jobs it does not know it holds. Its next
+/// claim takes them back first, with no attempt counted, instead of leaving them to a lease that
+/// nobody renews.
+#[actix_web::test]
+async fn jobs_of_a_claim_whose_answer_was_lost_are_taken_back() {
+    use jobyard::queue::Claim;
+
+    let redis = TestRedis::start();
+    let queue = crate::queue_backends::redis_queue(&redis, "lost").await;
+    let claim = Claim {
+        workers: vec![Arc::from("lost-host-1/w0")],
+        lease: Duration::from_secs(600),
+        kinds: vec![Arc::from("noop")].into(),
+    };
+    // A first claim loads the script (a script Redis does not know yet is loaded on a second
+    // round trip, which a lost answer would never make).
+    assert!(queue.dequeue(claim.clone(), chrono::Utc::now()).await.unwrap().is_empty());
+    let jobs =
+        crate::queue_backends::plan_batch(vec![jobyard::JobSpec::new("noop")], chrono::Utc::now());
+    let id = queue.submit(jobs, chrono::Utc::now()).await.unwrap().jobs[0].record.id;
+
+    redis.pause();
+    assert!(queue.dequeue(claim.clone(), chrono::Utc::now()).await.is_err(), "the claim times out");
+    redis.resume();
+    let stuck = poll(|| async {
+        let record = queue.get(id).await.ok()??;
+        (record.status == jobyard::JobStatus::Running).then_some(record)
+    })
+    .await
+    .expect("Redis ran the claim once thawed");
+    assert_eq!(stuck.worker.as_deref(), Some("lost-host-1/w0"));
+
+    let claimed = queue.dequeue(claim, chrono::Utc::now()).await.unwrap();
+    assert_eq!(claimed.len(), 1, "the job is claimed again at once, not after its lease");
+    assert_eq!((claimed[0].record.id, claimed[0].record.attempts), (id, 1), "no attempt counted");
+}

@@ -20,7 +20,8 @@ pub mod record;
 mod reply;
 mod scripts;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -75,9 +76,13 @@ pub struct RedisQueue {
     /// completion sends the job's final record without reading it back. Entries leave when the
     /// attempt is recorded, handed back or found lost.
     held: Mutex<HashMap<JobId, Held>>,
+    /// A claim failed after it may have run in Redis: before the next claim, take back what a
+    /// lost answer gave this instance.
+    lost_claim: AtomicBool,
 }
 
 /// One attempt this instance runs.
+#[derive(Clone)]
 struct Held {
     /// The job's record as stored while it runs.
     stored: Vec<u8>,
@@ -132,6 +137,7 @@ impl RedisQueue {
             events,
             refused,
             held: Mutex::new(HashMap::new()),
+            lost_claim: AtomicBool::new(false),
         })
     }
 
@@ -300,7 +306,7 @@ impl RedisQueue {
             for completion in done {
                 let lease = completion.lease;
                 match held.get(&lease.id).filter(|h| h.attempt.token == lease.token) {
-                    Some(held) => ends.push(ending(lease, held, &completion.outcome, now)?),
+                    Some(held) => ends.push(ending(lease, held, &completion.outcome, now, false)?),
                     None => missing.push(completion),
                 }
             }
@@ -311,7 +317,7 @@ impl RedisQueue {
         for completion in missing {
             let lease = completion.lease;
             match self.read_held(lease).await? {
-                Some(held) => ends.push(ending(lease, &held, &completion.outcome, now)?),
+                Some(held) => ends.push(ending(lease, &held, &completion.outcome, now, false)?),
                 None => changes.stale += 1,
             }
         }
@@ -332,17 +338,24 @@ impl RedisQueue {
                         array(v)?.iter().map(|p| Ok(int(p)? as usize - 1)).collect()
                     };
                     for at in positions(cancelled)? {
-                        let held = self.held();
-                        let end = &mut ends[at];
-                        if let Some(h) = held.get(&end.id) {
-                            let cancelled = Outcome::Cancelled("cancelled".into());
-                            *end = ending(
-                                LeaseRef { id: end.id, token: end.token },
-                                h,
-                                &cancelled,
-                                now,
-                            )?;
-                        }
+                        // A cancel was requested meanwhile: the job ends cancelled unless it
+                        // succeeded, with the request on its record either way.
+                        let lease = LeaseRef { id: ends[at].id, token: ends[at].token };
+                        let outcome = match done.iter().find(|c| c.lease == lease) {
+                            Some(c) if matches!(c.outcome, Outcome::Succeeded(_)) => {
+                                c.outcome.clone()
+                            }
+                            _ => Outcome::Cancelled("cancelled".into()),
+                        };
+                        let held = self.held().get(&lease.id).cloned();
+                        let held = match held {
+                            Some(held) => held,
+                            None => match self.read_held(lease).await? {
+                                Some(held) => held,
+                                None => continue,
+                            },
+                        };
+                        ends[at] = ending(lease, &held, &outcome, now, true)?;
                     }
                     let stale = positions(stale)?;
                     changes.stale += stale.len();
@@ -360,6 +373,29 @@ impl RedisQueue {
             held.remove(&completion.lease.id);
         }
         Ok(changes)
+    }
+
+    /// Takes back the jobs a claim whose answer was lost gave this instance (see
+    /// `lua/recover.lua`): those whose attempt names one of its slots under a token it does not
+    /// hold.
+    async fn recover(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError> {
+        let Some(prefix) = claim.workers.first().and_then(|w| w.rsplit_once('/')) else {
+            return Ok(());
+        };
+        let tokens: BTreeSet<u64> = self.held().values().map(|h| h.attempt.token).collect();
+        let mut invocation = self.invocation(&self.scripts.recover);
+        invocation.arg(ms(now) as i64).arg(format!("{}/", prefix.0));
+        for token in tokens {
+            invocation.arg(token);
+        }
+        let reply = self.run(&invocation, true).await?;
+        let [recovered, _] = array(&reply)? else { return Err(malformed("recover")) };
+        let recovered = int(recovered)?;
+        if recovered > 0 {
+            tracing::warn!(recovered, "claimed jobs whose answer was lost went back to queued");
+        }
+        self.lost_claim.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// The attempt `lease` as stored in Redis, when its job still runs under it.
@@ -516,6 +552,7 @@ fn ending(
     held: &Held,
     outcome: &Outcome,
     now: DateTime<Utc>,
+    cancel_requested: bool,
 ) -> Result<bulk::End, QueueError> {
     let record = &held.record;
     let (status, run_at, error, result) = match outcome {
@@ -532,7 +569,7 @@ fn ending(
         JobStatus::Queued => bulk::ready_score(lease.id, record.priority),
         _ => 0,
     };
-    let end = Ending { status, now, run_at, error, result };
+    let end = Ending { status, now, run_at, error, result, cancel_requested };
     let blob = record::ended(lease.id, &held.stored, &held.attempt, end)
         .map_err(|err| QueueError::Internal(err.to_string()))?;
     Ok(bulk::End {
@@ -646,9 +683,19 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
+        if self.lost_claim.load(Ordering::Acquire) {
+            self.recover(&claim, now).await?;
+        }
         let mut claimed = Vec::with_capacity(claim.workers.len());
         for workers in claim.workers.chunks(BATCH) {
-            let got = self.claim_chunk(workers, &claim, now).await?;
+            let got = match self.claim_chunk(workers, &claim, now).await {
+                Ok(got) => got,
+                Err(err) => {
+                    // Redis may have run it and the answer be lost.
+                    self.lost_claim.store(true, Ordering::Release);
+                    return Err(err);
+                }
+            };
             let short = got.len() < workers.len();
             claimed.extend(got);
             if short {

@@ -155,6 +155,8 @@ pub struct Ending<'a> {
     pub run_at: Option<DateTime<Utc>>,
     pub error: Option<&'a str>,
     pub result: Option<&'a str>,
+    /// A cancel was requested while the attempt ran (kept on the record, as it was asked).
+    pub cancel_requested: bool,
 }
 
 /// The record that replaces `stored` (the job's record while `attempt` ran) when the attempt
@@ -169,7 +171,7 @@ pub fn ended(
     let mut header: [u8; LENGTHS_AT] = stored[..LENGTHS_AT].try_into().expect("checked length");
     let now = ms(ending.now);
     header[1] = ending.status.index() as u8;
-    header[2] = 0;
+    header[2] = if ending.cancel_requested { FLAG_CANCEL } else { 0 };
     let attempts = u16::from_be_bytes([header[4], header[5]]).saturating_add(1);
     header[4..6].copy_from_slice(&attempts.to_be_bytes());
     put_f64(&mut header, TOKEN, 0.0);
@@ -364,6 +366,7 @@ mod tests {
             run_at: None,
             error: None,
             result: Some(r#"{"sent":1}"#),
+            cancel_requested: false,
         };
         let done = decode(job.id, &ended(job.id, &stored, &attempt, ending).unwrap()).unwrap();
         assert_eq!((done.status, done.attempts), (JobStatus::Succeeded, 1));

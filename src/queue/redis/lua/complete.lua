@@ -14,8 +14,9 @@
 --
 -- Nothing is written when an attempt is stale (its job no longer runs under it: the lease
 -- expired and the job moved on), or when a job whose cancel was requested would end otherwise
--- than succeeded or cancelled: the answer then names them, and the caller sends the others
--- again (the cancelled ones ending `cancelled`). The latest progress report is kept in each
+-- than succeeded or cancelled, or without the request on its record: the answer then names
+-- them, and the caller sends the others again (those ending `cancelled` unless they succeeded,
+-- with the request recorded). The latest progress report is kept in each
 -- record. Dependents are settled; waiters on the finished jobs are told.
 --
 -- Safe to retry (fenced by the run entries: a second call finds every attempt stale).
@@ -30,6 +31,14 @@ for k = 1, n do
   statuses[k] = tonumber(ARGV[2 + 2 * n + k])
 end
 
+-- Where the sections after the statuses start: the terminal jobs per queue, then the counts,
+-- then the prepared commands (their first, the MSET, holds each job's record at MSET_AT + 2k).
+local groups_at = 3 + 3 * n
+local at = groups_at + 1
+for _ = 1, tonumber(ARGV[groups_at]) do at = at + 2 + tonumber(ARGV[at + 1]) end
+local counts_at, records = at, at + 2
+local function record_of(k) return ARGV[records + 3 + 2 * k] end
+
 local stale, cancelled = {}, {}
 for i = 1, n, CHUNK do
   local last = math.min(i + CHUNK - 1, n)
@@ -37,23 +46,27 @@ for i = 1, n, CHUNK do
     if run ~= ARGV[2 + n + i + k - 1] then stale[#stale + 1] = i + k - 1 end
   end
 end
+-- A job whose cancel was requested must end cancelled (or succeeded) with the request on its
+-- record (flags byte, the record's third); the caller rebuilds those that do not.
 local has_cancels = redis.call('EXISTS', CANCELS) == 1
 if has_cancels then
   for i = 1, n, CHUNK do
     local last = math.min(i + CHUNK - 1, n)
     for k, flag in ipairs(redis.call('SMISMEMBER', CANCELS, unpack(ids, i, last))) do
-      local st = statuses[i + k - 1]
-      if flag == 1 and st ~= SUCCEEDED and st ~= CANCELLED then cancelled[#cancelled + 1] = i + k - 1 end
+      local pos = i + k - 1
+      local st = statuses[pos]
+      if flag == 1 and ((st ~= SUCCEEDED and st ~= CANCELLED) or string.byte(record_of(pos), 3) ~= 1) then
+        cancelled[#cancelled + 1] = pos
+      end
     end
   end
 end
 if #stale > 0 or #cancelled > 0 then return { 'redo', stale, cancelled } end
 
 -- The terminal jobs per queue, filed in the retention index.
-local groups = tonumber(ARGV[3 + 3 * n])
-local at = 4 + 3 * n
 local finished = changes.finished
-for _ = 1, groups do
+at = groups_at + 1
+for _ = 1, tonumber(ARGV[groups_at]) do
   local queue, m = ARGV[at], tonumber(ARGV[at + 1])
   local list = {}
   for k = at + 2, at + 1 + m do
@@ -64,9 +77,8 @@ for _ = 1, groups do
   at = at + 2 + m
 end
 for k = 1, n do final_status[ids[k]] = statuses[k] end
-changes.ready, changes.due = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+changes.ready, changes.due = tonumber(ARGV[counts_at]), tonumber(ARGV[counts_at + 1])
 
-local records = at + 2
 prepared(records)
 
 -- The latest progress reports go into the records (rewritten here: reports are rare).
@@ -76,7 +88,7 @@ if redis.call('EXISTS', PROGRESS) == 1 then
     for k, progress in ipairs(redis.call('HMGET', PROGRESS, unpack(ids, i, last))) do
       if progress then
         local pos = i + k - 1
-        local j = decode(ids[pos], ARGV[records + 3 + 2 * pos])
+        local j = decode(ids[pos], record_of(pos))
         j.p = progress
         redis.call('SET', job_key(ids[pos]), encode(j))
       end

@@ -22,6 +22,8 @@ local HDR = '>BBBBHHhHddddddI4I4I4I4I4I4I4I4'
 local HDR_LEN = 92
 local WAITING, SCHEDULED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3, 4, 5, 6
 local STATUS = { [0] = 'waiting', 'scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled' }
+-- The record's flags: bit 0, a cancel was requested while it ran.
+local FLAG_CANCEL = 1
 -- Ready score: (1000 - priority) * 2^42 + the job id's millisecond timestamp (UUIDv7), so
 -- ZPOPMIN takes the highest priority first, then the oldest id (ties: the id itself, in order).
 local PRIO_SPAN = 4398046511104

@@ -27,7 +27,7 @@ for _, token in ipairs(tokens) do
       local j = load(id)
       if j and holds(run[n], token) then
         if cancel[n] then
-          j.e = 'cancelled (lease expired)'
+          j.e, j.fl = 'cancelled (lease expired)', FLAG_CANCEL
           stop_running(j, run[n], CANCELLED, now, true, progress[n])
         elseif j.a + 1 < j.m then
           j.e = 'lease expired'

@@ -21,7 +21,7 @@ for n, id in ipairs(ids) do
     stale = stale + 1
   else
     if cancel[n] then
-      j.e = 'cancelled'
+      j.e, j.fl = 'cancelled', FLAG_CANCEL
       stop_running(j, run[n], CANCELLED, now, true, progress[n])
     else
       stop_running(j, run[n], QUEUED, now, false, progress[n])
