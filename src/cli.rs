@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{Config, QueueBackendKind};
+use crate::queue::redis::{evicts_job_records, RedisQueueError};
 use crate::redis::{RedisClient, RedisSettings};
 use crate::startup::Server;
 
@@ -108,10 +109,17 @@ async fn check(config: &Config) -> ExitCode {
     match RedisClient::probe(&settings).await {
         Ok(probe) => {
             println!(
-                "  redis:          {url} (version {}, round trip {} µs)",
+                "  redis:          {url} (version {}, round trip {} µs, maxmemory-policy {})",
                 probe.version,
-                probe.rtt.as_micros()
+                probe.rtt.as_micros(),
+                probe.maxmemory_policy
             );
+            let evicting = evicts_job_records(&probe.maxmemory_policy);
+            if config.queue_backend == QueueBackendKind::Redis && evicting {
+                let err = RedisQueueError::EvictingPolicy(probe.maxmemory_policy);
+                eprintln!("error: the Redis queue cannot use {url}: {err}");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -97,6 +97,8 @@ pub struct RedisStats {
 pub struct Probe {
     pub version: String,
     pub rtt: Duration,
+    /// Redis's `maxmemory-policy` (from `INFO memory`).
+    pub maxmemory_policy: String,
 }
 
 /// A handle on the Redis link; cheap to clone.
@@ -170,19 +172,21 @@ impl RedisClient {
         let mut conn = client.inner.open().await?;
         let info: String = timed(
             settings.command_timeout,
-            ::redis::cmd("INFO").arg("server").query_async(&mut conn),
+            ::redis::cmd("INFO").arg("server").arg("memory").query_async(&mut conn),
         )
         .await?;
-        let version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_owned();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .unwrap_or("unknown")
+                .trim()
+                .to_owned()
+        };
+        let (version, maxmemory_policy) = (field("redis_version"), field("maxmemory_policy"));
         let started = Instant::now();
         let _: String =
             timed(settings.command_timeout, ::redis::cmd("PING").query_async(&mut conn)).await?;
-        Ok(Probe { version, rtt: started.elapsed() })
+        Ok(Probe { version, rtt: started.elapsed(), maxmemory_policy })
     }
 
     pub fn is_up(&self) -> bool {

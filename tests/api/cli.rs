@@ -113,6 +113,23 @@ async fn check_validates_the_configuration() {
 }
 
 #[actix_web::test]
+async fn check_refuses_a_redis_that_may_evict_jobs_for_the_redis_queue() {
+    let redis = crate::redis_support::TestRedis::start();
+    let reply = redis.command(&[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lru"]);
+    assert!(reply.starts_with(b"+OK"));
+    let url = redis.url();
+    let out = jobyard(&["check"], &[("REDIS_URL", url.as_str())]).await;
+    assert_eq!(out.status.code(), Some(1), "the queue defaults to redis with REDIS_URL");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("allkeys-lru") && stderr.contains("volatile-"), "{stderr}");
+    let out =
+        jobyard(&["check"], &[("REDIS_URL", url.as_str()), ("JOBYARD_QUEUE_BACKEND", "memory")])
+            .await;
+    assert!(out.status.success(), "a cache alone may live with any policy");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("maxmemory-policy allkeys-lru"));
+}
+
+#[actix_web::test]
 async fn check_reports_the_redis_version_and_round_trip_or_why_it_cannot_connect() {
     let redis = crate::redis_support::TestRedis::start();
     let url = redis.url();

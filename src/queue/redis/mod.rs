@@ -527,23 +527,28 @@ impl RedisQueue {
     }
 }
 
-/// Checks that Redis cannot evict job records. A Redis that refuses `CONFIG` (a managed
-/// service) is trusted, with a warning.
+/// Checks that Redis cannot evict job records (its `maxmemory-policy`, read from `INFO memory`,
+/// which managed services that refuse `CONFIG` still answer).
 async fn check_policy(redis: &RedisClient) -> Result<(), RedisQueueError> {
-    let policy: Result<Vec<String>, _> =
-        redis.cmd(::redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"), true).await;
-    match policy {
-        Ok(pair) => match pair.get(1) {
-            Some(policy) if policy.starts_with("allkeys-") => {
-                Err(RedisQueueError::EvictingPolicy(policy.clone()))
+    let info: Result<String, _> = redis.cmd(::redis::cmd("INFO").arg("memory"), true).await;
+    match info {
+        Ok(info) => {
+            let policy = info.lines().find_map(|l| l.strip_prefix("maxmemory_policy:"));
+            match policy.map(str::trim).filter(|p| evicts_job_records(p)) {
+                Some(policy) => Err(RedisQueueError::EvictingPolicy(policy.to_owned())),
+                None => Ok(()),
             }
-            _ => Ok(()),
-        },
+        }
         Err(err) => {
             tracing::warn!("cannot read Redis's maxmemory-policy ({err}); make sure it is noeviction or volatile-*, or Redis may evict job records");
             Ok(())
         }
     }
+}
+
+/// Whether a `maxmemory-policy` may evict keys without a TTL, job records among them.
+pub fn evicts_job_records(policy: &str) -> bool {
+    policy.starts_with("allkeys-")
 }
 
 /// The ending of the attempt `held` with `outcome`: its new status and final record.
