@@ -34,7 +34,8 @@ impl RedisQueue {
         for kind in claim.kinds.iter() {
             invocation.arg(&**kind);
         }
-        // Not retried: the jobs of a lost answer run again after their lease.
+        // Not retried: a second run would claim other jobs. What a lost answer gave this
+        // instance is taken back by its next claim (`recover`).
         let reply = self.run(&invocation, false).await?;
         let items = array(&reply)?;
         let mut claimed = Vec::with_capacity(items.len() / 3);

@@ -14,8 +14,8 @@
 -- many jobs as it could and work is left, the wake marker is pushed again for the next idle
 -- instance.
 --
--- Not safe to retry: a retry would claim other jobs (those of a lost answer run again once
--- their lease expires). Returns {token, then id, stored record, run entry per claimed job}, in
+-- Not safe to retry: a retry would claim other jobs (what a lost answer gave the instance is
+-- taken back by its next claim, see recover.lua). Returns {token, then id, stored record, run entry per claimed job}, in
 -- claim order; {} when nothing was claimed.
 
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
