@@ -131,7 +131,7 @@ impl RedisQueue {
         }
         let mut held = self.held();
         for completion in done {
-            held.remove(&completion.lease.id);
+            forget(&mut held, completion.lease);
         }
         Ok(changes)
     }
@@ -196,7 +196,7 @@ impl RedisQueue {
         let changes = stale_and_changes(&reply)?;
         let mut held = self.held();
         for lease in leases {
-            held.remove(&lease.id);
+            forget(&mut held, *lease);
         }
         Ok(changes)
     }
@@ -225,10 +225,17 @@ impl RedisQueue {
         let mut held = self.held();
         for (lease, state) in leases.iter().zip(&states) {
             if *state == LeaseState::Lost {
-                held.remove(&lease.id);
+                forget(&mut held, *lease);
             }
         }
         Ok(states)
+    }
+}
+
+/// Forgets the attempt `lease` (not a newer attempt of the same job this instance holds).
+fn forget(held: &mut HashMap<JobId, Held>, lease: LeaseRef) {
+    if held.get(&lease.id).is_some_and(|h| h.attempt.token == lease.token) {
+        held.remove(&lease.id);
     }
 }
 

@@ -23,7 +23,7 @@ mod reply;
 mod schedules;
 mod scripts;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -246,7 +246,12 @@ impl QueueBackend for RedisQueue {
         done: Vec<Completion>,
         now: DateTime<Utc>,
     ) -> Result<Changes, QueueError> {
-        let mut changes = Changes::default();
+        // An attempt named twice counts once, the first time; the rest is stale (the scripts
+        // check every attempt against what is stored before writing any).
+        let mut seen = HashSet::new();
+        let (done, repeated): (Vec<_>, Vec<_>) =
+            done.into_iter().partition(|c| seen.insert(c.lease));
+        let mut changes = Changes { stale: repeated.len(), ..Changes::default() };
         for chunk in done.chunks(BATCH) {
             reply::merge(&mut changes, self.complete_chunk(chunk, now).await?);
         }
@@ -271,7 +276,10 @@ impl QueueBackend for RedisQueue {
         leases: Vec<LeaseRef>,
         now: DateTime<Utc>,
     ) -> Result<Changes, QueueError> {
-        let mut changes = Changes::default();
+        let mut seen = HashSet::new();
+        let (leases, repeated): (Vec<_>, Vec<_>) =
+            leases.into_iter().partition(|lease| seen.insert(*lease));
+        let mut changes = Changes { stale: repeated.len(), ..Changes::default() };
         for chunk in leases.chunks(BATCH) {
             reply::merge(&mut changes, self.release_chunk(chunk, now).await?);
         }
