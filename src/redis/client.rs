@@ -246,6 +246,34 @@ impl RedisClient {
         self.run(retry, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await
     }
 
+    /// Runs `call`, an `EVALSHA` of the script whose source is `source`; when Redis does not
+    /// know the script (first use, or after a restart) it is loaded and the call made again.
+    /// Retried once on a transient failure only when `retry`.
+    pub async fn eval<T: FromRedisValue>(
+        &self,
+        call: &Cmd,
+        source: &str,
+        retry: bool,
+    ) -> Result<T, RedisError> {
+        self.run(retry, |mut conn| async move {
+            match call.query_async(&mut conn).await {
+                Err(err)
+                    if err.kind()
+                        == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+                {
+                    let _: String = ::redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(source)
+                        .query_async(&mut conn)
+                        .await?;
+                    call.query_async(&mut conn).await
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
     /// A connection of its own, outside the pool, for a caller that blocks on it (`BLPOP`):
     /// commands sent to it wait up to `response_timeout`.
     pub async fn dedicated(

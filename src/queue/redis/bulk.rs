@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use ::redis::ScriptInvocation;
 use chrono::{DateTime, Utc};
 
 use super::record::ms;
@@ -60,7 +59,7 @@ impl Prepared {
     }
 
     /// Appends the commands to a script call: their number, then name, key, length, arguments.
-    pub fn append_to(self, invocation: &mut ScriptInvocation<'_>, keys: &QueueKeys) {
+    pub fn append_to(self, invocation: &mut super::scripts::Call<'_>, keys: &QueueKeys) {
         let counts: Vec<_> = self.counts.into_iter().filter(|(_, delta)| *delta != 0).collect();
         invocation.arg(self.commands.len() + counts.len());
         for (cmd, key, args) in self.commands {
@@ -146,7 +145,7 @@ pub(super) fn ready_score(id: JobId, priority: i32) -> u64 {
 
 /// The bulk submit of jobs without dependencies or idempotency keys.
 pub(super) fn submit(
-    invocation: &mut ScriptInvocation<'_>,
+    invocation: &mut super::scripts::Call<'_>,
     keys: &QueueKeys,
     jobs: &[NewJob],
     now: DateTime<Utc>,
@@ -191,7 +190,7 @@ pub(super) struct End {
 
 /// The bulk completion of attempts.
 pub(super) fn complete(
-    invocation: &mut ScriptInvocation<'_>,
+    invocation: &mut super::scripts::Call<'_>,
     keys: &QueueKeys,
     ends: &[End],
     now: DateTime<Utc>,

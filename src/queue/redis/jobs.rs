@@ -171,7 +171,7 @@ impl RedisQueue {
     /// One periodic script (promote or reap): `{more, changes}`.
     pub(super) async fn step(
         &self,
-        script: &::redis::Script,
+        script: &super::scripts::Lua,
         now: DateTime<Utc>,
     ) -> Result<Changes, QueueError> {
         let mut invocation = self.invocation(script);

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use ::redis::{ScriptInvocation, Value};
+use ::redis::Value;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -42,7 +42,7 @@ use crate::redis::{QueueKeys, RedisClient, RedisError, RedisSettings};
 use crate::schedule::{Fire, Schedule};
 use record::{ms, Attempt};
 use reply::redis_error;
-use scripts::Scripts;
+use scripts::{Call, Scripts};
 
 /// Most jobs a periodic script (promote, reap, purge) handles per call, so that no call holds
 /// Redis for long whatever the backlog; a call that reached it says so and is called again.
@@ -148,34 +148,21 @@ impl RedisQueue {
         self.redis.stats()
     }
 
-    fn invocation<'a>(&self, script: &'a ::redis::Script) -> ScriptInvocation<'a> {
-        let mut invocation = script.prepare_invoke();
-        invocation.key(self.keys.base());
-        invocation
+    fn invocation<'a>(&self, lua: &'a scripts::Lua) -> Call<'a> {
+        Call::new(lua, self.keys.base())
     }
 
     /// Runs a script, retried after a transient failure only when `retry`.
-    async fn run(
-        &self,
-        invocation: &ScriptInvocation<'_>,
-        retry: bool,
-    ) -> Result<Value, QueueError> {
-        if let Some(reason) = self.refused.get() {
-            return Err(QueueError::Unavailable(reason.clone()));
-        }
-        self.redis.script_with(invocation, retry).await.map_err(redis_error)
+    async fn run(&self, call: &Call<'_>, retry: bool) -> Result<Value, QueueError> {
+        self.run_raw(call, retry).await.map_err(redis_error)
     }
 
     /// Runs a script and returns its raw error when it failed, so refusals can be read.
-    async fn run_raw(
-        &self,
-        invocation: &ScriptInvocation<'_>,
-        retry: bool,
-    ) -> Result<Value, RedisError> {
+    async fn run_raw(&self, call: &Call<'_>, retry: bool) -> Result<Value, RedisError> {
         if let Some(reason) = self.refused.get() {
             return Err(RedisError::Link(reason.clone()));
         }
-        self.redis.script_with(invocation, retry).await
+        self.redis.eval(&call.cmd, &call.lua.source, retry).await
     }
 
     async fn cmd<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> Result<T, QueueError> {

@@ -1,30 +1,62 @@
 //! The queue's Lua scripts, one per state transition, each in its own file under `lua/` with
 //! the shared library (`lua/lib.lua`) in front of it. They are sent by SHA (`EVALSHA`) and
 //! loaded on first use, and again after a Redis restart flushed the script cache.
+//!
+//! A call is built straight into one command buffer ([`Call`]): a batch's arguments (records of
+//! hundreds of bytes, a thousand at a time) are written once, not kept one allocation each and
+//! copied again into the command.
 
-use ::redis::Script;
+use ::redis::{Cmd, Script, ToRedisArgs};
 
 const LIB: &str = include_str!("lua/lib.lua");
 
 /// Every script of the queue.
 pub(super) struct Scripts {
-    pub submit: Script,
-    pub claim: Script,
-    pub complete: Script,
-    pub renew: Script,
-    pub release: Script,
-    pub cancel: Script,
-    pub progress: Script,
-    pub promote: Script,
-    pub reap: Script,
-    pub recover: Script,
-    pub purge: Script,
-    pub schedule_put: Script,
-    pub schedule_fire: Script,
+    pub submit: Lua,
+    pub claim: Lua,
+    pub complete: Lua,
+    pub renew: Lua,
+    pub release: Lua,
+    pub cancel: Lua,
+    pub progress: Lua,
+    pub promote: Lua,
+    pub reap: Lua,
+    pub recover: Lua,
+    pub purge: Lua,
+    pub schedule_put: Lua,
+    pub schedule_fire: Lua,
 }
 
-fn with_lib(body: &str) -> Script {
-    Script::new(&format!("{LIB}\n{body}"))
+/// One script: its source (to load it when Redis does not know it) and its SHA.
+pub(super) struct Lua {
+    pub source: String,
+    pub sha: String,
+}
+
+fn with_lib(body: &str) -> Lua {
+    let source = format!("{LIB}\n{body}");
+    let sha = Script::new(&source).get_hash().to_owned();
+    Lua { source, sha }
+}
+
+/// A call of a script being built: `EVALSHA <sha> 1 <base key>` and its arguments.
+pub(super) struct Call<'a> {
+    pub lua: &'a Lua,
+    pub cmd: Cmd,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(lua: &'a Lua, base: &str) -> Self {
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(&lua.sha).arg(1).arg(base);
+        Call { lua, cmd }
+    }
+
+    /// Adds an argument (`ARGV[i]`).
+    pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
 }
 
 impl Scripts {
