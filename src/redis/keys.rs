@@ -18,7 +18,8 @@
 //!   scored `(1000 - priority) * 2^42 + id milliseconds`: highest priority first, then oldest.
 //! - `<p>:{q}:rq`: set of the ready sets that exist, as `<queue>:<kind>` (claims read it).
 //! - `<p>:{q}:delayed`: sorted set of `scheduled` jobs by `run_at` (ms).
-//! - `<p>:{q}:run`: hash of the running attempts, job id → `<token>|<started ms>|<worker>`.
+//! - `<p>:{q}:run`: hash of the running attempts, job id → `<token>|<started ms>|<worker>`
+//!   (plus one field `~`, which keeps it a hash table: see `lua/lib.lua`).
 //!   A running job's record stays as it was when claimed (`queued`) until its attempt ends.
 //! - `<p>:{q}:leases`: sorted set of lease tokens by expiry (ms); one token per claim call.
 //! - `<p>:{q}:lb:<token>`: set of the jobs claimed under a lease token.

@@ -49,6 +49,8 @@ pub(super) async fn list(queue: &RedisQueue, query: &ListQuery) -> Result<Page, 
         Some(JobStatus::Running) => {
             let mut ids: Vec<String> =
                 queue.cmd(::redis::cmd("HKEYS").arg(queue.keys.run())).await?;
+            // The run hash holds one field that is no job (see `lua/lib.lua`).
+            ids.retain(|id| id.parse::<JobId>().is_ok());
             ids.sort_unstable_by(|a, b| b.cmp(a));
             Source::Running(ids)
         }

@@ -106,6 +106,9 @@ if #members == 0 then
   flush_indexes()
   return {}
 end
+if redis.call('HEXISTS', RUN, RUN_SENTINEL) == 0 then
+  redis.call('HSET', RUN, RUN_SENTINEL, string.rep('-', 4096))
+end
 apply('HSET', RUN, run)
 apply('SADD', lease_key(token), members)
 redis.call('ZADD', LEASES, now + lease, token)

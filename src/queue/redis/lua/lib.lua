@@ -43,6 +43,10 @@ local function lease_key(token) return B .. 'lb:' .. token end
 local DELAYED, LEASES, COUNTS, QUEUES, KINDS = B .. 'delayed', B .. 'leases', B .. 'counts', B .. 'queues', B .. 'kinds'
 local RUN, CANCELS, PROGRESS, PARENTS = B .. 'run', B .. 'cx', B .. 'prog', B .. 'parents'
 local READY_SETS, DONE_SEQ = B .. 'rq', B .. 'dseq'
+-- A field kept in RUN with a value too long for a compact hash: Redis stores small hashes as a
+-- flat list whose every write scans it, which made a claim of n jobs cost n^2; this keeps RUN
+-- a real hash table (Redis never converts one back).
+local RUN_SENTINEL = '~'
 local WAKE, EVENTS, WATCH, TOKENS = B .. 'wake', B .. 'events', B .. 'watch', B .. 'tok'
 
 -- Keys named per kind and queue, built once per call (no string is built on a second use).

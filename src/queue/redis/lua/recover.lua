@@ -21,7 +21,7 @@ local entries = redis.call('HGETALL', RUN)
 for k = 1, #entries, 2 do
   local id, run = entries[k], entries[k + 1]
   local token, _, worker = string.match(run, '^([^|]*)|([^|]*)|(.*)$')
-  if token and not held[token] and string.sub(worker, 1, #prefix) == prefix then
+  if id ~= RUN_SENTINEL and token and not held[token] and string.sub(worker, 1, #prefix) == prefix then
     lost[#lost + 1] = id
     runs[id], tokens[id] = run, token
   end
