@@ -46,7 +46,7 @@ use scripts::{Call, Scripts};
 
 /// Most jobs a periodic script (promote, reap, purge) handles per call, so that no call holds
 /// Redis for long whatever the backlog; a call that reached it says so and is called again.
-pub const STEP_LIMIT: usize = 1_000;
+pub const STEP_LIMIT: usize = 250;
 /// Most attempts per claim, completion or renewal script call (larger batches are split).
 const BATCH: usize = 500;
 

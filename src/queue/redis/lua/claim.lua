@@ -23,7 +23,7 @@ local w = tonumber(ARGV[3])
 local claimable = {}
 for k = 4 + w, #ARGV do claimable[ARGV[k]] = true end
 
-if promote_due(now, 1000) then wake() end
+if promote_due(now, 250) then wake() end
 commit()
 if changes.ready > 0 then wake() end
 
