@@ -52,7 +52,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     settings.command_timeout = Duration::from_secs(30);
     let admin = RedisClient::new(settings)?;
     admin.start().await;
-    for (name, value) in [("slowlog-log-slower-than", "2000"), ("slowlog-max-len", "100000"), ("latency-monitor-threshold", "5")] {
+    for (name, value) in [
+        ("slowlog-log-slower-than", "2000"),
+        ("slowlog-max-len", "100000"),
+        ("latency-monitor-threshold", "5"),
+    ] {
         let _: String =
             admin.cmd(redis::cmd("CONFIG").arg("SET").arg(name).arg(value), true).await?;
     }
