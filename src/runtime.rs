@@ -78,6 +78,31 @@ pub struct Stats {
     pub workers: PoolStats,
     pub cache: CacheStats,
     pub backends: Backends,
+    /// The bounds the runtime keeps, and the queues that reached theirs (their submits are
+    /// refused until jobs start).
+    pub limits: Limits,
+    pub full_queues: Vec<String>,
+}
+
+/// The bounds a runtime keeps on its jobs.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Limits {
+    /// Jobs waiting to run per queue.
+    pub max_queued: u64,
+    /// Terminal jobs kept per queue.
+    pub retention_max_jobs: u64,
+    /// Bytes of a job's result or progress report.
+    pub max_result_bytes: usize,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Limits {
+            max_queued: config.max_queued,
+            retention_max_jobs: config.retention_max_jobs,
+            max_result_bytes: config.max_result_bytes,
+        }
+    }
 }
 
 /// One kind in stats.
@@ -117,6 +142,7 @@ pub struct Client {
     registry: Arc<Registry>,
     defaults: Arc<SpecDefaults>,
     backends: (&'static str, &'static str),
+    limits: Limits,
 }
 
 impl Client {
@@ -127,9 +153,10 @@ impl Client {
         redis: Option<RedisClient>,
         registry: Arc<Registry>,
         backends: (&'static str, &'static str),
+        limits: Limits,
     ) -> Self {
         let defaults = Arc::new(SpecDefaults::default());
-        Client { queue, pool, cache, redis, registry, defaults, backends }
+        Client { queue, pool, cache, redis, registry, defaults, backends, limits }
     }
 
     /// The runtime's cache (thread-safe: read and write it from anywhere).
@@ -280,8 +307,13 @@ impl Client {
             kinds.entry(kind).or_default().queued = queued;
         }
         let workers = self.workers().await?;
-        let (cache, backends) = (self.cache.stats(), self.backends());
-        Ok(Stats { queues, kinds, workers, cache, backends })
+        let (cache, backends, limits) = (self.cache.stats(), self.backends(), self.limits);
+        let full_queues = queues
+            .iter()
+            .filter(|(_, c)| c.waiting + c.scheduled + c.queued >= limits.max_queued)
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Stats { queues, kinds, workers, cache, backends, limits, full_queues })
     }
 
     /// How busy this instance's worker slots are (answered without the queue backend).
@@ -495,7 +527,8 @@ impl RuntimeBuilder {
         let backend = match (self.queue_backend, self.config.queue_backend) {
             (Some(backend), _) => backend,
             (None, QueueBackendKind::Memory) => {
-                Arc::new(MemoryQueue::new()) as Arc<dyn QueueBackend>
+                let limits = crate::queue::QueueLimits::from_config(&self.config);
+                Arc::new(MemoryQueue::with_limits(limits)) as Arc<dyn QueueBackend>
             }
             (None, QueueBackendKind::Redis) => {
                 return Err(RuntimeError::Start(

@@ -232,3 +232,23 @@ async fn shutdown_hands_running_jobs_back() {
     assert_eq!(rt.shutdown().await, 1);
     assert_eq!(job.status().await.unwrap().status, JobStatus::Queued);
 }
+
+/// A submit to a full queue comes back as `QueueFull`, naming the queue, and stores nothing.
+#[actix::test]
+async fn a_full_queue_refuses_an_embedded_submit() {
+    let config = Config { max_queued: 2, ..Config::default() };
+    let runtime = Runtime::builder().config(config).register::<Add>().start().unwrap();
+    for _ in 0..2 {
+        runtime.submit(Add { a: 1, b: 2 }).delay(Duration::from_secs(600)).await.unwrap();
+    }
+    let err = runtime.submit(Add { a: 1, b: 2 }).await.err().expect("refused");
+    assert!(
+        matches!(
+            &err,
+            RuntimeError::Queue(jobyard::queue::QueueError::QueueFull { queue, max: 2 }) if queue == "default"
+        ),
+        "{err}"
+    );
+    assert_eq!(runtime.stats().await.unwrap().queues["default"].scheduled, 2);
+    runtime.shutdown().await;
+}

@@ -68,11 +68,14 @@ impl RuntimeSupervisor {
             cancel_grace: config.cancel_grace,
             extensions,
             shared: backend_shared,
+            max_result_bytes: config.max_result_bytes,
         };
         let (pool_queue, pool_registry) = (queue.clone(), registry.clone());
         let pool =
             actix::Supervisor::start(move |_| WorkerPool::new(pool_queue, pool_registry, settings));
-        let client = Client::new(queue.clone(), pool.clone(), cache, redis, registry, backends);
+        let limits = crate::runtime::Limits::from(config);
+        let client =
+            Client::new(queue.clone(), pool.clone(), cache, redis, registry, backends, limits);
         let scheduler_client = client.clone();
         let scheduler =
             actix::Supervisor::start(move |_| Scheduler::new(scheduler_client, retention));

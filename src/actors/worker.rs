@@ -89,6 +89,8 @@ pub struct PoolSettings {
     pub extensions: Extensions,
     /// Whether other instances share the queue: then an idle pool waits for their wake-ups.
     pub shared: bool,
+    /// The largest result or progress report a job may store, in bytes.
+    pub max_result_bytes: usize,
 }
 
 /// One running attempt.
@@ -253,7 +255,14 @@ impl WorkerPool {
         };
         let cancel = CancellationToken::new();
         let queue = self.queue.clone();
-        let progress = Arc::new(move |progress| queue.do_send(ReportProgress { lease, progress }));
+        let max = self.settings.max_result_bytes;
+        let progress = Arc::new(move |progress: Json| {
+            if progress.get().len() > max {
+                tracing::warn!(job_id = %lease.id, bytes = progress.get().len(), max, "progress report too large; dropped");
+            } else {
+                queue.do_send(ReportProgress { lease, progress })
+            }
+        });
         let job_ctx = JobContext::new(id, attempts, max_attempts, cancel.clone(), progress)
             .with_extensions(self.settings.extensions.clone());
         let run = self.registry.start(&kind, payload, job_ctx);
@@ -300,8 +309,9 @@ impl WorkerPool {
         }
     }
 
-    /// Turns how an attempt ended into the outcome the queue records.
-    fn outcome(run: &Running, ending: Ending) -> Outcome {
+    /// Turns how an attempt ended into the outcome the queue records. A result larger than
+    /// `max_result` bytes fails the attempt for good (running again would give the same).
+    fn outcome(run: &Running, ending: Ending, max_result: usize) -> Outcome {
         let retry = |error: String, after: Option<Duration>| {
             let retry_at =
                 (run.attempt < run.max_attempts && !run.cancel.is_cancelled()).then(|| {
@@ -313,6 +323,13 @@ impl WorkerPool {
             Outcome::Failed { error, retry_at }
         };
         match ending {
+            Ending::Returned(Ok(result)) if result.get().len() > max_result => Outcome::Failed {
+                error: format!(
+                    "the result is {} bytes, more than the {max_result} a job may store",
+                    result.get().len()
+                ),
+                retry_at: None,
+            },
             Ending::Returned(Ok(result)) => Outcome::Succeeded(result),
             Ending::Returned(Err(JobError::Cancelled)) => Outcome::Cancelled("cancelled".into()),
             Ending::Returned(Err(JobError::Fatal(error))) => {
@@ -476,7 +493,7 @@ impl Handler<AttemptEnded> for WorkerPool {
             return; // aborted after the cancel grace, or its lease was lost
         }
         if let Some(run) = self.running.remove(&msg.lease.id) {
-            let outcome = Self::outcome(&run, msg.ending);
+            let outcome = Self::outcome(&run, msg.ending, self.settings.max_result_bytes);
             self.finish(run, outcome, ctx);
         }
     }

@@ -119,7 +119,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
         }
         response.json(Body {
@@ -158,6 +158,10 @@ impl From<QueueError> for ApiError {
             QueueError::Unavailable(_) => {
                 tracing::warn!("{err}");
                 ApiError::unavailable("the queue backend is unavailable; retry shortly")
+            }
+            QueueError::QueueFull { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", err.to_string())
+                    .with_field("queue")
             }
         }
     }

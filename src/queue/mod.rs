@@ -43,7 +43,40 @@ pub enum QueueError {
     /// The backend cannot be reached right now; the call may succeed later.
     #[error("queue backend unavailable: {0}")]
     Unavailable(String),
+    /// The queue holds as many jobs waiting to run as it may: the submit is refused whole.
+    #[error("queue '{queue}' is full ({max} jobs waiting to run); retry later")]
+    QueueFull { queue: String, max: u64 },
 }
+
+/// The bounds a backend keeps (rule 7 of the job semantics): memory and Redis stay bounded under
+/// steady load, and a producer faster than the workers is told to slow down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// The most jobs waiting to run (waiting, scheduled or queued) per queue.
+    pub max_queued: u64,
+    /// The most terminal jobs kept per queue; the oldest finished go first.
+    pub retention_max_jobs: u64,
+}
+
+impl QueueLimits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        QueueLimits { max_queued: config.max_queued, retention_max_jobs: config.retention_max_jobs }
+    }
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_queued: crate::config::DEFAULT_MAX_QUEUED,
+            retention_max_jobs: crate::config::DEFAULT_RETENTION_MAX_JOBS,
+        }
+    }
+}
+
+/// Most jobs one periodic step (promotion, lease expiry, retention) handles per call, in every
+/// backend: no call holds the store long whatever the backlog; one that stops there says so
+/// ([`Changes::more`]) and is called again at once.
+pub const STEP_LIMIT: usize = 250;
 
 /// Which worker slots ask for jobs: one job is claimed per name, so `workers.len()` is the
 /// most this call returns. Only jobs of `kinds` (those this instance has handlers for) are
@@ -281,7 +314,7 @@ pub trait QueueBackend: Send + Sync + 'static {
     async fn list(&self, query: &ListQuery) -> Result<Page, QueueError>;
 
     /// The periodic step: promotes due jobs, expires leases, removes terminal jobs older than
-    /// `retention`.
+    /// `retention` or beyond the count the limits keep; at most [`STEP_LIMIT`] of each per call.
     async fn tick(&self, now: DateTime<Utc>, retention: Duration) -> Result<Changes, QueueError>;
 
     async fn stats(&self) -> Result<QueueStats, QueueError>;

@@ -146,7 +146,56 @@ async fn health_and_ready_answer(on: &On) {
     assert_eq!(ready.body["components"]["queue"], "ok");
 }
 
+/// Past `JOBYARD_MAX_QUEUED` jobs waiting in a queue, submits answer 429 `queue_full` with
+/// `Retry-After`; stats say which queue is full.
+async fn a_full_queue_answers_429(on: &On) {
+    let app = on
+        .spawn(|c| {
+            c.concurrency = 1;
+            c.max_queued = 100;
+            c.cancel_grace = std::time::Duration::from_millis(10);
+        })
+        .await;
+    let blocker = app.submit(json!({"kind": "sleep", "payload": {"ms": 600000}})).await;
+    let blocker = blocker["id"].as_str().unwrap().to_owned();
+    app.wait_until(&blocker, "running", |j| j["status"] == "running").await;
+    let hundred: Vec<_> = (0..100).map(|i| json!({"kind": "noop", "payload": i})).collect();
+    app.submit_batch(json!(hundred)).await;
+    let refused = app.post("/v1/jobs", json!({"kind": "noop"})).await;
+    assert_eq!((refused.status, refused.code()), (429, "queue_full"), "{}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+    let batch = app
+        .post(
+            "/v1/jobs/batch",
+            json!({"jobs": [{"kind": "noop", "queue": "other"}, {"kind": "noop"}]}),
+        )
+        .await;
+    assert_eq!(batch.status, 429, "a batch is refused whole");
+    let stats = app.get("/v1/stats").await.body;
+    assert_eq!(stats["full_queues"], json!(["default"]));
+    assert_eq!(stats["limits"]["max_queued"], 100);
+    assert_eq!(stats["queues"]["default"]["queued"], 100, "nothing refused was kept");
+    assert!(stats["queues"].get("other").is_none_or(|q| q["queued"] == 0));
+    assert_eq!(app.post("/v1/jobs", json!({"kind": "noop", "queue": "other"})).await.status, 201);
+}
+
+/// A result larger than `JOBYARD_MAX_RESULT_BYTES` fails the attempt, saying why.
+async fn an_oversized_result_fails_the_attempt(on: &On) {
+    let app = on.spawn(|c| c.max_result_bytes = 1_000).await;
+    let big = "x".repeat(2_000);
+    let job = app.submit(json!({"kind": "noop", "payload": big, "max_attempts": 3})).await;
+    let done = app.wait_terminal(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["attempts"], 1, "not retried: the same result would come back");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("2002 bytes") && error.contains("1000"), "{error}");
+    let small = app.submit(json!({"kind": "noop", "payload": "ok"})).await;
+    assert_eq!(app.wait_terminal(small["id"].as_str().unwrap()).await["status"], "succeeded");
+}
+
 on_both_backends!(
+    a_full_queue_answers_429,
+    an_oversized_result_fails_the_attempt,
     submit_answers_201_with_location_and_the_job,
     get_answers_304_when_the_client_copy_is_current,
     the_etag_changes_when_the_job_changes,

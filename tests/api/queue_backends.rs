@@ -11,7 +11,7 @@ use jobyard::job::spec::{plan, KindLookup, SpecDefaults};
 use jobyard::job::{JobId, JobSpec, JobStatus, NewJob};
 use jobyard::queue::{
     CancelOutcome, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, MemoryQueue,
-    Outcome, QueueBackend, QueueError, RedisQueue,
+    Outcome, QueueBackend, QueueError, QueueLimits, RedisQueue,
 };
 use jobyard::redis::{RedisClient, RedisSettings};
 use jobyard::schedule::{Fire, Schedule};
@@ -28,24 +28,41 @@ pub struct Backend {
 
 /// A memory backend.
 pub fn memory() -> Backend {
-    Backend { queue: Arc::new(MemoryQueue::new()), redis: None }
+    memory_with(QueueLimits::default())
+}
+
+pub fn memory_with(limits: QueueLimits) -> Backend {
+    Backend { queue: Arc::new(MemoryQueue::with_limits(limits)), redis: None }
 }
 
 /// A Redis backend on a private server.
 pub async fn redis() -> Backend {
+    redis_with(QueueLimits::default()).await
+}
+
+pub async fn redis_with(limits: QueueLimits) -> Backend {
     let server = TestRedis::start();
-    let queue = redis_queue(&server, &format!("t{}", fastrand::u32(..))).await;
+    let queue = redis_queue_with(&server, &format!("t{}", fastrand::u32(..)), limits).await;
     Backend { queue, redis: Some(server) }
 }
 
 /// A Redis queue on `server` under `prefix` (two with the same prefix share their jobs).
 pub async fn redis_queue(server: &TestRedis, prefix: &str) -> Arc<dyn QueueBackend> {
+    redis_queue_with(server, prefix, QueueLimits::default()).await
+}
+
+async fn redis_queue_with(
+    server: &TestRedis,
+    prefix: &str,
+    limits: QueueLimits,
+) -> Arc<dyn QueueBackend> {
     let mut config = test_config();
     config.redis_url = Some(redis_url(&server.url()));
     config.redis_prefix = prefix.to_owned();
     let client = RedisClient::new(RedisSettings::for_queue(&config).unwrap()).unwrap();
     assert!(client.start().await, "connects to the test redis");
-    Arc::new(RedisQueue::with_client(client, prefix).await.expect("queue over the test redis"))
+    let queue = RedisQueue::with_client(client, prefix).await.expect("queue over the test redis");
+    Arc::new(queue.with_limits(limits))
 }
 
 struct AnyKind;
@@ -583,6 +600,48 @@ async fn schedules_are_stored(q: &dyn QueueBackend) {
     assert!(matches!(q.record_fire("b", missing).await, Err(QueueError::ScheduleNotFound(_))));
 }
 
+/// Rule 7: a queue holds at most `max_queued` jobs waiting to run; a batch that would exceed it
+/// is refused whole, and room comes back as jobs start.
+async fn a_full_queue_refuses_submits(q: &dyn QueueBackend) {
+    submit(q, noop(), t(0)).await;
+    submit(q, JobSpec { run_at: Some(t(60_000)), ..noop() }, t(0)).await;
+    let two = plan_batch(vec![noop(), noop()], t(1));
+    let err = q.submit(two, t(1)).await.unwrap_err();
+    assert_eq!(err, QueueError::QueueFull { queue: "default".into(), max: 3 });
+    assert_eq!(q.stats().await.unwrap()["default"].queued, 1, "nothing of the batch was kept");
+    let other = JobSpec { queue: Some("other".into()), ..noop() };
+    submit(q, other, t(2)).await; // another queue has its own room
+    submit(q, noop(), t(3)).await; // the third fits
+    assert!(matches!(
+        q.submit(plan_batch(vec![noop()], t(4)), t(4)).await,
+        Err(QueueError::QueueFull { .. })
+    ));
+    claim(q, 1, t(5)).await;
+    submit(q, noop(), t(6)).await; // a running job does not count
+}
+
+/// Rule 7: beyond the count kept per queue, the oldest terminal jobs go first.
+async fn retention_keeps_the_newest_terminal_jobs_per_queue(q: &dyn QueueBackend) {
+    let mut finished = Vec::new();
+    for i in 0..4 {
+        let id = submit(q, noop(), t(i * 10)).await;
+        let lease = claim(q, 1, t(i * 10 + 1)).await[0].lease;
+        q.complete(vec![done(lease, success())], t(i * 10 + 2)).await.unwrap();
+        finished.push(id);
+    }
+    let other = submit(q, JobSpec { queue: Some("other".into()), ..noop() }, t(50)).await;
+    let lease = claim(q, 1, t(51)).await[0].lease;
+    q.complete(vec![done(lease, success())], t(52)).await.unwrap();
+    let queued = submit(q, noop(), t(60)).await;
+    q.tick(t(70), HOUR).await.unwrap();
+    for (i, id) in finished.iter().enumerate() {
+        assert_eq!(q.get(*id).await.unwrap().is_some(), i >= 2, "job {i} of 4");
+    }
+    assert!(q.get(other).await.unwrap().is_some(), "each queue keeps its own");
+    assert!(q.get(queued).await.unwrap().is_some(), "jobs not finished are never removed");
+    assert_eq!(q.stats().await.unwrap()["default"].succeeded, 2);
+}
+
 /// A runtime on `queue` (a store it may share with other runtimes), with the built-in kinds.
 fn runtime_on(queue: &Arc<dyn QueueBackend>) -> jobyard::Runtime {
     let mut config = test_config();
@@ -676,6 +735,15 @@ macro_rules! suite {
             #[actix_web::test] async fn missed_ticks_are_skipped_unless_catch_up() {
                 super::missed_ticks_are_skipped_unless_catch_up(super::memory().queue).await;
             }
+            #[actix_web::test] async fn a_full_queue_refuses_submits() {
+                let limits = super::QueueLimits { max_queued: 3, ..Default::default() };
+                super::a_full_queue_refuses_submits(&*super::memory_with(limits).queue).await;
+            }
+            #[actix_web::test] async fn retention_keeps_the_newest_terminal_jobs_per_queue() {
+                let limits = super::QueueLimits { retention_max_jobs: 2, ..Default::default() };
+                let backend = super::memory_with(limits);
+                super::retention_keeps_the_newest_terminal_jobs_per_queue(&*backend.queue).await;
+            }
         }
         mod redis {
             $( #[actix_web::test] async fn $name() {
@@ -695,6 +763,15 @@ macro_rules! suite {
             #[actix_web::test] async fn missed_ticks_are_skipped_unless_catch_up() {
                 let backend = super::redis().await;
                 super::missed_ticks_are_skipped_unless_catch_up(backend.queue.clone()).await;
+            }
+            #[actix_web::test] async fn a_full_queue_refuses_submits() {
+                let limits = super::QueueLimits { max_queued: 3, ..Default::default() };
+                super::a_full_queue_refuses_submits(&*super::redis_with(limits).await.queue).await;
+            }
+            #[actix_web::test] async fn retention_keeps_the_newest_terminal_jobs_per_queue() {
+                let limits = super::QueueLimits { retention_max_jobs: 2, ..Default::default() };
+                let backend = super::redis_with(limits).await;
+                super::retention_keeps_the_newest_terminal_jobs_per_queue(&*backend.queue).await;
             }
         }
     };

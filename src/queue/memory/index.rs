@@ -21,8 +21,8 @@ pub(super) struct Indexes {
     pub scheduled: BTreeSet<(i64, u64, JobId)>,
     /// `running` jobs by lease expiry (ms).
     pub leases: BTreeSet<(i64, JobId)>,
-    /// Terminal jobs by `finished_at` (ms), for retention.
-    pub finished: BTreeSet<(i64, JobId)>,
+    /// Terminal jobs per queue by `finished_at` (ms), for retention.
+    pub finished: HashMap<Arc<str>, BTreeSet<(i64, JobId)>>,
     /// Jobs per state per queue, for stats without a scan.
     pub counts: HashMap<Arc<str>, [u64; 7]>,
 }
@@ -47,7 +47,11 @@ impl Indexes {
                 self.leases.insert((entry.lease_expiry(), id));
             }
             status if status.is_terminal() => {
-                self.finished.insert((finished_ms(entry), id));
+                let finished = match self.finished.get_mut(&record.queue) {
+                    Some(finished) => finished,
+                    None => self.finished.entry(record.queue.clone()).or_default(),
+                };
+                finished.insert((finished_ms(entry), id));
             }
             _ => {}
         }
@@ -71,7 +75,9 @@ impl Indexes {
                 self.leases.remove(&(entry.lease_expiry(), id));
             }
             status if status.is_terminal() => {
-                self.finished.remove(&(finished_ms(entry), id));
+                if let Some(finished) = self.finished.get_mut(&record.queue) {
+                    finished.remove(&(finished_ms(entry), id));
+                }
             }
             _ => {}
         }

@@ -17,7 +17,7 @@ pub use store::Store;
 
 use super::{
     CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Page,
-    QueueBackend, QueueError, QueueStats, Submitted,
+    QueueBackend, QueueError, QueueLimits, QueueStats, Submitted,
 };
 use crate::job::{JobId, JobRecord, Json, NewJob};
 use crate::schedule::{Fire, Schedule};
@@ -31,6 +31,11 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A memory queue keeping `limits`.
+    pub fn with_limits(limits: QueueLimits) -> Self {
+        MemoryQueue { store: Mutex::new(Store::with_limits(limits)) }
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
 use crate::queue::{
     CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Outcome,
-    Page, QueueError, QueueStats, StateCounts, SubmitResult, Submitted,
+    Page, QueueError, QueueLimits, QueueStats, StateCounts, SubmitResult, Submitted, STEP_LIMIT,
 };
 use crate::schedule::{Fire, Schedule};
 
@@ -52,6 +52,7 @@ impl Entry {
 /// All jobs and schedules of one in-memory backend.
 #[derive(Default)]
 pub struct Store {
+    limits: QueueLimits,
     jobs: HashMap<JobId, Entry>,
     /// Submit sequence → id, for listings newest first.
     order: BTreeMap<u64, JobId>,
@@ -66,6 +67,11 @@ pub struct Store {
 impl Store {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store keeping `limits`.
+    pub fn with_limits(limits: QueueLimits) -> Self {
+        Store { limits, ..Self::default() }
     }
 
     /// Number of jobs held (all states), for tests and memory figures.
@@ -96,6 +102,7 @@ impl Store {
                 return Err(QueueError::UnknownDependency(dep));
             }
         }
+        self.check_room(jobs.iter().filter(|j| fresh.contains(&j.id)))?;
         // Validated: from here on nothing fails, so the batch goes in whole.
         let mut doomed = Vec::new();
         let order: Vec<(JobId, bool)> =
@@ -127,6 +134,26 @@ impl Store {
             .map(|(id, created)| SubmitResult { record: self.jobs[&id].record.clone(), created })
             .collect();
         Ok(Submitted { jobs, changes })
+    }
+
+    /// Refuses a batch that would put more jobs waiting to run in a queue than the limit.
+    fn check_room<'a>(&self, jobs: impl Iterator<Item = &'a NewJob>) -> Result<(), QueueError> {
+        let mut adding: HashMap<&Arc<str>, u64> = HashMap::new();
+        for job in jobs {
+            *adding.entry(&job.queue).or_default() += 1;
+        }
+        let max = self.limits.max_queued;
+        for (queue, added) in adding {
+            let counts = self.idx.counts.get(queue).copied().unwrap_or_default();
+            let waiting: u64 = [JobStatus::Waiting, JobStatus::Scheduled, JobStatus::Queued]
+                .iter()
+                .map(|s| counts[s.index()])
+                .sum();
+            if waiting + added > max {
+                return Err(QueueError::QueueFull { queue: queue.to_string(), max });
+            }
+        }
+        Ok(())
     }
 
     /// Maps each job whose idempotency key was seen (in the store, or earlier in the batch) to
@@ -384,7 +411,7 @@ impl Store {
         let mut changes = Changes::default();
         self.promote_due(now, &mut changes);
         self.expire_leases(now, &mut changes);
-        self.purge_finished(now, retention);
+        changes.more |= self.purge_finished(now, retention);
         changes.next_due = self.next_due();
         changes
     }
@@ -526,20 +553,26 @@ impl Store {
         }
     }
 
+    /// Moves due `scheduled` jobs to `queued`, at most [`STEP_LIMIT`]; notes when more are due.
     fn promote_due(&mut self, now: DateTime<Utc>, changes: &mut Changes) {
         let now_ms = now.timestamp_millis();
-        while let Some(&(at, _, id)) = self.idx.scheduled.first() {
-            if at > now_ms {
-                break;
+        for _ in 0..STEP_LIMIT {
+            match self.idx.scheduled.first() {
+                Some(&(at, _, id)) if at <= now_ms => {
+                    self.transition(id, JobStatus::Queued, now, changes, |_| {})
+                }
+                _ => return,
             }
-            self.transition(id, JobStatus::Queued, now, changes, |_| {});
         }
+        changes.more |= self.idx.scheduled.first().is_some_and(|&(at, _, _)| at <= now_ms);
     }
 
+    /// Ends attempts whose lease expired, at most [`STEP_LIMIT`]; notes when more are.
     fn expire_leases(&mut self, now: DateTime<Utc>, changes: &mut Changes) {
         let now_ms = now.timestamp_millis();
         let mark = changes.finished.len();
-        while let Some(&(expires, id)) = self.idx.leases.first() {
+        for _ in 0..STEP_LIMIT {
+            let Some(&(expires, id)) = self.idx.leases.first() else { break };
             if expires > now_ms {
                 break;
             }
@@ -553,17 +586,40 @@ impl Store {
             };
             self.transition(id, to, now, changes, |e| e.record.error = Some(error.into()));
         }
+        changes.more |= self.idx.leases.first().is_some_and(|&(expires, _)| expires <= now_ms);
         self.settle(mark, now, changes);
     }
 
-    fn purge_finished(&mut self, now: DateTime<Utc>, retention: Duration) {
-        let cutoff = now.timestamp_millis() - retention.as_millis() as i64;
-        while let Some(&(finished, id)) = self.idx.finished.first() {
-            if finished > cutoff {
-                break;
+    /// Removes terminal jobs finished before the retention period or beyond the count kept
+    /// per queue, oldest first, at most [`STEP_LIMIT`]; true when more are due to go.
+    fn purge_finished(&mut self, now: DateTime<Utc>, retention: Duration) -> bool {
+        let cutoff = now.timestamp_millis().saturating_sub(retention.as_millis() as i64);
+        let keep = self.limits.retention_max_jobs;
+        let mut budget = STEP_LIMIT;
+        let mut doomed = Vec::new();
+        for finished in self.idx.finished.values() {
+            let excess = (finished.len() as u64).saturating_sub(keep) as usize;
+            for (n, &(at, id)) in finished.iter().enumerate() {
+                if budget == 0 {
+                    self.remove_all(doomed);
+                    return true;
+                }
+                if at > cutoff && n >= excess {
+                    break;
+                }
+                doomed.push(id);
+                budget -= 1;
             }
+        }
+        self.remove_all(doomed);
+        false
+    }
+
+    /// Removes terminal jobs with what points to them.
+    fn remove_all(&mut self, ids: Vec<JobId>) {
+        for id in ids {
             let Some(entry) = self.jobs.remove(&id) else {
-                break;
+                continue;
             };
             self.idx.remove(&entry);
             self.order.remove(&entry.seq);

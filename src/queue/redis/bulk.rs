@@ -149,7 +149,9 @@ pub(super) fn submit(
     keys: &QueueKeys,
     jobs: &[NewJob],
     now: DateTime<Utc>,
+    max_queued: u64,
 ) {
+    let mut added: BTreeMap<&str, usize> = BTreeMap::new();
     let mut prepared = Prepared::with_records();
     let mut effects = Effects::default();
     for job in jobs {
@@ -167,9 +169,14 @@ pub(super) fn submit(
         prepared.add_member(keys.kinds(), &job.kind);
         prepared.count(&job.queue, status, 1);
         effects.note(status, score);
+        *added.entry(&job.queue).or_default() += 1;
     }
     let first = keys.job(&jobs[0].id.to_string());
-    invocation.arg(ms(now) as i64).arg("B").arg(first).arg(effects.ready).arg(effects.due);
+    invocation.arg(ms(now) as i64).arg("B").arg(max_queued);
+    invocation.arg(first).arg(effects.ready).arg(effects.due).arg(added.len());
+    for (queue, n) in added {
+        invocation.arg(queue).arg(n);
+    }
     prepared.append_to(invocation, keys);
 }
 

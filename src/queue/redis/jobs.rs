@@ -24,9 +24,9 @@ impl RedisQueue {
         let mut invocation = self.invocation(&self.scripts.submit);
         let bulk = jobs.iter().all(|j| j.idempotency_key.is_none() && j.depends_on.is_empty());
         if bulk {
-            bulk::submit(&mut invocation, &self.keys, &jobs, now);
+            bulk::submit(&mut invocation, &self.keys, &jobs, now, self.limits.max_queued);
         } else {
-            invocation.arg(ms(now) as i64).arg("J");
+            invocation.arg(ms(now) as i64).arg("J").arg(self.limits.max_queued);
             for job in &jobs {
                 let status = record::new_status(job, now);
                 invocation
@@ -47,12 +47,16 @@ impl RedisQueue {
         let reply = match self.run_raw(&invocation, true).await {
             Ok(reply) => reply,
             Err(err) => {
+                if let Some(queue) = refusal(&err, "queue_full") {
+                    let max = self.limits.max_queued;
+                    return Err(QueueError::QueueFull { queue: queue.to_owned(), max });
+                }
                 return Err(match refusal(&err, "unknown_dependency") {
                     Some(id) => {
                         QueueError::UnknownDependency(id.parse().map_err(|_| malformed("an id"))?)
                     }
                     None => redis_error(err),
-                })
+                });
             }
         };
         let [changes, results] = array(&reply)? else { return Err(malformed("submit")) };
@@ -190,7 +194,8 @@ impl RedisQueue {
     ) -> Result<bool, QueueError> {
         let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         let mut invocation = self.invocation(&self.scripts.purge);
-        invocation.arg(ms(now) as i64).arg(ms(cutoff) as i64).arg(0).arg(STEP_LIMIT);
+        invocation.arg(ms(now) as i64).arg(ms(cutoff) as i64);
+        invocation.arg(self.limits.retention_max_jobs).arg(STEP_LIMIT);
         let reply = self.run(&invocation, true).await?;
         let [more, _removed] = array(&reply)? else { return Err(malformed("purge")) };
         Ok(int(more)? == 1)

@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     CancelOutcome, Changes, Claim, Claimed, Completion, EventSink, LeaseRef, LeaseState, ListQuery,
-    Page, QueueBackend, QueueError, QueueStats, Submitted,
+    Page, QueueBackend, QueueError, QueueLimits, QueueStats, Submitted,
 };
 use crate::config::Config;
 use crate::job::{JobId, JobRecord, Json, NewJob};
@@ -44,9 +44,7 @@ use record::{ms, Attempt};
 use reply::redis_error;
 use scripts::{Call, Scripts};
 
-/// Most jobs a periodic script (promote, reap, purge) handles per call, so that no call holds
-/// Redis for long whatever the backlog; a call that reached it says so and is called again.
-pub const STEP_LIMIT: usize = 250;
+pub use super::STEP_LIMIT;
 /// Most attempts per claim, completion or renewal script call (larger batches are split).
 const BATCH: usize = 500;
 
@@ -81,6 +79,7 @@ pub struct RedisQueue {
     /// A claim failed after it may have run in Redis: before the next claim, take back what a
     /// lost answer gave this instance.
     lost_claim: AtomicBool,
+    limits: QueueLimits,
 }
 
 /// One attempt this instance runs.
@@ -105,7 +104,14 @@ impl RedisQueue {
         })?;
         let redis = RedisClient::new(settings)?;
         redis.start().await;
-        Self::with_client(redis, &config.redis_prefix).await
+        let queue = Self::with_client(redis, &config.redis_prefix).await?;
+        Ok(queue.with_limits(QueueLimits::from_config(config)))
+    }
+
+    /// The same queue, keeping `limits`.
+    pub fn with_limits(mut self, limits: QueueLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// A queue over an already started client (tests, or a caller that manages its links).
@@ -140,6 +146,7 @@ impl RedisQueue {
             refused,
             held: Mutex::new(HashMap::new()),
             lost_claim: AtomicBool::new(false),
+            limits: QueueLimits::default(),
         })
     }
 

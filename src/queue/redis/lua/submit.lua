@@ -2,12 +2,15 @@
 --
 -- ARGV[1]   now (ms)
 -- ARGV[2]   'B' (bulk) or 'J' (job by job)
+-- ARGV[3]   the most jobs waiting to run (waiting, scheduled, queued) a queue may hold: a batch
+--           that would take a queue past it is refused whole ('queue_full <queue>')
 --
 -- 'B': a batch of jobs without dependencies or idempotency keys, which Rust prepared whole:
---   ARGV[3]   the first job's key (a retried call that did run finds it stored)
---   ARGV[4]   how many jobs are queued, ARGV[5] the earliest run_at of the scheduled ones (0)
---   ARGV[6..] prepared commands (see `prepared` in lib.lua): the records (MSET), the index
---             entries (ready sets, delayed, listings), the registries and the counters.
+--   ARGV[4]   the first job's key (a retried call that did run finds it stored)
+--   ARGV[5]   how many jobs are queued, ARGV[6] the earliest run_at of the scheduled ones (0)
+--   ARGV[7]   q, then q times: a queue and how many jobs the batch adds to it
+--   then prepared commands (see `prepared` in lib.lua): the records (MSET), the index entries
+--   (ready sets, delayed, listings), the registries and the counters.
 --
 -- 'J': then, per job: id, kind, queue, status (queued or scheduled, as Rust found it), score
 --   (the ready score when queued, run_at in ms when scheduled), idempotency key ('' none),
@@ -25,20 +28,38 @@
 -- ids...}. 'B': results is {} ('stored' instead of changes when the batch was stored already:
 -- the caller reads it back). 'J': results = {the job's id in the request, created (1/0), id
 -- of the job that answers, its record ('' when stored as sent), its running attempt ('' none)}
--- per job. Error: 'unknown_dependency <id>'.
+-- per job. Errors: 'unknown_dependency <id>', 'queue_full <queue>'.
 
 local now = tonumber(ARGV[1])
+local max_queued = tonumber(ARGV[3])
+
+-- The queue that `added` more jobs waiting to run would take past the limit, if one would.
+local function over_limit(added)
+  for queue, n in pairs(added) do
+    local c = redis.call('HMGET', COUNTS, queue .. ':waiting', queue .. ':scheduled', queue .. ':queued')
+    local waiting = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
+    if waiting + n > max_queued then return queue end
+  end
+  return nil
+end
 
 if ARGV[2] == 'B' then
-  if redis.call('EXISTS', ARGV[3]) == 1 then return { 'stored', {} } end
-  prepared(6)
-  local ready = tonumber(ARGV[4])
+  if redis.call('EXISTS', ARGV[4]) == 1 then return { 'stored', {} } end
+  local added, at = {}, 8
+  for _ = 1, tonumber(ARGV[7]) do
+    added[ARGV[at]] = tonumber(ARGV[at + 1])
+    at = at + 2
+  end
+  local full = over_limit(added)
+  if full then return redis.error_reply('queue_full ' .. full) end
+  prepared(at)
+  local ready = tonumber(ARGV[5])
   if ready > 0 then wake() end
-  return { { ready, tonumber(ARGV[5]) }, {} }
+  return { { ready, tonumber(ARGV[6]) }, {} }
 end
 
 local slow_jobs = {}
-local i = 3
+local i = 4
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 6])
   local deps = {}
@@ -81,6 +102,14 @@ local fresh = {}
 for _, job in ipairs(slow_jobs) do
   if not alias[job.id] then fresh[job.id] = true end
 end
+
+-- Room in every queue the batch adds to.
+local added = {}
+for _, job in ipairs(slow_jobs) do
+  if not alias[job.id] then added[job.queue] = (added[job.queue] or 0) + 1 end
+end
+local full = over_limit(added)
+if full then return redis.error_reply('queue_full ' .. full) end
 
 -- Validate every dependency before writing anything.
 local function resolve(dep) return alias[dep] or dep end
