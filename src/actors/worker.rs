@@ -382,6 +382,11 @@ impl WorkerPool {
     /// cancel grace period.
     fn cancel(&mut self, id: JobId, ctx: &mut Context<Self>) {
         let Some(run) = self.running.get(&id) else {
+            // The cancel may have overtaken the claim that hands us this job: remember it so
+            // the attempt is cancelled as soon as it arrives instead of running to the end.
+            if self.fetching {
+                self.early_cancels.insert(id);
+            }
             return;
         };
         if run.cancel.is_cancelled() {

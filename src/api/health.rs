@@ -16,7 +16,9 @@ pub async fn health() -> HttpResponse {
 pub async fn ready(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
     let readiness = client.readiness().await;
     if let Err(err) = readiness.queue {
-        return Err(ApiError::unavailable(format!("not ready: queue backend: {err}")));
+        // The cause goes to the log, not to the answer (as for every other route).
+        tracing::warn!("not ready: queue backend: {err}");
+        return Err(ApiError::unavailable("not ready: the queue backend does not answer"));
     }
     let (status, cache) = match readiness.cache {
         CacheHealth::Ok => ("ready", "ok".to_owned()),

@@ -187,15 +187,35 @@ async fn bad_query_parameters_are_invalid_requests() {
 }
 
 /// A queue backend with faults: `down` makes every call fail as a lost Redis would; otherwise
-/// it is the memory backend, except that a submit to the queue `boom` panics (a backend bug).
+/// it is the memory backend, except that a submit to the queue `boom` panics (a backend bug),
+/// and that claims can be held: while `held` is set, a claim that took jobs is made but its
+/// answer waits.
 struct Faulty {
     inner: MemoryQueue,
     down: bool,
+    held: std::sync::atomic::AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 impl Faulty {
     fn new(down: bool) -> Arc<Self> {
-        Arc::new(Faulty { inner: MemoryQueue::new(), down })
+        Arc::new(Faulty {
+            inner: MemoryQueue::new(),
+            down,
+            held: false.into(),
+            released: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Holds the answers of the claims made from now on.
+    fn hold_claims(&self) {
+        self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets the held answers go.
+    fn release_claims(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.released.notify_waiters();
     }
 
     fn gate(&self) -> Result<(), QueueError> {
@@ -220,7 +240,13 @@ impl QueueBackend for Faulty {
     }
     async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
         self.gate()?;
-        self.inner.dequeue(claim, now).await
+        let released = self.released.notified();
+        let claimed = self.inner.dequeue(claim, now).await;
+        let got_jobs = claimed.as_ref().is_ok_and(|c| !c.is_empty());
+        if got_jobs && self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            released.await;
+        }
+        claimed
     }
     async fn complete(
         &self,
@@ -338,9 +364,37 @@ async fn an_unavailable_backend_is_503_with_retry_after() {
     );
     let resp = app.get("/ready").await;
     assert_eq!((resp.status, resp.code()), (503, "backend_unavailable"));
-    assert!(
-        resp.body["error"]["message"].as_str().unwrap().contains("queue"),
-        "names the component"
-    );
+    let message = resp.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("queue"), "names the component: {message}");
+    assert!(!message.contains("refused"), "but not the backend's own words: {message}");
     assert_eq!(app.get("/health").await.status, 200, "alive even when not ready");
+}
+
+/// A cancel that reaches the worker pool while its claim of that very job is still on its way
+/// (the job already runs in the store, the pool does not know it yet) is kept and applied when
+/// the claim arrives: the job stops at once, not at its next lease renewal.
+#[actix_web::test]
+async fn a_cancel_that_arrives_while_the_claim_is_in_flight_is_not_lost() {
+    let backend = Faulty::new(false);
+    let runtime = Runtime::builder().with_builtin_kinds().queue_backend(backend.clone());
+    let app = spawn_app_from(
+        {
+            let mut config = test_config();
+            // Renewals (which would also carry the cancel) come only every 200 s.
+            config.lease = std::time::Duration::from_secs(600);
+            config.cancel_grace = std::time::Duration::from_millis(10);
+            config
+        },
+        runtime,
+    )
+    .await;
+    backend.hold_claims();
+    let job = app.submit(json!({"kind": "sleep", "payload": {"ms": 600000}})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    app.wait_until(&id, "claimed", |j| j["status"] == "running").await;
+    let resp = app.post_empty(&format!("/v1/jobs/{id}/cancel")).await;
+    assert_eq!(resp.body["cancel_requested"], true, "{}", resp.body);
+    backend.release_claims();
+    let done = app.wait_terminal(&id).await;
+    assert_eq!(done["status"], "cancelled");
 }
