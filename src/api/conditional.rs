@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 /// True when the request's validators match: answer 304.
 pub fn not_modified(req: &HttpRequest, etag: &str, modified: DateTime<Utc>) -> bool {
+    let modified = last_modified(modified);
     let headers = req.headers();
     if let Some(tags) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         return tags
@@ -29,9 +30,16 @@ pub fn not_modified(req: &HttpRequest, etag: &str, modified: DateTime<Utc>) -> b
         })
 }
 
+/// The `Last-Modified` to announce for `modified`: never later than now (RFC 9110 section
+/// 8.8.2.1). Besides being what the RFC asks, this keeps a stored time that HTTP dates cannot
+/// express (past year 9999, from foreign data under our keys) out of the header.
+fn last_modified(modified: DateTime<Utc>) -> DateTime<Utc> {
+    modified.min(Utc::now())
+}
+
 /// Adds `ETag` and `Last-Modified` to an answer.
 pub fn validators(response: &mut HttpResponseBuilder, etag: &str, modified: DateTime<Utc>) {
-    let seconds = Duration::from_secs(modified.timestamp().max(0) as u64);
+    let seconds = Duration::from_secs(last_modified(modified).timestamp().max(0) as u64);
     let modified = HttpDate::from(SystemTime::UNIX_EPOCH + seconds);
     response
         .insert_header((header::ETAG, etag.to_owned()))

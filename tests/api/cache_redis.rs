@@ -102,6 +102,27 @@ async fn corrupt_bytes_under_a_key_read_as_a_miss() {
     assert_eq!(app.get("/health").await.status, 200);
 }
 
+/// Foreign data under our keys may carry a time HTTP dates cannot express (past year 9999):
+/// the value is served, with a `Last-Modified` no later than now.
+#[actix_web::test]
+async fn a_stored_time_past_year_9999_is_served_with_a_last_modified_of_now_at_most() {
+    let redis = TestRedis::start();
+    let app = spawn_with_redis(&redis, "far", |_| {}).await;
+    // Year 11 476, both for when it was stored and when it expires.
+    let meta = br#"{"ct":"application/json","etag":"\"x\"","at":300000000000000,"exp":300000000000000,"tags":[]}"#;
+    let mut bytes = b"JY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(meta);
+    bytes.extend_from_slice(b"[1]");
+    redis.command(&[b"SET", &value_key("far", "future"), &bytes]);
+    let resp = app.get("/v1/cache/future").await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.body, json!([1]));
+    let modified = resp.header("last-modified").expect("a Last-Modified header");
+    let modified = chrono::DateTime::parse_from_rfc2822(modified).expect("an HTTP date");
+    assert!(modified <= chrono::Utc::now(), "Last-Modified {modified} lies in the future");
+}
+
 #[actix_web::test]
 async fn two_instances_share_values_and_invalidations() {
     let redis = TestRedis::start();
