@@ -328,6 +328,12 @@ impl Client {
     }
 }
 
+/// A duration in whole milliseconds; one too long for `u64` saturates (and is then refused as
+/// out of range) instead of wrapping to a short one.
+fn saturating_millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn prefix_field(mut err: SpecError, prefix: &str) -> SpecError {
     err.field = Some(match err.field {
         Some(field) => format!("{prefix}.{field}"),
@@ -359,7 +365,7 @@ impl<'a, J: Job> SubmitBuilder<'a, J> {
 
     /// Do not start before `delay` from now.
     pub fn delay(mut self, delay: Duration) -> Self {
-        self.spec.delay_ms = Some(delay.as_millis() as u64);
+        self.spec.delay_ms = Some(saturating_millis(delay));
         self
     }
 
@@ -387,7 +393,7 @@ impl<'a, J: Job> SubmitBuilder<'a, J> {
 
     /// Wall-clock limit of one attempt.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.spec.timeout_ms = Some(timeout.as_millis() as u64);
+        self.spec.timeout_ms = Some(saturating_millis(timeout));
         self
     }
 

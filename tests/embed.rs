@@ -233,6 +233,25 @@ async fn shutdown_hands_running_jobs_back() {
     assert_eq!(job.status().await.unwrap().status, JobStatus::Queued);
 }
 
+/// Durations too long to express in milliseconds are refused, not wrapped to short ones.
+#[actix::test]
+async fn durations_too_long_are_refused_not_wrapped() {
+    let runtime = Runtime::builder().register::<Add>().start().unwrap();
+    // 2^64 ms + 1 ms would wrap to 1 ms with a plain cast.
+    let wraps = Duration::from_millis(u64::MAX) + Duration::from_millis(2);
+    for (field, submit) in [
+        ("delay_ms", runtime.submit(Add { a: 1, b: 2 }).delay(wraps)),
+        ("timeout_ms", runtime.submit(Add { a: 1, b: 2 }).timeout(wraps)),
+    ] {
+        match submit.await {
+            Err(RuntimeError::Spec(err)) => assert_eq!(err.field.as_deref(), Some(field)),
+            other => panic!("{field}: expected a refusal, got {:?}", other.map(|h| h.id())),
+        }
+    }
+    assert_eq!(runtime.stats().await.unwrap().queues.len(), 0);
+    runtime.shutdown().await;
+}
+
 /// A submit to a full queue comes back as `QueueFull`, naming the queue, and stores nothing.
 #[actix::test]
 async fn a_full_queue_refuses_an_embedded_submit() {

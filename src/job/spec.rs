@@ -22,7 +22,7 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 pub const MAX_QUEUE_NAME: usize = 64;
 /// Longest accepted `timeout_ms`: one day.
 pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
-/// Furthest accepted `delay_ms`: one year.
+/// Furthest accepted `delay_ms`, and furthest `run_at` from now: one year.
 pub const MAX_DELAY_MS: u64 = 365 * 86_400_000;
 /// The queue of a job submitted without one.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -319,6 +319,12 @@ fn validate(
         }
         (Some(0), None) => None,
         (Some(delay), None) => Some(now + Duration::milliseconds(delay as i64)),
+        (None, Some(at)) if at > now + Duration::milliseconds(MAX_DELAY_MS as i64) => {
+            return Err(SpecError::invalid(
+                "run_at",
+                format!("run_at must be at most {MAX_DELAY_MS} ms from now (one year)"),
+            ))
+        }
         (None, run_at) => run_at.filter(|at| *at > now),
     };
     let idempotency_key = match spec.idempotency_key {
@@ -478,6 +484,11 @@ mod tests {
             (
                 JobSpec { delay_ms: Some(5), run_at: Some(Utc::now()), ..JobSpec::new("noop") },
                 "delay_ms",
+            ),
+            (JobSpec { delay_ms: Some(MAX_DELAY_MS + 1), ..JobSpec::new("noop") }, "delay_ms"),
+            (
+                JobSpec { run_at: Some(Utc::now() + Duration::days(400)), ..JobSpec::new("noop") },
+                "run_at",
             ),
         ];
         for (spec, field) in cases {
