@@ -11,7 +11,7 @@
 //! - [`cache`]: the `Cache` trait and its memory, redis and hybrid backends (job results are
 //!   cached there); [`redis`]: the Redis connection layer and every key; [`metadata`]: the
 //!   file-based metadata store.
-//! - [`kinds`]: the built-in kinds `noop`, `sleep`, `fail`, `http`, and `cache.warm`.
+//! - [`kinds`]: the built-in kinds `noop`, `sleep`, `fail` and `http`.
 //! - [`api`]: the HTTP API (actix-web).
 //! - [`config`]: the typed configuration; [`startup`]: building and running the server;
 //!   [`cli`]: the `jobyard` binary's subcommands; [`telemetry`]: logging.

@@ -30,7 +30,11 @@ pub struct ScheduleSpec {
     /// five-field expression is read as firing at second 0.
     pub cron: String,
     /// IANA time zone name, default `UTC`.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::job::non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timezone: Option<String>,
     pub job: JobSpec,
     #[serde(default)]

@@ -14,6 +14,7 @@ use super::conditional::{not_modified, validators};
 use super::extract::{JsonBody, RawBody};
 use super::{ApiError, ApiSettings};
 use crate::cache::{validate_key, validate_tag, CacheError, Entry, MAX_TAGS};
+use crate::job::non_null;
 use crate::runtime::Client;
 
 /// Longest accepted `ttl_secs`: a year.
@@ -29,7 +30,9 @@ pub struct PutParams {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidateRequest {
+    #[serde(default, deserialize_with = "non_null::deserialize")]
     pub prefix: Option<String>,
+    #[serde(default, deserialize_with = "non_null::deserialize")]
     pub tags: Option<Vec<String>>,
 }
 

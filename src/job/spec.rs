@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::non_null;
 use super::record::{json_null, Backoff, JobId, Json};
 
 /// Longest accepted `kind`, in bytes.
@@ -27,34 +28,76 @@ pub const MAX_DELAY_MS: u64 = 365 * 86_400_000;
 /// The queue of a job submitted without one.
 pub const DEFAULT_QUEUE: &str = "default";
 
-/// A job as a client describes it (`api.md`, JobSpec). Unknown fields are rejected.
+/// A job as a client describes it. Unknown fields are rejected, and so is `null` for any field
+/// but `payload` (where it is a value like any other JSON).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Json>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub queue: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub priority: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_attempts: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backoff: Option<Backoff>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delay_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub run_at: Option<DateTime<Utc>>,
     /// Job ids, or in a batch also the `ref` of another entry of the same batch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub depends_on: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idempotency_key: Option<String>,
     /// A name other entries of the same batch use in `depends_on`; only valid in a batch.
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        rename = "ref",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reference: Option<String>,
 }
 

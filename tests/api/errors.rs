@@ -9,9 +9,46 @@ use jobyard::job::{JobId, JobRecord, Json, NewJob};
 use jobyard::queue::*;
 use jobyard::schedule::{Fire, Schedule};
 use jobyard::Runtime;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
+
+/// `null` is a wrong type like any other for a typed field, on every route; only `payload`, which
+/// takes any JSON, takes `null` as a value.
+#[actix_web::test]
+async fn null_is_refused_for_every_typed_field() {
+    let app = spawn_app().await;
+    let fields = [
+        "queue",
+        "priority",
+        "max_attempts",
+        "backoff",
+        "timeout_ms",
+        "delay_ms",
+        "run_at",
+        "depends_on",
+        "idempotency_key",
+    ];
+    for field in fields {
+        let mut spec = json!({"kind": "noop"});
+        spec[field] = Value::Null;
+        let resp = app.post("/v1/jobs", spec.clone()).await;
+        assert_eq!((resp.status, resp.field()), (400, Some(field)), "{spec}: {}", resp.body);
+        let batch = app.post("/v1/jobs/batch", json!({"jobs": [spec]})).await;
+        assert_eq!(batch.status, 400, "batch with {field}: null: {}", batch.body);
+    }
+    let batch = app.post("/v1/jobs/batch", json!({"jobs": [{"kind": "noop", "ref": null}]})).await;
+    assert_eq!(batch.status, 400, "{}", batch.body);
+    let schedule = json!({"cron": "0 * * * * *", "timezone": null, "job": {"kind": "noop"}});
+    let resp = app.put("/v1/schedules/nightly", schedule).await;
+    assert_eq!((resp.status, resp.field()), (400, Some("timezone")), "{}", resp.body);
+    for body in [json!({"prefix": null}), json!({"tags": null})] {
+        let resp = app.post("/v1/cache/invalidate", body.clone()).await;
+        assert_eq!(resp.status, 400, "{body}: {}", resp.body);
+    }
+    let resp = app.post("/v1/jobs", json!({"kind": "noop", "payload": null})).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+}
 
 #[actix_web::test]
 async fn invalid_requests_name_their_field() {
