@@ -37,7 +37,7 @@ use crate::actors::supervisor::{RuntimeParts, RuntimeSupervisor, Shutdown};
 use crate::actors::worker::{GetPoolStats, PoolStats, WorkerPool};
 use crate::cache::{Cache, CacheHealth, CacheStats, MemoryCache};
 use crate::config::{Config, QueueBackendKind};
-use crate::job::spec::plan;
+use crate::job::spec::{plan, SpecErrorKind};
 use crate::job::{
     Backoff, Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults,
     SpecError,
@@ -255,10 +255,31 @@ impl Client {
         validate_name(name)?;
         let timezone = spec.timezone.unwrap_or_else(|| "UTC".into());
         let expr = CronExpr::parse(&spec.cron, Some(&timezone))?;
-        // The template must be submittable: checked now rather than at every tick.
-        plan(vec![spec.job.clone()], false, &*self.registry, &self.defaults, Utc::now())
-            .map_err(|err| prefix_field(err, "job"))?;
         let now = Utc::now();
+        let next_run_at = expr.next_after(now).ok_or_else(|| {
+            SpecError::invalid("cron", format!("cron expression '{}' never fires", spec.cron))
+        })?;
+        // The template must be submittable: checked now rather than failing at every tick.
+        let planned = plan(vec![spec.job.clone()], false, &*self.registry, &self.defaults, now)
+            .map_err(|err| prefix_field(err, "job"))?;
+        for &dep in planned.iter().flat_map(|job| &job.depends_on) {
+            match self.status(dep).await {
+                Err(RuntimeError::Queue(QueueError::NotFound(_))) => {
+                    return Err(SpecError {
+                        kind: SpecErrorKind::UnknownDependency,
+                        message: format!(
+                            "depends_on names job {dep}, which does not exist: \
+                             the schedule could never submit its job"
+                        ),
+                        field: Some("job.depends_on".into()),
+                    }
+                    .into())
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
         let schedule = Schedule {
             name: name.to_owned(),
             cron: spec.cron,
@@ -267,7 +288,7 @@ impl Client {
             catch_up: spec.catch_up,
             created_at: now,
             updated_at: now,
-            next_run_at: expr.next_after(now),
+            next_run_at: Some(next_run_at),
             last_run_at: None,
             last_job_id: None,
         };

@@ -31,6 +31,7 @@ async fn a_schedule_is_created_replaced_read_and_deleted(on: &On) {
 
 async fn invalid_schedules_name_their_field(on: &On) {
     let app = on.spawn(|_| {}).await;
+    let unknown = jobyard::JobId::new().to_string();
     let cases = [
         (json!({"cron": "every minute", "job": {"kind": "noop"}}), "cron"),
         (
@@ -41,6 +42,14 @@ async fn invalid_schedules_name_their_field(on: &On) {
         (json!({"cron": "* * * * * *", "job": {"kind": "noop", "priority": 5000}}), "job.priority"),
         (json!({"cron": "* * * * * *"}), "job"),
         (json!({"cron": "* * * * * *", "job": {"kind": "noop"}, "extra": 1}), "extra"),
+        // Expressions that never fire: February 31st, and a year gone by.
+        (json!({"cron": "0 0 0 31 2 *", "job": {"kind": "noop"}}), "cron"),
+        (json!({"cron": "0 0 0 1 1 * 2020", "job": {"kind": "noop"}}), "cron"),
+        // A job that could never be submitted: it depends on a job that does not exist.
+        (
+            json!({"cron": "* * * * * *", "job": {"kind": "noop", "depends_on": [unknown]}}),
+            "job.depends_on",
+        ),
     ];
     for (spec, field) in cases {
         let resp = app.put("/v1/schedules/bad", spec.clone()).await;
@@ -51,6 +60,12 @@ async fn invalid_schedules_name_their_field(on: &On) {
         .put("/v1/schedules/bad%20name", json!({"cron": "* * * * * *", "job": {"kind": "noop"}}))
         .await;
     assert_eq!((resp.status, resp.field()), (400, Some("name")));
+    assert_eq!(app.get("/v1/schedules").await.body["schedules"], json!([]));
+    // A dependency that exists is fine.
+    let first = app.post("/v1/jobs", json!({"kind": "noop"})).await;
+    let job = json!({"kind": "noop", "depends_on": [first.body["id"]]});
+    let resp = app.put("/v1/schedules/after", json!({"cron": "0 0 * * * *", "job": job})).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
 }
 
 async fn a_cron_schedule_enqueues_one_job_per_tick(on: &On) {
