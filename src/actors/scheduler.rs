@@ -35,6 +35,12 @@ pub async fn step(
     if let Some(due) = changes.next_due {
         next = next.min(due);
     }
+    if changes.more {
+        // The tick stopped at its bound with work left (a burst of due jobs, or more finished
+        // jobs than one call removes): step again at once. Other messages still interleave,
+        // since each step is its own bounded backend call.
+        next = now;
+    }
     for schedule in client.call(ListSchedules).await?? {
         if let Some(due) = run_schedule(client, &schedule, now).await? {
             next = next.min(due);

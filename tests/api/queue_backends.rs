@@ -722,6 +722,36 @@ async fn missed_ticks_are_skipped_unless_catch_up(q: Arc<dyn QueueBackend>) {
     runtime.shutdown().await;
 }
 
+/// A step that left work undone (more than one call's worth of jobs past retention) plans the
+/// next step at once instead of after the usual sleep, so retention keeps up with any rate.
+async fn a_step_with_work_left_runs_again_at_once(q: Arc<dyn QueueBackend>) {
+    let runtime = runtime_on(&q);
+    let total = jobyard::queue::STEP_LIMIT + 50;
+    let ids: Vec<JobId> = runtime
+        .submit_batch(vec![noop(); total])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.record.id)
+        .collect();
+    for id in &ids {
+        let record = runtime.wait(*id, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(record.status, JobStatus::Succeeded);
+    }
+    // At the far tick every one of them is past a one-hour retention; the runtime's own
+    // scheduler, stepping at the real time, keeps them.
+    let far: DateTime<Utc> = FAR_TICK.parse().unwrap();
+    let hour = Duration::from_secs(3600);
+    let next = jobyard::actors::scheduler::step(runtime.client(), hour, far).await.unwrap();
+    assert!(next <= far, "work was left, yet the next step is planned for {next}");
+    let left = runtime.stats().await.unwrap().queues["default"].succeeded;
+    assert_eq!(left, 50, "one step removes at most STEP_LIMIT jobs");
+    let next = jobyard::actors::scheduler::step(runtime.client(), hour, far).await.unwrap();
+    assert!(next > far, "nothing left to do: the next step waits");
+    assert_eq!(runtime.stats().await.unwrap().queues["default"].succeeded, 0);
+    runtime.shutdown().await;
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -734,6 +764,9 @@ macro_rules! suite {
             }
             #[actix_web::test] async fn missed_ticks_are_skipped_unless_catch_up() {
                 super::missed_ticks_are_skipped_unless_catch_up(super::memory().queue).await;
+            }
+            #[actix_web::test] async fn a_step_with_work_left_runs_again_at_once() {
+                super::a_step_with_work_left_runs_again_at_once(super::memory().queue).await;
             }
             #[actix_web::test] async fn a_full_queue_refuses_submits() {
                 let limits = super::QueueLimits { max_queued: 3, ..Default::default() };
@@ -763,6 +796,10 @@ macro_rules! suite {
             #[actix_web::test] async fn missed_ticks_are_skipped_unless_catch_up() {
                 let backend = super::redis().await;
                 super::missed_ticks_are_skipped_unless_catch_up(backend.queue.clone()).await;
+            }
+            #[actix_web::test] async fn a_step_with_work_left_runs_again_at_once() {
+                let backend = super::redis().await;
+                super::a_step_with_work_left_runs_again_at_once(backend.queue.clone()).await;
             }
             #[actix_web::test] async fn a_full_queue_refuses_submits() {
                 let limits = super::QueueLimits { max_queued: 3, ..Default::default() };
