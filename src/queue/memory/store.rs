@@ -53,7 +53,10 @@ impl Entry {
 #[derive(Default)]
 pub struct Store {
     limits: QueueLimits,
-    jobs: HashMap<JobId, Entry>,
+    /// Boxed so that growing or rehashing the table (which happens in one call, with the lock
+    /// held) moves pointers rather than whole records: with a quarter of a million jobs kept,
+    /// moving the records inline stalled every caller for hundreds of milliseconds.
+    jobs: HashMap<JobId, Box<Entry>>,
     /// Submit sequence → id, for listings newest first.
     order: BTreeMap<u64, JobId>,
     idx: Indexes,
@@ -237,7 +240,7 @@ impl Store {
         };
         self.idx.add(&entry);
         self.order.insert(seq, id);
-        self.jobs.insert(id, entry);
+        self.jobs.insert(id, Box::new(entry));
         doomed.map(|d| (id, d))
     }
 
