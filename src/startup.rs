@@ -6,7 +6,6 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{App, HttpServer};
 use tokio::sync::Notify;
 
 use crate::api::{self, ApiSettings};
@@ -90,14 +89,10 @@ impl Server {
             cache_ttl: config.cache_ttl,
             api_token: config.api_token.clone(),
         };
-        let http = HttpServer::new(move || {
-            App::new().configure(api::configure(client.clone(), settings.clone()))
-        })
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
-        .listen(listener)
-        .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?
-        .run();
+        // actix-web's HttpServer, plus the connection limits of `api::limits` (see `api::conn`).
+        let shutdown_timeout = config.shutdown_grace.as_secs().max(1);
+        let http = api::conn::serve(listener, client, settings, shutdown_timeout)
+            .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?;
         tracing::info!(
             port,
             queue = config.queue_backend_name(),

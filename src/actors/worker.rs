@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::job::spec::MAX_DELAY_MS;
 use crate::job::{Extensions, JobContext, JobError, JobId, JobRecord, Json, Registry};
 use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
+use crate::telemetry::Escaped;
 
 use super::queue::{
     CancelRunning, Complete, Dequeue, JobsReady, QueueActor, Release, Renew, ReportProgress,
@@ -350,9 +351,11 @@ impl WorkerPool {
             Outcome::Succeeded(_) => {
                 tracing::debug!(job_id = %id, kind = %run.kind, "attempt succeeded")
             }
+            // The error is the handler's text, often the client's (a payload echoed, a remote
+            // server's answer): escaped, so it cannot forge log lines.
             Outcome::Failed { error, retry_at } => tracing::warn!(
                 job_id = %id, kind = %run.kind, attempt = run.attempt, retry = retry_at.is_some(),
-                "attempt failed: {error}"
+                "attempt failed: {}", Escaped(error)
             ),
             Outcome::Cancelled(reason) => {
                 tracing::info!(job_id = %id, kind = %run.kind, "attempt {reason}")

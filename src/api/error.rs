@@ -4,15 +4,19 @@
 use std::fmt;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{mime, HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::job::spec::{SpecError, SpecErrorKind};
 use crate::queue::QueueError;
 use crate::runtime::RuntimeError;
+use crate::telemetry::Escaped;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: u32 = 1;
+
+/// The challenge of a 401 (RFC 6750).
+const WWW_AUTHENTICATE: &str = "Bearer realm=\"jobyard\"";
 
 /// An error answer.
 #[derive(Debug, Clone)]
@@ -21,6 +25,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// The `Allow` header of a 405.
+    allow: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -38,12 +44,17 @@ struct Detail<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError { status, code, message: message.into(), field: None, allow: None }
     }
 
     /// Names the field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    fn with_field_opt(mut self, field: Option<String>) -> Self {
+        self.field = field;
         self
     }
 
@@ -79,11 +90,23 @@ impl ApiError {
         )
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::new(
+    /// A 405; `allow` lists the methods the path does answer (its `Allow` header).
+    pub fn method_not_allowed(allow: impl Into<String>) -> Self {
+        let mut err = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "this method is not allowed on this path",
+        );
+        err.allow = Some(allow.into());
+        err
+    }
+
+    /// The request (its head or its body) did not arrive in time.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request was not received in time",
         )
     }
 
@@ -93,7 +116,7 @@ impl ApiError {
 
     /// A failure of ours: logged with its cause, answered without it.
     pub fn internal(cause: &dyn fmt::Display) -> Self {
-        tracing::error!("internal error: {cause}");
+        tracing::error!("internal error: {}", Escaped(cause));
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
@@ -103,6 +126,13 @@ impl ApiError {
 
     pub fn field(&self) -> Option<&str> {
         self.field.as_deref()
+    }
+
+    /// The error body, as sent.
+    pub fn body(&self) -> Vec<u8> {
+        let detail =
+            Detail { code: self.code, message: &self.message, field: self.field.as_deref() };
+        serde_json::to_vec(&Body { error: detail }).expect("an error body serializes")
     }
 }
 
@@ -122,9 +152,13 @@ impl ResponseError for ApiError {
         if matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
         }
-        response.json(Body {
-            error: Detail { code: self.code, message: &self.message, field: self.field.as_deref() },
-        })
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, WWW_AUTHENTICATE));
+        }
+        if let Some(allow) = &self.allow {
+            response.insert_header((header::ALLOW, allow.as_str()));
+        }
+        response.content_type(mime::APPLICATION_JSON).body(self.body())
     }
 }
 
@@ -136,7 +170,7 @@ impl From<SpecError> for ApiError {
             SpecErrorKind::UnknownDependency => "unknown_dependency",
             SpecErrorKind::DependencyCycle => "dependency_cycle",
         };
-        ApiError { status: StatusCode::BAD_REQUEST, code, message: err.message, field: err.field }
+        ApiError::new(StatusCode::BAD_REQUEST, code, err.message).with_field_opt(err.field)
     }
 }
 
@@ -156,7 +190,7 @@ impl From<QueueError> for ApiError {
             QueueError::InvalidCursor(_) => ApiError::invalid("cursor", err.to_string()),
             QueueError::Internal(_) => ApiError::internal(&err),
             QueueError::Unavailable(_) => {
-                tracing::warn!("{err}");
+                tracing::warn!("{}", Escaped(&err));
                 ApiError::unavailable("the queue backend is unavailable; retry shortly")
             }
             QueueError::QueueFull { .. } => {

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::limits::body_timeout;
 use super::ApiSettings;
 
 /// A JSON request body decoded as `T`.
@@ -51,7 +52,8 @@ pub fn content_type(req: &HttpRequest) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// A request body of any type, held to `JOBYARD_MAX_BODY_BYTES` (413 beyond).
+/// A request body of any type, held to `JOBYARD_MAX_BODY_BYTES` (413 beyond) and to the time
+/// [`body_timeout`] gives it (408 beyond).
 pub struct RawBody(pub web::Bytes);
 
 impl FromRequest for RawBody {
@@ -66,12 +68,21 @@ impl FromRequest for RawBody {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         let mut payload = payload.take();
+        let start = tokio::time::Instant::now();
         Box::pin(async move {
             if declared.is_some_and(|len| len > limit) {
                 return Err(ApiError::payload_too_large(limit));
             }
             let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-            while let Some(chunk) = payload.next().await {
+            loop {
+                // The body gets the time its length needs at the slowest rate we wait for: the
+                // declared length, or what has come so far when none was declared (chunked).
+                let deadline = start + body_timeout(declared.unwrap_or(0).max(body.len()));
+                let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(_) => return Err(ApiError::request_timeout()),
+                };
                 let chunk = chunk.map_err(|err| {
                     ApiError::invalid("body", format!("could not read the body: {err}"))
                 })?;

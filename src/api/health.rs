@@ -17,7 +17,7 @@ pub async fn ready(client: web::Data<Client>) -> Result<HttpResponse, ApiError> 
     let readiness = client.readiness().await;
     if let Err(err) = readiness.queue {
         // The cause goes to the log, not to the answer (as for every other route).
-        tracing::warn!("not ready: queue backend: {err}");
+        tracing::warn!("not ready: queue backend: {}", crate::telemetry::Escaped(&err));
         return Err(ApiError::unavailable("not ready: the queue backend does not answer"));
     }
     let (status, cache) = match readiness.cache {

@@ -4,13 +4,18 @@
 pub mod auth;
 pub mod cache;
 pub mod conditional;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod limits;
 pub mod schedules;
 
-use actix_web::{guard, middleware, web, HttpResponse};
+use actix_web::dev::{AppService, HttpServiceFactory};
+use actix_web::{
+    guard, middleware, web, FromRequest, Handler, HttpRequest, HttpResponse, Responder,
+};
 
 use crate::config::Secret;
 use crate::runtime::Client;
@@ -34,22 +39,18 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
             .app_data(web::Data::new(settings))
             .app_data(extract::query_config())
             .app_data(extract::path_config())
-            .service(resource("/health").route(web::get().to(health::health)))
-            .service(resource("/ready").route(web::get().to(health::ready)))
+            .service(Routes::new("/health").get(health::health))
+            .service(Routes::new("/ready").get(health::ready))
             .service(
                 web::scope("/v1")
                     .wrap(middleware::from_fn(auth::require_token))
-                    .service(resource("/stats").route(web::get().to(health::stats)))
-                    .service(
-                        resource("/jobs")
-                            .route(web::post().to(jobs::submit))
-                            .route(web::get().to(jobs::list)),
-                    )
-                    .service(resource("/jobs/batch").route(web::post().to(jobs::submit_batch)))
-                    .service(resource("/jobs/{id}").route(web::get().to(jobs::get)))
-                    .service(resource("/jobs/{id}/wait").route(web::get().to(jobs::wait)))
-                    .service(resource("/jobs/{id}/cancel").route(web::post().to(jobs::cancel)))
-                    .service(resource("/schedules").route(web::get().to(schedules::list)))
+                    .service(Routes::new("/stats").get(health::stats))
+                    .service(Routes::new("/jobs").post(jobs::submit).get(jobs::list))
+                    .service(Routes::new("/jobs/batch").post(jobs::submit_batch))
+                    .service(Routes::new("/jobs/{id}").get(jobs::get))
+                    .service(Routes::new("/jobs/{id}/wait").get(jobs::wait))
+                    .service(Routes::new("/jobs/{id}/cancel").post(jobs::cancel))
+                    .service(Routes::new("/schedules").get(schedules::list))
                     // Only a POST is the invalidation; other methods fall through to the key
                     // route, so `invalidate` stays usable as a cache key.
                     .service(
@@ -58,16 +59,19 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
                             .route(web::post().to(cache::invalidate)),
                     )
                     .service(
-                        resource("/cache/{key:.+}")
-                            .route(web::put().to(cache::put))
-                            .route(web::get().to(cache::get))
-                            .route(web::delete().to(cache::delete)),
+                        Routes::new("/cache/{key:.+}")
+                            .put(cache::put)
+                            .get(cache::get)
+                            .delete(cache::delete)
+                            .also_allow("POST", |req| {
+                                req.match_info().get("key") == Some("invalidate")
+                            }),
                     )
                     .service(
-                        resource("/schedules/{name}")
-                            .route(web::put().to(schedules::put))
-                            .route(web::get().to(schedules::get))
-                            .route(web::delete().to(schedules::delete)),
+                        Routes::new("/schedules/{name}")
+                            .put(schedules::put)
+                            .get(schedules::get)
+                            .delete(schedules::delete),
                     )
                     .default_service(web::to(not_found)),
             )
@@ -75,10 +79,84 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
     }
 }
 
-/// A resource whose wrong methods get 405 with the error body.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path)
-        .default_service(web::to(|| async { ApiError::method_not_allowed().into_response() }))
+/// A resource that knows the methods it answers: a GET route answers HEAD too (as GET, without
+/// the body: actix-http drops it), and any other method gets 405 with `Allow` and the error
+/// body.
+struct Routes {
+    resource: actix_web::Resource,
+    allow: Vec<&'static str>,
+    also: Option<AlsoAllowed>,
+}
+
+/// A method answered on some of a resource's paths by another resource, and which paths.
+type AlsoAllowed = (&'static str, fn(&HttpRequest) -> bool);
+
+impl Routes {
+    fn new(path: &str) -> Self {
+        Routes { resource: web::resource(path), allow: Vec::new(), also: None }
+    }
+
+    fn get<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let get_or_head = guard::Any(guard::Get()).or(guard::Head());
+        self.route(&["GET", "HEAD"], web::route().guard(get_or_head).to(handler))
+    }
+
+    fn post<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(&["POST"], web::post().to(handler))
+    }
+
+    fn put<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(&["PUT"], web::put().to(handler))
+    }
+
+    fn delete<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(&["DELETE"], web::delete().to(handler))
+    }
+
+    fn also_allow(mut self, method: &'static str, when: fn(&HttpRequest) -> bool) -> Self {
+        self.also = Some((method, when));
+        self
+    }
+
+    fn route(mut self, methods: &[&'static str], route: actix_web::Route) -> Self {
+        self.resource = self.resource.route(route);
+        self.allow.extend(methods);
+        self
+    }
+}
+
+impl HttpServiceFactory for Routes {
+    fn register(self, config: &mut AppService) {
+        let Routes { resource, allow, also } = self;
+        let not_allowed = move |req: HttpRequest| {
+            let mut allow = allow.join(", ");
+            if let Some((method, _)) = also.filter(|(_, when)| when(&req)) {
+                allow = format!("{allow}, {method}");
+            }
+            async move { ApiError::method_not_allowed(allow).into_response() }
+        };
+        resource.default_service(web::to(not_allowed)).register(config)
+    }
 }
 
 async fn not_found() -> HttpResponse {
