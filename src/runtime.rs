@@ -633,8 +633,59 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::actors::testing::Stop;
+    use crate::actors::testing::{Panic, Stop};
     use crate::job::JobSpec;
+
+    /// A panic inside any actor's own handler restarts that actor behind the same address: a
+    /// running attempt still reports its end, delayed jobs are still promoted by the scheduler,
+    /// results still reach the cache.
+    #[actix::test]
+    async fn actors_that_panic_are_restarted_and_keep_working() {
+        let runtime = Runtime::builder().with_builtin_kinds().start().unwrap();
+        let sleep = JobSpec {
+            payload: Some(crate::job::record::json_from_str("{\"ms\": 300}").unwrap()),
+            ..JobSpec::new("sleep")
+        };
+        let running = runtime.submit_spec(sleep).await.unwrap().record.id;
+        while runtime.status(running).await.unwrap().status != JobStatus::Running {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(runtime.client.queue.send(Panic).await.is_err(), "the panicking call fails");
+        assert!(runtime.client.pool.send(Panic).await.is_err());
+        runtime.supervisor.send(Panic).await.unwrap();
+        let record = runtime.wait(running, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(record.status, JobStatus::Succeeded, "the attempt running at the panic ends");
+        let delayed = JobSpec { delay_ms: Some(50), ..JobSpec::new("noop") };
+        let delayed = runtime.submit_spec(delayed).await.unwrap().record.id;
+        let record = runtime.wait(delayed, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(record.status, JobStatus::Succeeded, "the scheduler promotes delayed jobs");
+        let key = crate::cache::result_key(delayed);
+        let mut cached = None;
+        for _ in 0..1000 {
+            cached = runtime.cache().get(&key).await;
+            if cached.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(cached.is_some(), "the cache actor stores results again");
+        // Every worker slot is usable again: as many sleeps as slots run at once.
+        let slots = runtime.workers().await.unwrap().total;
+        let long = JobSpec {
+            payload: Some(crate::job::record::json_from_str("{\"ms\": 60000}").unwrap()),
+            ..JobSpec::new("sleep")
+        };
+        runtime.submit_batch(vec![long; slots]).await.unwrap();
+        let mut busy = 0;
+        for _ in 0..1000 {
+            busy = runtime.workers().await.unwrap().busy;
+            if busy == slots {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(busy, slots, "every slot takes a job after the restart");
+    }
 
     #[actix::test]
     async fn stopped_actors_are_restarted_with_the_same_address_and_keep_working() {

@@ -1,9 +1,11 @@
 //! The actors of a runtime, one per file: [`supervisor`] starts the others; [`queue`] is the
 //! gateway to the job store; [`scheduler`] wakes for due jobs, leases, retention and cron;
-//! [`worker`] runs attempts; [`cache`] owns the cache.
+//! [`worker`] runs attempts; [`cache`] owns the cache. [`resilient`] starts each of them so
+//! that a stop or a panic restarts it behind the same address.
 
 pub mod cache;
 pub mod queue;
+pub mod resilient;
 pub mod scheduler;
 pub mod supervisor;
 pub mod worker;
@@ -18,12 +20,23 @@ pub(crate) mod testing {
     #[rtype(result = "()")]
     pub struct Stop;
 
+    /// Panic inside the receiving actor's own handler, as a bug in it would.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    pub struct Panic;
+
     macro_rules! stoppable {
         ($($actor:ty),*) => {$(
             impl Handler<Stop> for $actor {
                 type Result = ();
                 fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
                     ctx.stop();
+                }
+            }
+            impl Handler<Panic> for $actor {
+                type Result = ();
+                fn handle(&mut self, _: Panic, _: &mut Context<Self>) {
+                    panic!("injected into {}", std::any::type_name::<Self>());
                 }
             }
         )*};

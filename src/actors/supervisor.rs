@@ -20,6 +20,7 @@ use crate::runtime::Client;
 
 use super::cache::{CacheActor, PersistHotKeys, WarmingDoc, WARMING_DOC};
 use super::queue::{QueueActor, Subscribe};
+use super::resilient;
 use super::scheduler::{Scheduler, StopScheduling};
 use super::worker::{Drain, PoolSettings, WorkerPool};
 
@@ -54,10 +55,10 @@ impl RuntimeSupervisor {
         let RuntimeParts { registry, backend, cache, redis, mut extensions } = parts;
         let backends = (backend.name(), cache.backend());
         let backend_shared = backend.shared();
-        let queue = actix::Supervisor::start(move |_| QueueActor::new(backend));
+        let queue = resilient::start(move |_| QueueActor::new(backend));
         let metadata = MetadataStore::new(&config.data_dir);
         let (actor_cache, retention) = (cache.clone(), config.retention);
-        let cache_actor = actix::Supervisor::start(move |_| {
+        let cache_actor = resilient::start(move |_| {
             CacheActor::new(actor_cache, metadata, retention, HOT_KEYS_EVERY)
         });
         extensions.insert(CacheHandle(cache.clone()));
@@ -71,14 +72,12 @@ impl RuntimeSupervisor {
             max_result_bytes: config.max_result_bytes,
         };
         let (pool_queue, pool_registry) = (queue.clone(), registry.clone());
-        let pool =
-            actix::Supervisor::start(move |_| WorkerPool::new(pool_queue, pool_registry, settings));
+        let pool = resilient::start(move |_| WorkerPool::new(pool_queue, pool_registry, settings));
         let limits = crate::runtime::Limits::from(config);
         let client =
             Client::new(queue.clone(), pool.clone(), cache, redis, registry, backends, limits);
         let scheduler_client = client.clone();
-        let scheduler =
-            actix::Supervisor::start(move |_| Scheduler::new(scheduler_client, retention));
+        let scheduler = resilient::start(move |_| Scheduler::new(scheduler_client, retention));
         queue.do_send(Subscribe::Workers(pool.clone().recipient(), pool.clone().recipient()));
         queue.do_send(Subscribe::Scheduler(scheduler.clone().recipient()));
         queue.do_send(Subscribe::Results(cache_actor.clone().recipient()));
@@ -139,5 +138,15 @@ impl Handler<Shutdown> for RuntimeSupervisor {
             tracing::info!(handed_back, "runtime stopped");
             handed_back
         })
+    }
+}
+
+/// Tests cannot address the scheduler and the cache actor: a `Panic` sent here goes to both.
+#[cfg(test)]
+impl Handler<super::testing::Panic> for RuntimeSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: super::testing::Panic, _: &mut Context<Self>) {
+        self.scheduler.do_send(super::testing::Panic);
+        self.cache.do_send(super::testing::Panic);
     }
 }

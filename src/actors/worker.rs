@@ -28,6 +28,7 @@ use super::queue::{
     CancelRunning, Complete, Dequeue, JobsReady, QueueActor, Release, Renew, ReportProgress,
     WaitForWork,
 };
+use super::resilient::panic_text;
 
 /// How often an idle pool looks for work even without being told: a safety net for wake-ups
 /// missed while a fetch failed. On a shared backend the pool also waits for other instances'
@@ -136,10 +137,7 @@ pub struct WorkerPool {
 
 impl WorkerPool {
     pub fn new(queue: Addr<QueueActor>, registry: Arc<Registry>, settings: PoolSettings) -> Self {
-        let free = (0..settings.concurrency)
-            .rev()
-            .map(|n| Arc::from(format!("{}/w{n}", settings.instance)))
-            .collect();
+        let free = slot_names(&settings).collect();
         WorkerPool {
             queue,
             kinds: registry.kinds(),
@@ -281,7 +279,7 @@ impl WorkerPool {
                             .await
                         {
                             Ok(Ok(result)) => Ending::Returned(result),
-                            Ok(Err(panic)) => Ending::Panicked(panic_message(panic)),
+                            Ok(Err(panic)) => Ending::Panicked(panic_text(&*panic).to_owned()),
                             Err(_) => Ending::TimedOut,
                         }
                     }
@@ -397,6 +395,11 @@ impl WorkerPool {
         }
         run.cancel.cancel();
         let token = run.lease.token;
+        self.abort_after_grace(id, token, ctx);
+    }
+
+    /// Aborts the attempt of `id` (with lease `token`) if it still runs after the cancel grace.
+    fn abort_after_grace(&mut self, id: JobId, token: u64, ctx: &mut Context<Self>) {
         ctx.run_later(self.settings.cancel_grace, move |act, ctx| {
             if act.running.get(&id).is_some_and(|r| r.lease.token == token) {
                 if let Some(run) = act.running.remove(&id) {
@@ -455,14 +458,6 @@ fn retry_time(delay: Duration) -> DateTime<Utc> {
     now.checked_add_signed(delta).unwrap_or(now)
 }
 
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 impl Actor for WorkerPool {
     type Context = Context<Self>;
 
@@ -471,18 +466,46 @@ impl Actor for WorkerPool {
         ctx.run_interval(renew_every, |act, ctx| act.renew_leases(ctx));
         let idle_poll = if self.settings.shared { IDLE_POLL * 5 } else { IDLE_POLL };
         ctx.run_interval(idle_poll, |act, ctx| act.fetch(ctx));
+        // After a restart: completions not yet recorded, and attempts cancelled whose grace
+        // timer was lost.
+        if !self.pending.is_empty() {
+            self.flush_queued = true;
+            ctx.notify(Flush);
+        }
+        let cancelled: Vec<_> = self
+            .running
+            .iter()
+            .filter(|(_, run)| run.cancel.is_cancelled())
+            .map(|(id, run)| (*id, run.lease.token))
+            .collect();
+        for (id, token) in cancelled {
+            self.abort_after_grace(id, token, ctx);
+        }
         self.fetch(ctx);
     }
 }
 
 impl Supervised for WorkerPool {
+    /// After a stop or a panic: the futures the pool had spawned are gone (claims, waits,
+    /// flushes, timers). The attempts themselves run on as their own tasks and report to this
+    /// same address, so `running` stays; what is free is rebuilt from it, and `started` plans
+    /// the timers, the flush of pending completions and a fetch again.
     fn restarting(&mut self, _: &mut Context<Self>) {
-        tracing::warn!("worker pool restarting");
+        tracing::warn!(running = self.running.len(), "worker pool restarting");
         self.fetching = false;
+        self.refetch = false;
         self.flush_queued = false;
         self.waiting = false;
         self.retry_planned = false;
+        self.early_cancels.clear();
+        let busy: HashSet<&Arc<str>> = self.running.values().map(|r| &r.slot).collect();
+        self.free = slot_names(&self.settings).filter(|slot| !busy.contains(slot)).collect();
     }
+}
+
+/// The names of a pool's worker slots, the last one first (slots are taken from the back).
+fn slot_names(settings: &PoolSettings) -> impl Iterator<Item = Arc<str>> + '_ {
+    (0..settings.concurrency).rev().map(|n| Arc::from(format!("{}/w{n}", settings.instance)))
 }
 
 impl Handler<JobsReady> for WorkerPool {
