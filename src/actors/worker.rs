@@ -321,7 +321,7 @@ impl WorkerPool {
                 });
             Outcome::Failed { error, retry_at }
         };
-        match ending {
+        let outcome = match ending {
             Ending::Returned(Ok(result)) if result.get().len() > max_result => Outcome::Failed {
                 error: format!(
                     "the result is {} bytes, more than the {max_result} a job may store",
@@ -339,6 +339,10 @@ impl WorkerPool {
             }
             Ending::Panicked(message) => retry(format!("handler panicked: {message}"), None),
             Ending::TimedOut => retry(format!("timed out after {} ms", run.timeout_ms), None),
+        };
+        match outcome {
+            Outcome::Failed { error, retry_at } => Outcome::Failed { error: cut(error), retry_at },
+            other => other,
         }
     }
 
@@ -447,6 +451,23 @@ impl WorkerPool {
             }
         }
     }
+}
+
+/// The most of a handler's error text a job keeps: errors often carry a remote answer or a
+/// payload, and every one of them is stored with the job.
+pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// `error` cut to [`MAX_ERROR_BYTES`] on a character boundary, saying how long it was.
+fn cut(error: String) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error;
+    }
+    let note = format!("… (cut: {} bytes in all)", error.len());
+    let mut end = MAX_ERROR_BYTES - note.len();
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{note}", &error[..end])
 }
 
 /// When to retry after `delay`, capped at [`MAX_DELAY_MS`] so that no delay a handler asks for

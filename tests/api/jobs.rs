@@ -193,7 +193,21 @@ async fn an_oversized_result_fails_the_attempt(on: &On) {
     assert_eq!(app.wait_terminal(small["id"].as_str().unwrap()).await["status"], "succeeded");
 }
 
+/// A handler's error text is kept to its first 4 KiB (on a character boundary), saying so.
+async fn a_long_error_is_cut(on: &On) {
+    let app = on.spawn(|_| {}).await;
+    let message = "é".repeat(50_000);
+    let job = json!({"kind": "fail", "payload": {"message": message, "retryable": false}});
+    let job = app.submit(job).await;
+    let done = app.wait_terminal(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.len() <= 4096, "{} bytes kept", error.len());
+    assert!(error.starts_with("éé") && error.ends_with("(cut: 100000 bytes in all)"), "{error}");
+}
+
 on_both_backends!(
+    a_long_error_is_cut,
     a_full_queue_answers_429,
     an_oversized_result_fails_the_attempt,
     submit_answers_201_with_location_and_the_job,
