@@ -152,6 +152,8 @@ pub struct Config {
     pub max_result_bytes: usize,
     pub api_token: Option<Secret>,
     pub max_body_bytes: usize,
+    /// Connections one peer (IP address) may hold open at once; more are closed on accept.
+    pub max_connections_per_peer: usize,
     pub cache_max_bytes: u64,
     pub cache_ttl: Duration,
     pub cache_compress_min_bytes: usize,
@@ -319,6 +321,12 @@ impl Config {
             max_result_bytes: number(&var, "JOBYARD_MAX_RESULT_BYTES", 1_048_576, 1..=536_870_912)?
                 as usize,
             api_token: api_token(&get)?,
+            max_connections_per_peer: number(
+                &var,
+                "JOBYARD_MAX_CONNECTIONS_PER_PEER",
+                crate::api::limits::MAX_CONNECTIONS_PER_PEER as u64,
+                1..=1_000_000,
+            )? as usize,
             max_body_bytes: number(
                 &var,
                 "JOBYARD_MAX_BODY_BYTES",
@@ -456,6 +464,7 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!((c.retention_max_jobs, c.max_queued), (250_000, 1_000_000));
         assert_eq!(c.max_result_bytes, 1_048_576);
+        assert_eq!(c.max_connections_per_peer, 128);
         let c =
             config(&[("JOBYARD_MAX_QUEUED", "100"), ("JOBYARD_RETENTION_MAX_JOBS", "5")]).unwrap();
         assert_eq!((c.max_queued, c.retention_max_jobs), (100, 5));

@@ -88,6 +88,7 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             cache_ttl: config.cache_ttl,
             api_token: config.api_token.clone(),
+            max_connections_per_peer: config.max_connections_per_peer,
         };
         // actix-web's HttpServer, plus the connection limits of `api::limits` (see `api::conn`).
         let shutdown_timeout = config.shutdown_grace.as_secs().max(1);

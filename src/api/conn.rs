@@ -2,8 +2,8 @@
 //! `HttpServer::listen` builds it, with a layer of ours around each connection for what
 //! actix-web offers no hook for:
 //!
-//! - **Connections per peer.** A peer (IP address) holding [`MAX_CONNECTIONS_PER_PEER`]
-//!   connections has its next ones closed as soon as they are accepted.
+//! - **Connections per peer.** A peer (IP address) holding its share of connections
+//!   (`JOBYARD_MAX_CONNECTIONS_PER_PEER`) has its next ones closed as soon as they are accepted.
 //! - **Idle connections.** actix-http bounds the head of a connection's first request only; a
 //!   kept-alive connection trickling the head of its next request, or a body no handler read,
 //!   stayed open for as long as bytes kept coming. With no request in the application, a
@@ -50,8 +50,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::limits::{
-    DISCONNECT_TIMEOUT, IDLE_CONNECTION_TIMEOUT, KEEP_ALIVE, MAX_CONNECTIONS_PER_PEER,
-    REQUEST_HEAD_TIMEOUT,
+    DISCONNECT_TIMEOUT, IDLE_CONNECTION_TIMEOUT, KEEP_ALIVE, REQUEST_HEAD_TIMEOUT,
 };
 use super::{ApiError, ApiSettings};
 use crate::runtime::Client;
@@ -65,7 +64,7 @@ pub fn serve(
     shutdown_timeout_secs: u64,
 ) -> io::Result<Server> {
     let addr = listener.local_addr()?;
-    let peers = Peers::default();
+    let peers = Peers { held: Arc::default(), max: settings.max_connections_per_peer };
     let builder =
         actix_server::Server::build().disable_signals().shutdown_timeout(shutdown_timeout_secs);
     let graceful = builder.graceful_shutdown_signal();
@@ -91,17 +90,20 @@ pub fn serve(
     Ok(builder.run())
 }
 
-/// Connections held per peer, shared by every worker of a server.
-#[derive(Clone, Default)]
-struct Peers(Arc<Mutex<HashMap<IpAddr, usize>>>);
+/// Connections held per peer, shared by every worker of a server, and the most one may hold.
+#[derive(Clone)]
+struct Peers {
+    held: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max: usize,
+}
 
 impl Peers {
     /// A slot for one more connection of `ip`, unless it holds its share already.
     fn admit(&self, ip: IpAddr) -> Option<PeerSlot> {
         let ip = ip.to_canonical();
-        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let count = held.entry(ip).or_insert(0);
-        if *count >= MAX_CONNECTIONS_PER_PEER {
+        if *count >= self.max {
             return None;
         }
         *count += 1;
@@ -117,7 +119,7 @@ struct PeerSlot {
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        let mut held = self.peers.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.peers.held.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = held.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
@@ -174,7 +176,7 @@ where
             return Either::Right(ready(Ok(())));
         };
         let Some(slot) = self.peers.admit(peer.ip()) else {
-            tracing::debug!(%peer, "connection closed: its peer holds {MAX_CONNECTIONS_PER_PEER} already");
+            tracing::debug!(%peer, "connection closed: its peer holds {} already", self.peers.max);
             return Either::Right(ready(Ok(())));
         };
         let _ = stream.set_nodelay(true);

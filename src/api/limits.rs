@@ -1,5 +1,6 @@
 //! What one client may hold of the HTTP server, in one place. These are constants rather than
-//! configuration: they bound abuse, not workloads, and no honest client comes near them.
+//! configuration (but for the connections per peer, which a reverse proxy needs raised): they
+//! bound abuse, not workloads, and no honest client comes near them.
 //!
 //! How long a request may take to arrive, by part:
 //! - the head of a connection's first request: [`REQUEST_HEAD_TIMEOUT`], answered `408`;
@@ -11,8 +12,10 @@
 
 use std::time::Duration;
 
-/// Connections one peer (IP address) may hold open at once; connections beyond it are closed
-/// as soon as they are accepted, before anything is read from them.
+/// Connections one peer (IP address) may hold open at once by default
+/// (`JOBYARD_MAX_CONNECTIONS_PER_PEER`); connections beyond it are closed as soon as they are
+/// accepted, before anything is read from them. Behind a reverse proxy every connection comes
+/// from the proxy's address: raise it there.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 128;
 
 /// Time a new connection gets to deliver the head (request line and headers) of its first

@@ -30,6 +30,8 @@ pub struct ApiSettings {
     pub cache_ttl: std::time::Duration,
     /// When set, `/v1/...` requires it as a bearer token.
     pub api_token: Option<Secret>,
+    /// Connections one peer (IP address) may hold at once.
+    pub max_connections_per_peer: usize,
 }
 
 /// Registers every route on an actix-web app.

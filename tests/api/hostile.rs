@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use actix_web::rt::net::TcpStream;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use jobyard::api::limits::MAX_CONNECTIONS_PER_PEER;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::EnvFilter;
@@ -140,12 +139,13 @@ async fn a_kept_alive_connection_trickling_its_next_head_is_closed() {
 #[actix_web::test]
 async fn a_peer_gets_no_more_than_its_share_of_connections() {
     const EXTRA: usize = 4;
-    let app = spawn_app().await;
+    const SHARE: usize = 16;
+    let app = spawn_app_with(|c| c.max_connections_per_peer = SHARE).await;
     // Idle connections: the server answers each it keeps 408 when its head does not come,
     // and closes those beyond the share without a word.
     let mut writers = Vec::new();
     let mut closed = FuturesUnordered::new();
-    for i in 0..MAX_CONNECTIONS_PER_PEER + EXTRA {
+    for i in 0..SHARE + EXTRA {
         let (mut read, write) = connect(&app).await.into_split();
         writers.push(Some(write));
         closed.push(async move { (i, within(SLOW, read_to_close(&mut read)).await) });
