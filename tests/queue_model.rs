@@ -2,7 +2,9 @@
 //! backend: for random sequences of submit, dequeue, complete (success, retry, failure,
 //! cancel), cancel, renew, release and time steps, no job is lost or duplicated, terminal
 //! states never change, claims follow priority then submit order, dependents never start
-//! before their dependencies succeed, counters and listings match the records, due jobs and
+//! before their dependencies succeed, counters and listings match the records, every attempt
+//! that ended without success (failed, cancelled, lease expired) is in its job's history and
+//! none other, a job's error is set only when it ended failed or cancelled, due jobs and
 //! expired leases are handled by the next claim or tick, and draining ends every job.
 //!
 //! The memory backend runs many cases; the Redis backend fewer, on one private `redis-server`
@@ -156,6 +158,9 @@ struct Model {
     attempts: HashMap<JobId, (u64, i64)>,
     /// Terminal states seen, which must never change.
     terminal: HashMap<JobId, JobStatus>,
+    /// How many attempts of each job ended without success (completed otherwise than
+    /// succeeded, released after a cancel request, or reaped): the length of its history.
+    unsuccessful: HashMap<JobId, usize>,
     /// Every record as of the last check.
     last: HashMap<JobId, JobRecord>,
 }
@@ -170,6 +175,7 @@ impl Model {
             leases: Vec::new(),
             attempts: HashMap::new(),
             terminal: HashMap::new(),
+            unsuccessful: HashMap::new(),
             last: HashMap::new(),
         }
     }
@@ -400,6 +406,11 @@ impl Model {
         let changes =
             within("complete", self.queue.complete(done, self.now)).await.expect("complete");
         assert_eq!(changes.stale, stale, "stale completions of {chosen:?}");
+        for (id, (to, _)) in &expected {
+            if *to != JobStatus::Succeeded {
+                *self.unsuccessful.entry(*id).or_default() += 1;
+            }
+        }
         self.check_ended(&chosen, &before, &expected, &changes.finished).await;
     }
 
@@ -481,6 +492,13 @@ impl Model {
         let changes =
             within("release", self.queue.release(chosen.clone(), self.now)).await.expect("release");
         assert_eq!(changes.stale, stale, "stale releases of {chosen:?}");
+        for (id, (to, _)) in &expected {
+            // Handed back: the attempt did not end (it is not counted either); cancelled: it
+            // ended without success.
+            if *to == JobStatus::Cancelled {
+                *self.unsuccessful.entry(*id).or_default() += 1;
+            }
+        }
         self.check_ended(&chosen, &before, &expected, &changes.finished).await;
     }
 
@@ -494,9 +512,7 @@ impl Model {
             Op::Release(picks) => self.release(picks).await,
             Op::Advance(ms) => self.now += chrono::Duration::milliseconds(*ms as i64),
             Op::AdvanceToDeadline(pick) => self.advance_to_deadline(*pick),
-            Op::Tick => {
-                within("tick", self.queue.tick(self.now, RETENTION)).await.expect("tick");
-            }
+            Op::Tick => self.tick().await,
         }
         self.check().await;
         match op {
@@ -506,6 +522,21 @@ impl Model {
             }
             Op::Dequeue(_) => self.nothing_due(),
             _ => {}
+        }
+    }
+
+    /// Steps the backend to now: the attempts whose lease expired end (without success).
+    async fn tick(&mut self) {
+        let now = ms(self.now);
+        let expired: Vec<JobId> = self
+            .last
+            .values()
+            .filter(|r| r.status == JobStatus::Running && self.attempts[&r.id].1 <= now)
+            .map(|r| r.id)
+            .collect();
+        within("tick", self.queue.tick(self.now, RETENTION)).await.expect("tick");
+        for id in expired {
+            *self.unsuccessful.entry(id).or_default() += 1;
         }
     }
 
@@ -563,8 +594,8 @@ impl Model {
             let record = record.expect("get").expect("every submitted job is kept");
             let listed = &records[id];
             assert_eq!(
-                (record.status, record.attempts),
-                (listed.status, listed.attempts),
+                (record.status, record.attempts, &record.error, &record.history),
+                (listed.status, listed.attempts, &listed.error, &listed.history),
                 "get and list disagree on {id}"
             );
         }
@@ -580,6 +611,7 @@ impl Model {
                 self.terminal.insert(*id, status);
             }
             assert_eq!(status.is_terminal(), record.finished_at.is_some(), "finished_at of {id}");
+            self.check_history(record);
             if status == JobStatus::Running {
                 let held = self.leases.iter().any(|l| self.holds(record, *l));
                 assert!(held, "job {id} runs under no lease this model holds");
@@ -627,11 +659,36 @@ impl Model {
         self.last = records;
     }
 
+    /// The history of a job holds exactly the attempts that ended without success, in order;
+    /// its error is the final outcome only.
+    fn check_history(&self, record: &JobRecord) {
+        let id = record.id;
+        let status = record.status;
+        let history = &record.history;
+        let expected = self.unsuccessful.get(&id).copied().unwrap_or(0);
+        assert_eq!(history.len(), expected, "history of {id} ({status}): {history:?}");
+        // Every counted attempt ended without success but the one running or succeeded.
+        let open = u32::from(matches!(status, JobStatus::Running | JobStatus::Succeeded));
+        assert_eq!(history.len() as u32 + open, record.attempts, "attempts of {id} ({status})");
+        for (n, entry) in history.iter().enumerate() {
+            assert_eq!(entry.attempt, n as u32 + 1, "attempt numbers of {id}: {history:?}");
+            assert!(entry.at <= record.updated_at, "an attempt of {id} ended after its update");
+            assert!(n == 0 || history[n - 1].at <= entry.at, "history of {id} out of order");
+        }
+        let ended_badly = matches!(status, JobStatus::Failed | JobStatus::Cancelled);
+        assert_eq!(record.error.is_some(), ended_badly, "error of {id} ({status})");
+        if status == JobStatus::Failed {
+            let last = history.last().expect("a failed job's attempts failed");
+            assert_eq!(Some(&last.error), record.error.as_ref(), "the last failure is the error");
+            assert_eq!(last.at, record.finished_at.expect("finished"));
+        }
+    }
+
     /// Runs everything to the end: every job must reach a terminal state.
     async fn drain(&mut self) {
         for _ in 0..(self.ids.len() * 4 + 10) {
             self.now += chrono::Duration::milliseconds(10_000);
-            within("tick", self.queue.tick(self.now, RETENTION)).await.expect("tick");
+            self.tick().await;
             self.check().await;
             self.nothing_due();
             self.no_expired_lease();

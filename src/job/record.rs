@@ -187,10 +187,60 @@ pub struct JobRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub result: Option<Json>,
+    /// Why the job ended `failed` or `cancelled`; `None` while it is not terminal (a retry
+    /// clears it: the failure is in [`JobRecord::history`]) and when it succeeded.
     pub error: Option<String>,
+    /// Every attempt that ended without success, in order (oldest first): failed, timed out,
+    /// panicked, lost its lease or was cancelled while running. At most
+    /// [`JobRecord::MAX_HISTORY`], the latest.
+    pub history: Vec<FailedAttempt>,
     pub cancel_requested: bool,
     pub worker: Option<Arc<str>>,
     pub progress: Option<Json>,
+}
+
+impl JobRecord {
+    /// The most entries [`JobRecord::history`] keeps (the latest).
+    pub const MAX_HISTORY: usize = 100;
+
+    /// Records that the current attempt (number [`JobRecord::attempts`]) ended at `at` without
+    /// success, for `error`; the oldest entries go beyond [`JobRecord::MAX_HISTORY`].
+    pub fn push_failure(&mut self, error: &str, at: DateTime<Utc>) {
+        self.history.push(FailedAttempt::new(self.attempts, error, at));
+        if self.history.len() > Self::MAX_HISTORY {
+            let excess = self.history.len() - Self::MAX_HISTORY;
+            self.history.drain(..excess);
+        }
+    }
+}
+
+/// One attempt that ended without success: its number (1-based), why, and when it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub attempt: u32,
+    /// At most [`FailedAttempt::MAX_ERROR_BYTES`].
+    pub error: String,
+    pub at: DateTime<Utc>,
+}
+
+impl FailedAttempt {
+    /// The longest error text an entry keeps, in bytes (cut on a character boundary).
+    pub const MAX_ERROR_BYTES: usize = 1024;
+
+    /// The entry of attempt `attempt`, its error cut to [`FailedAttempt::MAX_ERROR_BYTES`].
+    pub fn new(attempt: u32, error: &str, at: DateTime<Utc>) -> Self {
+        FailedAttempt { attempt, error: Self::cut(error).to_owned(), at }
+    }
+
+    /// The longest prefix of `error` of at most [`FailedAttempt::MAX_ERROR_BYTES`] that ends on
+    /// a character boundary.
+    pub fn cut(error: &str) -> &str {
+        let mut end = error.len().min(Self::MAX_ERROR_BYTES);
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        &error[..end]
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +267,35 @@ mod tests {
     fn huge_attempt_numbers_do_not_overflow() {
         let backoff = Backoff { jitter: false, ..Backoff::default() };
         assert_eq!(backoff.delay_ms(u32::MAX), backoff.max_ms);
+    }
+
+    #[test]
+    fn history_entries_are_bounded_in_number_and_size() {
+        let at = DateTime::from_timestamp_millis(1_800_000_000_123).unwrap();
+        let long = format!("{}é and more", "x".repeat(FailedAttempt::MAX_ERROR_BYTES - 1));
+        let entry = FailedAttempt::new(1, &long, at);
+        assert_eq!(entry.error, "x".repeat(FailedAttempt::MAX_ERROR_BYTES - 1), "cut before 'é'");
+        assert_eq!(FailedAttempt::new(2, "short", at).error, "short");
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(json["attempt"], 1);
+        assert_eq!(json["at"], "2027-01-15T08:00:00.123Z");
+
+        let mut record: JobRecord = serde_json::from_value(serde_json::json!({
+            "id": JobId::new(), "kind": "k", "payload": null, "queue": "q", "priority": 0,
+            "status": "queued", "attempts": 0, "max_attempts": 200, "backoff": Backoff::default(),
+            "timeout_ms": 1, "run_at": null, "depends_on": [], "idempotency_key": null,
+            "created_at": at, "updated_at": at, "started_at": null, "finished_at": null,
+            "result": null, "error": null, "history": [], "cancel_requested": false,
+            "worker": null, "progress": null,
+        }))
+        .unwrap();
+        for _ in 0..JobRecord::MAX_HISTORY + 5 {
+            record.attempts += 1;
+            record.push_failure("boom", at);
+        }
+        assert_eq!(record.history.len(), JobRecord::MAX_HISTORY, "the latest are kept");
+        assert_eq!(record.history[0].attempt, 6);
+        assert_eq!(record.history.last().unwrap().attempt, JobRecord::MAX_HISTORY as u32 + 5);
     }
 
     #[test]

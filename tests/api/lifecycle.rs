@@ -17,6 +17,22 @@ fn time(job: &Value, field: &str) -> DateTime<Utc> {
     job[field].as_str().and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("{field} of {job}"))
 }
 
+/// The `history` of a job: (attempt, error) of each entry, checking that each has an `at` no
+/// later than the job's `updated_at`, in order.
+fn history(job: &Value) -> Vec<(u64, String)> {
+    let entries = job["history"].as_array().unwrap_or_else(|| panic!("history of {job}"));
+    let mut last = None;
+    let mut out = Vec::new();
+    for entry in entries {
+        let at = time(entry, "at");
+        assert!(last.is_none_or(|last| last <= at) && at <= time(job, "updated_at"), "{job}");
+        last = Some(at);
+        let attempt = entry["attempt"].as_u64().expect("attempt");
+        out.push((attempt, entry["error"].as_str().expect("error").to_owned()));
+    }
+    out
+}
+
 /// Rule 1: with one worker, higher priority first, FIFO within a priority; a later job of
 /// higher priority overtakes queued jobs of lower priority.
 async fn priority_order_with_one_worker(on: &On) {
@@ -61,7 +77,9 @@ async fn retries_count_attempts_until_success(on: &On) {
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["attempts"], 3);
     assert_eq!(done["result"], json!({"attempt": 3}));
-    assert_eq!(done["error"], "failed on purpose", "the last failure stays on record");
+    assert_eq!(done["error"], Value::Null, "succeeded: no error");
+    let failure = "failed on purpose".to_owned();
+    assert_eq!(history(&done), vec![(1, failure.clone()), (2, failure)], "the failed attempts");
 }
 
 /// Rule 2: attempts exhausted ends `failed` with the last error.
@@ -75,6 +93,7 @@ async fn retries_stop_when_attempts_are_exhausted(on: &On) {
     assert_eq!(done["status"], "failed");
     assert_eq!(done["attempts"], 2);
     assert_eq!(done["error"], "nope");
+    assert_eq!(history(&done), vec![(1, "nope".to_owned()), (2, "nope".to_owned())]);
 }
 
 /// Rule 2: a retry waits for its backoff: the job is `scheduled` in between.
@@ -86,6 +105,8 @@ async fn a_retry_is_scheduled_after_its_backoff(on: &On) {
     let retrying =
         app.wait_until(&id(&job), "scheduled for retry", |j| j["status"] == "scheduled").await;
     assert_eq!(retrying["attempts"], 1);
+    assert_eq!(retrying["error"], Value::Null, "not terminal: no error yet");
+    assert_eq!(history(&retrying), vec![(1, "failed on purpose".to_owned())]);
     let run_at: chrono::DateTime<chrono::Utc> =
         retrying["run_at"].as_str().unwrap().parse().unwrap();
     let updated: chrono::DateTime<chrono::Utc> =
@@ -120,6 +141,7 @@ async fn an_attempt_over_its_timeout_fails(on: &On) {
     let done = app.wait_terminal(&id(&job)).await;
     assert_eq!(done["status"], "failed");
     assert_eq!(done["error"], "timed out after 50 ms");
+    assert_eq!(history(&done), vec![(1, "timed out after 50 ms".to_owned())]);
 }
 
 /// Rule 3: a DAG runs in dependency order.
@@ -210,6 +232,9 @@ async fn cancelling_a_running_job_ends_it_cancelled(on: &On) {
     let done = app.wait_terminal(&id(&job)).await;
     assert_eq!(done["status"], "cancelled");
     assert_eq!(done["attempts"], 1, "a cancelled job is not retried");
+    let error = done["error"].as_str().expect("a cancelled job's error").to_owned();
+    assert!(error.starts_with("cancelled"), "{error}");
+    assert_eq!(history(&done), vec![(1, error)], "the attempt ended cancelled");
 }
 
 /// Rule 4: waiting, scheduled and queued jobs are cancelled at once; terminal ones answer 409.
@@ -223,6 +248,8 @@ async fn cancelling_waiting_or_scheduled_jobs_is_immediate_and_terminal_is_a_con
     assert_eq!((resp.status, resp.body["status"].as_str()), (200, Some("cancelled")));
     let resp = app.post_empty(&format!("/v1/jobs/{}/cancel", id(&scheduled))).await;
     assert_eq!((resp.status, resp.body["status"].as_str()), (200, Some("cancelled")));
+    let ended = (&resp.body["error"], &resp.body["history"]);
+    assert_eq!(ended, (&json!("cancelled"), &json!([])), "no attempt ended");
     let again = app.post_empty(&format!("/v1/jobs/{}/cancel", id(&scheduled))).await;
     assert_eq!(again.status, 409);
     assert_eq!(again.code(), "already_finished");
@@ -269,6 +296,7 @@ async fn graceful_shutdown_returns_running_jobs_to_queued(on: &On) {
     let record = runtime.status(id(&long).parse().unwrap()).await.unwrap();
     assert_eq!(record.status, jobyard::JobStatus::Queued);
     assert_eq!(record.attempts, 0, "an interrupted attempt is not counted");
+    assert!(record.history.is_empty() && record.error.is_none(), "nor entered in the history");
 }
 
 /// Rule 10: an attempt that ends within the grace period is recorded as usual.

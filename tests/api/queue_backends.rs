@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use jobyard::job::record::{json_from_str, json_null};
 use jobyard::job::spec::{plan, KindLookup, SpecDefaults};
-use jobyard::job::{JobId, JobSpec, JobStatus, NewJob};
+use jobyard::job::{FailedAttempt, JobId, JobSpec, JobStatus, NewJob};
 use jobyard::queue::{
     CancelOutcome, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, MemoryQueue,
     Outcome, QueueBackend, QueueError, QueueLimits, RedisQueue,
@@ -120,6 +120,11 @@ fn failure(error: &str, retry_at: Option<DateTime<Utc>>) -> Outcome {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// A history entry: attempt `attempt` ended at `t(ms)` for `error`.
+fn failed(attempt: u32, error: &str, ms: i64) -> FailedAttempt {
+    FailedAttempt::new(attempt, error, t(ms))
+}
+
 /// A submitted job reads back as submitted.
 async fn submit_and_read_back(q: &dyn QueueBackend) {
     let spec = JobSpec {
@@ -199,8 +204,13 @@ async fn success_stores_the_result(q: &dyn QueueBackend) {
     assert_eq!(changes.finished, vec![id]);
     let record = q.get(id).await.unwrap().unwrap();
     assert_eq!(record.status, JobStatus::Succeeded);
-    assert_eq!(record.result.unwrap().get(), r#"{"sent": 3}"#);
+    assert_eq!(record.result.as_ref().unwrap().get(), r#"{"sent": 3}"#);
     assert_eq!(record.finished_at, Some(t(2)));
+    let json = serde_json::to_value(&record).unwrap();
+    assert_eq!(
+        (&json["error"], &json["history"]),
+        (&serde_json::Value::Null, &serde_json::json!([]))
+    );
     let again = q.complete(vec![done(lease, success())], t(3)).await.unwrap();
     assert_eq!(again.stale, 1, "a second completion of the same attempt is refused");
 }
@@ -214,7 +224,8 @@ async fn retries_and_final_failures(q: &dyn QueueBackend) {
     assert_eq!(changes.unwrap().next_due, Some(t(1_000)));
     let record = q.get(id).await.unwrap().unwrap();
     assert_eq!(record.status, JobStatus::Scheduled);
-    assert_eq!((record.run_at, record.error.as_deref()), (Some(t(1_000)), Some("boom")));
+    assert_eq!((record.run_at, record.error.as_deref()), (Some(t(1_000)), None), "not final");
+    assert_eq!(record.history, vec![failed(1, "boom", 2)]);
     assert!(claim(q, 1, t(999)).await.is_empty(), "not before its retry time");
     let second = claim(q, 1, t(1_000)).await;
     assert_eq!(second[0].record.attempts, 2);
@@ -223,11 +234,17 @@ async fn retries_and_final_failures(q: &dyn QueueBackend) {
         .unwrap();
     let record = q.get(id).await.unwrap().unwrap();
     assert_eq!((record.status, record.error.as_deref()), (JobStatus::Failed, Some("again")));
+    assert_eq!(record.history, vec![failed(1, "boom", 2), failed(2, "again", 1_001)]);
 
     let fatal = submit(q, JobSpec { max_attempts: Some(5), ..noop() }, t(0)).await;
     let lease = claim(q, 1, t(1)).await[0].lease;
     q.complete(vec![done(lease, failure("fatal", None))], t(2)).await.unwrap();
-    assert_eq!(status(q, fatal).await, JobStatus::Failed, "no retry time: fails at once");
+    let record = q.get(fatal).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Failed, "no retry time: fails at once");
+    assert_eq!(
+        (record.error.as_deref(), record.history),
+        (Some("fatal"), vec![failed(1, "fatal", 2)])
+    );
 }
 
 /// A retry that is already due goes straight back to `queued`.
@@ -236,7 +253,9 @@ async fn a_due_retry_is_queued_at_once(q: &dyn QueueBackend) {
     let lease = claim(q, 1, t(1)).await[0].lease;
     let changes = q.complete(vec![done(lease, failure("x", Some(t(1))))], t(2)).await.unwrap();
     assert_eq!(changes.ready, 1);
-    assert_eq!(status(q, id).await, JobStatus::Queued);
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!((record.status, record.error), (JobStatus::Queued, None));
+    assert_eq!(record.history, vec![failed(1, "x", 2)]);
 }
 
 /// Delays: a job is `scheduled` until its time, then claimable (claims promote due jobs).
@@ -302,6 +321,8 @@ async fn dependencies_release_and_cascade(q: &dyn QueueBackend) {
     let child = q.get(ids[1]).await.unwrap().unwrap();
     assert_eq!(child.status, JobStatus::Cancelled);
     assert_eq!(child.error, Some(format!("dependency {} failed", ids[0])));
+    assert!(child.history.is_empty(), "a job that never ran has no attempt in its history");
+    assert_eq!(q.get(ids[0]).await.unwrap().unwrap().history, vec![failed(1, "no", 12)]);
     let grandchild = q.get(ids[2]).await.unwrap().unwrap();
     assert_eq!(grandchild.error, Some(format!("dependency {} cancelled", ids[1])));
 }
@@ -328,6 +349,7 @@ async fn dependency_checks_at_submit(q: &dyn QueueBackend) {
     let record = q.get(doomed).await.unwrap().unwrap();
     assert_eq!(record.status, JobStatus::Cancelled);
     assert_eq!(record.error, Some(format!("dependency {failed} failed")));
+    assert!(record.history.is_empty());
 
     let ok = submit(q, noop(), t(4)).await;
     let lease = claim(q, 1, t(5)).await[0].lease;
@@ -347,6 +369,10 @@ async fn cancelling_jobs_that_do_not_run(q: &dyn QueueBackend) {
     assert!(matches!(outcome, CancelOutcome::Cancelled(ref r) if r.status == JobStatus::Cancelled));
     assert_eq!(changes.finished, vec![scheduled, waiting]);
     assert_eq!(status(q, waiting).await, JobStatus::Cancelled);
+    for id in [scheduled, waiting] {
+        let record = q.get(id).await.unwrap().unwrap();
+        assert!(record.error.is_some() && record.history.is_empty(), "no attempt ended");
+    }
     q.cancel(queued, t(2)).await.unwrap();
     assert!(claim(q, 5, t(3)).await.is_empty(), "a cancelled job is never claimed");
     assert_eq!(
@@ -374,6 +400,7 @@ async fn cancelling_a_running_job(q: &dyn QueueBackend) {
     let record = q.get(id).await.unwrap().unwrap();
     assert_eq!((record.status, record.error.as_deref()), (JobStatus::Cancelled, Some("cancelled")));
     assert!(record.cancel_requested, "the request stays on the record");
+    assert_eq!(record.history, vec![failed(1, "cancelled", 4)], "the attempt ended cancelled");
 
     // A job that succeeds despite a cancel request ends succeeded, the request recorded.
     let id = submit(q, noop(), t(5)).await;
@@ -383,6 +410,16 @@ async fn cancelling_a_running_job(q: &dyn QueueBackend) {
     let record = q.get(id).await.unwrap().unwrap();
     assert_eq!(record.status, JobStatus::Succeeded);
     assert!(record.cancel_requested);
+    assert!(record.error.is_none() && record.history.is_empty());
+
+    // A job cancelled while queued after a failed attempt: that attempt alone is in its history.
+    let id = submit(q, JobSpec { max_attempts: Some(3), ..noop() }, t(10)).await;
+    let lease = claim(q, 1, t(11)).await[0].lease;
+    q.complete(vec![done(lease, failure("flaky", Some(t(12))))], t(12)).await.unwrap();
+    q.cancel(id, t(13)).await.unwrap();
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!((record.status, record.error.as_deref()), (JobStatus::Cancelled, Some("cancelled")));
+    assert_eq!(record.history, vec![failed(1, "flaky", 12)]);
 }
 
 /// Rule 5: an expired lease returns the job to `queued` with the attempt counted; the late
@@ -396,7 +433,8 @@ async fn expired_leases_are_recovered(q: &dyn QueueBackend) {
     assert!(changes.ready >= 1);
     let record = q.get(id).await.unwrap().unwrap();
     assert_eq!((record.status, record.attempts), (JobStatus::Queued, 1));
-    assert_eq!(record.error.as_deref(), Some("lease expired"));
+    assert_eq!(record.error, None, "retried: not the final outcome");
+    assert_eq!(record.history, vec![failed(1, "lease expired", 2_000)]);
     let late = q.complete(vec![done(first[0].lease, success())], t(2_001)).await.unwrap();
     assert_eq!(late.stale, 1, "the first worker's completion is refused");
     let states = q.renew(vec![first[0].lease], Duration::from_secs(1), t(2_001)).await.unwrap();
@@ -409,6 +447,74 @@ async fn expired_leases_are_recovered(q: &dyn QueueBackend) {
         (record.status, record.error.as_deref()),
         (JobStatus::Failed, Some("lease expired"))
     );
+    let expected = vec![failed(1, "lease expired", 2_000), failed(2, "lease expired", 4_000)];
+    assert_eq!(record.history, expected);
+
+    // An expired attempt whose cancel was requested ends cancelled, in the history too.
+    let id = submit(q, JobSpec { max_attempts: Some(3), ..noop() }, t(5_000)).await;
+    q.dequeue(claim_of(1, 1_000, &["noop"]), t(5_000)).await.unwrap();
+    q.cancel(id, t(5_001)).await.unwrap();
+    q.tick(t(6_000), HOUR).await.unwrap();
+    let record = q.get(id).await.unwrap().unwrap();
+    let reason = "cancelled (lease expired)";
+    assert_eq!((record.status, record.error.as_deref()), (JobStatus::Cancelled, Some(reason)));
+    assert_eq!(record.history, vec![failed(1, reason, 6_000)]);
+}
+
+/// The history keeps every attempt that ended without success, however it ended, oldest first;
+/// the error is the final outcome only (none after a success). Error texts are kept as given
+/// (quotes, commas, braces), cut to 1024 bytes on a character boundary; at most the latest 100
+/// entries are kept, whichever side ends the attempts (completions, expired leases).
+async fn the_history_keeps_failed_attempts_and_the_error_the_outcome(q: &dyn QueueBackend) {
+    let mut jobs = plan_batch(vec![noop()], t(0));
+    jobs[0].max_attempts = 105; // beyond what a spec may ask, to reach the bound
+    let id = jobs[0].id;
+    q.submit(jobs, t(0)).await.unwrap();
+    let tricky = r#"no, {"attempt":7,"error":"x","at":1} "quoted" \ é"#;
+    // 1026 bytes: the cut at 1024 falls inside the second '€'.
+    let long = format!("{}€€", "x".repeat(FailedAttempt::MAX_ERROR_BYTES - 4));
+    let mut now = 1;
+    for attempt in 1..=101 {
+        let lease = claim(q, 1, t(now)).await[0].lease;
+        let error = match attempt {
+            1 => tricky,
+            2 => &long,
+            _ => "again",
+        };
+        q.complete(vec![done(lease, failure(error, Some(t(now))))], t(now + 1)).await.unwrap();
+        now += 2;
+    }
+    // Attempts 102 and 103 lose their leases.
+    for _ in 0..2 {
+        q.dequeue(claim_of(1, 1_000, &["noop"]), t(now)).await.unwrap();
+        now += 1_000;
+        q.tick(t(now), HOUR).await.unwrap();
+        let record = q.get(id).await.unwrap().unwrap();
+        assert_eq!((record.status, record.error), (JobStatus::Queued, None));
+    }
+    let lease = claim(q, 1, t(now)).await[0].lease;
+    q.complete(vec![done(lease, success())], t(now + 1)).await.unwrap();
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!((record.status, record.attempts), (JobStatus::Succeeded, 104));
+    assert_eq!(record.error, None, "succeeded: the earlier failures are not its error");
+    let numbers: Vec<u32> = record.history.iter().map(|h| h.attempt).collect();
+    assert_eq!(numbers, (4..=103).collect::<Vec<_>>(), "the latest 100");
+    assert_eq!(record.history[0], failed(4, "again", 8));
+    assert_eq!(record.history[98], failed(102, "lease expired", now - 1_000));
+    assert_eq!(record.history[99], failed(103, "lease expired", now));
+
+    // Texts as given, cut on a character boundary.
+    let id = submit(q, JobSpec { max_attempts: Some(3), ..noop() }, t(now)).await;
+    for (attempt, error) in [(1, tricky), (2, long.as_str())] {
+        let lease = claim(q, 1, t(now)).await[0].lease;
+        q.complete(vec![done(lease, failure(error, Some(t(now))))], t(now)).await.unwrap();
+        assert_eq!(q.get(id).await.unwrap().unwrap().history.len(), attempt);
+    }
+    let record = q.get(id).await.unwrap().unwrap();
+    assert_eq!(record.history[0].error, tricky);
+    let cut = format!("{}€", "x".repeat(FailedAttempt::MAX_ERROR_BYTES - 4));
+    assert_eq!(record.history[1].error, cut);
+    assert_eq!(cut.len(), FailedAttempt::MAX_ERROR_BYTES - 1);
 }
 
 /// Rule 5: renewing keeps a lease alive past its first expiry.
@@ -452,7 +558,10 @@ async fn release_hands_jobs_back(q: &dyn QueueBackend) {
     assert_eq!((changes.ready, changes.finished.clone()), (1, vec![stopped]));
     let record = q.get(kept).await.unwrap().unwrap();
     assert_eq!((record.status, record.attempts), (JobStatus::Queued, 0));
-    assert_eq!(status(q, stopped).await, JobStatus::Cancelled);
+    assert!(record.history.is_empty(), "a refunded attempt did not end");
+    let record = q.get(stopped).await.unwrap().unwrap();
+    assert_eq!((record.status, record.error.as_deref()), (JobStatus::Cancelled, Some("cancelled")));
+    assert_eq!(record.history, vec![failed(1, "cancelled", 3)]);
     let again = q.release(claimed.iter().map(|c| c.lease).collect(), t(4)).await.unwrap();
     assert_eq!(again.stale, 2);
 }
@@ -828,6 +937,7 @@ suite!(
     cancelling_jobs_that_do_not_run,
     cancelling_a_running_job,
     expired_leases_are_recovered,
+    the_history_keeps_failed_attempts_and_the_error_the_outcome,
     renewal_keeps_a_lease,
     another_instance_takes_over_a_dead_workers_job,
     release_hands_jobs_back,

@@ -230,6 +230,7 @@ impl Store {
                 finished_at: None,
                 result: None,
                 error: None,
+                history: Vec::new(),
                 cancel_requested: false,
                 worker: None,
                 progress: None,
@@ -277,7 +278,7 @@ impl Store {
             };
             let record = &entry.record;
             let attempts_left = record.attempts < record.max_attempts;
-            // (new status, result, error, retry time)
+            // (new status, result, why the attempt did not succeed, retry time)
             let (to, result, error, retry_at) = match outcome {
                 Outcome::Succeeded(result) => (JobStatus::Succeeded, Some(result), None, None),
                 Outcome::Failed { .. } | Outcome::Cancelled(_) if record.cancel_requested => {
@@ -292,8 +293,13 @@ impl Store {
             };
             self.transition(lease.id, to, now, &mut changes, |e| {
                 e.record.result = result.or(e.record.result.take());
-                e.record.error = error.or(e.record.error.take());
                 e.record.run_at = retry_at.or(e.record.run_at);
+                e.record.error = None;
+                if let Some(error) = error {
+                    e.record.push_failure(&error, now);
+                    // Kept as the job's error only when it is the final outcome.
+                    e.record.error = to.is_terminal().then_some(error);
+                }
             });
         }
         self.settle(0, now, &mut changes);
@@ -334,9 +340,11 @@ impl Store {
                 continue;
             }
             if self.jobs[&lease.id].record.cancel_requested {
-                // Its cancel was asked for: handing it back would only run it again.
+                // Its cancel was asked for: handing it back would only run it again. The
+                // attempt ends (counted) cancelled.
                 self.transition(lease.id, JobStatus::Cancelled, now, &mut changes, |e| {
-                    e.record.error = Some("cancelled".into())
+                    e.record.push_failure("cancelled", now);
+                    e.record.error = Some("cancelled".into());
                 });
             } else {
                 self.transition(lease.id, JobStatus::Queued, now, &mut changes, |e| {
@@ -587,7 +595,10 @@ impl Store {
             } else {
                 (JobStatus::Failed, "lease expired")
             };
-            self.transition(id, to, now, changes, |e| e.record.error = Some(error.into()));
+            self.transition(id, to, now, changes, |e| {
+                e.record.push_failure(error, now);
+                e.record.error = to.is_terminal().then(|| error.into());
+            });
         }
         changes.more |= self.idx.leases.first().is_some_and(|&(expires, _)| expires <= now_ms);
         self.settle(mark, now, changes);
@@ -645,7 +656,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::job::spec::{plan, KindLookup, SpecDefaults};
-    use crate::job::JobSpec;
+    use crate::job::{FailedAttempt, JobSpec};
 
     struct Kinds;
     impl KindLookup for Kinds {
@@ -681,7 +692,8 @@ mod tests {
         store.tick(t(2_000), Duration::from_secs(3600));
         let record = store.get(id).unwrap();
         assert_eq!((record.status, record.attempts), (JobStatus::Queued, 1));
-        assert_eq!(record.error.as_deref(), Some("lease expired"));
+        assert_eq!(record.error, None, "not terminal: the failure is in the history");
+        assert_eq!(record.history, vec![FailedAttempt::new(1, "lease expired", t(2_000))]);
         // The first worker's late completion is refused: the job is no longer its.
         let late = store.complete(
             vec![Completion {
@@ -699,6 +711,63 @@ mod tests {
             (record.status, record.error.as_deref()),
             (JobStatus::Failed, Some("lease expired"))
         );
+        let attempts: Vec<(u32, DateTime<Utc>)> =
+            record.history.iter().map(|h| (h.attempt, h.at)).collect();
+        assert_eq!(attempts, vec![(1, t(2_000)), (2, t(4_000))]);
+    }
+
+    fn fail(lease: LeaseRef, error: &str, retry_at: Option<DateTime<Utc>>) -> Completion {
+        Completion { lease, outcome: Outcome::Failed { error: error.into(), retry_at } }
+    }
+
+    #[test]
+    fn a_success_after_failures_keeps_them_in_the_history_not_the_error() {
+        let mut store = Store::new();
+        let id =
+            submit(&mut store, JobSpec { max_attempts: Some(3), ..JobSpec::new("noop") }, t(0));
+        let lease = store.dequeue(&claim(1, 1_000), t(0))[0].lease;
+        store.complete(vec![fail(lease, "boom", Some(t(100)))], t(10));
+        let record = store.get(id).unwrap();
+        assert_eq!((record.status, record.error.as_deref()), (JobStatus::Scheduled, None));
+        assert_eq!(record.history, vec![FailedAttempt::new(1, "boom", t(10))]);
+        let lease = store.dequeue(&claim(1, 1_000), t(100))[0].lease;
+        let long = "é".repeat(FailedAttempt::MAX_ERROR_BYTES);
+        store.complete(vec![fail(lease, &long, Some(t(100)))], t(110));
+        let lease = store.dequeue(&claim(1, 1_000), t(120))[0].lease;
+        let ok = Outcome::Succeeded(crate::job::record::json_null());
+        store.complete(vec![Completion { lease, outcome: ok }], t(130));
+        let record = store.get(id).unwrap();
+        assert_eq!((record.status, record.attempts), (JobStatus::Succeeded, 3));
+        assert_eq!(record.error, None, "the earlier failures are not the outcome");
+        assert_eq!(record.history.len(), 2);
+        assert_eq!(record.history[1].attempt, 2);
+        assert_eq!(record.history[1].error.len(), FailedAttempt::MAX_ERROR_BYTES, "cut");
+    }
+
+    #[test]
+    fn only_attempts_that_ended_enter_the_history() {
+        let mut store = Store::new();
+        // Refunded at release: no attempt ended.
+        let kept = submit(&mut store, JobSpec::new("noop"), t(0));
+        let lease = store.dequeue(&claim(1, 1_000), t(0))[0].lease;
+        store.release(&[lease], t(1));
+        assert!(store.get(kept).unwrap().history.is_empty());
+        // Released after its cancel was requested: the attempt ended cancelled.
+        let lease = store.dequeue(&claim(1, 1_000), t(2))[0].lease;
+        store.cancel(kept, t(3)).unwrap();
+        store.release(&[lease], t(4));
+        let record = store.get(kept).unwrap();
+        assert_eq!(record.error.as_deref(), Some("cancelled"));
+        assert_eq!(record.history, vec![FailedAttempt::new(1, "cancelled", t(4))]);
+        // Cancelled while queued, after a failed attempt: only that attempt is in the history.
+        let queued =
+            submit(&mut store, JobSpec { max_attempts: Some(2), ..JobSpec::new("noop") }, t(5));
+        let lease = store.dequeue(&claim(1, 1_000), t(5))[0].lease;
+        store.complete(vec![fail(lease, "boom", Some(t(5)))], t(6));
+        store.cancel(queued, t(7)).unwrap();
+        let record = store.get(queued).unwrap();
+        assert_eq!(record.error.as_deref(), Some("cancelled"));
+        assert_eq!(record.history, vec![FailedAttempt::new(1, "boom", t(6))]);
     }
 
     #[test]
@@ -788,6 +857,8 @@ mod tests {
         let record = store.get(id).unwrap();
         assert_eq!(record.status, JobStatus::Cancelled);
         assert_eq!(record.error, Some(format!("dependency {dep} failed")));
+        assert!(record.history.is_empty(), "it never ran");
+        assert_eq!(store.get(dep).unwrap().history, vec![FailedAttempt::new(1, "boom", t(1))]);
     }
 
     #[test]

@@ -271,6 +271,7 @@ fn new_record(job: &NewJob, now: DateTime<Utc>) -> JobRecord {
         finished_at: None,
         result: None,
         error: None,
+        history: Vec::new(),
         cancel_requested: false,
         worker: None,
         progress: None,

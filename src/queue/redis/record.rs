@@ -4,7 +4,7 @@
 //! Layout (big-endian), mirrored by `lua/lib.lua`:
 //! ```text
 //! offset  size  field
-//!  0      1     format version (1)
+//!  0      1     format version (2)
 //!  1      1     status (JobStatus::index)
 //!  2      1     flags: bit 0 = cancel requested
 //!  3      1     reserved (0)
@@ -14,12 +14,19 @@
 //! 10      2     dependencies not yet succeeded
 //! 12      8     lease token (f64; 0 when not running)
 //! 20      8×5   created, updated, started, finished, run_at (f64 ms since the epoch; 0: none)
-//! 60      4×8   lengths of the sections below (u32)
-//! 92            kind, queue, idempotency key, data, worker, error, result, progress
+//! 60      4×9   lengths of the sections below (u32)
+//! 96            kind, queue, idempotency key, data, worker, error, result, progress, history
 //! ```
 //! `data` is JSON only Rust reads (payload, backoff, timeout, dependencies); the header holds
 //! what the scripts need. A record is a few hundred bytes: numbers are fixed-width, payloads
 //! and results stay the JSON text they arrived as.
+//!
+//! `history` holds the attempts that ended without success as JSON objects separated by commas,
+//! without brackets, oldest first: `{"attempt":1,"error":"boom","at":1800000000123},{...}`
+//! (`at` in ms since the epoch), so a script appends an entry by concatenation, without parsing
+//! JSON. Every entry starts with `{"attempt":`, which cannot occur inside an error text (its
+//! quotes are escaped), so entries are counted by that pattern. Version 1 (eight sections, no
+//! history) is not read.
 
 use std::sync::Arc;
 
@@ -27,12 +34,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::job::{Backoff, JobId, JobRecord, JobStatus, Json, NewJob};
+use crate::job::{Backoff, FailedAttempt, JobId, JobRecord, JobStatus, Json, NewJob};
 
-const VERSION: u8 = 1;
-const HEADER_LEN: usize = 92;
+const VERSION: u8 = 2;
+const SECTIONS: usize = 9;
 const LENGTHS_AT: usize = 60;
+const HEADER_LEN: usize = LENGTHS_AT + 4 * SECTIONS;
 const FLAG_CANCEL: u8 = 1;
+/// The index of the history section.
+const HISTORY: usize = 8;
+/// How every entry of the history section starts.
+const ENTRY_START: &[u8] = b"{\"attempt\":";
 
 /// A stored value that is not a job record of this format.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +61,16 @@ struct DataOut<'a> {
     timeout_ms: u64,
     #[serde(skip_serializing_if = "<[JobId]>::is_empty")]
     depends_on: &'a [JobId],
+}
+
+/// An entry of the history section.
+#[derive(Serialize, Deserialize)]
+struct StoredAttempt<'a> {
+    attempt: u32,
+    #[serde(borrow)]
+    error: std::borrow::Cow<'a, str>,
+    /// Milliseconds since the epoch.
+    at: i64,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +109,7 @@ pub fn encode_new(job: &NewJob, now: DateTime<Utc>) -> Vec<u8> {
             job.queue.as_bytes(),
             job.idempotency_key.as_deref().unwrap_or("").as_bytes(),
             &data,
+            b"",
             b"",
             b"",
             b"",
@@ -153,6 +176,8 @@ pub struct Ending<'a> {
     pub now: DateTime<Utc>,
     /// When to run again (a retry), replacing the stored `run_at`.
     pub run_at: Option<DateTime<Utc>>,
+    /// Why the attempt did not succeed (`None`: it succeeded): entered in the history, and the
+    /// job's error when `status` is terminal.
     pub error: Option<&'a str>,
     pub result: Option<&'a str>,
     /// A cancel was requested while the attempt ran (kept on the record, as it was asked).
@@ -160,7 +185,8 @@ pub struct Ending<'a> {
 }
 
 /// The record that replaces `stored` (the job's record while `attempt` ran) when the attempt
-/// ends: the attempt counted, its start, worker and end, and the outcome.
+/// ends: the attempt counted, its start, worker and end, and the outcome (an attempt that did
+/// not succeed is appended to the history; the error is kept only when the job is terminal).
 pub fn ended(
     id: JobId,
     stored: &[u8],
@@ -183,8 +209,19 @@ pub fn ended(
     if let Some(at) = ending.run_at {
         put_f64(&mut header, RUN_AT, ms(at));
     }
-    let error = ending.error.map_or(sections[5], str::as_bytes);
+    let error = match ending.error {
+        Some(error) if ending.status.is_terminal() => error.as_bytes(),
+        _ => b"",
+    };
     let result = ending.result.map_or(sections[6], str::as_bytes);
+    let appended;
+    let history = match ending.error {
+        Some(error) => {
+            appended = append_history(sections[HISTORY], attempts as u32, error, ending.now);
+            &appended[..]
+        }
+        None => sections[HISTORY],
+    };
     Ok(assemble(
         &header,
         [
@@ -196,8 +233,57 @@ pub fn ended(
             error,
             result,
             sections[7],
+            history,
         ],
     ))
+}
+
+/// The history section `history` with attempt `attempt` appended, ended at `at` for `error`
+/// (cut to [`FailedAttempt::MAX_ERROR_BYTES`]); beyond [`JobRecord::MAX_HISTORY`] entries
+/// (counted only when the attempt number allows as many) the oldest are dropped, as
+/// `lua/lib.lua` does.
+fn append_history(history: &[u8], attempt: u32, error: &str, at: DateTime<Utc>) -> Vec<u8> {
+    let entry = StoredAttempt {
+        attempt,
+        error: FailedAttempt::cut(error).into(),
+        at: at.timestamp_millis(),
+    };
+    let mut out = Vec::with_capacity(history.len() + entry.error.len() + 64);
+    out.extend_from_slice(history);
+    if !out.is_empty() {
+        out.push(b',');
+    }
+    serde_json::to_writer(&mut out, &entry).expect("an entry serialises");
+    if attempt as usize > JobRecord::MAX_HISTORY {
+        let starts: Vec<usize> = out
+            .windows(ENTRY_START.len())
+            .enumerate()
+            .filter(|(_, w)| *w == ENTRY_START)
+            .map(|(at, _)| at)
+            .collect();
+        if starts.len() > JobRecord::MAX_HISTORY {
+            out.drain(..starts[starts.len() - JobRecord::MAX_HISTORY]);
+        }
+    }
+    out
+}
+
+/// The entries of a history section.
+fn decode_history(id: JobId, history: &[u8]) -> Result<Vec<FailedAttempt>, RecordError> {
+    if history.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fail = || RecordError { id, why: "invalid history".to_owned() };
+    let text = std::str::from_utf8(history).map_err(|_| fail())?;
+    let list = format!("[{text}]");
+    let entries: Vec<StoredAttempt<'_>> = serde_json::from_str(&list).map_err(|_| fail())?;
+    entries
+        .into_iter()
+        .map(|e| {
+            let at = DateTime::from_timestamp_millis(e.at).ok_or_else(fail)?;
+            Ok(FailedAttempt { attempt: e.attempt, error: e.error.into_owned(), at })
+        })
+        .collect()
 }
 
 /// Byte offsets of the header's time fields.
@@ -213,7 +299,7 @@ fn put_f64(header: &mut [u8; LENGTHS_AT], at: usize, value: f64) {
 }
 
 /// The header followed by the section lengths and the sections.
-fn assemble(header: &[u8; LENGTHS_AT], sections: [&[u8]; 8]) -> Vec<u8> {
+fn assemble(header: &[u8; LENGTHS_AT], sections: [&[u8]; SECTIONS]) -> Vec<u8> {
     let len = HEADER_LEN + sections.iter().map(|s| s.len()).sum::<usize>();
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(header);
@@ -226,19 +312,20 @@ fn assemble(header: &[u8; LENGTHS_AT], sections: [&[u8]; 8]) -> Vec<u8> {
     out
 }
 
-/// The eight sections of a stored record.
-fn sections(id: JobId, bytes: &[u8]) -> Result<[&[u8]; 8], RecordError> {
+/// The sections of a stored record.
+fn sections(id: JobId, bytes: &[u8]) -> Result<[&[u8]; SECTIONS], RecordError> {
     let fail = |why: &str| RecordError { id, why: why.to_owned() };
     if bytes.len() < HEADER_LEN || bytes[0] != VERSION {
         return Err(fail("not a job record of this version"));
     }
-    let mut sections = [&bytes[0..0]; 8];
+    let mut sections = [&bytes[0..0]; SECTIONS];
     let mut at = HEADER_LEN;
     for (i, section) in sections.iter_mut().enumerate() {
         let l = LENGTHS_AT + 4 * i;
         let len = u32::from_be_bytes(bytes[l..l + 4].try_into().expect("4 bytes")) as usize;
-        *section = bytes.get(at..at + len).ok_or_else(|| fail("truncated"))?;
-        at += len;
+        let end = at.checked_add(len).ok_or_else(|| fail("truncated"))?;
+        *section = bytes.get(at..end).ok_or_else(|| fail("truncated"))?;
+        at = end;
     }
     Ok(sections)
 }
@@ -280,6 +367,7 @@ pub fn decode(id: JobId, bytes: &[u8]) -> Result<JobRecord, RecordError> {
         finished_at: time(f64_at(FINISHED)),
         result: json(6)?,
         error: optional(5)?.map(str::to_owned),
+        history: decode_history(id, sections[HISTORY])?,
         cancel_requested: bytes[2] & FLAG_CANCEL != 0,
         worker: optional(4)?.map(Into::into),
         progress: json(7)?,
@@ -377,6 +465,76 @@ mod tests {
         assert_eq!(done.idempotency_key.as_deref(), Some("k-1"));
     }
 
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+    }
+
+    /// Ends the attempt running on `stored` (its job's record) at `at(ms)` as `status`, with
+    /// `error` (`None`: success).
+    fn end(id: JobId, stored: &[u8], ms: i64, status: JobStatus, error: Option<&str>) -> Vec<u8> {
+        let run = format!("7|{}|host/w0", at(ms - 1).timestamp_millis());
+        let attempt = Attempt::parse(run.as_bytes()).unwrap();
+        let result = (status == JobStatus::Succeeded).then_some("1");
+        let ending =
+            Ending { status, now: at(ms), run_at: None, error, result, cancel_requested: false };
+        ended(id, stored, &attempt, ending).unwrap()
+    }
+
+    #[test]
+    fn failed_attempts_enter_the_history_and_the_error_is_the_final_outcome() {
+        let job = job();
+        let new = encode_new(&job, at(0));
+        assert!(decode(job.id, &new).unwrap().history.is_empty());
+        let tricky = r#"boom, {"attempt":9,"error":"x"} "quoted" \ é"#;
+        let retried = end(job.id, &new, 10, JobStatus::Queued, Some(tricky));
+        let record = decode(job.id, &retried).unwrap();
+        assert_eq!((record.status, record.error.as_deref()), (JobStatus::Queued, None));
+        assert_eq!(record.history, vec![FailedAttempt::new(1, tricky, at(10))]);
+        let failed = end(job.id, &retried, 20, JobStatus::Failed, Some("again"));
+        let record = decode(job.id, &failed).unwrap();
+        assert_eq!((record.status, record.error.as_deref()), (JobStatus::Failed, Some("again")));
+        let expected =
+            vec![FailedAttempt::new(1, tricky, at(10)), FailedAttempt::new(2, "again", at(20))];
+        assert_eq!(record.history, expected);
+        // A success after the retry: no error, the failure stays in the history.
+        let succeeded = end(job.id, &retried, 30, JobStatus::Succeeded, None);
+        let record = decode(job.id, &succeeded).unwrap();
+        assert_eq!((record.status, record.error.as_deref()), (JobStatus::Succeeded, None));
+        assert_eq!(record.history, vec![FailedAttempt::new(1, tricky, at(10))]);
+        assert_eq!(record.result.unwrap().get(), "1");
+    }
+
+    #[test]
+    fn the_history_keeps_the_latest_entries_and_cuts_long_errors() {
+        let mut job = job();
+        job.max_attempts = 200;
+        let mut stored = encode_new(&job, at(0));
+        let long = "€".repeat(FailedAttempt::MAX_ERROR_BYTES);
+        for n in 1..=JobRecord::MAX_HISTORY as i64 + 3 {
+            stored = end(job.id, &stored, n, JobStatus::Queued, Some(&long));
+        }
+        let record = decode(job.id, &stored).unwrap();
+        assert_eq!(record.attempts, JobRecord::MAX_HISTORY as u32 + 3);
+        assert_eq!(record.history.len(), JobRecord::MAX_HISTORY);
+        assert_eq!(record.history[0].attempt, 4);
+        assert_eq!(record.history[0].at, at(4));
+        let last = record.history.last().unwrap();
+        assert_eq!(last.attempt, JobRecord::MAX_HISTORY as u32 + 3);
+        assert_eq!(last.error, "€".repeat(FailedAttempt::MAX_ERROR_BYTES / 3), "cut on a char");
+    }
+
+    #[test]
+    fn the_history_section_is_the_text_the_scripts_append_to() {
+        let job = job();
+        let stored = end(job.id, &encode_new(&job, at(0)), 123, JobStatus::Queued, Some("a\"b"));
+        let stored = end(job.id, &stored, 456, JobStatus::Failed, Some("lease expired"));
+        let history = sections(job.id, &stored).unwrap()[HISTORY];
+        assert_eq!(
+            std::str::from_utf8(history).unwrap(),
+            r#"{"attempt":1,"error":"a\"b","at":1800000000123},{"attempt":2,"error":"lease expired","at":1800000000456}"#
+        );
+    }
+
     #[test]
     fn foreign_or_truncated_bytes_are_an_error_not_a_panic() {
         let id = JobId::new();
@@ -387,5 +545,32 @@ mod tests {
         assert!(decode(id, &bytes).is_err());
         bytes[1] = 42;
         assert!(decode(id, &bytes).is_err());
+
+        let job = job();
+        let good = end(job.id, &encode_new(&job, at(0)), 5, JobStatus::Queued, Some("boom"));
+        assert_eq!(decode(job.id, &good).unwrap().history.len(), 1);
+        for len in 0..good.len() {
+            assert!(decode(job.id, &good[..len]).is_err(), "cut to {len} bytes");
+        }
+        // A record of the first version (eight sections, no history).
+        let mut old = good.clone();
+        old[0] = 1;
+        assert!(decode(job.id, &old).is_err());
+        // Lengths past the end, and a history that is not the entries' JSON.
+        for section in 0..SECTIONS {
+            let mut huge = good.clone();
+            let l = LENGTHS_AT + 4 * section;
+            huge[l..l + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+            assert!(decode(job.id, &huge).is_err(), "section {section}");
+        }
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() = b']';
+        assert!(decode(job.id, &bad).is_err());
+        let mut bad = good.clone();
+        bad.extend_from_slice(b",{}");
+        let l = LENGTHS_AT + 4 * HISTORY;
+        let len = u32::from_be_bytes(bad[l..l + 4].try_into().unwrap()) + 3;
+        bad[l..l + 4].copy_from_slice(&len.to_be_bytes());
+        assert!(decode(job.id, &bad).is_err());
     }
 }

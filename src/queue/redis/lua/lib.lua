@@ -4,9 +4,11 @@
 -- KEYS[1] is the base of every queue key, `<prefix>:{q}:`. It names the hash-tag slot; every
 -- other key is built from it here, mirroring src/redis/keys.rs.
 --
--- A job record is one string: a fixed big-endian header (HDR) followed by eight sections whose
+-- A job record is one string: a fixed big-endian header (HDR) followed by nine sections whose
 -- lengths end the header: kind, queue, idempotency key, data (JSON that only Rust reads),
--- worker, error, result, progress (src/queue/redis/record.rs is the Rust side of the format).
+-- worker, error, result, progress, history (src/queue/redis/record.rs is the Rust side of the
+-- format, version 2). The history holds the attempts that ended without success as JSON
+-- objects separated by commas, without brackets, oldest first (see `add_failure`).
 -- A stored record is `waiting`, `scheduled`, `queued` or terminal. A running job keeps its
 -- `queued` record untouched: its attempt lives in the `run` hash (`<token>|<started>|<worker>`),
 -- with its cancel request in the `cx` set and its progress in the `prog` hash, until the
@@ -18,8 +20,9 @@
 -- one command per key. Time is the caller's (ARGV), in milliseconds since the epoch.
 
 local B = KEYS[1]
-local HDR = '>BBBBHHhHddddddI4I4I4I4I4I4I4I4'
-local HDR_LEN = 92
+local HDR = '>BBBBHHhHddddddI4I4I4I4I4I4I4I4I4'
+local HDR_LEN = 96
+local VERSION = 2
 local WAITING, SCHEDULED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3, 4, 5, 6
 local STATUS = { [0] = 'waiting', 'scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled' }
 -- The record's flags: bit 0, a cancel was requested while it ran.
@@ -78,11 +81,11 @@ local function listing_key(queue, st) return named('ls:' .. STATUS[st] .. ':', q
 -- Records --------------------------------------------------------------------------------------
 
 local function decode(id, v)
-  local _, st, fl, _, a, m, pr, pend, tok, c, u, s, f, ra, lk, lq, li, ld, lw, le, lr, lp =
+  local _, st, fl, _, a, m, pr, pend, tok, c, u, s, f, ra, lk, lq, li, ld, lw, le, lr, lp, lh =
     struct.unpack(HDR, v)
   return { id = id, v = v, st = st, fl = fl, a = a, m = m, pr = pr, pend = pend, tok = tok,
     c = c, u = u, s = s, f = f, ra = ra, lk = lk, lq = lq, li = li, ld = ld, lw = lw, le = le,
-    lr = lr, lp = lp }
+    lr = lr, lp = lp, lh = lh }
 end
 
 local function kind_of(j)
@@ -109,8 +112,15 @@ local function idem_of(j)
   return string.sub(j.v, o + 1, o + j.li)
 end
 
+-- The history section of a record as stored (or as this call changed it).
+local function history_of(j)
+  if j.h then return j.h end
+  local o = HDR_LEN + j.lk + j.lq + j.li + j.ld + j.lw + j.le + j.lr + j.lp
+  return string.sub(j.v, o + 1, o + j.lh)
+end
+
 -- The record as stored: the header rebuilt, the immutable sections copied, the mutable ones
--- (w, e, r, p when a script set them) replaced.
+-- (w, e, r, p, h when a script set them) replaced.
 local function encode(j)
   local v = j.v
   local fixed = HDR_LEN + j.lk + j.lq + j.li + j.ld
@@ -122,8 +132,37 @@ local function encode(j)
   local r = j.r or string.sub(v, o + 1, o + j.lr)
   o = o + j.lr
   local p = j.p or string.sub(v, o + 1, o + j.lp)
-  return struct.pack(HDR, 1, j.st, j.fl, 0, j.a, j.m, j.pr, j.pend, 0, j.c, j.u, j.s, j.f,
-    j.ra, j.lk, j.lq, j.li, j.ld, #w, #e, #r, #p) .. string.sub(v, HDR_LEN + 1, fixed) .. w .. e .. r .. p
+  o = o + j.lp
+  local h = j.h or string.sub(v, o + 1, o + j.lh)
+  return struct.pack(HDR, VERSION, j.st, j.fl, 0, j.a, j.m, j.pr, j.pend, 0, j.c, j.u, j.s, j.f,
+    j.ra, j.lk, j.lq, j.li, j.ld, #w, #e, #r, #p, #h) .. string.sub(v, HDR_LEN + 1, fixed) ..
+    w .. e .. r .. p .. h
+end
+
+-- The most entries a history keeps (the latest), as JobRecord::MAX_HISTORY.
+local HISTORY_MAX = 100
+-- How every history entry starts; never inside an error text, whose quotes are escaped.
+local ENTRY_START = '{"attempt":'
+
+-- Appends attempt number `attempt` of `j`, ended now without success for `err`, to its history
+-- (j.h). `err` is one of the scripts' fixed texts, which need no JSON escaping. Entries are
+-- counted, and the oldest dropped beyond HISTORY_MAX, only when the attempt number allows that
+-- many.
+local function add_failure(j, attempt, err)
+  local entry = ENTRY_START .. attempt .. ',"error":"' .. err .. '","at":' .. NOW_TEXT .. '}'
+  local h = history_of(j)
+  if h == '' then h = entry else h = h .. ',' .. entry end
+  if attempt > HISTORY_MAX then
+    local starts, at = {}, 1
+    while true do
+      local found = string.find(h, ENTRY_START, at, true)
+      if not found then break end
+      starts[#starts + 1] = found
+      at = found + #ENTRY_START
+    end
+    if #starts > HISTORY_MAX then h = string.sub(h, starts[#starts - HISTORY_MAX + 1]) end
+  end
+  j.h = h
 end
 
 -- The unit of work: records read in this call (by id) and those to write back.
@@ -222,8 +261,8 @@ end
 local function commit()
   for id, j in pairs(dirty) do
     j.v = encode(j)
-    j.w, j.e, j.r, j.p = nil, nil, nil, nil
-    j.lw, j.le, j.lr, j.lp = struct.unpack('>I4I4I4I4', j.v, 77)
+    j.w, j.e, j.r, j.p, j.h = nil, nil, nil, nil, nil
+    j.lw, j.le, j.lr, j.lp, j.lh = struct.unpack('>I4I4I4I4I4', j.v, 77)
     writes[#writes + 1] = job_key(id)
     writes[#writes + 1] = j.v
   end

@@ -1,6 +1,7 @@
 -- reap: ends the attempts whose lease expired (their worker stopped renewing: it died or was
 -- cut off). The job goes back to `queued` with the attempt counted; with no attempts left it
--- ends `failed` ('lease expired'); a job whose cancel was requested ends `cancelled`. Any
+-- ends `failed` ('lease expired'); a job whose cancel was requested ends `cancelled`. Either
+-- way the attempt enters the job's history, and the job's error is set only when it ends. Any
 -- instance may run it, several at once: each expired lease is handled by exactly one call.
 --
 -- ARGV[1]   now (ms)
@@ -30,12 +31,13 @@ for _, token in ipairs(tokens) do
           j.e, j.fl = 'cancelled (lease expired)', FLAG_CANCEL
           stop_running(j, run[n], CANCELLED, now, true, progress[n])
         elseif j.a + 1 < j.m then
-          j.e = 'lease expired'
+          j.e = ''
           stop_running(j, run[n], QUEUED, now, true, progress[n])
         else
           j.e = 'lease expired'
           stop_running(j, run[n], FAILED, now, true, progress[n])
         end
+        add_failure(j, j.a, cancel[n] and 'cancelled (lease expired)' or 'lease expired')
         ended[#ended + 1] = id
       end
     end

@@ -9,7 +9,8 @@
 -- ARGV[3..] the lease tokens the instance holds
 --
 -- The jobs go back to `queued` with no attempt counted (their records never changed); one
--- whose cancel was requested meanwhile ends `cancelled`. Safe to retry.
+-- whose cancel was requested meanwhile ends `cancelled`, its attempt (not counted either) in
+-- its history under the number it was claimed as. Safe to retry.
 -- Returns {recovered count, {ready count, earliest due (0: none), finished ids...}}.
 
 local now, prefix = tonumber(ARGV[1]), ARGV[2]
@@ -38,6 +39,7 @@ for _, id in ipairs(lost) do
   local j = load(id)
   if j and j.st == QUEUED then
     if cancels[id] then
+      -- Never run either: ended like a cancelled queued job, with no attempt in its history.
       j.e, j.fl = 'cancelled', FLAG_CANCEL
       stop_running(j, runs[id], CANCELLED, now, false, nil)
     else

@@ -1,5 +1,6 @@
--- release: hands running jobs back (graceful shutdown) without counting their attempt; a job
--- whose cancel was requested ends `cancelled` instead, since running it again would be wasted.
+-- release: hands running jobs back (graceful shutdown) without counting their attempt (nor
+-- entering it in the history); a job whose cancel was requested ends `cancelled` instead, since
+-- running it again would be wasted, its attempt counted and in its history.
 --
 -- ARGV[1]   now (ms)
 -- then, per attempt: id, lease token
@@ -23,6 +24,7 @@ for n, id in ipairs(ids) do
     if cancel[n] then
       j.e, j.fl = 'cancelled', FLAG_CANCEL
       stop_running(j, run[n], CANCELLED, now, true, progress[n])
+      add_failure(j, j.a, 'cancelled')
     else
       stop_running(j, run[n], QUEUED, now, false, progress[n])
     end
