@@ -78,6 +78,10 @@ impl Default for QueueLimits {
 /// ([`Changes::more`]) and is called again at once.
 pub const STEP_LIMIT: usize = 250;
 
+/// Most jobs one listing call reads while filtering, in every backend: a page whose filter
+/// matches few jobs stops there and comes back short (even empty) with a cursor to go on from.
+pub const LIST_EXAMINE: usize = 5_000;
+
 /// Which worker slots ask for jobs: one job is claimed per name, so `workers.len()` is the
 /// most this call returns. Only jobs of `kinds` (those this instance has handlers for) are
 /// claimed: a job is never handed to an instance that cannot run it.

@@ -631,6 +631,32 @@ async fn stats_count_per_queue_and_state(q: &dyn QueueBackend) {
     assert_eq!((stats["default"].running, stats["default"].succeeded), (0, 1));
 }
 
+/// A filtered listing reads a bounded number of jobs per call: when few jobs match, a page may
+/// come back short (even empty) with a cursor, and following the cursors finds every match.
+async fn a_filtered_listing_reads_a_bounded_number_of_jobs(q: &dyn QueueBackend) {
+    let rare = submit(q, JobSpec::new("rare"), t(0)).await;
+    let common = jobyard::queue::LIST_EXAMINE + 10;
+    for chunk in 0..common.div_ceil(1_000) {
+        let n = (common - chunk * 1_000).min(1_000);
+        q.submit(plan_batch(vec![noop(); n], t(1)), t(1)).await.unwrap();
+    }
+    let mut query = ListQuery { kind: Some("rare".into()), limit: 10, ..ListQuery::default() };
+    let first = q.list(&query).await.unwrap();
+    assert!(first.jobs.is_empty(), "the one match lies beyond what one call reads");
+    assert!(first.next_cursor.is_some(), "a short page says where to go on");
+    let mut found = Vec::new();
+    let mut pages = 1;
+    query.cursor = first.next_cursor;
+    while query.cursor.is_some() {
+        let page = q.list(&query).await.unwrap();
+        found.extend(page.jobs.iter().map(|j| j.id));
+        query.cursor = page.next_cursor;
+        pages += 1;
+        assert!(pages < 10, "the cursors go on");
+    }
+    assert_eq!(found, vec![rare]);
+}
+
 /// Listings: newest first, paged by cursor, filtered by status, kind and queue.
 async fn listings_page_and_filter(q: &dyn QueueBackend) {
     let mut ids = Vec::new();
@@ -946,5 +972,6 @@ suite!(
     retention_removes_terminal_jobs,
     stats_count_per_queue_and_state,
     listings_page_and_filter,
+    a_filtered_listing_reads_a_bounded_number_of_jobs,
     schedules_are_stored,
 );

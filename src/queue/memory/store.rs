@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
 use crate::queue::{
     CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Outcome,
-    Page, QueueError, QueueLimits, QueueStats, StateCounts, SubmitResult, Submitted, STEP_LIMIT,
+    Page, QueueError, QueueLimits, QueueStats, StateCounts, SubmitResult, Submitted, LIST_EXAMINE,
+    STEP_LIMIT,
 };
 use crate::schedule::{Fire, Schedule};
 
@@ -401,7 +402,12 @@ impl Store {
         let limit = query.limit.max(1);
         let mut jobs = Vec::with_capacity(limit.min(1024));
         let mut next_cursor = None;
-        for (&seq, id) in self.order.range(..before).rev() {
+        for (examined, (&seq, id)) in self.order.range(..before).rev().enumerate() {
+            if examined == LIST_EXAMINE {
+                // Bounded, however few jobs match: the next page starts at this job.
+                next_cursor = Some((seq + 1).to_string());
+                break;
+            }
             let record = &self.jobs[id].record;
             let matches = query.status.is_none_or(|s| s == record.status)
                 && query.kind.as_deref().is_none_or(|k| k == &*record.kind)

@@ -11,10 +11,7 @@ use ::redis::Value;
 
 use super::{reply, RedisQueue};
 use crate::job::{JobId, JobRecord, JobStatus};
-use crate::queue::{ListQuery, Page, QueueError};
-
-/// Most jobs one page reads while filtering.
-const EXAMINE: usize = 5_000;
+use crate::queue::{ListQuery, Page, QueueError, LIST_EXAMINE as EXAMINE};
 /// Ids read from the indexes per round trip.
 const CHUNK: usize = 500;
 
