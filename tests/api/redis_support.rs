@@ -58,6 +58,18 @@ impl TestRedis {
         self.dir.path().join("redis.log")
     }
 
+    /// The server's directory (its log, and its append-only files when durable).
+    #[allow(dead_code)] // the chaos harness's, not the API tests'
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The pid of the running server, if one runs.
+    #[allow(dead_code)] // the chaos harness's, not the API tests'
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (SIGKILL) and waits for it to be gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
