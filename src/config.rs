@@ -133,6 +133,10 @@ pub struct Config {
     pub queue_timeout: Duration,
     /// Jobs this instance runs at once.
     pub concurrency: usize,
+    /// Threads that run handlers (the runtime's own work runs apart from them).
+    pub worker_threads: usize,
+    /// A handler polled for longer than this at once holds its thread: logged and counted.
+    pub blocking_threshold: Duration,
     /// Lease of a running job; renewed every third of it.
     pub lease: Duration,
     /// How long shutdown waits for running attempts before handing them back.
@@ -159,6 +163,11 @@ pub struct Config {
     pub cache_compress_min_bytes: usize,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+}
+
+/// The cores this process may use: the default number of handler threads.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for Config {
@@ -292,6 +301,14 @@ impl Config {
                 50..=60_000,
             )?),
             concurrency: number(&var, "JOBYARD_CONCURRENCY", 16, 1..=100_000)? as usize,
+            worker_threads: number(&var, "JOBYARD_WORKER_THREADS", cores() as u64, 1..=1_024)?
+                as usize,
+            blocking_threshold: Duration::from_millis(number(
+                &var,
+                "JOBYARD_BLOCKING_THRESHOLD_MS",
+                100,
+                1..=3_600_000,
+            )?),
             lease,
             shutdown_grace: Duration::from_millis(number(
                 &var,
@@ -428,6 +445,8 @@ mod tests {
         assert_eq!(c.queue_backend, QueueBackendKind::Memory);
         assert_eq!(c.cache_backend, CacheBackendKind::Memory);
         assert_eq!(c.concurrency, 16);
+        assert_eq!(c.worker_threads, cores());
+        assert_eq!(c.blocking_threshold, Duration::from_millis(100));
         assert_eq!(c.lease, Duration::from_secs(30));
         assert_eq!(c.retention, Duration::from_secs(86_400));
         assert_eq!(c.queue_timeout, Duration::from_millis(500));

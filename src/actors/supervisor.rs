@@ -70,6 +70,8 @@ impl RuntimeSupervisor {
             extensions,
             shared: backend_shared,
             max_result_bytes: config.max_result_bytes,
+            threads: config.worker_threads,
+            blocking_threshold: config.blocking_threshold,
         };
         let (pool_queue, pool_registry) = (queue.clone(), registry.clone());
         let pool = resilient::start(move |_| WorkerPool::new(pool_queue, pool_registry, settings));

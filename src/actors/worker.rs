@@ -1,34 +1,34 @@
 //! The worker pool: runs up to `concurrency` attempts at once on this instance.
 //!
-//! Each attempt is its own task on the pool's thread, under a timeout, with a cancellation
-//! token and a progress sink; a panic is caught and becomes a failed attempt, so no handler can
-//! take the pool down. Finished attempts are batched: every completion that arrives while the
-//! pool is busy goes to the queue in one `Complete`, followed by one `Dequeue` for the freed
-//! slots. Leases of all running attempts are renewed together, every third of the lease.
+//! The pool itself lives on the runtime's thread and keeps the books: claims, leases, cancels,
+//! completions. The attempts run on its [`Executors`], the handler threads, each as its own
+//! task under a timeout, with a cancellation token and a progress sink; a panic is caught and
+//! becomes a failed attempt, so no handler can take the pool down, and no handler's CPU work
+//! can delay a lease renewal or a cancel. Finished attempts are batched: every completion that
+//! arrives while the pool is busy goes to the queue in one `Complete`, followed by one
+//! `Dequeue` for the freed slots. Leases of all running attempts are renewed together, every
+//! third of the lease.
 
-use std::collections::{HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use futures_util::FutureExt;
+use futures_util::future::AbortHandle;
 use tokio::sync::oneshot;
-use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::job::spec::MAX_DELAY_MS;
 use crate::job::{Extensions, JobContext, JobError, JobId, JobRecord, Json, Registry};
 use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
 use crate::telemetry::Escaped;
 
+use super::executor::{AttemptsEnded, Ending, Executors, Start};
 use super::queue::{
     CancelRunning, Complete, Dequeue, JobsReady, QueueActor, Release, Renew, ReportProgress,
     WaitForWork,
 };
-use super::resilient::panic_text;
 
 /// How often an idle pool looks for work even without being told: a safety net for wake-ups
 /// missed while a fetch failed. On a shared backend the pool also waits for other instances'
@@ -38,21 +38,6 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const WORK_WAIT: Duration = Duration::from_secs(1);
 /// How long the pool waits before trying again after the queue failed it.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
-
-/// How an attempt's task ended.
-enum Ending {
-    Returned(Result<Json, JobError>),
-    Panicked(String),
-    TimedOut,
-}
-
-/// Sent by an attempt's task when it ends.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct AttemptEnded {
-    lease: LeaseRef,
-    ending: Ending,
-}
 
 /// Send the batched completions to the queue.
 #[derive(Message)]
@@ -73,10 +58,15 @@ pub struct Drain {
 pub struct GetPoolStats;
 
 /// Busy and total worker slots.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PoolStats {
     pub busy: usize,
     pub total: usize,
+    /// Threads that run handlers.
+    pub threads: usize,
+    /// Attempts seen holding their thread longer than the blocking threshold, per kind, since
+    /// the start.
+    pub blocking: BTreeMap<String, u64>,
 }
 
 /// Settings of a pool.
@@ -93,6 +83,10 @@ pub struct PoolSettings {
     pub shared: bool,
     /// The largest result or progress report a job may store, in bytes.
     pub max_result_bytes: usize,
+    /// Threads that run handlers.
+    pub threads: usize,
+    /// A handler polled longer than this at once holds its thread: logged, counted.
+    pub blocking_threshold: Duration,
 }
 
 /// One running attempt.
@@ -106,12 +100,13 @@ struct Running {
     timeout_ms: u64,
     cancel: CancellationToken,
     abort: AbortHandle,
+    /// The executor thread it runs on.
+    thread: usize,
 }
 
 /// The worker pool actor.
 pub struct WorkerPool {
     queue: Addr<QueueActor>,
-    registry: Arc<Registry>,
     /// The kinds this instance can run: its claims take no other.
     kinds: Arc<[Arc<str>]>,
     settings: PoolSettings,
@@ -133,15 +128,21 @@ pub struct WorkerPool {
     waiting: bool,
     /// A retry of completions the queue failed to record is planned.
     retry_planned: bool,
+    executors: Executors,
+    /// Attempts seen holding their thread, per kind.
+    blocking: BTreeMap<String, u64>,
 }
 
 impl WorkerPool {
     pub fn new(queue: Addr<QueueActor>, registry: Arc<Registry>, settings: PoolSettings) -> Self {
         let free = slot_names(&settings).collect();
+        let kinds = registry.kinds();
+        let executors = Executors::start(settings.threads, registry, settings.blocking_threshold);
         WorkerPool {
+            executors,
+            blocking: BTreeMap::new(),
             queue,
-            kinds: registry.kinds(),
-            registry,
+            kinds,
             settings,
             free,
             running: HashMap::new(),
@@ -211,9 +212,11 @@ impl WorkerPool {
                     }
                     Ok(Ok(jobs)) => {
                         let full = jobs.len() == asked;
+                        act.executors.look();
                         for job in jobs {
                             act.start(job, ctx);
                         }
+                        act.dispatch(ctx);
                         act.early_cancels.clear();
                         if full || act.refetch {
                             act.fetch(ctx);
@@ -231,7 +234,39 @@ impl WorkerPool {
             .spawn(ctx);
     }
 
-    /// Starts one claimed attempt as its own task.
+    /// Hands the attempts planned by [`WorkerPool::start`] to their threads. Attempts whose
+    /// thread is gone (only while the runtime stops) go back to the queue.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let undelivered = self.executors.dispatch(&ctx.address().recipient());
+        if undelivered.is_empty() {
+            return;
+        }
+        for lease in &undelivered {
+            if let Some(run) = self.running.remove(&lease.id) {
+                self.free.push(run.slot);
+            }
+        }
+        tracing::warn!(count = undelivered.len(), "handler threads gone; jobs handed back");
+        self.queue.do_send(Release(undelivered));
+        self.signal_if_drained();
+    }
+
+    /// Logs and counts handlers that hold their thread (each attempt once).
+    fn check_blocking(&mut self) {
+        for blocking in self.executors.blocking() {
+            tracing::warn!(
+                job_id = %blocking.job,
+                kind = %blocking.kind,
+                held_ms = blocking.held.as_millis() as u64,
+                "a handler has held its thread for over {} ms: other jobs on that thread wait \
+                 (move CPU work or blocking calls to spawn_blocking)",
+                self.settings.blocking_threshold.as_millis()
+            );
+            *self.blocking.entry(blocking.kind.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Plans one claimed attempt on a handler thread (handed over by [`WorkerPool::dispatch`]).
     fn start(&mut self, claimed: Claimed, ctx: &mut Context<Self>) {
         let Claimed { record, lease } = claimed;
         let JobRecord {
@@ -264,31 +299,17 @@ impl WorkerPool {
         });
         let job_ctx = JobContext::new(id, attempts, max_attempts, cancel.clone(), progress)
             .with_extensions(self.settings.extensions.clone());
-        let run = self.registry.start(&kind, payload, job_ctx);
-        let pool = ctx.address();
-        let timeout = Duration::from_millis(timeout_ms);
-        let span = tracing::info_span!("job", job_id = %id, kind = %kind, attempt = attempts);
-        let task = actix_rt::spawn(
-            async move {
-                let ending = match run {
-                    None => Ending::Returned(Err(JobError::fatal(
-                        "no handler for this kind on this instance",
-                    ))),
-                    Some(run) => {
-                        match tokio::time::timeout(timeout, AssertUnwindSafe(run).catch_unwind())
-                            .await
-                        {
-                            Ok(Ok(result)) => Ending::Returned(result),
-                            Ok(Err(panic)) => Ending::Panicked(panic_text(&*panic).to_owned()),
-                            Err(_) => Ending::TimedOut,
-                        }
-                    }
-                };
-                pool.do_send(AttemptEnded { lease, ending });
-            }
-            .instrument(span),
-        );
-        tracing::debug!(job_id = %id, kind = %kind, attempt = attempts, "attempt started");
+        let (abort, registration) = AbortHandle::new_pair();
+        let thread = self.executors.assign(Start {
+            lease,
+            kind: kind.clone(),
+            payload,
+            ctx: job_ctx,
+            timeout: Duration::from_millis(timeout_ms),
+            span: tracing::info_span!("job", job_id = %id, kind = %kind, attempt = attempts),
+            abort: registration,
+        });
+        tracing::debug!(job_id = %id, kind = %kind, attempt = attempts, thread, "attempt started");
         self.running.insert(
             id,
             Running {
@@ -300,7 +321,8 @@ impl WorkerPool {
                 backoff,
                 timeout_ms,
                 cancel,
-                abort: task.abort_handle(),
+                abort,
+                thread,
             },
         );
         if cancel_requested || self.early_cancels.remove(&id) {
@@ -363,6 +385,7 @@ impl WorkerPool {
                 tracing::info!(job_id = %id, kind = %run.kind, "attempt {reason}")
             }
         }
+        self.executors.ended(run.thread);
         self.free.push(run.slot);
         self.pending.push(Completion { lease: run.lease, outcome });
         if !self.flush_queued {
@@ -446,6 +469,7 @@ impl WorkerPool {
             if let Some(run) = self.running.remove(&lease.id) {
                 tracing::warn!(job_id = %lease.id, "lease lost; attempt stopped");
                 run.abort.abort();
+                self.executors.ended(run.thread);
                 self.free.push(run.slot);
                 self.signal_if_drained();
             }
@@ -485,6 +509,8 @@ impl Actor for WorkerPool {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let renew_every = self.settings.lease / 3;
         ctx.run_interval(renew_every, |act, ctx| act.renew_leases(ctx));
+        let watch_every = (self.settings.blocking_threshold / 4).max(Duration::from_millis(5));
+        ctx.run_interval(watch_every, |act, _| act.check_blocking());
         let idle_poll = if self.settings.shared { IDLE_POLL * 5 } else { IDLE_POLL };
         ctx.run_interval(idle_poll, |act, ctx| act.fetch(ctx));
         // After a restart: completions not yet recorded, and attempts cancelled whose grace
@@ -521,6 +547,8 @@ impl Supervised for WorkerPool {
         self.early_cancels.clear();
         let busy: HashSet<&Arc<str>> = self.running.values().map(|r| &r.slot).collect();
         self.free = slot_names(&self.settings).filter(|slot| !busy.contains(slot)).collect();
+        let running = &self.running;
+        self.executors.recount(|thread| running.values().filter(|r| r.thread == thread).count());
     }
 }
 
@@ -536,17 +564,18 @@ impl Handler<JobsReady> for WorkerPool {
     }
 }
 
-impl Handler<AttemptEnded> for WorkerPool {
+impl Handler<AttemptsEnded> for WorkerPool {
     type Result = ();
-    fn handle(&mut self, msg: AttemptEnded, ctx: &mut Context<Self>) {
-        let ours =
-            self.running.get(&msg.lease.id).is_some_and(|r| r.lease.token == msg.lease.token);
-        if !ours {
-            return; // aborted after the cancel grace, or its lease was lost
-        }
-        if let Some(run) = self.running.remove(&msg.lease.id) {
-            let outcome = Self::outcome(&run, msg.ending, self.settings.max_result_bytes);
-            self.finish(run, outcome, ctx);
+    fn handle(&mut self, AttemptsEnded(ended): AttemptsEnded, ctx: &mut Context<Self>) {
+        for (lease, ending) in ended {
+            let ours = self.running.get(&lease.id).is_some_and(|r| r.lease.token == lease.token);
+            if !ours {
+                continue; // aborted after the cancel grace, or its lease was lost
+            }
+            if let Some(run) = self.running.remove(&lease.id) {
+                let outcome = Self::outcome(&run, ending, self.settings.max_result_bytes);
+                self.finish(run, outcome, ctx);
+            }
         }
     }
 }
@@ -608,7 +637,12 @@ impl Handler<CancelRunning> for WorkerPool {
 impl Handler<GetPoolStats> for WorkerPool {
     type Result = MessageResult<GetPoolStats>;
     fn handle(&mut self, _: GetPoolStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(PoolStats { busy: self.running.len(), total: self.settings.concurrency })
+        MessageResult(PoolStats {
+            busy: self.running.len(),
+            total: self.settings.concurrency,
+            threads: self.executors.len(),
+            blocking: self.blocking.clone(),
+        })
     }
 }
 
@@ -635,6 +669,7 @@ impl Handler<Drain> for WorkerPool {
                     tracing::info!(job_id = %run.lease.id, "attempt interrupted by shutdown; job handed back");
                     run.cancel.cancel();
                     run.abort.abort();
+                    act.executors.ended(run.thread);
                     act.free.push(run.slot);
                 }
                 let done = std::mem::take(&mut act.pending);

@@ -42,15 +42,25 @@ impl On {
 
     /// A server on this backend under `prefix`: servers with the same prefix share their jobs.
     pub async fn spawn_shared(&self, prefix: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
-        spawn_app_with(|c| {
-            if let On::Redis(redis) = self {
-                c.redis_url = Some(RedisUrl::parse(&redis.url()).expect("test URL"));
-                c.redis_prefix = prefix.to_owned();
-                c.queue_backend = QueueBackendKind::Redis;
-            }
-            adjust(c);
-        })
-        .await
+        let runtime = Runtime::builder().with_builtin_kinds();
+        self.spawn_runtime(prefix, adjust, runtime).await
+    }
+
+    /// A server on this backend under `prefix`, running `runtime` (with the test's own kinds).
+    pub async fn spawn_runtime(
+        &self,
+        prefix: &str,
+        adjust: impl FnOnce(&mut Config),
+        runtime: RuntimeBuilder,
+    ) -> TestApp {
+        let mut config = test_config();
+        if let On::Redis(redis) = self {
+            config.redis_url = Some(RedisUrl::parse(&redis.url()).expect("test URL"));
+            config.redis_prefix = prefix.to_owned();
+            config.queue_backend = QueueBackendKind::Redis;
+        }
+        adjust(&mut config);
+        spawn_app_from(config, runtime).await
     }
 }
 

@@ -8,6 +8,7 @@ mod cache_http;
 mod cache_redis;
 mod cli;
 mod errors;
+mod handler_threads;
 mod hostile;
 mod http_kind;
 mod instances;

@@ -1,0 +1,327 @@
+//! The threads that run handlers, apart from the runtime's own.
+//!
+//! The worker pool, the queue actor and the scheduler stay on the runtime's thread, where no
+//! handler can hold them: leases are renewed, cancels delivered and cron ticks fired on time
+//! whatever handlers do with their thread. Handlers run on [`Executors`]: one actix arbiter (a
+//! thread with its own single-threaded runtime) per core by default. A handler's future is
+//! built on the thread that runs it, so it need not be `Send`: only what starts it crosses
+//! threads ([`Start`]).
+//!
+//! Crossing threads costs tens of microseconds of wake-up, so it is paid per batch, not per
+//! job: the pool hands each thread the attempts of one claim in one message, and a thread
+//! reports the attempts that ended together in one message ([`AttemptsEnded`]) once the burst
+//! of work that ended them is over, or before it polls a handler known to hold its thread (so
+//! a CPU-bound handler does not delay the report of the attempts that ended before it).
+//!
+//! Each thread also notes which attempt it is polling and since when ([`Watch`]), so the pool
+//! can tell a handler that holds its thread (CPU work, blocking calls) and say so.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_rt::{Arbiter, ArbiterHandle};
+use futures_util::future::{AbortRegistration, Abortable};
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use super::resilient::panic_text;
+use crate::job::{JobContext, JobError, JobId, Json, Registry};
+use crate::queue::LeaseRef;
+
+/// How an attempt's task ended.
+pub enum Ending {
+    Returned(Result<Json, JobError>),
+    Panicked(String),
+    TimedOut,
+}
+
+/// Attempts that ended on one thread, reported together.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptsEnded(pub Vec<(LeaseRef, Ending)>);
+
+/// What a thread needs to run one attempt.
+pub struct Start {
+    pub lease: LeaseRef,
+    pub kind: Arc<str>,
+    pub payload: Json,
+    pub ctx: JobContext,
+    pub timeout: Duration,
+    pub span: tracing::Span,
+    /// Lets the pool drop the attempt's task (after the cancel grace, a lost lease, shutdown).
+    pub abort: AbortRegistration,
+}
+
+/// The handler threads of one worker pool.
+pub struct Executors {
+    threads: Vec<Thread>,
+    registry: Arc<Registry>,
+    /// A poll longer than this holds its thread.
+    threshold: Duration,
+}
+
+struct Thread {
+    arbiter: Arbiter,
+    watch: Arc<Watch>,
+    /// Attempts handed to this thread and not ended yet.
+    running: usize,
+    /// Attempts to hand over with the next [`Executors::dispatch`].
+    batch: Vec<Start>,
+    /// The last attempt reported as holding this thread (each is reported once).
+    reported: Option<JobId>,
+    /// Whether a handler held this thread at the last [`Executors::look`].
+    held: bool,
+}
+
+/// An attempt seen holding its thread longer than the threshold.
+pub struct Blocking {
+    pub job: JobId,
+    pub kind: Arc<str>,
+    pub held: Duration,
+}
+
+impl Executors {
+    /// Starts `count` threads (at least one), where a poll longer than `threshold` counts as
+    /// holding the thread. Must run inside an actix `System`.
+    pub fn start(count: usize, registry: Arc<Registry>, threshold: Duration) -> Self {
+        let threads = (0..count.max(1))
+            .map(|_| Thread {
+                arbiter: Arbiter::new(),
+                watch: Arc::default(),
+                running: 0,
+                batch: Vec::new(),
+                reported: None,
+                held: false,
+            })
+            .collect();
+        Executors { threads, registry, threshold }
+    }
+
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
+    }
+
+    /// Notes which threads a handler holds now, for the next assignments: once per claim,
+    /// not per job, as reading another thread's watch costs a cache miss.
+    pub fn look(&mut self) {
+        for thread in &mut self.threads {
+            thread.held = thread.watch.held(self.threshold);
+        }
+    }
+
+    /// Plans `start` on the thread with the fewest attempts, avoiding threads a handler held
+    /// at the last [`Executors::look`] (their tasks wait until it yields); returns that
+    /// thread's index.
+    pub fn assign(&mut self, start: Start) -> usize {
+        let (index, thread) = self
+            .threads
+            .iter_mut()
+            .enumerate()
+            .min_by_key(|(_, t)| (t.held, t.running + t.batch.len()))
+            .expect("at least one thread");
+        thread.batch.push(start);
+        index
+    }
+
+    /// An attempt handed to thread `index` ended (or was dropped).
+    pub fn ended(&mut self, index: usize) {
+        if let Some(thread) = self.threads.get_mut(index) {
+            thread.running = thread.running.saturating_sub(1);
+        }
+    }
+
+    /// Sets how many attempts each thread runs (after a restart of the pool).
+    pub fn recount(&mut self, per_thread: impl Fn(usize) -> usize) {
+        for (index, thread) in self.threads.iter_mut().enumerate() {
+            thread.running = per_thread(index);
+        }
+    }
+
+    /// Hands every planned attempt to its thread, one message per thread. Returns the leases
+    /// of attempts that could not be handed over (their thread is gone: at shutdown).
+    pub fn dispatch(&mut self, pool: &Recipient<AttemptsEnded>) -> Vec<LeaseRef> {
+        let mut undelivered = Vec::new();
+        for thread in &mut self.threads {
+            if thread.batch.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut thread.batch);
+            let leases: Vec<LeaseRef> = batch.iter().map(|s| s.lease).collect();
+            thread.running += batch.len();
+            let (registry, watch, pool) =
+                (self.registry.clone(), thread.watch.clone(), pool.clone());
+            let sent = thread.arbiter.spawn_fn(move || {
+                let pool = Rc::new(pool);
+                for start in batch {
+                    run(start, &registry, &watch, &pool);
+                }
+            });
+            if !sent {
+                thread.running -= leases.len();
+                undelivered.extend(leases);
+            }
+        }
+        undelivered
+    }
+
+    /// Attempts that have held their thread longer than the threshold and were not reported
+    /// yet.
+    pub fn blocking(&mut self) -> Vec<Blocking> {
+        let mut found = Vec::new();
+        for thread in &mut self.threads {
+            let polling = thread.watch.polling.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(p) = polling.as_ref() {
+                let held = p.since.elapsed();
+                if held > self.threshold && thread.reported != Some(p.job) {
+                    thread.reported = Some(p.job);
+                    found.push(Blocking { job: p.job, kind: p.kind.clone(), held });
+                }
+            }
+        }
+        found
+    }
+
+    /// A handle on each thread, to run code there (tests).
+    pub fn handles(&self) -> Vec<ArbiterHandle> {
+        self.threads.iter().map(|t| t.arbiter.handle()).collect()
+    }
+}
+
+impl Drop for Executors {
+    fn drop(&mut self) {
+        for thread in &self.threads {
+            thread.arbiter.stop();
+        }
+    }
+}
+
+/// Starts one attempt as a task of this thread. Runs on the executor thread.
+fn run(start: Start, registry: &Registry, watch: &Arc<Watch>, pool: &Rc<Recipient<AttemptsEnded>>) {
+    let Start { lease, kind, payload, ctx, timeout, span, abort } = start;
+    // Building the handler's future runs none of its code, but a panic here must not take
+    // the thread down: it fails the attempt like any panic.
+    let built = catch_unwind(AssertUnwindSafe(|| registry.start(&kind, payload, ctx)));
+    let report_to = pool.clone();
+    let attempt = async move {
+        let ending = match built {
+            Err(panic) => Ending::Panicked(panic_text(&*panic).to_owned()),
+            Ok(None) => {
+                Ending::Returned(Err(JobError::fatal("no handler for this kind on this instance")))
+            }
+            Ok(Some(run)) => {
+                match tokio::time::timeout(timeout, AssertUnwindSafe(run).catch_unwind()).await {
+                    Ok(Ok(result)) => Ending::Returned(result),
+                    Ok(Err(panic)) => Ending::Panicked(panic_text(&*panic).to_owned()),
+                    Err(_) => Ending::TimedOut,
+                }
+            }
+        };
+        report(&report_to, lease, ending);
+    };
+    let watched = Watched {
+        inner: Abortable::new(attempt.instrument(span).boxed_local(), abort),
+        watch: watch.clone(),
+        job: lease.id,
+        kind,
+        pool: pool.clone(),
+    };
+    actix_rt::spawn(watched);
+}
+
+/// A poll this long makes its kind one that holds the thread: attempts that ended before it
+/// are reported before each of its polls, not behind them.
+const SLOW_POLL: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// Attempts of this thread that ended since its last report.
+    static ENDED: RefCell<Vec<(LeaseRef, Ending)>> = const { RefCell::new(Vec::new()) };
+    /// Kinds whose handlers held this thread for [`SLOW_POLL`] or more in one poll.
+    static SLOW_KINDS: RefCell<HashSet<Arc<str>>> = RefCell::new(HashSet::new());
+}
+
+/// Reports the attempts that ended on this thread and are not reported yet.
+fn flush(pool: &Recipient<AttemptsEnded>) {
+    let ended = ENDED.with(|ended| std::mem::take(&mut *ended.borrow_mut()));
+    if !ended.is_empty() {
+        pool.do_send(AttemptsEnded(ended));
+    }
+}
+
+/// Reports an ended attempt with the others that end in the same burst of work: the first one
+/// plans the report behind every task ready to run now.
+fn report(pool: &Rc<Recipient<AttemptsEnded>>, lease: LeaseRef, ending: Ending) {
+    let first = ENDED.with(|ended| {
+        let mut ended = ended.borrow_mut();
+        ended.push((lease, ending));
+        ended.len() == 1
+    });
+    if first {
+        let pool = pool.clone();
+        actix_rt::spawn(async move {
+            tokio::task::yield_now().await;
+            flush(&pool);
+        });
+    }
+}
+
+/// What a thread is polling now.
+#[derive(Default)]
+pub struct Watch {
+    polling: Mutex<Option<Polling>>,
+}
+
+struct Polling {
+    job: JobId,
+    kind: Arc<str>,
+    since: Instant,
+}
+
+impl Watch {
+    /// Whether a handler has held this thread longer than `threshold`, now.
+    fn held(&self, threshold: Duration) -> bool {
+        let polling = self.polling.lock().unwrap_or_else(PoisonError::into_inner);
+        polling.as_ref().is_some_and(|p| p.since.elapsed() > threshold)
+    }
+}
+
+/// An attempt's task, noting on its thread's [`Watch`] while it is being polled.
+struct Watched<F> {
+    inner: F,
+    watch: Arc<Watch>,
+    job: JobId,
+    kind: Arc<str>,
+    pool: Rc<Recipient<AttemptsEnded>>,
+}
+
+impl<F: Future + Unpin> Future for Watched<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let unreported = ENDED.with(|ended| !ended.borrow().is_empty());
+        if unreported && SLOW_KINDS.with(|slow| slow.borrow().contains(&this.kind)) {
+            flush(&this.pool);
+        }
+        let since = Instant::now();
+        let polling = Polling { job: this.job, kind: this.kind.clone(), since };
+        *this.watch.polling.lock().unwrap_or_else(PoisonError::into_inner) = Some(polling);
+        let polled = Pin::new(&mut this.inner).poll(cx);
+        *this.watch.polling.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if since.elapsed() >= SLOW_POLL {
+            SLOW_KINDS.with(|slow| slow.borrow_mut().insert(this.kind.clone()));
+        }
+        polled.map(drop)
+    }
+}
