@@ -43,6 +43,9 @@ struct Args {
     /// Worker slots (JOBYARD_CONCURRENCY; its default).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Handler threads (JOBYARD_WORKER_THREADS; default: the cores).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Measure submit-to-start latency instead of throughput.
     #[arg(long)]
     latency: bool,
@@ -77,6 +80,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         jobyard::telemetry::init(jobyard::config::LogFormat::Text);
     }
     let mut config = Config { concurrency: args.concurrency, ..Config::default() };
+    if let Some(threads) = args.threads {
+        config.worker_threads = threads;
+    }
+    // The run ends when every job is counted succeeded: none may be purged before (nor be
+    // refused as queued past the bound).
+    config.retention_max_jobs = config.retention_max_jobs.max(args.jobs as u64);
+    config.max_queued = config.max_queued.max(args.jobs as u64);
     let mut builder = Runtime::builder().with_builtin_kinds().register::<Probe>();
     let mut redis = None;
     match args.backend.as_str() {

@@ -55,7 +55,9 @@ pub struct Start {
     pub payload: Json,
     pub ctx: JobContext,
     pub timeout: Duration,
-    pub span: tracing::Span,
+    /// The attempt's number, for its log span (made on the thread that runs it, where it
+    /// also closes: a span crossing threads costs the log subscriber several times more).
+    pub attempt: u32,
     /// Lets the pool drop the attempt's task (after the cancel grace, a lost lease, shutdown).
     pub abort: AbortRegistration,
 }
@@ -209,7 +211,8 @@ impl Drop for Executors {
 
 /// Starts one attempt as a task of this thread. Runs on the executor thread.
 fn run(start: Start, registry: &Registry, watch: &Arc<Watch>, pool: &Rc<Recipient<AttemptsEnded>>) {
-    let Start { lease, kind, payload, ctx, timeout, span, abort } = start;
+    let Start { lease, kind, payload, ctx, timeout, attempt, abort } = start;
+    let span = tracing::info_span!("job", job_id = %lease.id, kind = %kind, attempt);
     // Building the handler's future runs none of its code, but a panic here must not take
     // the thread down: it fails the attempt like any panic.
     let built = catch_unwind(AssertUnwindSafe(|| registry.start(&kind, payload, ctx)));

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -36,6 +36,12 @@ use super::queue::{
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How long one wait for work on a shared backend lasts (its watchdog is the backend's).
 const WORK_WAIT: Duration = Duration::from_secs(1);
+/// How long the runtime's thread stays awake after handing attempts over or hearing of their
+/// endings, while attempts run: short jobs report back within tens of microseconds, and a
+/// thread that went to sleep meanwhile pays a context switch to wake (most of the cost of
+/// crossing threads on this kind of machine).
+const STAY_AWAKE: Duration = Duration::from_micros(100);
+
 /// How long the pool waits before trying again after the queue failed it.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -128,6 +134,9 @@ pub struct WorkerPool {
     waiting: bool,
     /// A retry of completions the queue failed to record is planned.
     retry_planned: bool,
+    /// Until when the runtime's thread stays awake for reports, and whether it does now.
+    awake_until: Instant,
+    awake: bool,
     executors: Executors,
     /// Attempts seen holding their thread, per kind.
     blocking: BTreeMap<String, u64>,
@@ -155,6 +164,8 @@ impl WorkerPool {
             early_cancels: HashSet::new(),
             waiting: false,
             retry_planned: false,
+            awake_until: Instant::now(),
+            awake: false,
         }
     }
 
@@ -238,6 +249,7 @@ impl WorkerPool {
     /// thread is gone (only while the runtime stops) go back to the queue.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         let undelivered = self.executors.dispatch(&ctx.address().recipient());
+        self.stay_awake(ctx);
         if undelivered.is_empty() {
             return;
         }
@@ -249,6 +261,31 @@ impl WorkerPool {
         tracing::warn!(count = undelivered.len(), "handler threads gone; jobs handed back");
         self.queue.do_send(Release(undelivered));
         self.signal_if_drained();
+    }
+
+    /// Keeps the runtime's thread from sleeping for [`STAY_AWAKE`] while attempts run: the pool
+    /// yields to the runtime in a loop (other tasks and messages run in between), so a report
+    /// from a handler thread finds it awake.
+    fn stay_awake(&mut self, ctx: &mut Context<Self>) {
+        if self.running.is_empty() {
+            return;
+        }
+        self.awake_until = Instant::now() + STAY_AWAKE;
+        if !self.awake {
+            self.awake = true;
+            self.yield_once(ctx);
+        }
+    }
+
+    fn yield_once(&mut self, ctx: &mut Context<Self>) {
+        let yielded = fut::wrap_future::<_, Self>(tokio::task::yield_now());
+        ctx.spawn(yielded.map(|_, act, ctx| {
+            if act.running.is_empty() || Instant::now() >= act.awake_until {
+                act.awake = false;
+            } else {
+                act.yield_once(ctx);
+            }
+        }));
     }
 
     /// Logs and counts handlers that hold their thread (each attempt once).
@@ -306,7 +343,7 @@ impl WorkerPool {
             payload,
             ctx: job_ctx,
             timeout: Duration::from_millis(timeout_ms),
-            span: tracing::info_span!("job", job_id = %id, kind = %kind, attempt = attempts),
+            attempt: attempts,
             abort: registration,
         });
         tracing::debug!(job_id = %id, kind = %kind, attempt = attempts, thread, "attempt started");
@@ -567,6 +604,7 @@ impl Handler<JobsReady> for WorkerPool {
 impl Handler<AttemptsEnded> for WorkerPool {
     type Result = ();
     fn handle(&mut self, AttemptsEnded(ended): AttemptsEnded, ctx: &mut Context<Self>) {
+        self.stay_awake(ctx);
         for (lease, ending) in ended {
             let ours = self.running.get(&lease.id).is_some_and(|r| r.lease.token == lease.token);
             if !ours {

@@ -39,8 +39,10 @@ pub trait Job: Serialize + DeserializeOwned + 'static {
     /// What a successful run returns; stored as the job's `result`.
     type Output: Serialize + DeserializeOwned + 'static;
 
-    /// Runs one attempt. The future runs on the runtime's thread and need not be `Send`;
-    /// CPU-heavy work belongs in `tokio::task::spawn_blocking`.
+    /// Runs one attempt. The future is built and polled on one of the runtime's handler
+    /// threads and need not be `Send`. Other attempts share that thread: CPU-heavy work and
+    /// blocking calls belong in `tokio::task::spawn_blocking` (a handler that holds its thread
+    /// too long is logged and counted in the stats).
     fn run(self, ctx: JobContext) -> impl Future<Output = Result<Self::Output, JobError>>;
 }
 
