@@ -195,6 +195,19 @@ impl Executors {
         found
     }
 
+    /// The endings of attempts waiting on threads a handler holds now: their report is
+    /// planned behind that handler, so the pool takes them itself.
+    pub fn stranded(&mut self) -> Vec<(LeaseRef, Ending)> {
+        let mut stranded = Vec::new();
+        for thread in &self.threads {
+            if thread.watch.held(SLOW_POLL) {
+                let mut ended = thread.watch.ended.lock().unwrap_or_else(PoisonError::into_inner);
+                stranded.append(&mut ended);
+            }
+        }
+        stranded
+    }
+
     /// A handle on each thread, to run code there (tests).
     pub fn handles(&self) -> Vec<ArbiterHandle> {
         self.threads.iter().map(|t| t.arbiter.handle()).collect()
@@ -216,7 +229,7 @@ fn run(start: Start, registry: &Registry, watch: &Arc<Watch>, pool: &Rc<Recipien
     // Building the handler's future runs none of its code, but a panic here must not take
     // the thread down: it fails the attempt like any panic.
     let built = catch_unwind(AssertUnwindSafe(|| registry.start(&kind, payload, ctx)));
-    let report_to = pool.clone();
+    let (report_to, report_watch) = (pool.clone(), watch.clone());
     let attempt = async move {
         let ending = match built {
             Err(panic) => Ending::Panicked(panic_text(&*panic).to_owned()),
@@ -231,7 +244,7 @@ fn run(start: Start, registry: &Registry, watch: &Arc<Watch>, pool: &Rc<Recipien
                 }
             }
         };
-        report(&report_to, lease, ending);
+        report(&report_watch, &report_to, lease, ending);
     };
     let watched = Watched {
         inner: Abortable::new(attempt.instrument(span).boxed_local(), abort),
@@ -248,15 +261,13 @@ fn run(start: Start, registry: &Registry, watch: &Arc<Watch>, pool: &Rc<Recipien
 const SLOW_POLL: Duration = Duration::from_millis(1);
 
 thread_local! {
-    /// Attempts of this thread that ended since its last report.
-    static ENDED: RefCell<Vec<(LeaseRef, Ending)>> = const { RefCell::new(Vec::new()) };
     /// Kinds whose handlers held this thread for [`SLOW_POLL`] or more in one poll.
     static SLOW_KINDS: RefCell<HashSet<Arc<str>>> = RefCell::new(HashSet::new());
 }
 
 /// Reports the attempts that ended on this thread and are not reported yet.
-fn flush(pool: &Recipient<AttemptsEnded>) {
-    let ended = ENDED.with(|ended| std::mem::take(&mut *ended.borrow_mut()));
+fn flush(watch: &Watch, pool: &Recipient<AttemptsEnded>) {
+    let ended = std::mem::take(&mut *watch.ended.lock().unwrap_or_else(PoisonError::into_inner));
     if !ended.is_empty() {
         pool.do_send(AttemptsEnded(ended));
     }
@@ -264,25 +275,33 @@ fn flush(pool: &Recipient<AttemptsEnded>) {
 
 /// Reports an ended attempt with the others that end in the same burst of work: the first one
 /// plans the report behind every task ready to run now.
-fn report(pool: &Rc<Recipient<AttemptsEnded>>, lease: LeaseRef, ending: Ending) {
-    let first = ENDED.with(|ended| {
-        let mut ended = ended.borrow_mut();
+fn report(
+    watch: &Arc<Watch>,
+    pool: &Rc<Recipient<AttemptsEnded>>,
+    lease: LeaseRef,
+    ending: Ending,
+) {
+    let first = {
+        let mut ended = watch.ended.lock().unwrap_or_else(PoisonError::into_inner);
         ended.push((lease, ending));
         ended.len() == 1
-    });
+    };
     if first {
-        let pool = pool.clone();
+        let (watch, pool) = (watch.clone(), pool.clone());
         actix_rt::spawn(async move {
             tokio::task::yield_now().await;
-            flush(&pool);
+            flush(&watch, &pool);
         });
     }
 }
 
-/// What a thread is polling now.
+/// What a thread is polling now, and the attempts that ended there not reported yet: the pool
+/// takes those itself when a handler holds the thread (the report planned behind it would wait
+/// for it to yield).
 #[derive(Default)]
 pub struct Watch {
     polling: Mutex<Option<Polling>>,
+    ended: Mutex<Vec<(LeaseRef, Ending)>>,
 }
 
 struct Polling {
@@ -313,18 +332,29 @@ impl<F: Future + Unpin> Future for Watched<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let unreported = ENDED.with(|ended| !ended.borrow().is_empty());
-        if unreported && SLOW_KINDS.with(|slow| slow.borrow().contains(&this.kind)) {
-            flush(&this.pool);
+        if SLOW_KINDS.with(|slow| slow.borrow().contains(&this.kind)) {
+            flush(&this.watch, &this.pool);
         }
         let since = Instant::now();
         let polling = Polling { job: this.job, kind: this.kind.clone(), since };
         *this.watch.polling.lock().unwrap_or_else(PoisonError::into_inner) = Some(polling);
+        // Cleared even when the poll unwinds (a handler's drop that panics at its timeout):
+        // a thread left marked as held would be avoided for good.
+        let guard = NotPolling(&this.watch);
         let polled = Pin::new(&mut this.inner).poll(cx);
-        *this.watch.polling.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        drop(guard);
         if since.elapsed() >= SLOW_POLL {
             SLOW_KINDS.with(|slow| slow.borrow_mut().insert(this.kind.clone()));
         }
         polled.map(drop)
+    }
+}
+
+/// Clears a thread's [`Watch`] when dropped.
+struct NotPolling<'a>(&'a Watch);
+
+impl Drop for NotPolling<'_> {
+    fn drop(&mut self) {
+        *self.0.polling.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }

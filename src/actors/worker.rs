@@ -122,6 +122,10 @@ pub struct WorkerPool {
     /// A `Dequeue` is in flight; `refetch` records a wake-up that arrived meanwhile.
     fetching: bool,
     refetch: bool,
+    /// A `Complete` is in flight. On a shared backend, endings wait for its answer and leave
+    /// together after it: handler threads report apart, and one round trip per report would
+    /// double the backend's calls. In memory a call costs less than the wait.
+    completing: bool,
     /// False once draining started: no new jobs are taken.
     accepting: bool,
     pending: Vec<Completion>,
@@ -157,6 +161,7 @@ impl WorkerPool {
             running: HashMap::new(),
             fetching: false,
             refetch: false,
+            completing: false,
             accepting: true,
             pending: Vec::new(),
             flush_queued: false,
@@ -288,8 +293,13 @@ impl WorkerPool {
         }));
     }
 
-    /// Logs and counts handlers that hold their thread (each attempt once).
-    fn check_blocking(&mut self) {
+    /// Logs and counts handlers that hold their thread, and takes the endings of attempts
+    /// that ran before them on that thread (their report would wait for the handler).
+    fn check_blocking(&mut self, ctx: &mut Context<Self>) {
+        let stranded = self.executors.stranded();
+        if !stranded.is_empty() {
+            self.attempts_ended(stranded, ctx);
+        }
         for blocking in self.executors.blocking() {
             tracing::warn!(
                 job_id = %blocking.job,
@@ -306,6 +316,15 @@ impl WorkerPool {
     /// Plans one claimed attempt on a handler thread (handed over by [`WorkerPool::dispatch`]).
     fn start(&mut self, claimed: Claimed, ctx: &mut Context<Self>) {
         let Claimed { record, lease } = claimed;
+        // Claimed again while an older attempt still runs here (its lease expired, say while
+        // Redis was frozen): that attempt lost the job; stop it and free what it held.
+        if let Some(old) = self.running.remove(&record.id) {
+            tracing::warn!(job_id = %record.id, "claimed again; the attempt still running stopped");
+            old.cancel.cancel();
+            old.abort.abort();
+            self.executors.ended(old.thread);
+            self.free.push(old.slot);
+        }
         let JobRecord {
             id,
             kind,
@@ -547,7 +566,7 @@ impl Actor for WorkerPool {
         let renew_every = self.settings.lease / 3;
         ctx.run_interval(renew_every, |act, ctx| act.renew_leases(ctx));
         let watch_every = (self.settings.blocking_threshold / 4).max(Duration::from_millis(5));
-        ctx.run_interval(watch_every, |act, _| act.check_blocking());
+        ctx.run_interval(watch_every, |act, ctx| act.check_blocking(ctx));
         let idle_poll = if self.settings.shared { IDLE_POLL * 5 } else { IDLE_POLL };
         ctx.run_interval(idle_poll, |act, ctx| act.fetch(ctx));
         // After a restart: completions not yet recorded, and attempts cancelled whose grace
@@ -578,6 +597,8 @@ impl Supervised for WorkerPool {
         tracing::warn!(running = self.running.len(), "worker pool restarting");
         self.fetching = false;
         self.refetch = false;
+        self.completing = false;
+        self.awake = false;
         self.flush_queued = false;
         self.waiting = false;
         self.retry_planned = false;
@@ -605,6 +626,12 @@ impl Handler<AttemptsEnded> for WorkerPool {
     type Result = ();
     fn handle(&mut self, AttemptsEnded(ended): AttemptsEnded, ctx: &mut Context<Self>) {
         self.stay_awake(ctx);
+        self.attempts_ended(ended, ctx);
+    }
+}
+
+impl WorkerPool {
+    fn attempts_ended(&mut self, ended: Vec<(LeaseRef, Ending)>, ctx: &mut Context<Self>) {
         for (lease, ending) in ended {
             let ours = self.running.get(&lease.id).is_some_and(|r| r.lease.token == lease.token);
             if !ours {
@@ -622,25 +649,38 @@ impl Handler<Flush> for WorkerPool {
     type Result = ();
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
         self.flush_queued = false;
-        if !self.pending.is_empty() {
+        let wait = self.settings.shared && self.completing;
+        if !self.pending.is_empty() && !wait {
+            self.completing = true;
             let done = std::mem::take(&mut self.pending);
             let count = done.len();
             let kept = done.clone();
             self.queue
                 .send(Complete(done))
                 .into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(Ok(changes)) if changes.stale > 0 => {
-                        tracing::warn!("{} of {count} completions were stale", changes.stale)
+                .map(move |result, act, ctx| {
+                    act.completing = false;
+                    match result {
+                        Ok(Ok(changes)) if changes.stale > 0 => {
+                            tracing::warn!("{} of {count} completions were stale", changes.stale)
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(err)) => {
+                            // Kept and sent again until recorded (the backend refuses them as
+                            // stale once their leases expired and the jobs moved on).
+                            tracing::warn!(
+                                "recording {count} completions failed (will retry): {err}"
+                            );
+                            act.retry_completions(kept, ctx);
+                            return;
+                        }
+                        Err(err) => tracing::warn!("queue actor unreachable: {err}"),
                     }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => {
-                        // Kept and sent again until recorded (the backend refuses them as stale
-                        // once their leases expired and the jobs moved on).
-                        tracing::warn!("recording {count} completions failed (will retry): {err}");
-                        act.retry_completions(kept, ctx);
+                    // Endings that arrived meanwhile leave now, together.
+                    if !act.pending.is_empty() && !act.flush_queued {
+                        act.flush_queued = true;
+                        ctx.notify(Flush);
                     }
-                    Err(err) => tracing::warn!("queue actor unreachable: {err}"),
                 })
                 .spawn(ctx);
         }

@@ -27,8 +27,8 @@ const KEPT_HEADERS: [&str; 7] = [
 ];
 
 thread_local! {
-    /// One client per thread, so connections are pooled across jobs (awc's client is not
-    /// `Send`, and jobs run on the runtime's thread).
+    /// One client per handler thread, so connections are pooled across the jobs of that
+    /// thread (awc's client is not `Send`).
     static CLIENT: awc::Client = awc::Client::builder()
         .disable_timeout()
         .finish();

@@ -64,12 +64,16 @@ impl Job for Burn {
 /// A server with a one-second lease and two handler threads, running `test.burn` besides the
 /// built-in kinds, and what its burning handlers see.
 async fn burner(on: &On) -> (TestApp, Arc<Probe>) {
+    burner_on_threads(on, 2).await
+}
+
+async fn burner_on_threads(on: &On, threads: usize) -> (TestApp, Arc<Probe>) {
     let probe = Arc::new(Probe::default());
     let runtime =
         Runtime::builder().with_builtin_kinds().register::<Burn>().extension(probe.clone());
     let adjust = |c: &mut jobyard::Config| {
         c.lease = Duration::from_secs(1);
-        c.worker_threads = 2;
+        c.worker_threads = threads;
     };
     let app = on.spawn_runtime(&format!("t{}", fastrand::u32(..)), adjust, runtime).await;
     (app, probe)
@@ -193,5 +197,27 @@ async fn new_attempts_avoid_a_thread_a_handler_holds() {
     assert!(finished < burn_ended, "the quick job did not wait for the burn: {quick} {seen:?}");
     let burn = app.wait_terminal(burn["id"].as_str().unwrap()).await;
     assert_eq!(burn["status"], "succeeded", "{burn}");
+    app.shutdown().await;
+}
+
+/// A job that ended before a handler took its thread is reported without waiting for that
+/// handler to yield, even the first time a kind burns (nothing yet marks it as one that does).
+#[actix_web::test]
+async fn an_ending_is_not_held_behind_a_handler_that_burns() {
+    let (app, probe) = burner_on_threads(&On::Memory, 1).await;
+    // One claim, one thread, in this order: the quick job runs and ends, then the burn holds
+    // the thread for three seconds.
+    let jobs = app
+        .submit_batch(json!([
+            {"kind": "noop"},
+            {"kind": "test.burn", "payload": {"ms": 3000}},
+        ]))
+        .await;
+    let quick = app.wait_terminal(jobs[0]["id"].as_str().unwrap()).await;
+    assert_eq!(quick["status"], "succeeded", "{quick}");
+    let finished: DateTime<Utc> = quick["finished_at"].as_str().unwrap().parse().unwrap();
+    let seen = burns_ended(&probe, 1).await.remove(0);
+    let (burn_ended, _, _) = seen.ended.unwrap();
+    assert!(finished < burn_ended, "the quick job was recorded during the burn: {quick} {seen:?}");
     app.shutdown().await;
 }
