@@ -78,6 +78,12 @@ impl Default for QueueLimits {
 /// ([`Changes::more`]) and is called again at once.
 pub const STEP_LIMIT: usize = 250;
 
+/// Most dependents one call settles (released after their dependency succeeded, cancelled
+/// after it did not), in every backend: a job with more dependents than this has the rest
+/// settled by the following periodic steps, this many per step, which say so
+/// ([`Changes::more`]).
+pub const SETTLE_LIMIT: usize = 1_000;
+
 /// Most jobs one listing call reads while filtering, in every backend: a page whose filter
 /// matches few jobs stops there and comes back short (even empty) with a cursor to go on from.
 pub const LIST_EXAMINE: usize = 5_000;

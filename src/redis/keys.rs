@@ -26,6 +26,8 @@
 //! - `<p>:{q}:cx`: set of running jobs whose cancel was requested.
 //! - `<p>:{q}:prog`: hash of the latest progress report of each running job.
 //! - `<p>:{q}:parents`: set of jobs that have `waiting` dependents.
+//! - `<p>:{q}:settle`: list of jobs that ended with dependents still to settle, oldest first,
+//!   as `<id> <status code>` (each call settles a bounded number; the rest wait in `deps:<id>`).
 //! - `<p>:{q}:done:<queue>`: sorted set of batches of a queue's terminal jobs, by finish time
 //!   (retention); `<p>:{q}:db:<batch>` lists a batch's jobs, `<p>:{q}:dseq` numbers batches.
 //! - `<p>:{q}:lq:<queue>`: every job of a queue (score 0, ordered by id: newest last).

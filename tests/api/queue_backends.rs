@@ -327,6 +327,69 @@ async fn dependencies_release_and_cascade(q: &dyn QueueBackend) {
     assert_eq!(grandchild.error, Some(format!("dependency {} cancelled", ids[1])));
 }
 
+/// Rule 3 under a fan-out larger than one call settles: the call that ends the job settles at
+/// most `SETTLE_LIMIT` dependents, the periodic steps settle the rest (saying when more is
+/// left), and every dependent ends as it would have in one call: cancelled with the dependency
+/// named after a failure, released after a success.
+async fn a_large_fan_out_is_settled_over_bounded_calls(q: &dyn QueueBackend) {
+    let limit = jobyard::queue::SETTLE_LIMIT;
+    let count = |queue: &'static str| async move {
+        q.stats().await.unwrap().get(queue).cloned().unwrap_or_default()
+    };
+    for (queue, succeeds, fan_out) in
+        [("fails", false, 2 * limit + 10), ("succeeds", true, limit + 5)]
+    {
+        let root = submit(q, JobSpec { max_attempts: Some(1), ..noop() }, t(0)).await;
+        let mut left = fan_out;
+        while left > 0 {
+            let n = left.min(1_000);
+            let dependent = JobSpec {
+                queue: Some(queue.into()),
+                depends_on: Some(vec![root.to_string()]),
+                ..noop()
+            };
+            q.submit(plan_batch(vec![dependent; n], t(1)), t(1)).await.unwrap();
+            left -= n;
+        }
+        let claimed = claim(q, 1, t(2)).await;
+        assert_eq!(claimed[0].record.id, root, "only the root is ready");
+        let outcome = if succeeds { success() } else { failure("no", None) };
+        let changes = q.complete(vec![done(claimed[0].lease, outcome)], t(3)).await.unwrap();
+        let settled =
+            if succeeds { count(queue).await.queued } else { count(queue).await.cancelled };
+        assert_eq!(settled as usize, limit, "{queue}: one call settles at most the limit");
+        assert_eq!(count(queue).await.waiting as usize, fan_out - limit);
+        if !succeeds {
+            assert_eq!(changes.finished.len(), 1 + limit, "the root and what this call cancelled");
+        }
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            assert!(steps <= 10, "{queue}: the steps never finished settling");
+            let changes = q.tick(t(4), HOUR).await.unwrap();
+            if !changes.more {
+                break;
+            }
+        }
+        let expected_steps = (fan_out - limit).div_ceil(limit);
+        assert_eq!(steps, expected_steps, "{queue}: each step settles at most the limit");
+        let counts = count(queue).await;
+        assert_eq!(counts.waiting, 0, "{queue}: every dependent settled: {counts:?}");
+        if succeeds {
+            assert_eq!(counts.queued as usize, fan_out);
+        } else {
+            assert_eq!(counts.cancelled as usize, fan_out);
+            let page = q
+                .list(&ListQuery { queue: Some(queue.into()), limit: 5, ..Default::default() })
+                .await
+                .unwrap();
+            for job in page.jobs {
+                assert_eq!(job.error, Some(format!("dependency {root} failed")));
+            }
+        }
+    }
+}
+
 /// Rule 3: an unknown dependency refuses the whole batch; a dependency that already failed
 /// cancels the new job at once; a succeeded one is no obstacle.
 async fn dependency_checks_at_submit(q: &dyn QueueBackend) {
@@ -959,6 +1022,7 @@ suite!(
     a_due_retry_is_queued_at_once,
     delayed_jobs_wait_for_their_time,
     dependencies_release_and_cascade,
+    a_large_fan_out_is_settled_over_bounded_calls,
     dependency_checks_at_submit,
     cancelling_jobs_that_do_not_run,
     cancelling_a_running_job,

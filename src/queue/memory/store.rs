@@ -6,7 +6,7 @@
 //! and counters in step; consequences for dependents are settled afterwards by
 //! [`Store::settle`] from a work list, so a long dependency chain never recurses.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
 use crate::queue::{
     CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Outcome,
     Page, QueueError, QueueLimits, QueueStats, StateCounts, SubmitResult, Submitted, LIST_EXAMINE,
-    STEP_LIMIT,
+    SETTLE_LIMIT, STEP_LIMIT,
 };
 use crate::schedule::{Fire, Schedule};
 
@@ -50,6 +50,13 @@ impl Entry {
     }
 }
 
+/// The dependents of an ended job still to settle.
+struct Unsettled {
+    job: JobId,
+    status: JobStatus,
+    dependents: Vec<JobId>,
+}
+
 /// All jobs and schedules of one in-memory backend.
 #[derive(Default)]
 pub struct Store {
@@ -63,6 +70,9 @@ pub struct Store {
     idx: Indexes,
     /// Job → the jobs waiting on it. Removed once the job is terminal.
     dependents: HashMap<JobId, Vec<JobId>>,
+    /// Jobs that ended with dependents not settled yet (more than one call settles), oldest
+    /// first, with how they ended (they may be purged before their dependents are settled).
+    unsettled: VecDeque<Unsettled>,
     idempotency: HashMap<Arc<str>, JobId>,
     schedules: BTreeMap<String, Schedule>,
     next_seq: u64,
@@ -429,6 +439,8 @@ impl Store {
         self.promote_due(now, &mut changes);
         self.expire_leases(now, &mut changes);
         changes.more |= self.purge_finished(now, retention);
+        // Dependents earlier calls left unsettled.
+        self.settle(changes.finished.len(), now, &mut changes);
         changes.next_due = self.next_due();
         changes
     }
@@ -539,33 +551,49 @@ impl Store {
     }
 
     /// Settles the dependents of every job in `changes.finished[from..]`, including jobs that
-    /// this settling itself cancels: releases them on success, cancels them otherwise.
+    /// this settling itself cancels, after those earlier calls left unsettled: releases them on
+    /// success, cancels them otherwise. At most [`SETTLE_LIMIT`] per call; the rest wait for
+    /// the next call (a periodic step settles them even when nothing else happens).
     fn settle(&mut self, from: usize, now: DateTime<Utc>, changes: &mut Changes) {
         let mut next = from;
-        while let Some(&id) = changes.finished.get(next) {
-            next += 1;
-            let Some(dependents) = self.dependents.remove(&id) else {
+        let mut budget = SETTLE_LIMIT;
+        loop {
+            while let Some(&id) = changes.finished.get(next) {
+                next += 1;
+                if let Some(mut dependents) = self.dependents.remove(&id) {
+                    let status = self.jobs[&id].record.status;
+                    dependents.reverse(); // taken from the end: in the order they were added
+                    self.unsettled.push_back(Unsettled { job: id, status, dependents });
+                }
+            }
+            let Some(head) = self.unsettled.front_mut() else { break };
+            if head.dependents.is_empty() {
+                self.unsettled.pop_front();
                 continue;
-            };
-            let status = self.jobs[&id].record.status;
-            for dependent in dependents {
-                if self.jobs.get(&dependent).map(|e| e.record.status) != Some(JobStatus::Waiting) {
-                    continue;
+            }
+            if budget == 0 {
+                changes.more = true;
+                break;
+            }
+            let Some(dependent) = head.dependents.pop() else { continue };
+            budget -= 1;
+            let (id, status) = (head.job, head.status);
+            if self.jobs.get(&dependent).map(|e| e.record.status) != Some(JobStatus::Waiting) {
+                continue;
+            }
+            if status == JobStatus::Succeeded {
+                let remaining = self.update(dependent, |e| {
+                    e.pending_deps -= 1;
+                    e.pending_deps
+                });
+                if remaining == Some(0) {
+                    self.make_runnable(dependent, now, changes);
                 }
-                if status == JobStatus::Succeeded {
-                    let remaining = self.update(dependent, |e| {
-                        e.pending_deps -= 1;
-                        e.pending_deps
-                    });
-                    if remaining == Some(0) {
-                        self.make_runnable(dependent, now, changes);
-                    }
-                } else {
-                    let error = format!("dependency {id} {status}");
-                    self.transition(dependent, JobStatus::Cancelled, now, changes, |e| {
-                        e.record.error = Some(error)
-                    });
-                }
+            } else {
+                let error = format!("dependency {id} {status}");
+                self.transition(dependent, JobStatus::Cancelled, now, changes, |e| {
+                    e.record.error = Some(error)
+                });
             }
         }
     }

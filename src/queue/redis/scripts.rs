@@ -8,6 +8,8 @@
 
 use ::redis::{Cmd, Script, ToRedisArgs};
 
+use crate::queue::SETTLE_LIMIT;
+
 const LIB: &str = include_str!("lua/lib.lua");
 
 /// Every script of the queue.
@@ -34,7 +36,8 @@ pub(super) struct Lua {
 }
 
 fn with_lib(body: &str) -> Lua {
-    let source = format!("{LIB}\n{body}");
+    // The library's constants shared with Rust come first, from their one definition.
+    let source = format!("local SETTLE_LIMIT = {SETTLE_LIMIT}\n{LIB}\n{body}");
     let sha = Script::new(&source).get_hash().to_owned();
     Lua { source, sha }
 }

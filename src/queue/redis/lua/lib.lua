@@ -45,6 +45,8 @@ local function idem_key(key) return B .. 'idem:' .. key end
 local function lease_key(token) return B .. 'lb:' .. token end
 local DELAYED, LEASES, COUNTS, QUEUES, KINDS = B .. 'delayed', B .. 'leases', B .. 'counts', B .. 'queues', B .. 'kinds'
 local RUN, CANCELS, PROGRESS, PARENTS = B .. 'run', B .. 'cx', B .. 'prog', B .. 'parents'
+-- Jobs that ended with dependents still to settle, oldest first, as '<id> <status>'.
+local SETTLE = B .. 'settle'
 local READY_SETS, DONE_SEQ = B .. 'rq', B .. 'dseq'
 -- A field kept in RUN with a value too long for a compact hash: Redis stores small hashes as a
 -- flat list whose every write scans it, which made a claim of n jobs cost n^2; this keeps RUN
@@ -363,40 +365,59 @@ local function make_runnable(j, now)
   if j.ra > now then move(j, SCHEDULED, now) else move(j, QUEUED, now) end
 end
 
+-- Whether this call settles dependents left by earlier calls even when it ended no job with
+-- dependents itself (the periodic steps do).
+local settle_backlog = false
+
 -- Settles the dependents of every job in changes.finished from position `from` on, including
--- jobs this settling cancels itself: one fewer pending dependency on success, cancelled (with
--- the dependency named) otherwise. Only jobs in the `parents` set have dependents to settle.
+-- jobs this settling cancels itself, after those earlier calls left: one fewer pending
+-- dependency on success, cancelled (with the dependency named) otherwise. Only jobs in the
+-- `parents` set have dependents to settle; they join the `settle` list, which is worked from
+-- its head, at most SETTLE_LIMIT dependents per call. True when some are left for later.
 local function settle(from, now)
   local finished = changes.finished
   local i = from
-  while i <= #finished and redis.call('EXISTS', PARENTS) == 1 do
-    local round = {}
-    for k = i, #finished do round[#round + 1] = finished[k] end
-    i = #finished + 1
-    local flags = {}
-    for k = 1, #round, CHUNK do
-      local part = redis.call('SMISMEMBER', PARENTS, unpack(round, k, math.min(k + CHUNK - 1, #round)))
-      for n, flag in ipairs(part) do flags[k + n - 1] = flag end
+  local budget = SETTLE_LIMIT
+  local look = settle_backlog
+  while true do
+    if i <= #finished and redis.call('EXISTS', PARENTS) == 1 then
+      local round = {}
+      for k = i, #finished do round[#round + 1] = finished[k] end
+      local flags = {}
+      for k = 1, #round, CHUNK do
+        local part = redis.call('SMISMEMBER', PARENTS, unpack(round, k, math.min(k + CHUNK - 1, #round)))
+        for n, flag in ipairs(part) do flags[k + n - 1] = flag end
+      end
+      for k, id in ipairs(round) do
+        if flags[k] == 1 then
+          redis.call('SREM', PARENTS, id)
+          local st = final_status[id] or load(id).st
+          redis.call('RPUSH', SETTLE, id .. ' ' .. st)
+          look = true
+        end
+      end
     end
-    for k, id in ipairs(round) do
-      if flags[k] == 1 then
-        local key = deps_key(id)
-        local dependents = redis.call('SMEMBERS', key)
-        redis.call('DEL', key)
-        redis.call('SREM', PARENTS, id)
-        local st = final_status[id] or load(id).st
-        load_many(dependents)
-        for _, d in ipairs(dependents) do
-          local dj = load(d)
-          if dj and dj.st == WAITING then
-            if st == SUCCEEDED then
-              dj.pend = dj.pend - 1
-              if dj.pend <= 0 then make_runnable(dj, now) else save(dj) end
-            else
-              dj.e = 'dependency ' .. id .. ' ' .. STATUS[st]
-              move(dj, CANCELLED, now)
-            end
-          end
+    i = #finished + 1
+    if not look then return false end
+    local head = redis.call('LINDEX', SETTLE, 0)
+    if not head then return false end
+    if budget == 0 then return true end
+    local id, st = string.match(head, '^(%S+) (%d+)$')
+    st = tonumber(st)
+    local key = deps_key(id)
+    local dependents = redis.call('SPOP', key, budget)
+    budget = budget - #dependents
+    if redis.call('EXISTS', key) == 0 then redis.call('LPOP', SETTLE) end
+    load_many(dependents)
+    for _, d in ipairs(dependents) do
+      local dj = load(d)
+      if dj and dj.st == WAITING then
+        if st == SUCCEEDED then
+          dj.pend = dj.pend - 1
+          if dj.pend <= 0 then make_runnable(dj, now) else save(dj) end
+        else
+          dj.e = 'dependency ' .. id .. ' ' .. STATUS[st]
+          move(dj, CANCELLED, now)
         end
       end
     end
@@ -438,7 +459,7 @@ end
 -- Ends a call that changed jobs: settles dependents, writes, wakes and notifies; answers the
 -- changes as {ready count, earliest due (0: none), finished ids...}.
 local function finish(now)
-  settle(1, now)
+  changes.unsettled = settle(1, now)
   commit()
   if changes.ready > 0 then wake() end
   notify_finished(changes.finished)
