@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::{Arbiter, ArbiterHandle};
-use futures_util::future::{AbortRegistration, Abortable};
+use futures_util::future::{AbortRegistration, Abortable, Aborted};
 use futures_util::FutureExt;
 use tracing::Instrument;
 
@@ -41,6 +41,8 @@ pub enum Ending {
     Returned(Result<Json, JobError>),
     Panicked(String),
     TimedOut,
+    /// The pool aborted it, and its thread has now dropped it.
+    Aborted,
 }
 
 /// Attempts that ended on one thread, reported together.
@@ -249,7 +251,7 @@ fn run(start: Start, registry: &Registry, watch: &Arc<Watch>, pool: &Rc<Recipien
     let watched = Watched {
         inner: Abortable::new(attempt.instrument(span).boxed_local(), abort),
         watch: watch.clone(),
-        job: lease.id,
+        lease,
         kind,
         pool: pool.clone(),
     };
@@ -322,12 +324,12 @@ impl Watch {
 struct Watched<F> {
     inner: F,
     watch: Arc<Watch>,
-    job: JobId,
+    lease: LeaseRef,
     kind: Arc<str>,
     pool: Rc<Recipient<AttemptsEnded>>,
 }
 
-impl<F: Future + Unpin> Future for Watched<F> {
+impl<F: Future<Output = Result<(), Aborted>> + Unpin> Future for Watched<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -336,7 +338,7 @@ impl<F: Future + Unpin> Future for Watched<F> {
             flush(&this.watch, &this.pool);
         }
         let since = Instant::now();
-        let polling = Polling { job: this.job, kind: this.kind.clone(), since };
+        let polling = Polling { job: this.lease.id, kind: this.kind.clone(), since };
         *this.watch.polling.lock().unwrap_or_else(PoisonError::into_inner) = Some(polling);
         // Cleared even when the poll unwinds (a handler's drop that panics at its timeout):
         // a thread left marked as held would be avoided for good.
@@ -345,6 +347,10 @@ impl<F: Future + Unpin> Future for Watched<F> {
         drop(guard);
         if since.elapsed() >= SLOW_POLL {
             SLOW_KINDS.with(|slow| slow.borrow_mut().insert(this.kind.clone()));
+        }
+        if let Poll::Ready(Err(Aborted)) = polled {
+            // Only now is its slot free: until the task is dropped, its handler may still run.
+            report(&this.watch, &this.pool, this.lease, Ending::Aborted);
         }
         polled.map(drop)
     }

@@ -110,6 +110,12 @@ struct Running {
     thread: usize,
 }
 
+/// What an attempt being stopped still holds.
+struct Stopping {
+    slot: Arc<str>,
+    thread: usize,
+}
+
 /// The worker pool actor.
 pub struct WorkerPool {
     queue: Addr<QueueActor>,
@@ -142,6 +148,9 @@ pub struct WorkerPool {
     awake_until: Instant,
     awake: bool,
     executors: Executors,
+    /// Attempts the pool aborted (or gave up) whose task its thread has not dropped yet, by
+    /// job and lease token: their slots stay taken until then, as their handlers may still run.
+    stopping: HashMap<(JobId, u64), Stopping>,
     /// Attempts seen holding their thread, per kind.
     blocking: BTreeMap<String, u64>,
 }
@@ -153,6 +162,7 @@ impl WorkerPool {
         let executors = Executors::start(settings.threads, registry, settings.blocking_threshold);
         WorkerPool {
             executors,
+            stopping: HashMap::new(),
             blocking: BTreeMap::new(),
             queue,
             kinds,
@@ -321,9 +331,7 @@ impl WorkerPool {
         if let Some(old) = self.running.remove(&record.id) {
             tracing::warn!(job_id = %record.id, "claimed again; the attempt still running stopped");
             old.cancel.cancel();
-            old.abort.abort();
-            self.executors.ended(old.thread);
-            self.free.push(old.slot);
+            self.stop(&old);
         }
         let JobRecord {
             id,
@@ -417,6 +425,7 @@ impl WorkerPool {
             }
             Ending::Panicked(message) => retry(format!("handler panicked: {message}"), None),
             Ending::TimedOut => retry(format!("timed out after {} ms", run.timeout_ms), None),
+            Ending::Aborted => Outcome::Cancelled("aborted".into()),
         };
         match outcome {
             Outcome::Failed { error, retry_at } => Outcome::Failed { error: cut(error), retry_at },
@@ -425,7 +434,35 @@ impl WorkerPool {
     }
 
     /// Frees the slot of an attempt that ended and queues its completion.
+    /// Records how an attempt that returned ended, and frees its slot.
     fn finish(&mut self, run: Running, outcome: Outcome, ctx: &mut Context<Self>) {
+        self.executors.ended(run.thread);
+        self.free.push(run.slot.clone());
+        self.record(run, outcome, ctx);
+    }
+
+    /// Aborts an attempt's task; its slot stays taken until the task's thread drops it (a
+    /// handler holding its thread notices the abort only when it yields).
+    fn stop(&mut self, run: &Running) {
+        run.abort.abort();
+        let stopping = Stopping { slot: run.slot.clone(), thread: run.thread };
+        self.stopping.insert((run.lease.id, run.lease.token), stopping);
+    }
+
+    /// The task of a stopped attempt is gone (or ended anyway): its slot is free again.
+    fn stopped(&mut self, lease: LeaseRef, ctx: &mut Context<Self>) {
+        if self.stopping.is_empty() {
+            return;
+        }
+        if let Some(stopping) = self.stopping.remove(&(lease.id, lease.token)) {
+            self.executors.ended(stopping.thread);
+            self.free.push(stopping.slot);
+            self.fetch(ctx);
+        }
+    }
+
+    /// Records how an attempt ended, to be sent with the next batch of completions.
+    fn record(&mut self, run: Running, outcome: Outcome, ctx: &mut Context<Self>) {
         let id = run.lease.id;
         match &outcome {
             Outcome::Succeeded(_) => {
@@ -441,8 +478,6 @@ impl WorkerPool {
                 tracing::info!(job_id = %id, kind = %run.kind, "attempt {reason}")
             }
         }
-        self.executors.ended(run.thread);
-        self.free.push(run.slot);
         self.pending.push(Completion { lease: run.lease, outcome });
         if !self.flush_queued {
             self.flush_queued = true;
@@ -486,9 +521,9 @@ impl WorkerPool {
         ctx.run_later(self.settings.cancel_grace, move |act, ctx| {
             if act.running.get(&id).is_some_and(|r| r.lease.token == token) {
                 if let Some(run) = act.running.remove(&id) {
-                    run.abort.abort();
+                    act.stop(&run);
                     let reason = "cancelled (aborted after the grace period)".to_owned();
-                    act.finish(run, Outcome::Cancelled(reason), ctx);
+                    act.record(run, Outcome::Cancelled(reason), ctx);
                 }
             }
         });
@@ -524,9 +559,7 @@ impl WorkerPool {
         if self.running.get(&lease.id).is_some_and(|r| r.lease.token == lease.token) {
             if let Some(run) = self.running.remove(&lease.id) {
                 tracing::warn!(job_id = %lease.id, "lease lost; attempt stopped");
-                run.abort.abort();
-                self.executors.ended(run.thread);
-                self.free.push(run.slot);
+                self.stop(&run);
                 self.signal_if_drained();
             }
         }
@@ -603,10 +636,15 @@ impl Supervised for WorkerPool {
         self.waiting = false;
         self.retry_planned = false;
         self.early_cancels.clear();
-        let busy: HashSet<&Arc<str>> = self.running.values().map(|r| &r.slot).collect();
+        let busy: HashSet<&Arc<str>> = (self.running.values().map(|r| &r.slot))
+            .chain(self.stopping.values().map(|s| &s.slot))
+            .collect();
         self.free = slot_names(&self.settings).filter(|slot| !busy.contains(slot)).collect();
-        let running = &self.running;
-        self.executors.recount(|thread| running.values().filter(|r| r.thread == thread).count());
+        let (running, stopping) = (&self.running, &self.stopping);
+        self.executors.recount(|thread| {
+            running.values().filter(|r| r.thread == thread).count()
+                + stopping.values().filter(|s| s.thread == thread).count()
+        });
     }
 }
 
@@ -633,6 +671,9 @@ impl Handler<AttemptsEnded> for WorkerPool {
 impl WorkerPool {
     fn attempts_ended(&mut self, ended: Vec<(LeaseRef, Ending)>, ctx: &mut Context<Self>) {
         for (lease, ending) in ended {
+            // An attempt stopped by the pool, whose task is now gone (aborted, or it ended
+            // before the abort reached it: either way its outcome is recorded already).
+            self.stopped(lease, ctx);
             let ours = self.running.get(&lease.id).is_some_and(|r| r.lease.token == lease.token);
             if !ours {
                 continue; // aborted after the cancel grace, or its lease was lost
@@ -716,7 +757,7 @@ impl Handler<GetPoolStats> for WorkerPool {
     type Result = MessageResult<GetPoolStats>;
     fn handle(&mut self, _: GetPoolStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(PoolStats {
-            busy: self.running.len(),
+            busy: self.running.len() + self.stopping.len(),
             total: self.settings.concurrency,
             threads: self.executors.len(),
             blocking: self.blocking.clone(),

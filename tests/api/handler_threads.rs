@@ -34,6 +34,9 @@ struct BurnSeen {
 #[derive(Serialize, Deserialize)]
 struct Burn {
     ms: u64,
+    /// Burns on after its job was cancelled, too.
+    #[serde(default)]
+    stubborn: bool,
 }
 
 impl Job for Burn {
@@ -49,7 +52,9 @@ impl Job for Burn {
         };
         let start = Instant::now();
         let mut spins = 0u64;
-        while start.elapsed() < Duration::from_millis(self.ms) && !ctx.is_cancelled() {
+        while start.elapsed() < Duration::from_millis(self.ms)
+            && (self.stubborn || !ctx.is_cancelled())
+        {
             spins = std::hint::black_box(spins.wrapping_add(1));
         }
         let cancelled = ctx.is_cancelled();
@@ -72,6 +77,7 @@ async fn burner_on_threads(on: &On, threads: usize) -> (TestApp, Arc<Probe>) {
     let runtime =
         Runtime::builder().with_builtin_kinds().register::<Burn>().extension(probe.clone());
     let adjust = |c: &mut jobyard::Config| {
+        c.cancel_grace = Duration::from_millis(50);
         c.lease = Duration::from_secs(1);
         c.worker_threads = threads;
     };
@@ -219,5 +225,33 @@ async fn an_ending_is_not_held_behind_a_handler_that_burns() {
     let seen = burns_ended(&probe, 1).await.remove(0);
     let (burn_ended, _, _) = seen.ended.unwrap();
     assert!(finished < burn_ended, "the quick job was recorded during the burn: {quick} {seen:?}");
+    app.shutdown().await;
+}
+
+/// A handler that ignores its cancel and holds its thread is aborted after the grace period,
+/// but the abort reaches it only when it yields: its job is recorded cancelled at once, while
+/// its slot stays taken until the handler is really gone (the pool never runs more handlers
+/// than its concurrency).
+#[actix_web::test]
+async fn an_aborted_handler_keeps_its_slot_until_it_is_gone() {
+    let (app, probe) = burner(&On::Memory).await;
+    let job =
+        app.submit(json!({"kind": "test.burn", "payload": {"ms": 3000, "stubborn": true}})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    poll(|| async { (!probe.burns.lock().unwrap().is_empty()).then_some(()) })
+        .await
+        .expect("the handler started");
+    let cancel = app.post_empty(&format!("/v1/jobs/{id}/cancel")).await;
+    assert_eq!(cancel.status, 200, "{:?}", cancel.body);
+    let done = app.wait_terminal(&id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    let workers = app.get("/v1/stats").await.body["workers"].clone();
+    let still_burning = probe.burns.lock().unwrap()[0].ended.is_none();
+    assert!(still_burning, "the burn outlived the grace period (the premise of this test)");
+    assert_eq!(workers["busy"], 1, "the slot stays taken while the handler runs: {workers}");
+    burns_ended(&probe, 1).await;
+    poll(|| async { (app.get("/v1/stats").await.body["workers"]["busy"] == 0).then_some(()) })
+        .await
+        .expect("the slot is freed once the handler is gone");
     app.shutdown().await;
 }
