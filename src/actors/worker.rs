@@ -108,6 +108,16 @@ struct Running {
     abort: AbortHandle,
     /// The executor thread it runs on.
     thread: usize,
+    /// Past this, the attempt has outlived its timeout by the cancel grace period: its handler
+    /// holds its thread (the timeout's timer runs there too), and the pool times it out itself.
+    deadline: Instant,
+}
+
+/// When an attempt with this timeout is overdue, from now (far ahead for an absurd timeout).
+fn deadline(timeout_ms: u64, grace: Duration) -> Instant {
+    let now = Instant::now();
+    let allowed = Duration::from_millis(timeout_ms).saturating_add(grace);
+    now.checked_add(allowed).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// What an attempt being stopped still holds.
@@ -310,6 +320,7 @@ impl WorkerPool {
         if !stranded.is_empty() {
             self.attempts_ended(stranded, ctx);
         }
+        self.time_out_overdue(ctx);
         for blocking in self.executors.blocking() {
             tracing::warn!(
                 job_id = %blocking.job,
@@ -320,6 +331,30 @@ impl WorkerPool {
                 self.settings.blocking_threshold.as_millis()
             );
             *self.blocking.entry(blocking.kind.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Times out attempts past their deadline: a handler that holds its thread keeps its own
+    /// timeout from firing. The job is retried like after any timeout; the slot stays taken
+    /// until the handler is gone.
+    fn time_out_overdue(&mut self, ctx: &mut Context<Self>) {
+        if self.running.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let overdue: Vec<JobId> =
+            self.running.iter().filter(|(_, r)| r.deadline <= now).map(|(id, _)| *id).collect();
+        for id in overdue {
+            if let Some(run) = self.running.remove(&id) {
+                tracing::warn!(
+                    job_id = %id, kind = %run.kind,
+                    "attempt timed out while its handler held its thread"
+                );
+                run.cancel.cancel();
+                self.stop(&run);
+                let outcome = Self::outcome(&run, Ending::TimedOut, self.settings.max_result_bytes);
+                self.record(run, outcome, ctx);
+            }
         }
     }
 
@@ -387,6 +422,7 @@ impl WorkerPool {
                 cancel,
                 abort,
                 thread,
+                deadline: deadline(timeout_ms, self.settings.cancel_grace),
             },
         );
         if cancel_requested || self.early_cancels.remove(&id) {

@@ -255,3 +255,25 @@ async fn an_aborted_handler_keeps_its_slot_until_it_is_gone() {
         .expect("the slot is freed once the handler is gone");
     app.shutdown().await;
 }
+
+/// A handler that holds its thread past its timeout (whose timer runs on that same thread) is
+/// timed out by the pool: the attempt fails as timed out and the job is retried or fails,
+/// without waiting for the handler to yield.
+#[actix_web::test]
+async fn a_handler_holding_its_thread_past_its_timeout_is_timed_out() {
+    let (app, probe) = burner(&On::Memory).await;
+    let spec = json!({
+        "kind": "test.burn",
+        "payload": {"ms": 4000, "stubborn": true},
+        "timeout_ms": 300,
+        "max_attempts": 1,
+    });
+    let job = app.submit(spec).await;
+    let done = app.wait_terminal(job["id"].as_str().unwrap()).await;
+    let still_burning = probe.burns.lock().unwrap()[0].ended.is_none();
+    assert!(still_burning, "the burn outlived its timeout (the premise of this test)");
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"], "timed out after 300 ms", "{done}");
+    burns_ended(&probe, 1).await;
+    app.shutdown().await;
+}
