@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_rt::{Arbiter, ArbiterHandle};
+use actix_rt::Arbiter;
 use futures_util::future::{AbortRegistration, Abortable, Aborted};
 use futures_util::FutureExt;
 use tracing::Instrument;
@@ -109,12 +109,9 @@ impl Executors {
         Executors { threads, registry, threshold }
     }
 
-    pub fn len(&self) -> usize {
+    /// How many handler threads there are.
+    pub fn threads(&self) -> usize {
         self.threads.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
     }
 
     /// Notes which threads a handler holds now, for the next assignments: once per claim,
@@ -199,7 +196,7 @@ impl Executors {
 
     /// The endings of attempts waiting on threads a handler holds now: their report is
     /// planned behind that handler, so the pool takes them itself.
-    pub fn stranded(&mut self) -> Vec<(LeaseRef, Ending)> {
+    pub fn stranded(&self) -> Vec<(LeaseRef, Ending)> {
         let mut stranded = Vec::new();
         for thread in &self.threads {
             if thread.watch.held(SLOW_POLL) {
@@ -208,11 +205,6 @@ impl Executors {
             }
         }
         stranded
-    }
-
-    /// A handle on each thread, to run code there (tests).
-    pub fn handles(&self) -> Vec<ArbiterHandle> {
-        self.threads.iter().map(|t| t.arbiter.handle()).collect()
     }
 }
 

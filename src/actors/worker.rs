@@ -313,9 +313,10 @@ impl WorkerPool {
         }));
     }
 
-    /// Logs and counts handlers that hold their thread, and takes the endings of attempts
-    /// that ran before them on that thread (their report would wait for the handler).
-    fn check_blocking(&mut self, ctx: &mut Context<Self>) {
+    /// What handlers that hold their thread keep from happening, done from here: takes the
+    /// endings of attempts that ran before them on that thread (their report would wait for
+    /// the handler), times out attempts past their deadline, and logs and counts the holders.
+    fn watch_threads(&mut self, ctx: &mut Context<Self>) {
         let stranded = self.executors.stranded();
         if !stranded.is_empty() {
             self.attempts_ended(stranded, ctx);
@@ -635,7 +636,7 @@ impl Actor for WorkerPool {
         let renew_every = self.settings.lease / 3;
         ctx.run_interval(renew_every, |act, ctx| act.renew_leases(ctx));
         let watch_every = (self.settings.blocking_threshold / 4).max(Duration::from_millis(5));
-        ctx.run_interval(watch_every, |act, ctx| act.check_blocking(ctx));
+        ctx.run_interval(watch_every, |act, ctx| act.watch_threads(ctx));
         let idle_poll = if self.settings.shared { IDLE_POLL * 5 } else { IDLE_POLL };
         ctx.run_interval(idle_poll, |act, ctx| act.fetch(ctx));
         // After a restart: completions not yet recorded, and attempts cancelled whose grace
@@ -795,7 +796,7 @@ impl Handler<GetPoolStats> for WorkerPool {
         MessageResult(PoolStats {
             busy: self.running.len() + self.stopping.len(),
             total: self.settings.concurrency,
-            threads: self.executors.len(),
+            threads: self.executors.threads(),
             blocking: self.blocking.clone(),
         })
     }
