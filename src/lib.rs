@@ -33,4 +33,7 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use job::{Backoff, Job, JobContext, JobError, JobId, JobRecord, JobSpec, JobStatus};
-pub use runtime::{Client, JobHandle, Runtime, RuntimeError};
+pub use runtime::{
+    Batch, Client, Dependency, JobHandle, JobOptions, Planned, Runtime, RuntimeError,
+    ScheduleBuilder, SubmitBuilder, SubmittedBatch,
+};

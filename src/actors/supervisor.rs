@@ -12,7 +12,8 @@ use actix::prelude::*;
 
 use crate::cache::{Cache, CacheHandle};
 use crate::config::Config;
-use crate::job::{Extensions, Registry};
+use crate::job::handler::RecordLookup;
+use crate::job::{Extensions, JobError, Registry};
 use crate::metadata::MetadataStore;
 use crate::queue::QueueBackend;
 use crate::redis::RedisClient;
@@ -55,19 +56,21 @@ impl RuntimeSupervisor {
         let RuntimeParts { registry, backend, cache, redis, mut extensions } = parts;
         let backends = (backend.name(), cache.backend());
         let backend_shared = backend.shared();
+        let records = record_lookup(backend.clone());
         let queue = resilient::start(move |_| QueueActor::new(backend));
         let metadata = MetadataStore::new(&config.data_dir);
         let (actor_cache, retention) = (cache.clone(), config.retention);
         let cache_actor = resilient::start(move |_| {
             CacheActor::new(actor_cache, metadata, retention, HOT_KEYS_EVERY)
         });
-        extensions.insert(CacheHandle(cache.clone()));
+        extensions.insert(CacheHandle::new(cache.clone()));
         let settings = PoolSettings {
             instance: instance_name(),
             concurrency: config.concurrency,
             lease: config.lease,
             cancel_grace: config.cancel_grace,
             extensions,
+            records,
             shared: backend_shared,
             max_result_bytes: config.max_result_bytes,
             threads: config.worker_threads,
@@ -87,6 +90,20 @@ impl RuntimeSupervisor {
         let supervisor = RuntimeSupervisor { pool, scheduler, cache: cache_actor }.start();
         (supervisor, client)
     }
+}
+
+/// Handlers read other jobs' results straight from the backend, on their own threads: no
+/// actor of the runtime waits on these reads.
+fn record_lookup(backend: Arc<dyn QueueBackend>) -> RecordLookup {
+    RecordLookup::new(move |id| {
+        let backend = backend.clone();
+        Box::pin(async move {
+            backend
+                .get(id)
+                .await
+                .map_err(|err| JobError::retryable(format!("reading job {id}: {err}")))
+        })
+    })
 }
 
 /// How often the hottest cache keys are recorded for the next start.

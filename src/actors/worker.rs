@@ -19,6 +19,7 @@ use futures_util::future::AbortHandle;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::job::handler::RecordLookup;
 use crate::job::spec::MAX_DELAY_MS;
 use crate::job::{Extensions, JobContext, JobError, JobId, JobRecord, Json, Registry};
 use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
@@ -85,6 +86,8 @@ pub struct PoolSettings {
     pub cancel_grace: Duration,
     /// Shared values handed to every handler.
     pub extensions: Extensions,
+    /// Where handlers read other jobs' results.
+    pub(crate) records: RecordLookup,
     /// Whether other instances share the queue: then an idle pool waits for their wake-ups.
     pub shared: bool,
     /// The largest result or progress report a job may store, in bytes.
@@ -379,6 +382,7 @@ impl WorkerPool {
             timeout_ms,
             worker,
             cancel_requested,
+            depends_on,
             ..
         } = record;
         let slot = match worker.and_then(|w| self.free.iter().position(|s| *s == w)) {
@@ -397,8 +401,15 @@ impl WorkerPool {
                 queue.do_send(ReportProgress { lease, progress })
             }
         });
-        let job_ctx = JobContext::new(id, attempts, max_attempts, cancel.clone(), progress)
-            .with_extensions(self.settings.extensions.clone());
+        let job_ctx = JobContext::new(
+            id,
+            (attempts, max_attempts),
+            depends_on.into(),
+            self.settings.records.clone(),
+            cancel.clone(),
+            progress,
+            self.settings.extensions.clone(),
+        );
         let (abort, registration) = AbortHandle::new_pair();
         let thread = self.executors.assign(Start {
             lease,

@@ -127,7 +127,7 @@ pub async fn list(
         .transpose()
         .map_err(|err| ApiError::invalid("status", err))?;
     let limit = match given(params.limit) {
-        None => 100,
+        None => ListQuery::DEFAULT_LIMIT,
         Some(raw) => {
             raw.parse::<usize>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
                 ApiError::invalid("limit", format!("limit must be between 1 and {MAX_LIMIT}"))

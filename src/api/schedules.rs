@@ -22,7 +22,7 @@ pub async fn get(
     client: web::Data<Client>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(client.schedule(&name).await?))
+    Ok(HttpResponse::Ok().json(client.get_schedule(&name).await?))
 }
 
 pub async fn list(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {

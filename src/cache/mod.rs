@@ -146,9 +146,83 @@ pub fn etag_of(bytes: &[u8]) -> String {
     format!("\"{hash:016x}\"")
 }
 
-/// The runtime's cache as a job extension (`ctx.extension::<CacheHandle>()`).
+/// The runtime's cache as a job extension: `ctx.extension::<CacheHandle>()` in a handler. It
+/// is a [`Cache`] itself (and derefs to the runtime's), so the typed [`CacheExt`] calls work on
+/// it directly.
+///
+/// ```
+/// # use jobyard::{JobContext, JobError};
+/// use jobyard::cache::{CacheExt, CacheHandle};
+///
+/// async fn cached_count(ctx: &JobContext) -> Result<Option<u64>, JobError> {
+///     let cache = ctx.extension::<CacheHandle>().expect("every runtime provides its cache");
+///     Ok(cache.get_json::<u64>("github:stars").await?)
+/// }
+/// ```
 #[derive(Clone)]
-pub struct CacheHandle(pub Arc<dyn Cache>);
+pub struct CacheHandle(Arc<dyn Cache>);
+
+impl CacheHandle {
+    /// Wraps a cache.
+    pub fn new(cache: Arc<dyn Cache>) -> Self {
+        CacheHandle(cache)
+    }
+
+    /// The shared cache itself.
+    pub fn shared(&self) -> &Arc<dyn Cache> {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for CacheHandle {
+    type Target = dyn Cache;
+    fn deref(&self) -> &(dyn Cache + 'static) {
+        &*self.0
+    }
+}
+
+#[async_trait]
+impl Cache for CacheHandle {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+    async fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.0.get(key).await
+    }
+    async fn set(&self, key: &str, entry: Entry) {
+        self.0.set(key, entry).await
+    }
+    async fn insert_new(&self, key: &str, entry: Entry) {
+        self.0.insert_new(key, entry).await
+    }
+    async fn delete(&self, key: &str) -> bool {
+        self.0.delete(key).await
+    }
+    async fn invalidate_prefix(&self, prefix: &str) -> u64 {
+        self.0.invalidate_prefix(prefix).await
+    }
+    async fn invalidate_tags(&self, tags: &[String]) -> u64 {
+        self.0.invalidate_tags(tags).await
+    }
+    async fn clear(&self) {
+        self.0.clear().await
+    }
+    fn drop_local(&self, key: &str) {
+        self.0.drop_local(key)
+    }
+    async fn preload(&self, keys: &[String]) -> usize {
+        self.0.preload(keys).await
+    }
+    fn hot_keys(&self, limit: usize) -> Vec<(String, u64)> {
+        self.0.hot_keys(limit)
+    }
+    fn stats(&self) -> CacheStats {
+        self.0.stats()
+    }
+    fn health(&self) -> CacheHealth {
+        self.0.health()
+    }
+}
 
 /// Whether the cache serves as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]

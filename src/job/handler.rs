@@ -4,16 +4,17 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::record::{to_json, JobId, Json};
+use super::record::{to_json, JobId, JobRecord, JobStatus, Json};
 use super::spec::KindLookup;
 
 /// A kind of job, with a typed payload (the implementing type) and a typed output.
@@ -47,50 +48,82 @@ pub trait Job: Serialize + DeserializeOwned + 'static {
 }
 
 /// Why an attempt did not succeed.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+///
+/// Any error type converts into it with `?`, as a retryable failure carrying the error's
+/// message (and its causes); say `.map_err(JobError::fatal)` when no retry can help.
+///
+/// ```
+/// use jobyard::JobError;
+///
+/// fn parse(text: &str) -> Result<u32, JobError> {
+///     // A parse error is retryable by `?`; this one never gets better, so it is fatal.
+///     let number: u32 = text.parse().map_err(JobError::fatal)?;
+///     let _ = std::fs::metadata("/")?; // an I/O error: retried with the job's backoff
+///     Ok(number)
+/// }
+/// assert!(matches!(parse("x"), Err(JobError::Fatal(_))));
+/// ```
+///
+/// It deliberately does not implement [`std::error::Error`] itself: that is what lets every
+/// error convert into it (as `anyhow::Error` does).
+#[derive(Clone, Debug, PartialEq)]
 pub enum JobError {
     /// The attempt failed; the job is retried while attempts are left.
-    #[error("{message}")]
     Retryable {
+        /// What went wrong (recorded in the job's `history`, and as its `error` at the end).
         message: String,
         /// Wait at least this long before the next attempt (e.g. an HTTP `Retry-After`),
         /// instead of the backoff policy's delay.
         retry_after: Option<Duration>,
     },
     /// The job can never succeed (bad input, a 4xx answer): it fails at once, without retry.
-    #[error("{0}")]
     Fatal(String),
     /// The handler stopped because its cancellation token fired.
-    #[error("cancelled")]
     Cancelled,
 }
 
 impl JobError {
     /// A failure worth retrying.
-    pub fn retryable(message: impl Into<String>) -> Self {
-        JobError::Retryable { message: message.into(), retry_after: None }
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        JobError::Retryable { message: message.to_string(), retry_after: None }
     }
 
     /// A failure worth retrying, not before `after`.
-    pub fn retry_after(message: impl Into<String>, after: Duration) -> Self {
-        JobError::Retryable { message: message.into(), retry_after: Some(after) }
+    pub fn retry_after(message: impl fmt::Display, after: Duration) -> Self {
+        JobError::Retryable { message: message.to_string(), retry_after: Some(after) }
     }
 
-    /// A failure that no retry can fix.
-    pub fn fatal(message: impl Into<String>) -> Self {
-        JobError::Fatal(message.into())
-    }
-}
-
-impl From<serde_json::Error> for JobError {
-    fn from(err: serde_json::Error) -> Self {
-        JobError::fatal(err.to_string())
+    /// A failure that no retry can fix; takes a message or an error
+    /// (`.map_err(JobError::fatal)`).
+    pub fn fatal(message: impl fmt::Display) -> Self {
+        JobError::Fatal(message.to_string())
     }
 }
 
-impl From<std::io::Error> for JobError {
-    fn from(err: std::io::Error) -> Self {
-        JobError::retryable(err.to_string())
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobError::Retryable { message, .. } | JobError::Fatal(message) => f.write_str(message),
+            JobError::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+/// Any error is a retryable failure, described by its message and the chain of its causes.
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(err: E) -> Self {
+        let mut message = err.to_string();
+        let mut cause = err.source();
+        while let Some(inner) = cause {
+            let text = inner.to_string();
+            // Wrappers often repeat their cause's message (`#[error(transparent)]`).
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = inner.source();
+        }
+        JobError::Retryable { message, retry_after: None }
     }
 }
 
@@ -122,41 +155,62 @@ impl Extensions {
     }
 }
 
-/// What a handler gets besides its payload: which job and attempt it runs, the cancellation
-/// token it should observe, and a way to report progress.
+/// Reads a job's stored record: how a handler sees other jobs' results. The runtime reads its
+/// queue backend (durable, kept as long as the job is retained); the testing kit a fixed set.
+#[derive(Clone)]
+pub(crate) struct RecordLookup(Arc<ReadRecord>);
+
+type ReadRecord =
+    dyn Fn(JobId) -> BoxFuture<'static, Result<Option<JobRecord>, JobError>> + Send + Sync;
+
+impl RecordLookup {
+    pub(crate) fn new(
+        read: impl Fn(JobId) -> BoxFuture<'static, Result<Option<JobRecord>, JobError>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        RecordLookup(Arc::new(read))
+    }
+
+    async fn read(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
+        (self.0)(id).await
+    }
+}
+
+impl fmt::Debug for RecordLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecordLookup")
+    }
+}
+
+/// What a handler gets besides its payload: which job and attempt it runs, the results of the
+/// jobs it depended on, the cancellation token it should observe, a way to report progress,
+/// and the runtime's shared values.
 #[derive(Clone)]
 pub struct JobContext {
     id: JobId,
     attempt: u32,
     max_attempts: u32,
+    depends_on: Arc<[JobId]>,
+    records: RecordLookup,
     cancel: CancellationToken,
     progress: ProgressSink,
     extensions: Extensions,
 }
 
 impl JobContext {
-    /// A context for one attempt (the worker pool builds these; tests of handlers may too).
-    pub fn new(
+    /// A context for one attempt (built by the worker pool, and by [`crate::testing`]).
+    pub(crate) fn new(
         id: JobId,
-        attempt: u32,
-        max_attempts: u32,
+        (attempt, max_attempts): (u32, u32),
+        depends_on: Arc<[JobId]>,
+        records: RecordLookup,
         cancel: CancellationToken,
         progress: ProgressSink,
+        extensions: Extensions,
     ) -> Self {
-        JobContext {
-            id,
-            attempt,
-            max_attempts,
-            cancel,
-            progress,
-            extensions: Extensions::default(),
-        }
-    }
-
-    /// The same context with these extensions.
-    pub fn with_extensions(mut self, extensions: Extensions) -> Self {
-        self.extensions = extensions;
-        self
+        JobContext { id, attempt, max_attempts, depends_on, records, cancel, progress, extensions }
     }
 
     /// A shared value of type `T` the runtime was given (see [`Extensions`]).
@@ -164,11 +218,7 @@ impl JobContext {
         self.extensions.get::<T>()
     }
 
-    /// A context that is never cancelled and drops progress reports.
-    pub fn detached(id: JobId) -> Self {
-        Self::new(id, 1, 1, CancellationToken::new(), Arc::new(|_| {}))
-    }
-
+    /// The job this attempt runs.
     pub fn job_id(&self) -> JobId {
         self.id
     }
@@ -178,8 +228,84 @@ impl JobContext {
         self.attempt
     }
 
+    /// The most attempts the job gets.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// The jobs this one depended on, in the order they were named. All of them succeeded:
+    /// a job runs only then.
+    pub fn dependencies(&self) -> &[JobId] {
+        &self.depends_on
+    }
+
+    /// The typed output of job `job` (a dependency's, usually), read from the job store, where
+    /// it is kept as long as the job is retained.
+    ///
+    /// Fails fatally when the job does not exist (any more), is of another kind than `J`,
+    /// ended without success or its result does not decode; retryably when the job has not
+    /// ended yet or the store cannot be reached.
+    ///
+    /// ```
+    /// # use jobyard::{Job, JobContext, JobError};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct FetchStars { repo: String }
+    /// # impl Job for FetchStars {
+    /// #     const KIND: &'static str = "fetch_stars";
+    /// #     type Output = u64;
+    /// #     async fn run(self, _: JobContext) -> Result<u64, JobError> { Ok(1) }
+    /// # }
+    /// #[derive(Serialize, Deserialize)]
+    /// struct TotalStars;
+    ///
+    /// impl Job for TotalStars {
+    ///     const KIND: &'static str = "total_stars";
+    ///     type Output = u64;
+    ///     async fn run(self, ctx: JobContext) -> Result<u64, JobError> {
+    ///         let mut total = 0;
+    ///         for &dep in ctx.dependencies() {
+    ///             total += ctx.result_of::<FetchStars>(dep).await?;
+    ///         }
+    ///         Ok(total)
+    ///     }
+    /// }
+    /// ```
+    pub async fn result_of<J: Job>(&self, job: impl Into<JobId>) -> Result<J::Output, JobError> {
+        let id = job.into();
+        let record = self.records.read(id).await?.ok_or_else(|| {
+            JobError::fatal(format!("job {id} does not exist (or was removed after retention)"))
+        })?;
+        if &*record.kind != J::KIND {
+            return Err(JobError::fatal(format!(
+                "job {id} is a '{}' job, not a '{}' one",
+                record.kind,
+                J::KIND
+            )));
+        }
+        match record.status {
+            JobStatus::Succeeded => match record.result::<J::Output>() {
+                Ok(Some(output)) => Ok(output),
+                Ok(None) => Err(JobError::fatal(format!("job {id} succeeded without a result"))),
+                Err(err) => Err(JobError::fatal(format!(
+                    "the result of job {id} is not a {}: {err}",
+                    std::any::type_name::<J::Output>()
+                ))),
+            },
+            status if status.is_terminal() => {
+                Err(JobError::fatal(format!("job {id} ended {status}, without a result")))
+            }
+            status => Err(JobError::retryable(format!("job {id} has not ended yet ({status})"))),
+        }
+    }
+
+    /// The typed outputs of every dependency, in the order they were named: the fan-in of
+    /// jobs of one kind. See [`JobContext::result_of`] for what fails.
+    pub async fn dependency_results<J: Job>(&self) -> Result<Vec<J::Output>, JobError> {
+        let mut outputs = Vec::with_capacity(self.depends_on.len());
+        for &dep in self.depends_on.iter() {
+            outputs.push(self.result_of::<J>(dep).await?);
+        }
+        Ok(outputs)
     }
 
     /// True once the job was cancelled (or the instance is shutting down past its grace).
@@ -276,5 +402,30 @@ impl KindLookup for Registry {
             Some(handler) => (handler.check)(payload),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fetching the repository failed")]
+    struct Fetch(#[source] std::io::Error);
+
+    #[test]
+    fn any_error_is_retryable_with_its_causes_in_the_message() {
+        let err = JobError::from(Fetch(std::io::Error::other("connection reset")));
+        assert_eq!(err, JobError::retryable("fetching the repository failed: connection reset"));
+        let parse = || -> Result<u32, JobError> { Ok("x".parse::<u32>()?) };
+        assert!(matches!(parse(), Err(JobError::Retryable { retry_after: None, .. })));
+    }
+
+    #[test]
+    fn fatal_takes_an_error_or_a_message() {
+        let parse = || -> Result<u32, JobError> { "x".parse::<u32>().map_err(JobError::fatal) };
+        assert_eq!(parse(), Err(JobError::Fatal("invalid digit found in string".into())));
+        assert_eq!(JobError::fatal("bad input").to_string(), "bad input");
+        assert_eq!(JobError::Cancelled.to_string(), "cancelled");
     }
 }

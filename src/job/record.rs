@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -202,6 +203,24 @@ pub struct JobRecord {
 impl JobRecord {
     /// The most entries [`JobRecord::history`] keeps (the latest).
     pub const MAX_HISTORY: usize = 100;
+
+    /// The result decoded as `T`; `Ok(None)` while the job has none (it has not succeeded).
+    ///
+    /// ```
+    /// # fn demo(record: jobyard::JobRecord) -> Result<(), serde_json::Error> {
+    /// if let Some(count) = record.result::<u32>()? {
+    ///     println!("fetched {count} items");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn result<T: DeserializeOwned>(&self) -> Result<Option<T>, serde_json::Error> {
+        self.result.as_ref().map(|json| serde_json::from_str(json.get())).transpose()
+    }
+
+    /// The latest progress report decoded as `T`; `Ok(None)` when none was made.
+    pub fn progress<T: DeserializeOwned>(&self) -> Result<Option<T>, serde_json::Error> {
+        self.progress.as_ref().map(|json| serde_json::from_str(json.get())).transpose()
+    }
 
     /// Records that the current attempt (number [`JobRecord::attempts`]) ended at `at` without
     /// success, for `error`; the oldest entries go beyond [`JobRecord::MAX_HISTORY`].

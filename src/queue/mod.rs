@@ -201,15 +201,34 @@ impl CancelOutcome {
     }
 }
 
-/// Filters and paging of a job listing (newest first).
-#[derive(Clone, Debug, Default)]
+/// Filters and paging of a job listing (newest first). The default lists the newest
+/// [`ListQuery::DEFAULT_LIMIT`] jobs of every state, kind and queue.
+#[derive(Clone, Debug)]
 pub struct ListQuery {
     pub status: Option<JobStatus>,
     pub kind: Option<String>,
     pub queue: Option<String>,
+    /// Most jobs on the page (0 is taken as 1).
     pub limit: usize,
     /// Opaque: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// The page size of a listing that names none (the HTTP API's too).
+    pub const DEFAULT_LIMIT: usize = 100;
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            status: None,
+            kind: None,
+            queue: None,
+            limit: Self::DEFAULT_LIMIT,
+            cursor: None,
+        }
+    }
 }
 
 /// One page of a listing.

@@ -18,3 +18,4 @@ mod queue_backends;
 mod queue_outage;
 mod redis_support;
 mod schedules;
+mod typed;

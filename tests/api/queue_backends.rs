@@ -895,7 +895,7 @@ async fn two_runtimes_fire_once(
     assert_eq!(jobs.len(), 1, "one job for the tick, whichever runtime fired it");
     let key = format!("cron:nightly:{}", tick.timestamp_millis());
     assert_eq!(jobs[0].idempotency_key.as_deref(), Some(key.as_str()));
-    let schedule = b.schedule("nightly").await.unwrap();
+    let schedule = b.get_schedule("nightly").await.unwrap();
     assert_eq!((schedule.last_run_at, schedule.last_job_id), (Some(tick), Some(jobs[0].id)));
     a.shutdown().await;
     b.shutdown().await;

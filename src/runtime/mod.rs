@@ -18,15 +18,12 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::future::{Future, IntoFuture};
-use std::marker::PhantomData;
 use std::ops::Deref;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 
 use crate::actors::queue::{
@@ -39,8 +36,7 @@ use crate::cache::{Cache, CacheHealth, CacheStats, MemoryCache};
 use crate::config::{Config, QueueBackendKind};
 use crate::job::spec::{plan, SpecErrorKind};
 use crate::job::{
-    Backoff, Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults,
-    SpecError,
+    Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults, SpecError,
 };
 use crate::metadata::MetadataStore;
 use crate::queue::{
@@ -48,6 +44,13 @@ use crate::queue::{
 };
 use crate::redis::RedisClient;
 use crate::schedule::{validate_name, CronExpr, Schedule, ScheduleSpec};
+
+mod typed;
+
+pub use typed::{
+    Batch, Dependency, JobHandle, JobOptions, Planned, ScheduleBuilder, SubmitBuilder,
+    SubmittedBatch,
+};
 
 /// Errors of the embedding API.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,9 +60,15 @@ pub enum RuntimeError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Queue(#[from] QueueError),
-    /// The job ended without success.
-    #[error("job {id} ended {status}: {}", error.as_deref().unwrap_or("no error recorded"))]
-    JobFailed { id: JobId, status: JobStatus, error: Option<String> },
+    /// The job failed: its attempts ran out, or one failed fatally.
+    #[error("job {id} failed: {}", error.as_deref().unwrap_or("no error recorded"))]
+    JobFailed { id: JobId, error: Option<String> },
+    /// The job was cancelled before it succeeded.
+    #[error("job {id} was cancelled")]
+    Cancelled { id: JobId },
+    /// The job had not ended when the wait gave up.
+    #[error("job {id} still {status} after waiting {waited:?}")]
+    WaitTimeout { id: JobId, status: JobStatus, waited: Duration },
     /// The stored result does not decode as the job's output type.
     #[error("result of job {id} is not a {expected}: {message}")]
     Decode { id: JobId, expected: &'static str, message: String },
@@ -198,7 +207,19 @@ impl Client {
 
     /// Starts building a typed submit of `job`; `.await` it to submit.
     pub fn submit<J: Job>(&self, job: J) -> SubmitBuilder<'_, J> {
-        SubmitBuilder { client: self, job, spec: JobSpec::new(J::KIND), run_at: None }
+        SubmitBuilder::new(self, job)
+    }
+
+    /// Starts a typed batch: jobs submitted together, all or nothing, which may depend on
+    /// each other.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch::new(self)
+    }
+
+    /// Starts building the schedule `name` of a typed job; `.await` it to create or replace
+    /// the schedule.
+    pub fn schedule<J: Job>(&self, name: impl Into<String>) -> ScheduleBuilder<'_, J> {
+        ScheduleBuilder::new(self, name.into())
     }
 
     /// Submits one job described as a spec.
@@ -293,12 +314,12 @@ impl Client {
             last_job_id: None,
         };
         let created = self.call(PutSchedule(schedule)).await??;
-        let stored = self.schedule(name).await?;
+        let stored = self.get_schedule(name).await?;
         Ok((stored, created))
     }
 
     /// One schedule.
-    pub async fn schedule(&self, name: &str) -> Result<Schedule, RuntimeError> {
+    pub async fn get_schedule(&self, name: &str) -> Result<Schedule, RuntimeError> {
         self.call(GetSchedule(name.to_owned()))
             .await??
             .ok_or_else(|| RuntimeError::Queue(QueueError::ScheduleNotFound(name.to_owned())))
@@ -349,145 +370,12 @@ impl Client {
     }
 }
 
-/// A duration in whole milliseconds; one too long for `u64` saturates (and is then refused as
-/// out of range) instead of wrapping to a short one.
-fn saturating_millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 fn prefix_field(mut err: SpecError, prefix: &str) -> SpecError {
     err.field = Some(match err.field {
         Some(field) => format!("{prefix}.{field}"),
         None => prefix.to_owned(),
     });
     err
-}
-
-/// A typed submit in the making: set options, then `.await` it.
-#[must_use = "a submit does nothing until awaited"]
-pub struct SubmitBuilder<'a, J: Job> {
-    client: &'a Client,
-    job: J,
-    spec: JobSpec,
-    run_at: Option<DateTime<Utc>>,
-}
-
-impl<'a, J: Job> SubmitBuilder<'a, J> {
-    /// Higher runs first; -1000..=1000.
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.spec.priority = Some(priority);
-        self
-    }
-
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.spec.queue = Some(queue.into());
-        self
-    }
-
-    /// Do not start before `delay` from now.
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.spec.delay_ms = Some(saturating_millis(delay));
-        self
-    }
-
-    /// Do not start before `at`.
-    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
-        self.run_at = Some(at);
-        self
-    }
-
-    /// Run only after job `id` succeeded.
-    pub fn depends_on(mut self, id: JobId) -> Self {
-        self.spec.depends_on.get_or_insert_with(Vec::new).push(id.to_string());
-        self
-    }
-
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.spec.max_attempts = Some(attempts);
-        self
-    }
-
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.spec.backoff = Some(backoff);
-        self
-    }
-
-    /// Wall-clock limit of one attempt.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.spec.timeout_ms = Some(saturating_millis(timeout));
-        self
-    }
-
-    /// A second submit with the same key returns the first job.
-    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
-        self.spec.idempotency_key = Some(key.into());
-        self
-    }
-
-    /// Submits the job.
-    pub async fn send(self) -> Result<JobHandle<J>, RuntimeError> {
-        let mut spec = self.spec;
-        spec.run_at = self.run_at;
-        spec.payload = Some(
-            crate::job::record::to_json(&self.job)
-                .map_err(|err| SpecError::invalid("payload", err))?,
-        );
-        let submitted = self.client.submit_spec(spec).await?;
-        Ok(JobHandle { id: submitted.record.id, client: self.client.clone(), _job: PhantomData })
-    }
-}
-
-impl<'a, J: Job> IntoFuture for SubmitBuilder<'a, J> {
-    type Output = Result<JobHandle<J>, RuntimeError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + 'a>>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.send())
-    }
-}
-
-/// A submitted job of type `J`.
-pub struct JobHandle<J: Job> {
-    id: JobId,
-    client: Client,
-    _job: PhantomData<fn() -> J>,
-}
-
-impl<J: Job> JobHandle<J> {
-    pub fn id(&self) -> JobId {
-        self.id
-    }
-
-    /// The job as it is now.
-    pub async fn status(&self) -> Result<JobRecord, RuntimeError> {
-        self.client.status(self.id).await
-    }
-
-    /// Waits for the job to end; its typed output on success, `JobFailed` otherwise.
-    pub async fn wait(&self) -> Result<J::Output, RuntimeError> {
-        let record = loop {
-            let record = self.client.wait(self.id, Duration::from_secs(60)).await?;
-            if record.status.is_terminal() {
-                break record;
-            }
-        };
-        match (record.status, &record.result) {
-            (JobStatus::Succeeded, Some(result)) => {
-                serde_json::from_str(result.get()).map_err(|err| RuntimeError::Decode {
-                    id: self.id,
-                    expected: std::any::type_name::<J::Output>(),
-                    message: err.to_string(),
-                })
-            }
-            (status, _) => {
-                Err(RuntimeError::JobFailed { id: self.id, status, error: record.error })
-            }
-        }
-    }
-
-    /// Cancels the job.
-    pub async fn cancel(&self) -> Result<CancelOutcome, RuntimeError> {
-        self.client.cancel(self.id).await
-    }
 }
 
 /// Configures and starts a [`Runtime`].
