@@ -9,10 +9,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::api::{self, ApiSettings};
-use crate::config::{Config, QueueBackendKind};
-use crate::queue::redis::RedisQueueError;
-use crate::queue::RedisQueue;
-use crate::redis::{RedisClient, RedisError, RedisSettings};
+use crate::config::Config;
 use crate::runtime::{Runtime, RuntimeBuilder, RuntimeError};
 
 /// Why the server could not start.
@@ -22,10 +19,6 @@ pub enum StartupError {
     Bind { addr: String, source: io::Error },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-    #[error("the Redis queue cannot be used: {0}")]
-    Queue(#[from] RedisQueueError),
 }
 
 /// Stops a running server as a signal would.
@@ -60,39 +53,45 @@ impl Server {
     /// and so is its queue backend unless it was given one.
     pub async fn build_with(
         config: Config,
-        mut runtime: RuntimeBuilder,
+        runtime: RuntimeBuilder,
     ) -> Result<Server, StartupError> {
-        if config.queue_backend == QueueBackendKind::Redis && !runtime.has_queue_backend() {
-            let queue = RedisQueue::connect(&config).await?;
-            runtime = runtime.queue_backend(std::sync::Arc::new(queue));
-        }
-        let redis = match RedisSettings::from_config(&config) {
-            Some(settings) => {
-                let redis = RedisClient::new(settings)?;
-                redis.start().await;
-                Some(redis)
-            }
-            None => None,
-        };
-        let cache = crate::cache::build(&config, redis.as_ref());
-        let runtime = runtime.cache(cache).redis(redis);
+        Self::build_with_routes(config, runtime, |_| {}).await
+    }
+
+    /// Like [`Server::build_with`], serving `routes` (the embedder's own, registered on
+    /// every HTTP worker) beside the API. The API's paths (`/health`, `/ready`, `/v1/...`)
+    /// and its 404 for unknown paths stay as they are.
+    ///
+    /// ```no_run
+    /// # use actix_web::{web, HttpResponse};
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = jobyard::Config::from_env()?;
+    /// let runtime = jobyard::Runtime::from_config(config.clone()).with_builtin_kinds();
+    /// let server = jobyard::startup::Server::build_with_routes(config, runtime, |cfg| {
+    ///     cfg.route("/hello", web::get().to(|| async { HttpResponse::Ok().body("hello") }));
+    /// })
+    /// .await?;
+    /// server.run_until_stopped().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn build_with_routes(
+        config: Config,
+        runtime: RuntimeBuilder,
+        routes: impl Fn(&mut actix_web::web::ServiceConfig) + Send + Sync + 'static,
+    ) -> Result<Server, StartupError> {
+        // Bound first: a port in use is reported before anything connects.
         let listener = TcpListener::bind(&config.addr)
             .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?;
         let port = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?
             .port();
-        let runtime = runtime.config(config.clone()).start()?;
+        let runtime = runtime.config(config.clone()).connect().await?;
         let client = runtime.client().clone();
-        let settings = ApiSettings {
-            max_body_bytes: config.max_body_bytes,
-            cache_ttl: config.cache_ttl,
-            api_token: config.api_token.clone(),
-            max_connections_per_peer: config.max_connections_per_peer,
-        };
+        let settings = ApiSettings::from(&config);
         // actix-web's HttpServer, plus the connection limits of `api::limits` (see `api::conn`).
         let shutdown_timeout = config.shutdown_grace.as_secs().max(1);
-        let http = api::conn::serve(listener, client, settings, shutdown_timeout)
+        let http = api::conn::serve(listener, client, settings, shutdown_timeout, Arc::new(routes))
             .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?;
         tracing::info!(
             port,

@@ -274,3 +274,104 @@ async fn a_full_queue_refuses_an_embedded_submit() {
     assert_eq!(runtime.stats().await.unwrap().queues["default"].scheduled, 2);
     runtime.shutdown().await;
 }
+
+/// Reads and writes the runtime's cache through the `CacheHandle` extension, as a `Cache`.
+#[derive(Serialize, Deserialize)]
+struct Remember {
+    key: String,
+    value: u64,
+}
+
+impl Job for Remember {
+    const KIND: &'static str = "remember";
+    type Output = Option<u64>;
+    async fn run(self, ctx: JobContext) -> Result<Option<u64>, JobError> {
+        use jobyard::cache::{CacheExt, CacheHandle};
+        let cache = ctx.extension::<CacheHandle>().expect("the runtime's cache");
+        let before = cache.get_json::<u64>(&self.key).await?;
+        cache.set_json(&self.key, &self.value, Duration::from_secs(60), vec![]).await?;
+        Ok(before)
+    }
+}
+
+/// Futures that may be spawned on a multi-threaded runtime must be `Send` (checked at build).
+fn spawnable<F: std::future::Future + Send>(future: F) -> F {
+    future
+}
+
+/// Under plain tokio there is no actix system: `start` says so instead of panicking.
+#[tokio::test]
+async fn start_outside_an_actix_system_is_an_error_not_a_panic() {
+    match Runtime::builder().register::<Add>().start() {
+        Err(RuntimeError::Start(message)) => assert!(message.contains(".spawn()"), "{message}"),
+        other => panic!("expected a start error, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// A service on plain multi-threaded tokio (as axum and tonic run) starts the runtime on a
+/// thread of its own and uses it from its own tasks, on any of its threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_spawned_from_plain_tokio_serves_tasks_on_any_thread() {
+    let config = Config { cancel_grace: Duration::from_millis(50), ..Config::default() };
+    let runtime = Runtime::from_config(config)
+        .register::<Add>()
+        .register::<Reporter>()
+        .register::<Remember>()
+        .spawn()
+        .await
+        .expect("runtime starts on its own thread");
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let client = runtime.client().clone();
+            tokio::spawn(spawnable(async move {
+                let job = client.submit(Add { a: i, b: 1 }).priority(i as i32).await?;
+                job.wait_timeout(DEADLINE).await
+            }))
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap().unwrap(), i as i64 + 1);
+    }
+    let mut batch = runtime.batch();
+    let first = batch.add(Add { a: 1, b: 2 }, jobyard::JobOptions::new());
+    let second = batch.add(Add { a: 3, b: 4 }, jobyard::JobOptions::new().depends_on(first));
+    let submitted = spawnable(batch.submit()).await.unwrap();
+    assert_eq!(spawnable(submitted.handle(second).wait_timeout(DEADLINE)).await.unwrap(), 7);
+
+    let remember = |value| Remember { key: "answer".into(), value };
+    assert_eq!(runtime.submit(remember(41)).await.unwrap().wait().await.unwrap(), None);
+    assert_eq!(runtime.submit(remember(42)).await.unwrap().wait().await.unwrap(), Some(41));
+
+    let reporter = runtime.submit(Reporter).await.unwrap();
+    let cancel = reporter.clone();
+    tokio::spawn(spawnable(async move { cancel.cancel().await })).await.unwrap().unwrap();
+    match reporter.wait_timeout(DEADLINE).await {
+        Err(RuntimeError::Cancelled { id }) => assert_eq!(id, reporter.id()),
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+
+    runtime.shutdown().await;
+    // The runtime's thread and its actors are gone with it.
+    let after = runtime.submit(Add { a: 1, b: 1 }).await;
+    assert!(
+        matches!(after, Err(RuntimeError::Queue(jobyard::queue::QueueError::Unavailable(_)))),
+        "{after:?}"
+    );
+}
+
+/// A configuration naming Redis is never served by memory backends behind the caller's back.
+#[actix::test]
+async fn start_refuses_a_configuration_it_would_not_honour() {
+    let config = Config::from_lookup(|name| match name {
+        "REDIS_URL" => Some("redis://127.0.0.1:1".into()),
+        "JOBYARD_QUEUE_BACKEND" => Some("memory".into()),
+        _ => None,
+    })
+    .unwrap();
+    match Runtime::from_config(config).register::<Add>().start() {
+        Err(RuntimeError::Start(message)) => {
+            assert!(message.contains("hybrid cache") && message.contains(".connect()"), "{message}")
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}

@@ -62,6 +62,7 @@ pub fn serve(
     client: Client,
     settings: ApiSettings,
     shutdown_timeout_secs: u64,
+    routes: Routes,
 ) -> io::Result<Server> {
     let addr = listener.local_addr()?;
     let peers = Peers { held: Arc::default(), max: settings.max_connections_per_peer };
@@ -69,7 +70,10 @@ pub fn serve(
         actix_server::Server::build().disable_signals().shutdown_timeout(shutdown_timeout_secs);
     let graceful = builder.graceful_shutdown_signal();
     let builder = builder.listen(format!("jobyard-http-{addr}"), listener, move || {
-        let app = App::new().configure(super::configure(client.clone(), settings.clone()));
+        let routes = routes.clone();
+        let app = App::new()
+            .configure(move |cfg| routes(cfg))
+            .configure(super::configure(client.clone(), settings.clone()));
         let graceful = graceful.clone();
         let http = HttpService::build()
             .keep_alive(KEEP_ALIVE)
@@ -89,6 +93,9 @@ pub fn serve(
     })?;
     Ok(builder.run())
 }
+
+/// An embedder's own routes, served beside the API by every HTTP worker.
+pub type Routes = Arc<dyn Fn(&mut actix_web::web::ServiceConfig) + Send + Sync>;
 
 /// Connections held per peer, shared by every worker of a server, and the most one may hold.
 #[derive(Clone)]

@@ -34,6 +34,17 @@ pub struct ApiSettings {
     pub max_connections_per_peer: usize,
 }
 
+impl From<&crate::config::Config> for ApiSettings {
+    fn from(config: &crate::config::Config) -> Self {
+        ApiSettings {
+            max_body_bytes: config.max_body_bytes,
+            cache_ttl: config.cache_ttl,
+            api_token: config.api_token.clone(),
+            max_connections_per_peer: config.max_connections_per_peer,
+        }
+    }
+}
+
 /// Registers every route on an actix-web app.
 pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {

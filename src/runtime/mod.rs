@@ -33,16 +33,18 @@ use crate::actors::queue::{
 use crate::actors::supervisor::{RuntimeParts, RuntimeSupervisor, Shutdown};
 use crate::actors::worker::{GetPoolStats, PoolStats, WorkerPool};
 use crate::cache::{Cache, CacheHealth, CacheStats, MemoryCache};
-use crate::config::{Config, QueueBackendKind};
+use crate::config::{CacheBackendKind, Config, QueueBackendKind};
 use crate::job::spec::{plan, SpecErrorKind};
 use crate::job::{
     Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults, SpecError,
 };
 use crate::metadata::MetadataStore;
+use crate::queue::redis::RedisQueueError;
+use crate::queue::RedisQueue;
 use crate::queue::{
     CancelOutcome, ListQuery, MemoryQueue, Page, QueueBackend, QueueError, QueueStats, SubmitResult,
 };
-use crate::redis::RedisClient;
+use crate::redis::{RedisClient, RedisError, RedisSettings};
 use crate::schedule::{validate_name, CronExpr, Schedule, ScheduleSpec};
 
 mod typed;
@@ -75,6 +77,12 @@ pub enum RuntimeError {
     /// The runtime could not be started.
     #[error("cannot start: {0}")]
     Start(String),
+    /// Redis, which the configuration names, could not be used.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// The Redis queue cannot run on this Redis.
+    #[error("the Redis queue cannot be used: {0}")]
+    RedisQueue(#[from] RedisQueueError),
 }
 
 /// What `/v1/stats` shows.
@@ -413,11 +421,6 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Whether a queue backend was given (else the configuration's is used).
-    pub fn has_queue_backend(&self) -> bool {
-        self.queue_backend.is_some()
-    }
-
     /// Uses this cache (see [`crate::cache::build`]) instead of a memory cache.
     pub fn cache(mut self, cache: Arc<dyn Cache>) -> Self {
         self.cache = Some(cache);
@@ -436,9 +439,86 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Starts the actors on the current arbiter. Must be called inside an actix `System`
-    /// (`#[actix_web::main]`, `#[actix::main]`, `#[actix::test]`).
+    /// Connects what the configuration names (the Redis queue, the Redis or hybrid cache and
+    /// its link), exactly as `jobyard serve` does, then starts the runtime on the current
+    /// actix system (`#[actix_web::main]`, `#[actix::main]`, `#[actix::test]`). A queue
+    /// backend or cache given to the builder is used instead of the configured one. A Redis
+    /// that is down at start is not fatal for the cache (it serves from memory and
+    /// reconnects), but is for the Redis queue.
+    ///
+    /// From plain tokio (`#[tokio::main]`, axum, tonic), use [`RuntimeBuilder::spawn`].
+    pub async fn connect(mut self) -> Result<Runtime, RuntimeError> {
+        in_actix_system()?;
+        if self.config.queue_backend == QueueBackendKind::Redis && self.queue_backend.is_none() {
+            let queue = RedisQueue::connect(&self.config).await?;
+            self.queue_backend = Some(Arc::new(queue));
+        }
+        if self.cache.is_none() {
+            if self.redis.is_none() {
+                if let Some(settings) = RedisSettings::from_config(&self.config) {
+                    let redis = RedisClient::new(settings)?;
+                    redis.start().await;
+                    self.redis = Some(redis);
+                }
+            }
+            self.cache = Some(crate::cache::build(&self.config, self.redis.as_ref()));
+        }
+        self.start()
+    }
+
+    /// Starts the runtime on a thread of its own, with its own actix system, and returns
+    /// once it runs: the way to embed it in a service on plain tokio (`#[tokio::main]`),
+    /// where actix actors cannot start. Everything is connected as [`RuntimeBuilder::connect`]
+    /// does. The returned [`Runtime`] (and its [`Client`]) may be used from any thread and
+    /// its futures are `Send`; [`Runtime::shutdown`] stops the thread too.
+    ///
+    /// ```no_run
+    /// # use jobyard::{Config, Runtime};
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let runtime = Runtime::from_config(Config::from_env()?).with_builtin_kinds().spawn().await?;
+    ///     // ... serve requests that submit and wait on jobs ...
+    ///     runtime.shutdown().await;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn spawn(self) -> Result<Runtime, RuntimeError> {
+        let (started, ready) = tokio::sync::oneshot::channel();
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
+        std::thread::Builder::new()
+            .name("jobyard-runtime".into())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                let runtime = system.block_on(self.connect());
+                let failed = runtime.is_err();
+                let runtime = runtime.map(|mut runtime| {
+                    let system = actix_rt::System::current();
+                    runtime.owned_system = Some(OwnedSystem { system, ended });
+                    runtime
+                });
+                if started.send(runtime).is_ok() && !failed {
+                    // Until `Runtime::shutdown` stops the system.
+                    if let Err(err) = system.run() {
+                        tracing::error!("the runtime's actix system ended with an error: {err}");
+                    }
+                } else {
+                    drop(system);
+                }
+                let _ = ended_tx.send(true);
+            })
+            .map_err(|err| {
+                RuntimeError::Start(format!("cannot start the runtime thread: {err}"))
+            })?;
+        ready
+            .await
+            .map_err(|_| RuntimeError::Start("the runtime thread ended while starting".into()))?
+    }
+
+    /// Starts the actors on the current actix system with the queue backend and cache given
+    /// to the builder (or the memory ones). It connects nothing: a configuration that names
+    /// Redis is refused here; use [`RuntimeBuilder::connect`] for it.
     pub fn start(self) -> Result<Runtime, RuntimeError> {
+        in_actix_system()?;
         let backend = match (self.queue_backend, self.config.queue_backend) {
             (Some(backend), _) => backend,
             (None, QueueBackendKind::Memory) => {
@@ -447,15 +527,25 @@ impl RuntimeBuilder {
             }
             (None, QueueBackendKind::Redis) => {
                 return Err(RuntimeError::Start(
-                    "JOBYARD_QUEUE_BACKEND=redis: give the runtime a queue backend \
-                     (`.queue_backend(Arc::new(RedisQueue::connect(&config).await?))`), or \
-                     build it with `startup::Server`, which connects it"
+                    "the configuration names the Redis queue, which `start` does not connect: \
+                     use `.connect().await` (or `.spawn().await` outside an actix system)"
                         .into(),
                 ))
             }
         };
-        let cache =
-            self.cache.unwrap_or_else(|| Arc::new(MemoryCache::new(self.config.cache_max_bytes)));
+        let cache = match self.cache {
+            Some(cache) => cache,
+            None if self.config.cache_backend == CacheBackendKind::Memory => {
+                Arc::new(MemoryCache::new(self.config.cache_max_bytes))
+            }
+            None => {
+                return Err(RuntimeError::Start(format!(
+                    "the configuration names the {} cache, which `start` does not connect: \
+                     use `.connect().await` (or `.spawn().await` outside an actix system)",
+                    self.config.cache_backend.as_str()
+                )))
+            }
+        };
         let parts = RuntimeParts {
             registry: Arc::new(self.registry),
             backend,
@@ -464,7 +554,20 @@ impl RuntimeBuilder {
             extensions: self.extensions,
         };
         let (supervisor, client) = RuntimeSupervisor::start(&self.config, parts);
-        Ok(Runtime { client, supervisor, config: Arc::new(self.config) })
+        Ok(Runtime { client, supervisor, config: Arc::new(self.config), owned_system: None })
+    }
+}
+
+/// Actors start only on a thread that runs an actix system; anywhere else actix panics.
+fn in_actix_system() -> Result<(), RuntimeError> {
+    match actix_rt::System::try_current() {
+        Some(_) => Ok(()),
+        None => Err(RuntimeError::Start(
+            "not inside an actix system: start the runtime under `#[actix_web::main]` or \
+             `#[actix::main]`, or use `.spawn().await`, which runs it on a thread of its own \
+             (the way from plain tokio)"
+                .into(),
+        )),
     }
 }
 
@@ -474,9 +577,19 @@ pub struct Runtime {
     client: Client,
     supervisor: Addr<RuntimeSupervisor>,
     config: Arc<Config>,
+    /// The actix system of a runtime started by [`RuntimeBuilder::spawn`], stopped with it.
+    owned_system: Option<OwnedSystem>,
+}
+
+/// The actix system a spawned runtime runs on, and word of its thread's end.
+#[derive(Clone)]
+struct OwnedSystem {
+    system: actix_rt::System,
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Runtime {
+    /// A builder with the default configuration (the memory backends).
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder {
             config: Config::default(),
@@ -488,6 +601,13 @@ impl Runtime {
         }
     }
 
+    /// A builder with `config` (for example [`Config::from_env`], as `jobyard serve` reads
+    /// it); [`RuntimeBuilder::connect`] or [`RuntimeBuilder::spawn`] wire the backends it names.
+    pub fn from_config(config: Config) -> RuntimeBuilder {
+        Runtime::builder().config(config)
+    }
+
+    /// The client: submit, read, wait, cancel (what the runtime derefs to).
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -503,9 +623,18 @@ impl Runtime {
     }
 
     /// Stops taking jobs, lets running attempts finish within the configured shutdown grace
-    /// period and hands the rest back to `queued`. Returns how many were handed back.
+    /// period and hands the rest back to `queued`. Returns how many were handed back. A runtime
+    /// started by [`RuntimeBuilder::spawn`] then stops its thread, and this returns once it
+    /// ended.
     pub async fn shutdown(&self) -> usize {
-        self.supervisor.send(Shutdown { grace: self.config.shutdown_grace }).await.unwrap_or(0)
+        let grace = self.config.shutdown_grace;
+        let handed_back = self.supervisor.send(Shutdown { grace }).await.unwrap_or(0);
+        if let Some(OwnedSystem { system, ended }) = &self.owned_system {
+            system.stop();
+            // Its actors are gone once the thread ends: later calls fail as `Unavailable`.
+            let _ = ended.clone().wait_for(|ended| *ended).await;
+        }
+        handed_back
     }
 }
 

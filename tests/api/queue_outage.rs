@@ -119,7 +119,7 @@ async fn a_redis_that_may_evict_any_key_is_refused_for_the_queue() {
     on_redis(&redis)(&mut config);
     let builder = jobyard::Runtime::builder().with_builtin_kinds();
     let err = Server::build_with(config.clone(), builder).await.err().expect("refused");
-    assert!(matches!(err, StartupError::Queue(_)), "{err}");
+    assert!(matches!(err, StartupError::Runtime(jobyard::RuntimeError::RedisQueue(_))), "{err}");
     let message = err.to_string();
     assert!(message.contains("allkeys-lru") && message.contains("volatile-"), "{message}");
 

@@ -49,7 +49,7 @@ pub use super::STEP_LIMIT;
 const BATCH: usize = 500;
 
 /// Why the Redis queue cannot be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisQueueError {
     #[error(transparent)]
     Redis(#[from] RedisError),

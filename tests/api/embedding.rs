@@ -222,3 +222,56 @@ on_both_backends!(
     a_typed_schedule_submits_its_typed_job,
     a_handle_follows_its_job_and_times_out_its_wait,
 );
+
+/// `Runtime::from_config(..).connect()` wires what the configuration names, as `serve` does:
+/// the Redis queue and the hybrid cache, on a private Redis.
+#[actix_web::test]
+async fn from_config_connects_the_backends_the_configuration_names() {
+    let redis = crate::redis_support::TestRedis::start();
+    let url = redis.url();
+    let config = jobyard::Config::from_lookup(|name| match name {
+        "REDIS_URL" => Some(url.clone()),
+        "JOBYARD_REDIS_PREFIX" => Some(format!("t{}", fastrand::u32(..))),
+        _ => None,
+    })
+    .unwrap();
+    let runtime = Runtime::from_config(config.clone()).register::<Count>().connect().await.unwrap();
+    let backends = runtime.backends();
+    assert_eq!((backends.queue, backends.cache, backends.redis), ("redis", "hybrid", "up"));
+    let job = runtime.submit(count("github", 5)).await.unwrap();
+    assert_eq!(job.wait_timeout(Duration::from_secs(15)).await.unwrap(), 5);
+    // The job is in Redis: another runtime on the same prefix reads it.
+    let other = Runtime::from_config(config).register::<Count>().connect().await.unwrap();
+    let seen = JobHandle::<Count>::from_id(&other, job.id());
+    assert_eq!(seen.wait_timeout(Duration::from_secs(15)).await.unwrap(), 5);
+    other.shutdown().await;
+    runtime.shutdown().await;
+}
+
+/// The embedder's own routes are served beside the API, which keeps its paths and its 404.
+#[actix_web::test]
+async fn a_server_serves_the_embedders_routes_beside_the_api() {
+    use actix_web::{web, HttpResponse};
+    let config = crate::helpers::test_config();
+    let runtime = Runtime::from_config(config.clone()).with_builtin_kinds();
+    let server = jobyard::startup::Server::build_with_routes(config, runtime, |cfg| {
+        cfg.route("/hello", web::get().to(|| async { HttpResponse::Ok().body("hello") }));
+    })
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.port());
+    let trigger = server.shutdown_trigger();
+    let serving = actix_rt::spawn(server.run_until_stopped());
+    let http = awc::Client::default();
+    let mut hello = http.get(format!("{base}/hello")).send().await.unwrap();
+    assert_eq!(hello.status(), 200);
+    assert_eq!(hello.body().await.unwrap(), "hello");
+    let stats = http.get(format!("{base}/v1/stats")).send().await.unwrap();
+    assert_eq!(stats.status(), 200);
+    let mut missing = http.get(format!("{base}/nothing-here")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    trigger.trigger();
+    serving.await.unwrap().unwrap();
+}

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod builder;
+
+pub use builder::ConfigBuilder;
+
 /// A bad configuration value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}={value} is invalid: {allowed}")]
@@ -115,7 +119,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// The whole configuration of one instance. See `config.md` and `.env.local.sample`.
+/// The whole configuration of one instance: every variable is described in
+/// `.env.local.sample`. Build it with [`Config::from_env`] or [`Config::builder`]; both apply
+/// the derived defaults (a `REDIS_URL` makes Redis the queue and the hybrid cache the
+/// default), which a struct literal over [`Config::default`] would skip. Fields may be
+/// adjusted afterwards.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// HTTP listen address; port 0 picks a free port.
@@ -187,38 +195,13 @@ impl Config {
 
     /// Reads the process environment, with `.env.local` in the working directory underneath it.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut file: HashMap<String, String> = HashMap::new();
-        match dotenvy::from_filename_iter(".env.local") {
-            Ok(lines) => {
-                for line in lines {
-                    let (key, value) = line.map_err(|err| ConfigError {
-                        var: ".env.local".into(),
-                        value: "(file)".into(),
-                        allowed: format!("expected KEY=VALUE lines: {err}"),
-                    })?;
-                    file.insert(key, value);
-                }
-            }
-            Err(err) if err.not_found() => {}
-            Err(err) => {
-                return Err(ConfigError {
-                    var: ".env.local".into(),
-                    value: "(file)".into(),
-                    allowed: format!("a readable file: {err}"),
-                })
-            }
-        }
-        for (name, value) in std::env::vars_os() {
-            let ours = name.to_str().filter(|n| n.starts_with("JOBYARD_") || *n == "REDIS_URL");
-            if let (Some(name), None) = (ours, value.to_str()) {
-                return Err(ConfigError {
-                    var: name.to_owned(),
-                    value: "(not UTF-8)".into(),
-                    allowed: "a UTF-8 value".into(),
-                });
-            }
-        }
-        Self::from_lookup(|name| std::env::var(name).ok().or_else(|| file.get(name).cloned()))
+        let env = EnvVars::read()?;
+        Self::from_lookup(|name| env.get(name))
+    }
+
+    /// A builder: settings given in code, checked and derived as variables are.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
     }
 
     /// Builds a config from any source of variables (tests pass a map, never the process env).
@@ -366,6 +349,52 @@ impl Config {
             data_dir: PathBuf::from(var("JOBYARD_DATA_DIR").unwrap_or_else(|| "./data".into())),
             log_format,
         })
+    }
+}
+
+/// The process environment over `.env.local` in the working directory.
+pub(crate) struct EnvVars {
+    file: HashMap<String, String>,
+}
+
+impl EnvVars {
+    pub(crate) fn read() -> Result<Self, ConfigError> {
+        let mut file: HashMap<String, String> = HashMap::new();
+        match dotenvy::from_filename_iter(".env.local") {
+            Ok(lines) => {
+                for line in lines {
+                    let (key, value) = line.map_err(|err| ConfigError {
+                        var: ".env.local".into(),
+                        value: "(file)".into(),
+                        allowed: format!("expected KEY=VALUE lines: {err}"),
+                    })?;
+                    file.insert(key, value);
+                }
+            }
+            Err(err) if err.not_found() => {}
+            Err(err) => {
+                return Err(ConfigError {
+                    var: ".env.local".into(),
+                    value: "(file)".into(),
+                    allowed: format!("a readable file: {err}"),
+                })
+            }
+        }
+        for (name, value) in std::env::vars_os() {
+            let ours = name.to_str().filter(|n| n.starts_with("JOBYARD_") || *n == "REDIS_URL");
+            if let (Some(name), None) = (ours, value.to_str()) {
+                return Err(ConfigError {
+                    var: name.to_owned(),
+                    value: "(not UTF-8)".into(),
+                    allowed: "a UTF-8 value".into(),
+                });
+            }
+        }
+        Ok(EnvVars { file })
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().or_else(|| self.file.get(name).cloned())
     }
 }
 
