@@ -20,6 +20,7 @@ pub mod actors;
 pub mod api;
 pub mod cache;
 pub mod cli;
+mod clock;
 pub mod config;
 pub mod job;
 pub mod kinds;
@@ -30,6 +31,7 @@ pub mod runtime;
 pub mod schedule;
 pub mod startup;
 pub mod telemetry;
+pub mod testing;
 
 pub use config::Config;
 pub use job::{Backoff, Job, JobContext, JobError, JobId, JobRecord, JobSpec, JobStatus};

@@ -375,3 +375,132 @@ async fn start_refuses_a_configuration_it_would_not_honour() {
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
 }
+
+/// Adds up the `Add` jobs it depends on.
+#[derive(Serialize, Deserialize)]
+struct Sum;
+
+impl Job for Sum {
+    const KIND: &'static str = "sum";
+    type Output = i64;
+    async fn run(self, ctx: JobContext) -> Result<i64, JobError> {
+        let first = ctx.result_of::<Add>(ctx.dependencies()[0]).await?;
+        let all: i64 = ctx.dependency_results::<Add>().await?.into_iter().sum();
+        Ok(all * 100 + first)
+    }
+}
+
+/// One handler under test, without a runtime: dependencies' results, progress, cancellation.
+#[tokio::test]
+async fn a_handler_runs_alone_with_a_test_context() {
+    use jobyard::testing::TestContext;
+    let mut ctx = TestContext::new();
+    ctx.dependency::<Add>(&3);
+    ctx.dependency::<Add>(&4);
+    assert_eq!(ctx.run(Sum).await, Ok(703));
+
+    // A dependency of another kind is a fatal error, as in the runtime.
+    let mut wrong = TestContext::new();
+    wrong.dependency::<Flaky>(&1);
+    assert!(matches!(wrong.run(Sum).await, Err(JobError::Fatal(m)) if m.contains("'flaky' job")));
+
+    // Progress is captured; a cancel reaches the running handler.
+    let ctx = TestContext::new().attempt(2, 5);
+    let token = ctx.cancellation_token();
+    let watcher = ctx.clone();
+    let (outcome, ()) = tokio::join!(ctx.run(Reporter), async move {
+        while watcher.progress().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        token.cancel();
+    });
+    assert_eq!(outcome, Err(JobError::Cancelled));
+    assert_eq!(ctx.progress(), [serde_json::json!({"done": 40, "total": 100})]);
+}
+
+/// A whole runtime on a clock the test moves: a retry an hour away, a delay of a day and a
+/// daily cron tick all come due without waiting for them.
+#[actix::test]
+async fn a_runtime_under_a_test_clock_skips_to_what_is_due() {
+    use jobyard::testing::TestClock;
+    let clock = TestClock::new();
+    let runtime =
+        Runtime::builder().clock(&clock).register::<Add>().register::<Flaky>().start().unwrap();
+    let hour =
+        Backoff { initial_ms: 3_600_000, max_ms: 3_600_000, jitter: false, ..Backoff::default() };
+    let flaky = runtime.submit(Flaky).backoff(hour).await.unwrap();
+    let later =
+        runtime.submit(Add { a: 1, b: 1 }).delay(Duration::from_secs(86_400)).await.unwrap();
+    runtime.schedule::<Add>("daily").cron("0 0 3 * * *").job(Add { a: 2, b: 3 }).await.unwrap();
+    within(async {
+        while flaky.status().await.unwrap().status != JobStatus::Scheduled {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        matches!(
+            flaky.wait_timeout(Duration::from_millis(300)).await,
+            Err(RuntimeError::WaitTimeout { .. })
+        ),
+        "the retry is an hour away"
+    );
+    clock.advance(Duration::from_secs(3_601));
+    assert_eq!(flaky.wait_timeout(DEADLINE).await.unwrap(), 2, "retried once the hour passed");
+    assert_eq!(later.status().await.unwrap().status, JobStatus::Scheduled);
+
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(later.wait_timeout(DEADLINE).await.unwrap(), 2, "the delay passed");
+    // Those jumps skipped over 3 o'clock, a tick missed (and skipped, as a tick missed while
+    // no instance ran is); the next one is hit on the dot.
+    let next = runtime.get_schedule("daily").await.unwrap().next_run_at.unwrap();
+    clock.advance((next - clock.now()).to_std().unwrap() + Duration::from_millis(500));
+    let fired = within(async {
+        loop {
+            let schedule = runtime.get_schedule("daily").await.unwrap();
+            if let Some(job) = schedule.last_job_id {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let tick = jobyard::JobHandle::<Add>::from_id(&runtime, fired);
+    assert_eq!(tick.wait_timeout(DEADLINE).await.unwrap(), 5, "the daily tick came");
+    runtime.shutdown().await;
+}
+
+/// Skipping past a lease is what a crash of the instance running the job looks like: the job
+/// is taken back and run again.
+#[actix::test]
+async fn a_test_clock_skips_past_a_lease() {
+    use jobyard::testing::TestClock;
+    let clock = TestClock::new();
+    let config = Config::builder()
+        .lease(Duration::from_secs(60))
+        .shutdown_grace(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let runtime =
+        Runtime::from_config(config).clock(&clock).register::<Stubborn>().start().unwrap();
+    let job = runtime.submit(Stubborn).await.unwrap();
+    within(async {
+        while job.status().await.unwrap().status != JobStatus::Running {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    clock.advance(Duration::from_secs(61));
+    let record = within(async {
+        loop {
+            let record = job.status().await.unwrap();
+            if record.attempts >= 2 {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(!record.history.is_empty(), "the lost attempt is in the history: {record:?}");
+    runtime.shutdown().await;
+}

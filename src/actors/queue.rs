@@ -14,6 +14,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::job::{JobId, JobRecord, Json, NewJob};
 use crate::queue::{
     BackendEvent, CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState,
@@ -173,6 +174,8 @@ const WAIT_RECHECK: Duration = Duration::from_secs(5);
 /// The queue actor. See the module doc.
 pub struct QueueActor {
     backend: Arc<dyn QueueBackend>,
+    /// What every call tells the backend the time is.
+    clock: Clock,
     workers: Vec<(Recipient<JobsReady>, Recipient<CancelRunning>)>,
     scheduler: Option<Recipient<WakeAt>>,
     results: Option<Recipient<StoreResults>>,
@@ -183,9 +186,10 @@ pub struct QueueActor {
 }
 
 impl QueueActor {
-    pub fn new(backend: Arc<dyn QueueBackend>) -> Self {
+    pub(crate) fn new(backend: Arc<dyn QueueBackend>, clock: Clock) -> Self {
         QueueActor {
             backend,
+            clock,
             workers: Vec::new(),
             scheduler: None,
             results: None,
@@ -311,16 +315,16 @@ impl Handler<Subscribe> for QueueActor {
 impl Handler<Submit> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Submitted, QueueError>>;
     fn handle(&mut self, Submit(jobs): Submit, _: &mut Context<Self>) -> Self::Result {
-        let backend = self.backend.clone();
-        self.mutate(async move { backend.submit(jobs, Utc::now()).await }, |s| &s.changes)
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        self.mutate(async move { backend.submit(jobs, clock.now()).await }, |s| &s.changes)
     }
 }
 
 impl Handler<Dequeue> for QueueActor {
     type Result = ResponseFuture<Result<Vec<Claimed>, QueueError>>;
     fn handle(&mut self, Dequeue(claim): Dequeue, _: &mut Context<Self>) -> Self::Result {
-        let backend = self.backend.clone();
-        Box::pin(async move { backend.dequeue(claim, Utc::now()).await })
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        Box::pin(async move { backend.dequeue(claim, clock.now()).await })
     }
 }
 
@@ -337,8 +341,8 @@ impl Handler<Complete> for QueueActor {
                 .collect(),
             None => Vec::new(),
         };
-        let backend = self.backend.clone();
-        let call = isolated(async move { backend.complete(done, Utc::now()).await });
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        let call = isolated(async move { backend.complete(done, clock.now()).await });
         Box::pin(call.into_actor(self).map(move |result, act, _| {
             if let Ok(changes) = &result {
                 act.publish(changes);
@@ -358,25 +362,25 @@ impl Handler<Complete> for QueueActor {
 impl Handler<Renew> for QueueActor {
     type Result = ResponseFuture<Result<Vec<LeaseState>, QueueError>>;
     fn handle(&mut self, msg: Renew, _: &mut Context<Self>) -> Self::Result {
-        let backend = self.backend.clone();
-        Box::pin(async move { backend.renew(msg.leases, msg.lease, Utc::now()).await })
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        Box::pin(async move { backend.renew(msg.leases, msg.lease, clock.now()).await })
     }
 }
 
 impl Handler<Release> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Changes, QueueError>>;
     fn handle(&mut self, Release(leases): Release, _: &mut Context<Self>) -> Self::Result {
-        let backend = self.backend.clone();
-        self.mutate(async move { backend.release(leases, Utc::now()).await }, |c| c)
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        self.mutate(async move { backend.release(leases, clock.now()).await }, |c| c)
     }
 }
 
 impl Handler<ReportProgress> for QueueActor {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, msg: ReportProgress, _: &mut Context<Self>) -> Self::Result {
-        let backend = self.backend.clone();
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
         Box::pin(async move {
-            if let Err(err) = backend.report_progress(msg.lease, msg.progress, Utc::now()).await {
+            if let Err(err) = backend.report_progress(msg.lease, msg.progress, clock.now()).await {
                 tracing::warn!(job_id = %msg.lease.id, "progress report not stored: {err}");
             }
         })
@@ -386,8 +390,8 @@ impl Handler<ReportProgress> for QueueActor {
 impl Handler<Cancel> for QueueActor {
     type Result = ResponseActFuture<Self, Result<CancelOutcome, QueueError>>;
     fn handle(&mut self, Cancel(id): Cancel, _: &mut Context<Self>) -> Self::Result {
-        let backend = self.backend.clone();
-        let call = isolated(async move { backend.cancel(id, Utc::now()).await });
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        let call = isolated(async move { backend.cancel(id, clock.now()).await });
         Box::pin(call.into_actor(self).map(|result, act, _| {
             let (outcome, changes) = result?;
             act.publish(&changes);
@@ -413,14 +417,14 @@ impl Handler<Tick> for QueueActor {
 impl Handler<WaitFor> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Option<JobRecord>, QueueError>>;
     fn handle(&mut self, msg: WaitFor, _: &mut Context<Self>) -> Self::Result {
-        let backend = self.backend.clone();
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
         let deadline = tokio::time::Instant::now() + msg.timeout;
         let id = msg.id;
         let news = self.waiters.entry(id).or_default().clone();
         let wait = async move {
             if backend.shared() {
                 // Other instances announce this job's end only while someone watches it.
-                let until = Utc::now() + msg.timeout + Duration::from_secs(1);
+                let until = clock.now() + msg.timeout + Duration::from_secs(1);
                 if let Err(err) = backend.watch(id, until).await {
                     tracing::debug!(job_id = %id, "watch not registered: {err}");
                 }

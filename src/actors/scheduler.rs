@@ -117,7 +117,7 @@ impl Scheduler {
             }
             ctx.cancel_future(handle);
         }
-        let delay = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let delay = (at - self.client.now()).to_std().unwrap_or(Duration::ZERO);
         let handle = ctx.run_later(delay, |act, ctx| {
             act.planned = None;
             act.run_step(ctx);
@@ -133,12 +133,12 @@ impl Scheduler {
         }
         let client = self.client.clone();
         let retention = self.retention;
-        async move { step(&client, retention, Utc::now()).await }
+        async move { step(&client, retention, client.now()).await }
             .into_actor(self)
             .map(|result, act, ctx| {
                 let next = result.unwrap_or_else(|err| {
                     tracing::warn!("scheduler pass failed: {err}");
-                    Utc::now() + MAX_SLEEP
+                    act.client.now() + MAX_SLEEP
                 });
                 act.plan(next, ctx);
             })

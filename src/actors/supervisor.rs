@@ -11,16 +11,17 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::cache::{Cache, CacheHandle};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::job::handler::RecordLookup;
 use crate::job::{Extensions, JobError, Registry};
 use crate::metadata::MetadataStore;
 use crate::queue::QueueBackend;
 use crate::redis::RedisClient;
-use crate::runtime::Client;
+use crate::runtime::{Client, ClientParts};
 
 use super::cache::{CacheActor, PersistHotKeys, WarmingDoc, WARMING_DOC};
-use super::queue::{QueueActor, Subscribe};
+use super::queue::{QueueActor, Subscribe, WakeAt};
 use super::resilient;
 use super::scheduler::{Scheduler, StopScheduling};
 use super::worker::{Drain, PoolSettings, WorkerPool};
@@ -40,6 +41,7 @@ pub struct RuntimeParts {
     pub cache: Arc<dyn Cache>,
     pub redis: Option<RedisClient>,
     pub extensions: Extensions,
+    pub(crate) clock: Clock,
 }
 
 /// The supervisor actor; see the module doc.
@@ -53,11 +55,12 @@ impl RuntimeSupervisor {
     /// Starts every actor of a runtime on the current arbiter and returns the supervisor with a
     /// client of the whole. Must run inside an actix `System`.
     pub fn start(config: &Config, parts: RuntimeParts) -> (Addr<Self>, Client) {
-        let RuntimeParts { registry, backend, cache, redis, mut extensions } = parts;
+        let RuntimeParts { registry, backend, cache, redis, mut extensions, clock } = parts;
         let backends = (backend.name(), cache.backend());
         let backend_shared = backend.shared();
         let records = record_lookup(backend.clone());
-        let queue = resilient::start(move |_| QueueActor::new(backend));
+        let queue_clock = clock.clone();
+        let queue = resilient::start(move |_| QueueActor::new(backend, queue_clock));
         let metadata = MetadataStore::new(&config.data_dir);
         let (actor_cache, retention) = (cache.clone(), config.retention);
         let cache_actor = resilient::start(move |_| {
@@ -71,6 +74,7 @@ impl RuntimeSupervisor {
             cancel_grace: config.cancel_grace,
             extensions,
             records,
+            clock: clock.clone(),
             shared: backend_shared,
             max_result_bytes: config.max_result_bytes,
             threads: config.worker_threads,
@@ -79,12 +83,15 @@ impl RuntimeSupervisor {
         let (pool_queue, pool_registry) = (queue.clone(), registry.clone());
         let pool = resilient::start(move |_| WorkerPool::new(pool_queue, pool_registry, settings));
         let limits = crate::runtime::Limits::from(config);
-        let client =
-            Client::new(queue.clone(), pool.clone(), cache, redis, registry, backends, limits);
+        let parts = ClientParts { cache, redis, registry, backends, limits, clock: clock.clone() };
+        let client = Client::new(queue.clone(), pool.clone(), parts);
         let scheduler_client = client.clone();
         let scheduler = resilient::start(move |_| Scheduler::new(scheduler_client, retention));
         queue.do_send(Subscribe::Workers(pool.clone().recipient(), pool.clone().recipient()));
         queue.do_send(Subscribe::Scheduler(scheduler.clone().recipient()));
+        // After a test skipped time, the scheduler steps at once rather than at its next turn.
+        let wake = scheduler.clone();
+        clock.on_advance(move || wake.do_send(WakeAt(chrono::DateTime::<chrono::Utc>::MIN_UTC)));
         queue.do_send(Subscribe::Results(cache_actor.clone().recipient()));
         actix_rt::spawn(warm(client.cache().clone(), MetadataStore::new(&config.data_dir)));
         let supervisor = RuntimeSupervisor { pool, scheduler, cache: cache_actor }.start();

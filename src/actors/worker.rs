@@ -19,6 +19,7 @@ use futures_util::future::AbortHandle;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::job::handler::RecordLookup;
 use crate::job::spec::MAX_DELAY_MS;
 use crate::job::{Extensions, JobContext, JobError, JobId, JobRecord, Json, Registry};
@@ -88,6 +89,8 @@ pub struct PoolSettings {
     pub extensions: Extensions,
     /// Where handlers read other jobs' results.
     pub(crate) records: RecordLookup,
+    /// When a retry is due is told from this clock.
+    pub(crate) clock: Clock,
     /// Whether other instances share the queue: then an idle pool waits for their wake-ups.
     pub shared: bool,
     /// The largest result or progress report a job may store, in bytes.
@@ -356,7 +359,7 @@ impl WorkerPool {
                 );
                 run.cancel.cancel();
                 self.stop(&run);
-                let outcome = Self::outcome(&run, Ending::TimedOut, self.settings.max_result_bytes);
+                let outcome = self.outcome(&run, Ending::TimedOut);
                 self.record(run, outcome, ctx);
             }
         }
@@ -444,14 +447,15 @@ impl WorkerPool {
 
     /// Turns how an attempt ended into the outcome the queue records. A result larger than
     /// `max_result` bytes fails the attempt for good (running again would give the same).
-    fn outcome(run: &Running, ending: Ending, max_result: usize) -> Outcome {
+    fn outcome(&self, run: &Running, ending: Ending) -> Outcome {
+        let max_result = self.settings.max_result_bytes;
         let retry = |error: String, after: Option<Duration>| {
             let retry_at =
                 (run.attempt < run.max_attempts && !run.cancel.is_cancelled()).then(|| {
                     let delay = after.unwrap_or_else(|| {
                         Duration::from_millis(run.backoff.delay_ms(run.attempt))
                     });
-                    retry_time(delay)
+                    retry_time(delay, self.settings.clock.now())
                 });
             Outcome::Failed { error, retry_at }
         };
@@ -633,10 +637,9 @@ fn cut(error: String) -> String {
 
 /// When to retry after `delay`, capped at [`MAX_DELAY_MS`] so that no delay a handler asks for
 /// (say, an absurd `Retry-After`) can overflow the clock.
-fn retry_time(delay: Duration) -> DateTime<Utc> {
+fn retry_time(delay: Duration, now: DateTime<Utc>) -> DateTime<Utc> {
     let capped = delay.min(Duration::from_millis(MAX_DELAY_MS));
     let delta = chrono::Duration::from_std(capped).unwrap_or(chrono::Duration::zero());
-    let now = Utc::now();
     now.checked_add_signed(delta).unwrap_or(now)
 }
 
@@ -727,7 +730,7 @@ impl WorkerPool {
                 continue; // aborted after the cancel grace, or its lease was lost
             }
             if let Some(run) = self.running.remove(&lease.id) {
-                let outcome = Self::outcome(&run, ending, self.settings.max_result_bytes);
+                let outcome = self.outcome(&run, ending);
                 self.finish(run, outcome, ctx);
             }
         }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::non_null;
-use super::record::{json_null, Backoff, JobId, Json};
+use super::record::{json_null, Backoff, JobId, JobRecord, JobStatus, Json};
 
 /// Longest accepted `kind`, in bytes.
 pub const MAX_KIND_BYTES: usize = 128;
@@ -122,6 +122,37 @@ pub struct NewJob {
     pub run_at: Option<DateTime<Utc>>,
     pub depends_on: Vec<JobId>,
     pub idempotency_key: Option<Arc<str>>,
+}
+
+impl NewJob {
+    /// The record of this job as just stored, in `status`, before any attempt.
+    pub fn to_record(&self, status: JobStatus, now: DateTime<Utc>) -> JobRecord {
+        JobRecord {
+            id: self.id,
+            kind: self.kind.clone(),
+            payload: self.payload.clone(),
+            queue: self.queue.clone(),
+            priority: self.priority,
+            status,
+            attempts: 0,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            timeout_ms: self.timeout_ms,
+            run_at: self.run_at,
+            depends_on: self.depends_on.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+            history: Vec::new(),
+            cancel_requested: false,
+            worker: None,
+            progress: None,
+        }
+    }
 }
 
 /// What is wrong with a spec. The HTTP layer maps `kind` to the code of `api.md`.

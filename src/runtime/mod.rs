@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
 use serde::Serialize;
 
 use crate::actors::queue::{
@@ -160,20 +162,29 @@ pub struct Client {
     defaults: Arc<SpecDefaults>,
     backends: (&'static str, &'static str),
     limits: Limits,
+    clock: Clock,
+}
+
+/// What a [`Client`] is made of besides the actors' addresses.
+pub(crate) struct ClientParts {
+    pub cache: Arc<dyn Cache>,
+    pub redis: Option<RedisClient>,
+    pub registry: Arc<Registry>,
+    pub backends: (&'static str, &'static str),
+    pub limits: Limits,
+    pub clock: Clock,
 }
 
 impl Client {
-    pub(crate) fn new(
-        queue: Addr<QueueActor>,
-        pool: Addr<WorkerPool>,
-        cache: Arc<dyn Cache>,
-        redis: Option<RedisClient>,
-        registry: Arc<Registry>,
-        backends: (&'static str, &'static str),
-        limits: Limits,
-    ) -> Self {
+    pub(crate) fn new(queue: Addr<QueueActor>, pool: Addr<WorkerPool>, parts: ClientParts) -> Self {
+        let ClientParts { cache, redis, registry, backends, limits, clock } = parts;
         let defaults = Arc::new(SpecDefaults::default());
-        Client { queue, pool, cache, redis, registry, defaults, backends, limits }
+        Client { queue, pool, cache, redis, registry, defaults, backends, limits, clock }
+    }
+
+    /// The runtime's now (see [`crate::testing::TestClock`]).
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The runtime's cache (thread-safe: read and write it from anywhere).
@@ -249,7 +260,7 @@ impl Client {
         specs: Vec<JobSpec>,
         batch: bool,
     ) -> Result<Vec<SubmitResult>, RuntimeError> {
-        let jobs = plan(specs, batch, &*self.registry, &self.defaults, Utc::now())?;
+        let jobs = plan(specs, batch, &*self.registry, &self.defaults, self.now())?;
         Ok(self.call(Submit(jobs)).await??.jobs)
     }
 
@@ -284,7 +295,7 @@ impl Client {
         validate_name(name)?;
         let timezone = spec.timezone.unwrap_or_else(|| "UTC".into());
         let expr = CronExpr::parse(&spec.cron, Some(&timezone))?;
-        let now = Utc::now();
+        let now = self.now();
         let next_run_at = expr.next_after(now).ok_or_else(|| {
             SpecError::invalid("cron", format!("cron expression '{}' never fires", spec.cron))
         })?;
@@ -394,12 +405,19 @@ pub struct RuntimeBuilder {
     cache: Option<Arc<dyn Cache>>,
     redis: Option<RedisClient>,
     extensions: Extensions,
+    clock: Clock,
 }
 
 impl RuntimeBuilder {
     /// Uses `config` instead of the defaults.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Runs the runtime on `clock`, which the test moves forward (see [`crate::testing`]).
+    pub fn clock(mut self, clock: &crate::testing::TestClock) -> Self {
+        self.clock = clock.clock();
         self
     }
 
@@ -552,6 +570,7 @@ impl RuntimeBuilder {
             cache,
             redis: self.redis,
             extensions: self.extensions,
+            clock: self.clock,
         };
         let (supervisor, client) = RuntimeSupervisor::start(&self.config, parts);
         Ok(Runtime { client, supervisor, config: Arc::new(self.config), owned_system: None })
@@ -598,6 +617,7 @@ impl Runtime {
             cache: None,
             redis: None,
             extensions: Extensions::default(),
+            clock: Clock::default(),
         }
     }
 

@@ -251,30 +251,10 @@ pub(super) fn read(
 fn new_record(job: &NewJob, now: DateTime<Utc>) -> JobRecord {
     let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
     let run_at = job.run_at.filter(|at| *at > now);
+    let status = if run_at.is_some() { JobStatus::Scheduled } else { JobStatus::Queued };
     JobRecord {
-        id: job.id,
-        kind: job.kind.clone(),
-        payload: job.payload.clone(),
-        queue: job.queue.clone(),
-        priority: job.priority,
-        status: if run_at.is_some() { JobStatus::Scheduled } else { JobStatus::Queued },
-        attempts: 0,
-        max_attempts: job.max_attempts,
-        backoff: job.backoff,
-        timeout_ms: job.timeout_ms,
         run_at: run_at.and_then(|at| DateTime::from_timestamp_millis(at.timestamp_millis())),
-        depends_on: job.depends_on.clone(),
-        idempotency_key: job.idempotency_key.clone(),
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        finished_at: None,
-        result: None,
-        error: None,
-        history: Vec::new(),
-        cancel_requested: false,
-        worker: None,
-        progress: None,
+        ..job.to_record(status, now)
     }
 }
 
