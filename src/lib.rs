@@ -16,9 +16,11 @@
 //! - [`config`]: the typed configuration; [`startup`]: building and running the server;
 //!   [`cli`]: the `jobyard` binary's subcommands; [`telemetry`]: logging.
 
+#[doc(hidden)]
 pub mod actors;
 pub mod api;
 pub mod cache;
+#[doc(hidden)]
 pub mod cli;
 mod clock;
 pub mod config;
@@ -30,6 +32,7 @@ pub mod redis;
 pub mod runtime;
 pub mod schedule;
 pub mod startup;
+#[doc(hidden)]
 pub mod telemetry;
 pub mod testing;
 

@@ -1,16 +1,16 @@
 //! The HTTP API of `api.md` (actix-web): routes, the shared state of handlers, and the
 //! fallbacks that keep every error answer in the error body.
 
-pub mod auth;
-pub mod cache;
-pub mod conditional;
-pub mod conn;
-pub mod error;
-pub mod extract;
-pub mod health;
-pub mod jobs;
-pub mod limits;
-pub mod schedules;
+mod auth;
+mod cache;
+mod conditional;
+pub(crate) mod conn;
+mod error;
+mod extract;
+mod health;
+mod jobs;
+pub(crate) mod limits;
+mod schedules;
 
 use actix_web::dev::{AppService, HttpServiceFactory};
 use actix_web::{

@@ -10,11 +10,12 @@
 //! `degraded` health, and return to normal by themselves. Typed access for embedders is
 //! [`CacheExt`]. Job results are cached here under [`result_key`].
 
+#[doc(hidden)]
 pub mod codec;
-pub mod hot;
-pub mod memory;
-pub mod metrics;
-pub mod redis;
+mod hot;
+mod memory;
+mod metrics;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! ([`spec`]), and the embedder's typed handlers ([`handler`]).
 
 pub mod handler;
-pub mod non_null;
+pub(crate) mod non_null;
 pub mod record;
 pub mod spec;
 

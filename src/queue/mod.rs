@@ -7,7 +7,9 @@
 //! never hold job state of their own. Time is always passed in (`now`), which makes a backend a
 //! pure function of its calls and lets tests step time.
 
+#[doc(hidden)]
 pub mod memory;
+#[doc(hidden)]
 pub mod redis;
 
 use std::collections::BTreeMap;
@@ -22,7 +24,7 @@ use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
 use crate::schedule::{Fire, Schedule};
 
 pub use memory::MemoryQueue;
-pub use redis::RedisQueue;
+pub use redis::{RedisQueue, RedisQueueError};
 
 /// Errors of the queue layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

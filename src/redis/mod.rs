@@ -3,8 +3,8 @@
 //! The extern crate is always written `::redis` in this crate, since this module shares its
 //! name.
 
-pub mod client;
-pub mod keys;
+mod client;
+mod keys;
 
 pub use client::{Probe, RedisClient, RedisError, RedisSettings, RedisStats};
 pub use keys::{Keys, QueueKeys};

@@ -18,7 +18,7 @@ mod bulk;
 mod events;
 mod jobs;
 mod listing;
-pub mod record;
+mod record;
 mod reply;
 mod schedules;
 mod scripts;
