@@ -7,8 +7,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::config::{Config, QueueBackendKind};
+use crate::config::Config;
+#[cfg(feature = "redis")]
 use crate::queue::redis::{evicts_job_records, RedisQueueError};
+#[cfg(feature = "redis")]
 use crate::redis::{RedisClient, RedisSettings};
 use crate::startup::Server;
 
@@ -101,6 +103,22 @@ async fn check(config: &Config) -> ExitCode {
     println!("  queue backend:  {}", config.queue_backend_name());
     println!("  cache backend:  {}", config.cache_backend.as_str());
     println!("  concurrency:    {}", config.concurrency);
+    check_redis(config).await
+}
+
+#[cfg(not(feature = "redis"))]
+async fn check_redis(config: &Config) -> ExitCode {
+    if config.redis_url.is_none() {
+        println!("  redis:          not configured");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: REDIS_URL is set, but this build of jobyard has no Redis support");
+    ExitCode::FAILURE
+}
+
+/// Probes the configured Redis: reachable, and fit for the queue if the queue uses it.
+#[cfg(feature = "redis")]
+async fn check_redis(config: &Config) -> ExitCode {
     let Some(settings) = RedisSettings::from_config(config) else {
         println!("  redis:          not configured");
         return ExitCode::SUCCESS;
@@ -115,7 +133,7 @@ async fn check(config: &Config) -> ExitCode {
                 probe.maxmemory_policy
             );
             let evicting = evicts_job_records(&probe.maxmemory_policy);
-            if config.queue_backend == QueueBackendKind::Redis && evicting {
+            if config.queue_backend == crate::config::QueueBackendKind::Redis && evicting {
                 let err = RedisQueueError::EvictingPolicy(probe.maxmemory_policy);
                 eprintln!("error: the Redis queue cannot use {url}: {err}");
                 return ExitCode::FAILURE;

@@ -18,8 +18,10 @@
 
 #[doc(hidden)]
 pub mod actors;
+#[cfg(feature = "server")]
 pub mod api;
 pub mod cache;
+#[cfg(feature = "server")]
 #[doc(hidden)]
 pub mod cli;
 mod clock;
@@ -28,9 +30,11 @@ pub mod job;
 pub mod kinds;
 pub mod metadata;
 pub mod queue;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod runtime;
 pub mod schedule;
+#[cfg(feature = "server")]
 pub mod startup;
 #[doc(hidden)]
 pub mod telemetry;

@@ -17,6 +17,7 @@ use crate::job::handler::RecordLookup;
 use crate::job::{Extensions, JobError, Registry};
 use crate::metadata::MetadataStore;
 use crate::queue::QueueBackend;
+#[cfg(feature = "redis")]
 use crate::redis::RedisClient;
 use crate::runtime::{Client, ClientParts};
 
@@ -39,6 +40,7 @@ pub struct RuntimeParts {
     pub registry: Arc<Registry>,
     pub backend: Arc<dyn QueueBackend>,
     pub cache: Arc<dyn Cache>,
+    #[cfg(feature = "redis")]
     pub redis: Option<RedisClient>,
     pub extensions: Extensions,
     pub(crate) clock: Clock,
@@ -55,7 +57,9 @@ impl RuntimeSupervisor {
     /// Starts every actor of a runtime on the current arbiter and returns the supervisor with a
     /// client of the whole. Must run inside an actix `System`.
     pub fn start(config: &Config, parts: RuntimeParts) -> (Addr<Self>, Client) {
-        let RuntimeParts { registry, backend, cache, redis, mut extensions, clock } = parts;
+        let RuntimeParts { registry, backend, cache, mut extensions, clock, .. } = parts;
+        #[cfg(feature = "redis")]
+        let redis = parts.redis;
         let backends = (backend.name(), cache.backend());
         let backend_shared = backend.shared();
         let records = record_lookup(backend.clone());
@@ -83,7 +87,15 @@ impl RuntimeSupervisor {
         let (pool_queue, pool_registry) = (queue.clone(), registry.clone());
         let pool = resilient::start(move |_| WorkerPool::new(pool_queue, pool_registry, settings));
         let limits = crate::runtime::Limits::from(config);
-        let parts = ClientParts { cache, redis, registry, backends, limits, clock: clock.clone() };
+        let parts = ClientParts {
+            cache,
+            #[cfg(feature = "redis")]
+            redis,
+            registry,
+            backends,
+            limits,
+            clock: clock.clone(),
+        };
         let client = Client::new(queue.clone(), pool.clone(), parts);
         let scheduler_client = client.clone();
         let scheduler = resilient::start(move |_| Scheduler::new(scheduler_client, retention));

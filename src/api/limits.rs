@@ -12,12 +12,6 @@
 
 use std::time::Duration;
 
-/// Connections one peer (IP address) may hold open at once by default
-/// (`JOBYARD_MAX_CONNECTIONS_PER_PEER`); connections beyond it are closed as soon as they are
-/// accepted, before anything is read from them. Behind a reverse proxy every connection comes
-/// from the proxy's address: raise it there.
-pub const MAX_CONNECTIONS_PER_PEER: usize = 128;
-
 /// Time a new connection gets to deliver the head (request line and headers) of its first
 /// request (actix-web's `client_request_timeout`).
 pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);

@@ -202,6 +202,7 @@ impl Cache for MemoryCache {
             hit_ratio: if lookups == 0 { 0.0 } else { memory.hits as f64 / lookups as f64 },
             entries: memory.entries,
             memory,
+            #[cfg(feature = "redis")]
             redis: None,
             get_latency: self.metrics.get_latency.snapshot(),
             set_latency: self.metrics.set_latency.snapshot(),

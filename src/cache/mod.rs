@@ -15,6 +15,7 @@ pub mod codec;
 mod hot;
 mod memory;
 mod metrics;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::sync::Arc;
@@ -25,13 +26,16 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+#[cfg(feature = "redis")]
 use crate::config::{CacheBackendKind, Config};
 use crate::job::JobId;
+#[cfg(feature = "redis")]
 use crate::redis::{RedisClient, RedisStats};
 
 pub use hot::HotKeys;
 pub use memory::MemoryCache;
 pub use metrics::{CacheMetrics, HistogramSnapshot};
+#[cfg(feature = "redis")]
 pub use redis::{Layering, RedisCache};
 
 /// Longest accepted cache key, in bytes.
@@ -244,6 +248,7 @@ pub struct LayerStats {
 }
 
 /// Figures of the Redis layer.
+#[cfg(feature = "redis")]
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RedisLayerStats {
     pub hits: u64,
@@ -269,6 +274,7 @@ pub struct CacheStats {
     /// Entries in memory (the whole memory backend, or the L1).
     pub entries: u64,
     pub memory: LayerStats,
+    #[cfg(feature = "redis")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisLayerStats>,
     pub get_latency: HistogramSnapshot,
@@ -355,6 +361,7 @@ impl<C: Cache + ?Sized> CacheExt for C {}
 
 /// Builds the cache `config` asks for. `redis` must be given for the Redis backends (and
 /// started); must run inside an actix system (the Redis backends start background tasks).
+#[cfg(feature = "redis")]
 pub fn build(config: &Config, redis: Option<&RedisClient>) -> Arc<dyn Cache> {
     let memory = MemoryCache::new(config.cache_max_bytes);
     let layering = match (config.cache_backend, redis) {

@@ -324,7 +324,7 @@ impl Config {
             max_connections_per_peer: number(
                 &var,
                 "JOBYARD_MAX_CONNECTIONS_PER_PEER",
-                crate::api::limits::MAX_CONNECTIONS_PER_PEER as u64,
+                DEFAULT_MAX_CONNECTIONS_PER_PEER as u64,
                 1..=1_000_000,
             )? as usize,
             max_body_bytes: number(
@@ -397,6 +397,12 @@ impl EnvVars {
         std::env::var(name).ok().or_else(|| self.file.get(name).cloned())
     }
 }
+
+/// Connections one peer (IP address) may hold open at once by default
+/// (`JOBYARD_MAX_CONNECTIONS_PER_PEER`); connections beyond it are closed as soon as they are
+/// accepted, before anything is read from them. Behind a reverse proxy every connection comes
+/// from the proxy's address: raise it there.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 128;
 
 /// Terminal jobs kept per queue by default: at about 1 KB each in memory (record and indexes)
 /// and about 650 bytes in Redis, a queue at full speed stays near 250 MB of jobs, well inside a

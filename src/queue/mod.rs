@@ -9,6 +9,7 @@
 
 #[doc(hidden)]
 pub mod memory;
+#[cfg(feature = "redis")]
 #[doc(hidden)]
 pub mod redis;
 
@@ -24,6 +25,7 @@ use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
 use crate::schedule::{Fire, Schedule};
 
 pub use memory::MemoryQueue;
+#[cfg(feature = "redis")]
 pub use redis::{RedisQueue, RedisQueueError};
 
 /// Errors of the queue layer.

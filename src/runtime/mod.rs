@@ -41,11 +41,12 @@ use crate::job::{
     Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults, SpecError,
 };
 use crate::metadata::MetadataStore;
-use crate::queue::redis::RedisQueueError;
-use crate::queue::RedisQueue;
 use crate::queue::{
     CancelOutcome, ListQuery, MemoryQueue, Page, QueueBackend, QueueError, QueueStats, SubmitResult,
 };
+#[cfg(feature = "redis")]
+use crate::queue::{RedisQueue, RedisQueueError};
+#[cfg(feature = "redis")]
 use crate::redis::{RedisClient, RedisError, RedisSettings};
 use crate::schedule::{validate_name, CronExpr, Schedule, ScheduleSpec};
 
@@ -80,9 +81,11 @@ pub enum RuntimeError {
     #[error("cannot start: {0}")]
     Start(String),
     /// Redis, which the configuration names, could not be used.
+    #[cfg(feature = "redis")]
     #[error(transparent)]
     Redis(#[from] RedisError),
     /// The Redis queue cannot run on this Redis.
+    #[cfg(feature = "redis")]
     #[error("the Redis queue cannot be used: {0}")]
     RedisQueue(#[from] RedisQueueError),
 }
@@ -157,6 +160,7 @@ pub struct Client {
     queue: Addr<QueueActor>,
     pool: Addr<WorkerPool>,
     cache: Arc<dyn Cache>,
+    #[cfg(feature = "redis")]
     redis: Option<RedisClient>,
     registry: Arc<Registry>,
     defaults: Arc<SpecDefaults>,
@@ -168,6 +172,7 @@ pub struct Client {
 /// What a [`Client`] is made of besides the actors' addresses.
 pub(crate) struct ClientParts {
     pub cache: Arc<dyn Cache>,
+    #[cfg(feature = "redis")]
     pub redis: Option<RedisClient>,
     pub registry: Arc<Registry>,
     pub backends: (&'static str, &'static str),
@@ -177,9 +182,19 @@ pub(crate) struct ClientParts {
 
 impl Client {
     pub(crate) fn new(queue: Addr<QueueActor>, pool: Addr<WorkerPool>, parts: ClientParts) -> Self {
-        let ClientParts { cache, redis, registry, backends, limits, clock } = parts;
         let defaults = Arc::new(SpecDefaults::default());
-        Client { queue, pool, cache, redis, registry, defaults, backends, limits, clock }
+        Client {
+            queue,
+            pool,
+            cache: parts.cache,
+            #[cfg(feature = "redis")]
+            redis: parts.redis,
+            registry: parts.registry,
+            defaults,
+            backends: parts.backends,
+            limits: parts.limits,
+            clock: parts.clock,
+        }
     }
 
     /// The runtime's now (see [`crate::testing::TestClock`]).
@@ -194,11 +209,14 @@ impl Client {
 
     /// Which backends are in use, and how the Redis link is.
     pub fn backends(&self) -> Backends {
+        #[cfg(feature = "redis")]
         let redis = match &self.redis {
             None => "disabled",
             Some(redis) if redis.is_up() => "up",
             Some(_) => "down",
         };
+        #[cfg(not(feature = "redis"))]
+        let redis = "disabled";
         Backends { queue: self.backends.0, cache: self.backends.1, redis }
     }
 
@@ -403,6 +421,7 @@ pub struct RuntimeBuilder {
     registry: Registry,
     queue_backend: Option<Arc<dyn QueueBackend>>,
     cache: Option<Arc<dyn Cache>>,
+    #[cfg(feature = "redis")]
     redis: Option<RedisClient>,
     extensions: Extensions,
     clock: Clock,
@@ -446,6 +465,7 @@ impl RuntimeBuilder {
     }
 
     /// The Redis link the cache uses, for stats and readiness.
+    #[cfg(feature = "redis")]
     pub fn redis(mut self, redis: Option<RedisClient>) -> Self {
         self.redis = redis;
         self
@@ -465,21 +485,41 @@ impl RuntimeBuilder {
     /// reconnects), but is for the Redis queue.
     ///
     /// From plain tokio (`#[tokio::main]`, axum, tonic), use [`RuntimeBuilder::spawn`].
+    // Without Redis support there is nothing to connect, and so nothing to change here.
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     pub async fn connect(mut self) -> Result<Runtime, RuntimeError> {
         in_actix_system()?;
-        if self.config.queue_backend == QueueBackendKind::Redis && self.queue_backend.is_none() {
-            let queue = RedisQueue::connect(&self.config).await?;
-            self.queue_backend = Some(Arc::new(queue));
-        }
-        if self.cache.is_none() {
-            if self.redis.is_none() {
-                if let Some(settings) = RedisSettings::from_config(&self.config) {
-                    let redis = RedisClient::new(settings)?;
-                    redis.start().await;
-                    self.redis = Some(redis);
-                }
+        #[cfg(feature = "redis")]
+        {
+            let wants_queue = self.config.queue_backend == QueueBackendKind::Redis;
+            if wants_queue && self.queue_backend.is_none() {
+                let queue = RedisQueue::connect(&self.config).await?;
+                self.queue_backend = Some(Arc::new(queue));
             }
-            self.cache = Some(crate::cache::build(&self.config, self.redis.as_ref()));
+            if self.cache.is_none() {
+                if self.redis.is_none() {
+                    if let Some(settings) = RedisSettings::from_config(&self.config) {
+                        let redis = RedisClient::new(settings)?;
+                        redis.start().await;
+                        self.redis = Some(redis);
+                    }
+                }
+                self.cache = Some(crate::cache::build(&self.config, self.redis.as_ref()));
+            }
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let wants_queue = self.config.queue_backend == QueueBackendKind::Redis;
+            let wants_cache = self.config.cache_backend != CacheBackendKind::Memory;
+            if (wants_queue && self.queue_backend.is_none())
+                || (wants_cache && self.cache.is_none())
+            {
+                return Err(RuntimeError::Start(
+                    "the configuration names Redis, but this build of jobyard has no Redis \
+                     support: enable its `redis` feature"
+                        .into(),
+                ));
+            }
         }
         self.start()
     }
@@ -568,6 +608,7 @@ impl RuntimeBuilder {
             registry: Arc::new(self.registry),
             backend,
             cache,
+            #[cfg(feature = "redis")]
             redis: self.redis,
             extensions: self.extensions,
             clock: self.clock,
@@ -615,6 +656,7 @@ impl Runtime {
             registry: Registry::new(),
             queue_backend: None,
             cache: None,
+            #[cfg(feature = "redis")]
             redis: None,
             extensions: Extensions::default(),
             clock: Clock::default(),
