@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! jobyard: an actor-based background job runtime with a Redis-backed cache.
 //!
 //! # Layout

@@ -16,15 +16,48 @@ use serde::Serialize;
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
+    /// The name is not 1 to 64 lowercase ASCII letters, digits, `_` or `-`; holds the name.
     #[error("metadata name '{0}' is invalid: use 1 to 64 of [a-z0-9_-]")]
     InvalidName(String),
+    /// Reading or writing the store failed.
     #[error("metadata store at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The document (or the store's directory) involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The value cannot be serialised as JSON.
     #[error("metadata '{name}' cannot be serialised: {message}")]
-    Encode { name: String, message: String },
+    Encode {
+        /// The document's name.
+        name: String,
+        /// The serialiser's error.
+        message: String,
+    },
 }
 
 /// The store: a directory of JSON documents.
+///
+/// ```
+/// use jobyard::metadata::MetadataStore;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+/// struct Prefs {
+///     theme: String,
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A runtime's store is `runtime.metadata()`, under `JOBYARD_DATA_DIR`.
+/// let dir = std::env::temp_dir().join(format!("jobyard-metadata-{}", std::process::id()));
+/// let store = MetadataStore::new(&dir);
+/// store.save("prefs", &Prefs { theme: "dark".into() })?;
+/// assert_eq!(store.load::<Prefs>("prefs")?, Some(Prefs { theme: "dark".into() }));
+/// assert_eq!(store.load::<Prefs>("missing")?, None);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct MetadataStore {
     dir: PathBuf,
@@ -36,6 +69,7 @@ impl MetadataStore {
         MetadataStore { dir: dir.into() }
     }
 
+    /// The directory the documents are kept in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

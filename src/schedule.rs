@@ -23,6 +23,32 @@ pub const MISFIRE_GRACE: Duration = Duration::seconds(5);
 pub const MAX_NAME_BYTES: usize = 128;
 
 /// The body of `PUT /v1/schedules/{name}`.
+///
+/// ```
+/// use jobyard::schedule::ScheduleSpec;
+///
+/// // Parsed from JSON: every five minutes, Paris time.
+/// let spec: ScheduleSpec = serde_json::from_str(
+///     r#"{
+///         "cron": "0 */5 * * * *",
+///         "timezone": "Europe/Paris",
+///         "job": {"kind": "http", "payload": {"url": "https://example.com/ping"}},
+///         "catch_up": true
+///     }"#,
+/// )?;
+/// assert_eq!(spec.job.kind, "http");
+///
+/// // The same from code, given a runtime's client:
+/// async fn install(
+///     client: &jobyard::Client,
+///     spec: ScheduleSpec,
+/// ) -> Result<(), jobyard::RuntimeError> {
+///     let (schedule, created) = client.put_schedule("ping", spec).await?;
+///     println!("created: {created}; next run at {:?}", schedule.next_run_at);
+///     Ok(())
+/// }
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
@@ -36,7 +62,12 @@ pub struct ScheduleSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub timezone: Option<String>,
+    /// The job each tick submits. A job that could never be submitted (an invalid field, a
+    /// dependency that does not exist) is refused when the schedule is stored.
     pub job: JobSpec,
+    /// When ticks were missed (no instance ran), fire the latest of them anyway (default false);
+    /// otherwise missed ticks are skipped. A tick more than [`MISFIRE_GRACE`] late counts as
+    /// missed.
     #[serde(default)]
     pub catch_up: bool,
 }
@@ -44,15 +75,25 @@ pub struct ScheduleSpec {
 /// A stored schedule.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Schedule {
+    /// The schedule's name, unique per store: 1 to 128 ASCII letters, digits, `_`, `.`, `:` or `-`.
     pub name: String,
+    /// The cron expression, as given.
     pub cron: String,
+    /// The IANA time zone the expression is read in (`UTC` when none was given).
     pub timezone: String,
+    /// The job each tick submits.
     pub job: JobSpec,
+    /// Whether the latest missed tick still fires (see [`ScheduleSpec::catch_up`]).
     pub catch_up: bool,
+    /// When the schedule was first stored (kept when it is replaced).
     pub created_at: DateTime<Utc>,
+    /// When it was last stored or replaced.
     pub updated_at: DateTime<Utc>,
+    /// The next tick it fires at; `None` when the expression never fires again.
     pub next_run_at: Option<DateTime<Utc>>,
+    /// The latest tick it fired; `None` before the first.
     pub last_run_at: Option<DateTime<Utc>>,
+    /// The job the latest fired tick submitted; `None` before the first.
     pub last_job_id: Option<JobId>,
 }
 
@@ -61,6 +102,7 @@ pub struct Schedule {
 pub struct Fire {
     /// The tick that was fired and the job it enqueued; `None` when missed ticks were skipped.
     pub fired: Option<(DateTime<Utc>, JobId)>,
+    /// The schedule's next tick after this pass; `None` when it never fires again.
     pub next_run_at: Option<DateTime<Utc>>,
 }
 
@@ -77,9 +119,17 @@ pub enum Due {
     /// Nothing is due before the stored `next_run_at`.
     NotYet,
     /// Fire `tick`, then wait for `next`.
-    Fire { tick: DateTime<Utc>, next: Option<DateTime<Utc>> },
+    Fire {
+        /// The tick to fire: the latest one due.
+        tick: DateTime<Utc>,
+        /// The first tick after now, to wait for; `None` when none is left.
+        next: Option<DateTime<Utc>>,
+    },
     /// Ticks were missed while no instance ran: skip them, wait for `next`.
-    Skip { next: Option<DateTime<Utc>> },
+    Skip {
+        /// The first tick after now, to wait for; `None` when none is left.
+        next: Option<DateTime<Utc>>,
+    },
 }
 
 impl CronExpr {

@@ -15,8 +15,15 @@ use crate::runtime::{Runtime, RuntimeBuilder, RuntimeError};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// The HTTP listener cannot be bound or set up.
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: io::Error },
+    Bind {
+        /// The address asked for (`JOBYARD_ADDR`).
+        addr: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The runtime cannot start (for example, the Redis queue cannot be connected).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -26,6 +33,8 @@ pub enum StartupError {
 pub struct ShutdownTrigger(Arc<Notify>);
 
 impl ShutdownTrigger {
+    /// Asks the server to shut down gracefully; a trigger sent before the server runs is kept until
+    /// it does.
     pub fn trigger(&self) {
         self.0.notify_one();
     }
@@ -112,6 +121,7 @@ impl Server {
         self.port
     }
 
+    /// The runtime the server runs, for the embedding program to submit jobs to.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }

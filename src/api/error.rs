@@ -43,6 +43,8 @@ struct Detail<'a> {
 }
 
 impl ApiError {
+    /// An error answer with HTTP `status`, the machine-readable `code` (`error.code` in the body)
+    /// and a `message` for people.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), field: None, allow: None }
     }
@@ -58,14 +60,18 @@ impl ApiError {
         self
     }
 
+    /// A 400 `invalid_request` naming `field` as the one at fault.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message).with_field(field)
     }
 
+    /// A 404 `not_found`: no job, schedule, cache entry or route by that name.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A 401 `unauthorized`: the bearer token is missing or wrong. Answered with a
+    /// `WWW-Authenticate: Bearer` challenge.
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -74,6 +80,7 @@ impl ApiError {
         )
     }
 
+    /// A 413 `payload_too_large`: the request body is larger than `limit` bytes.
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,6 +89,7 @@ impl ApiError {
         )
     }
 
+    /// A 415 `unsupported_media_type`: the request body is not declared as JSON.
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -110,6 +118,8 @@ impl ApiError {
         )
     }
 
+    /// A 503 `backend_unavailable`: a backend cannot be reached right now. Answered with a
+    /// `Retry-After` header, since a retry may succeed.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable", message)
     }
@@ -120,10 +130,12 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
+    /// The machine-readable error code (`error.code` in the body), e.g. `not_found`.
     pub fn code(&self) -> &'static str {
         self.code
     }
 
+    /// The request field at fault (`error.field` in the body), when one is named.
     pub fn field(&self) -> Option<&str> {
         self.field.as_deref()
     }

@@ -25,6 +25,8 @@ pub use error::ApiError;
 /// What handlers need besides the client.
 #[derive(Clone)]
 pub struct ApiSettings {
+    /// Largest request body accepted, in bytes (`JOBYARD_MAX_BODY_BYTES`); a larger one is answered
+    /// 413 `payload_too_large`.
     pub max_body_bytes: usize,
     /// TTL of cache entries stored without one.
     pub cache_ttl: std::time::Duration,

@@ -19,6 +19,7 @@ pub struct HotKeys {
 }
 
 impl HotKeys {
+    /// An empty table.
     pub fn new() -> Self {
         Self::default()
     }

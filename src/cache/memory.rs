@@ -46,6 +46,8 @@ pub struct MemoryCache {
 }
 
 impl MemoryCache {
+    /// An empty cache holding at most about `max_bytes` bytes of keys, values and tags
+    /// (`JOBYARD_CACHE_MAX_BYTES`); past that bound, entries are evicted.
     pub fn new(max_bytes: u64) -> Self {
         let metrics = Arc::new(CacheMetrics::default());
         let evicted = metrics.clone();
@@ -80,6 +82,8 @@ impl MemoryCache {
         found
     }
 
+    /// Stores `entry` under `key`, replacing what was there; an entry that has already expired
+    /// removes `key` instead.
     pub fn insert(&self, key: &str, entry: Arc<Entry>) {
         if entry.is_live(Utc::now()) {
             self.entries.insert(key.to_owned(), entry);
@@ -110,14 +114,17 @@ impl MemoryCache {
         removed
     }
 
+    /// Removes every entry whose key starts with `prefix`; returns how many of them were live.
     pub fn remove_prefix(&self, prefix: &str) -> u64 {
         self.remove_where(|key, _| key.starts_with(prefix))
     }
 
+    /// Removes every entry naming one of `tags`; returns how many of them were live.
     pub fn remove_tags(&self, tags: &[String]) -> u64 {
         self.remove_where(|_, entry| entry.tags.iter().any(|t| tags.contains(t)))
     }
 
+    /// Removes every entry.
     pub fn remove_all(&self) {
         self.entries.invalidate_all();
     }
@@ -127,6 +134,7 @@ impl MemoryCache {
         self.hot.note(key);
     }
 
+    /// The sampled read counts of this cache's keys, for cache warming.
     pub fn hot(&self) -> &HotKeys {
         &self.hot
     }

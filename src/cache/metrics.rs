@@ -22,8 +22,12 @@ pub struct Histogram {
 pub struct HistogramSnapshot {
     /// Bucket upper bounds in µs; `counts` has one more entry, for slower calls.
     pub le_us: Vec<u64>,
+    /// Calls per bucket: `counts[i]` took at most `le_us[i]` µs (and more than the bound before
+    /// it); the last entry counts the calls slower than every bound.
     pub counts: Vec<u64>,
+    /// Calls recorded: the sum of `counts`.
     pub count: u64,
+    /// Total time of those calls, in microseconds.
     pub sum_us: u64,
 }
 
@@ -68,10 +72,15 @@ impl Histogram {
 pub struct CacheMetrics {
     /// Reads answered by any layer, and by none.
     pub hits: AtomicU64,
+    /// Reads answered by no layer.
     pub misses: AtomicU64,
+    /// Reads the memory layer answered.
     pub l1_hits: AtomicU64,
+    /// Reads the memory layer could not answer.
     pub l1_misses: AtomicU64,
+    /// Reads Redis answered.
     pub redis_hits: AtomicU64,
+    /// Reads that found nothing in Redis.
     pub redis_misses: AtomicU64,
     /// Calls that could not use Redis and were served from memory instead.
     pub fallbacks: AtomicU64,
@@ -82,8 +91,11 @@ pub struct CacheMetrics {
     /// Warming passes run (one at start when there are keys to warm), and the entries they
     /// loaded into memory.
     pub warmings: AtomicU64,
+    /// Entries the warming passes loaded into memory.
     pub warmed: AtomicU64,
+    /// Latency of reads.
     pub get_latency: Histogram,
+    /// Latency of writes.
     pub set_latency: Histogram,
 }
 

@@ -46,12 +46,24 @@ pub const MAX_TAGS: usize = 32;
 /// Errors of the cache layer (Redis trouble is never one: it falls back to memory).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CacheError {
+    /// The key is empty, longer than [`MAX_KEY_BYTES`], or holds whitespace or control characters;
+    /// the message says what a key may be.
     #[error("{0}")]
     InvalidKey(String),
+    /// A tag is empty, longer than 128 bytes, or holds a comma, whitespace or control characters.
     #[error("{0}")]
     InvalidTag(String),
+    /// A cached value does not decode as the type asked for ([`CacheExt::get_json`]).
     #[error("cached value under '{key}' is not a {expected}: {message}")]
-    Decode { key: String, expected: &'static str, message: String },
+    Decode {
+        /// The key read.
+        key: String,
+        /// The name of the Rust type asked for.
+        expected: &'static str,
+        /// The decoder's error.
+        message: String,
+    },
+    /// A value cannot be serialised as JSON ([`CacheExt::set_json`]); holds the serialiser's error.
     #[error("value is not serialisable: {0}")]
     Encode(String),
 }
@@ -91,10 +103,13 @@ pub fn result_key(id: JobId) -> String {
 /// One cached value and what describes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
+    /// The stored bytes, exactly as given: the cache never interprets them.
     pub value: Arc<[u8]>,
+    /// The MIME type the value is served with (the `Content-Type` it was stored with).
     pub content_type: String,
     /// A strong validator of the value's bytes.
     pub etag: String,
+    /// When the entry was created: the HTTP API's `Last-Modified`, and the start of its `Age`.
     pub stored_at: DateTime<Utc>,
     /// Wall-clock expiry, so that every instance (and Redis) agrees on it.
     pub expires_at: DateTime<Utc>,
@@ -232,6 +247,7 @@ impl Cache for CacheHandle {
 /// Whether the cache serves as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CacheHealth {
+    /// Every layer the backend is configured with is in use.
     Ok,
     /// Serving from memory because Redis is unreachable.
     Degraded(String),
@@ -240,10 +256,16 @@ pub enum CacheHealth {
 /// Figures of the memory layer (the memory backend, or the L1 / fallback of a Redis one).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LayerStats {
+    /// Reads this layer answered.
     pub hits: u64,
+    /// Reads this layer could not answer (absent or expired).
     pub misses: u64,
+    /// Entries held.
     pub entries: u64,
+    /// Approximate bytes held: the weight checked against the memory bound
+    /// (`JOBYARD_CACHE_MAX_BYTES`).
     pub bytes: u64,
+    /// Entries pushed out by the memory bound.
     pub evictions: u64,
 }
 
@@ -251,13 +273,19 @@ pub struct LayerStats {
 #[cfg(feature = "redis")]
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RedisLayerStats {
+    /// Reads Redis answered.
     pub hits: u64,
+    /// Reads that found nothing in Redis.
     pub misses: u64,
+    /// Calls that could not use Redis and were served from memory instead.
     pub fallbacks: u64,
+    /// Values found in Redis that could not be decoded (read as misses).
     pub corrupt: u64,
     /// Warming passes run at start, and the entries they loaded into the memory layer.
     pub warmings: u64,
+    /// Entries the warming passes loaded into the memory layer.
     pub warmed: u64,
+    /// The Redis link's own figures (flattened into this object in JSON).
     #[serde(flatten)]
     pub link: RedisStats,
 }
@@ -265,23 +293,53 @@ pub struct RedisLayerStats {
 /// What `/v1/stats` shows of the cache.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CacheStats {
+    /// The backend in use: `memory`, `redis` or `hybrid`.
     pub backend: &'static str,
     /// Reads answered by any layer.
     pub hits: u64,
     /// Reads answered by none.
     pub misses: u64,
+    /// `hits / (hits + misses)`, from 0 to 1; 0 before the first read.
     pub hit_ratio: f64,
     /// Entries in memory (the whole memory backend, or the L1).
     pub entries: u64,
+    /// Figures of the memory layer.
     pub memory: LayerStats,
+    /// Figures of the Redis layer; absent (`None`) for the memory backend.
     #[cfg(feature = "redis")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisLayerStats>,
+    /// Latency of reads ([`Cache::get`]).
     pub get_latency: HistogramSnapshot,
+    /// Latency of writes ([`Cache::set`]).
     pub set_latency: HistogramSnapshot,
 }
 
 /// The cache interface every backend implements.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobyard::cache::{Cache, CacheExt, Entry, MemoryCache};
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> Result<(), jobyard::cache::CacheError> {
+///     // A runtime's cache is `runtime.cache()`; a memory cache also stands alone.
+///     let cache = MemoryCache::new(64 << 20);
+///     let ttl = Duration::from_secs(300);
+///     // Bytes, with their content type and tags:
+///     let page = Entry::new(b"<h1>hi</h1>".to_vec(), "text/html", ttl, vec!["pages".into()]);
+///     cache.set("page:home", page).await;
+///     assert_eq!(&*cache.get("page:home").await.unwrap().value, b"<h1>hi</h1>");
+///     // Typed values, as JSON:
+///     cache.set_json("github:stars", &1234u64, ttl, vec!["github".into()]).await?;
+///     assert_eq!(cache.get_json::<u64>("github:stars").await?, Some(1234));
+///     // Invalidation by tag, or by key prefix:
+///     assert_eq!(cache.invalidate_tags(&["github".to_string()]).await, 1);
+///     assert_eq!(cache.invalidate_prefix("page:").await, 1);
+///     assert!(cache.get("page:home").await.is_none());
+///     Ok(())
+/// }
+/// ```
 #[async_trait]
 pub trait Cache: Send + Sync + 'static {
     /// `"memory"`, `"redis"` or `"hybrid"`.
@@ -323,8 +381,11 @@ pub trait Cache: Send + Sync + 'static {
     /// The keys read most often, hottest first (cache warming).
     fn hot_keys(&self, limit: usize) -> Vec<(String, u64)>;
 
+    /// Hit, miss, size and latency figures (what `/v1/stats` shows of the cache).
     fn stats(&self) -> CacheStats;
 
+    /// Whether the cache serves as configured: a Redis backend that fell back to memory reports
+    /// [`CacheHealth::Degraded`].
     fn health(&self) -> CacheHealth;
 }
 

@@ -17,9 +17,12 @@ pub use builder::ConfigBuilder;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}={value} is invalid: {allowed}")]
 pub struct ConfigError {
+    /// The variable at fault (e.g. `JOBYARD_CONCURRENCY`), or `.env.local` when that file cannot be
+    /// read.
     pub var: String,
     /// The offending value (already redacted when the variable is a secret).
     pub value: String,
+    /// What the variable accepts, e.g. `expected an integer from 1 to 100000`.
     pub allowed: String,
 }
 
@@ -28,6 +31,7 @@ pub struct ConfigError {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `value`.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -60,6 +64,7 @@ impl RedisUrl {
         parse_redis_url(url)
     }
 
+    /// The whole URL, password included, for the one place that connects.
     pub fn expose(&self) -> &str {
         self.0.expose()
     }
@@ -90,19 +95,29 @@ impl fmt::Debug for RedisUrl {
 /// Where jobs are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueBackendKind {
+    /// In the process's memory (`JOBYARD_QUEUE_BACKEND=memory`): fast, but lost at exit and not
+    /// shared with other instances.
     Memory,
+    /// In Redis (`JOBYARD_QUEUE_BACKEND=redis`, which needs `REDIS_URL`): durable, and shared by
+    /// every instance using the same key prefix.
     Redis,
 }
 
 /// Where cache entries live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheBackendKind {
+    /// In the process only (`JOBYARD_CACHE_BACKEND=memory`), bounded by `JOBYARD_CACHE_MAX_BYTES`.
     Memory,
+    /// In Redis (`JOBYARD_CACHE_BACKEND=redis`, which needs `REDIS_URL`), with a memory layer used
+    /// only while Redis is unreachable.
     Redis,
+    /// In Redis behind a bounded memory layer kept coherent across instances
+    /// (`JOBYARD_CACHE_BACKEND=hybrid`, which needs `REDIS_URL`; the default when it is set).
     Hybrid,
 }
 
 impl CacheBackendKind {
+    /// The name `JOBYARD_CACHE_BACKEND` takes for this backend: `memory`, `redis` or `hybrid`.
     pub fn as_str(self) -> &'static str {
         match self {
             CacheBackendKind::Memory => "memory",
@@ -115,7 +130,9 @@ impl CacheBackendKind {
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines (`JOBYARD_LOG_FORMAT=text`, the default).
     Text,
+    /// One JSON object per line (`JOBYARD_LOG_FORMAT=json`).
     Json,
 }
 
@@ -130,11 +147,20 @@ pub struct Config {
     pub addr: String,
     /// Where the client subcommands send requests.
     pub url: String,
+    /// The Redis to use (`REDIS_URL`: `redis://[:password@]host:port[/db]` or `rediss://...`);
+    /// `None` runs without Redis. When set, Redis becomes the default queue backend and `hybrid`
+    /// the default cache backend.
     pub redis_url: Option<RedisUrl>,
+    /// Where jobs are stored (`JOBYARD_QUEUE_BACKEND`: `memory` or `redis`; default `redis` when
+    /// `REDIS_URL` is set, else `memory`).
     pub queue_backend: QueueBackendKind,
+    /// Where cache entries live (`JOBYARD_CACHE_BACKEND`: `memory`, `redis` or `hybrid`; default
+    /// `hybrid` when `REDIS_URL` is set, else `memory`).
     pub cache_backend: CacheBackendKind,
     /// Namespace of every Redis key.
     pub redis_prefix: String,
+    /// Multiplexed connections each Redis link (the cache's, the job queue's) keeps open
+    /// (`JOBYARD_REDIS_POOL_SIZE`, 1 to 256, default 8).
     pub redis_pool_size: usize,
     /// The longest a call of the Redis job queue waits before it fails (the submit then answers
     /// 503); the cache has its own, shorter timeout.
@@ -162,14 +188,27 @@ pub struct Config {
     /// The largest result (or progress report) a job may store, in bytes; a larger result
     /// fails the attempt.
     pub max_result_bytes: usize,
+    /// The bearer token every `/v1/...` request must carry (`JOBYARD_API_TOKEN`); `None` (unset)
+    /// turns authentication off. A blank token is refused.
     pub api_token: Option<Secret>,
+    /// Largest HTTP request body accepted, in bytes (`JOBYARD_MAX_BODY_BYTES`, 1 KiB to 1 GiB,
+    /// default 1 MiB); a larger one is answered 413.
     pub max_body_bytes: usize,
     /// Connections one peer (IP address) may hold open at once; more are closed on accept.
     pub max_connections_per_peer: usize,
+    /// Bound of the memory cache, or of a Redis backend's memory layer, in bytes
+    /// (`JOBYARD_CACHE_MAX_BYTES`, up to 1 TiB, default 256 MiB).
     pub cache_max_bytes: u64,
+    /// TTL of a cache entry stored through the HTTP API without `ttl_secs`
+    /// (`JOBYARD_CACHE_TTL_SECS`, 1 s to one year, default 300 s).
     pub cache_ttl: Duration,
+    /// Values of at least this many bytes are stored LZ4-compressed in Redis, when that makes them
+    /// smaller (`JOBYARD_CACHE_COMPRESS_MIN_BYTES`, default 1024; 0 tries every value).
     pub cache_compress_min_bytes: usize,
+    /// Directory of the metadata store (`JOBYARD_DATA_DIR`, default `./data`); created on the first
+    /// write.
     pub data_dir: PathBuf,
+    /// How log lines are written (`JOBYARD_LOG_FORMAT`: `text` or `json`, default `text`).
     pub log_format: LogFormat,
 }
 
@@ -194,6 +233,17 @@ impl Config {
     }
 
     /// Reads the process environment, with `.env.local` in the working directory underneath it.
+    ///
+    /// ```no_run
+    /// use jobyard::Config;
+    ///
+    /// # fn main() -> Result<(), jobyard::config::ConfigError> {
+    /// // With, say, JOBYARD_CONCURRENCY=32 and REDIS_URL=redis://127.0.0.1:6379/0 set:
+    /// let mut config = Config::from_env()?;
+    /// println!("{} jobs at once, {} queue", config.concurrency, config.queue_backend_name());
+    /// config.concurrency = 4; // fields may be adjusted afterwards
+    /// # Ok(()) }
+    /// ```
     pub fn from_env() -> Result<Self, ConfigError> {
         let env = EnvVars::read()?;
         Self::from_lookup(|name| env.get(name))

@@ -150,6 +150,7 @@ impl Extensions {
         Arc::make_mut(&mut self.values).insert(TypeId::of::<T>(), Arc::new(value));
     }
 
+    /// The value of type `T`, when one was inserted.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.values.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref::<T>())
     }
@@ -350,6 +351,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry.
     pub fn new() -> Self {
         Self::default()
     }

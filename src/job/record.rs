@@ -73,12 +73,20 @@ impl FromStr for JobId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
+    /// Waits for every job in its `depends_on` to succeed.
     Waiting,
+    /// Waits for its `run_at`: a delayed job, or a retry waiting out its backoff.
     Scheduled,
+    /// Ready to run: the next free worker slot that handles its kind claims it.
     Queued,
+    /// An attempt is running, under a lease.
     Running,
+    /// Terminal: an attempt returned a result.
     Succeeded,
+    /// Terminal: an attempt failed and no retry is left (the attempts ran out, or the failure was
+    /// fatal).
     Failed,
+    /// Terminal: cancelled on request, or because a job it depends on failed or was cancelled.
     Cancelled,
 }
 
@@ -138,8 +146,12 @@ impl FromStr for JobStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
+    /// Delay before the first retry, in milliseconds (default 1000; 1 up to one day).
     pub initial_ms: u64,
+    /// Longest delay before a retry, in milliseconds (default 300000; from `initial_ms` up to one
+    /// year).
     pub max_ms: u64,
+    /// Factor the delay grows by with each further failed attempt (default 2.0; 1 to 100).
     pub multiplier: f64,
     /// Full jitter: the delay is drawn uniformly from `[0, computed delay]`, so that many jobs
     /// failing together do not retry together.
@@ -168,25 +180,73 @@ impl Backoff {
 }
 
 /// The record of one job, as `semantics.md` describes it and the HTTP API returns it.
+///
+/// ```
+/// use jobyard::{JobRecord, JobStatus};
+///
+/// // A record as the HTTP API returns it:
+/// let record: JobRecord = serde_json::from_str(
+///     r#"{
+///         "id": "0190b6a2-4f3c-7d4e-9a1b-2c3d4e5f6a7b", "kind": "noop", "payload": {"n": 1},
+///         "queue": "default", "priority": 0, "status": "succeeded", "attempts": 2,
+///         "max_attempts": 3,
+///         "backoff": {"initial_ms": 1000, "max_ms": 300000, "multiplier": 2.0, "jitter": true},
+///         "timeout_ms": 300000, "run_at": "2026-01-01T00:00:01Z", "depends_on": [],
+///         "idempotency_key": null, "created_at": "2026-01-01T00:00:00Z",
+///         "updated_at": "2026-01-01T00:00:01.2Z", "started_at": "2026-01-01T00:00:01.1Z",
+///         "finished_at": "2026-01-01T00:00:01.2Z", "result": {"n": 1}, "error": null,
+///         "history": [{"attempt": 1, "error": "boom", "at": "2026-01-01T00:00:00.1Z"}],
+///         "cancel_requested": false, "worker": "web-1-4242/w0", "progress": null
+///     }"#,
+/// )?;
+/// assert_eq!(record.status, JobStatus::Succeeded);
+/// assert!(record.status.is_terminal());
+/// assert_eq!(record.history[0].error, "boom");
+/// let result: Option<serde_json::Value> = record.result()?;
+/// assert_eq!(result, Some(serde_json::json!({"n": 1})));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobRecord {
+    /// The job's id, assigned at submit.
     pub id: JobId,
+    /// The kind whose handler runs it (e.g. `http`).
     pub kind: Arc<str>,
+    /// The handler's input; JSON `null` when none was given.
     pub payload: Json,
+    /// The queue it belongs to (`default` when none was given).
     pub queue: Arc<str>,
+    /// From -1000 to 1000: higher runs first; submit order breaks ties.
     pub priority: i32,
+    /// Where the job is in its lifecycle.
     pub status: JobStatus,
+    /// Attempts started so far, the running one included.
     pub attempts: u32,
+    /// Most attempts it gets (1 to 100) before it fails for good.
     pub max_attempts: u32,
+    /// How long to wait between a failed attempt and its retry.
     pub backoff: Backoff,
+    /// Longest an attempt may run, in milliseconds; exceeding it fails the attempt.
     pub timeout_ms: u64,
+    /// When the job is due: the requested start of a delayed job, then the time of its latest
+    /// retry; `None` when it was due at once.
     pub run_at: Option<DateTime<Utc>>,
+    /// Jobs that must all succeed before this one runs; if one of them fails or is cancelled, this
+    /// job is cancelled.
     pub depends_on: Vec<JobId>,
+    /// The key given at submit: a later submit with the same key gets this job back instead of
+    /// creating one.
     pub idempotency_key: Option<Arc<str>>,
+    /// When the job was submitted.
     pub created_at: DateTime<Utc>,
+    /// When its record last changed.
     pub updated_at: DateTime<Utc>,
+    /// When its latest attempt started; `None` before the first.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal state; `None` until then.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The handler's output, as JSON, once the job succeeded (at most `JOBYARD_MAX_RESULT_BYTES`);
+    /// `None` until then.
     pub result: Option<Json>,
     /// Why the job ended `failed` or `cancelled`; `None` while it is not terminal (a retry
     /// clears it: the failure is in [`JobRecord::history`]) and when it succeeded.
@@ -195,8 +255,13 @@ pub struct JobRecord {
     /// panicked, lost its lease or was cancelled while running. At most
     /// [`JobRecord::MAX_HISTORY`], the latest.
     pub history: Vec<FailedAttempt>,
+    /// A cancel was requested while the job ran: its worker is told to stop it, and it ends
+    /// `cancelled`.
     pub cancel_requested: bool,
+    /// The instance and worker slot (`<host>-<pid>/w<slot>`) that took its latest attempt; `None`
+    /// before the first.
     pub worker: Option<Arc<str>>,
+    /// The latest progress report of its handler, as JSON; `None` when none was made.
     pub progress: Option<Json>,
 }
 
@@ -236,9 +301,11 @@ impl JobRecord {
 /// One attempt that ended without success: its number (1-based), why, and when it ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailedAttempt {
+    /// The attempt's number, from 1.
     pub attempt: u32,
     /// At most [`FailedAttempt::MAX_ERROR_BYTES`].
     pub error: String,
+    /// When the attempt ended.
     pub at: DateTime<Utc>,
 }
 

@@ -30,48 +30,85 @@ pub const DEFAULT_QUEUE: &str = "default";
 
 /// A job as a client describes it. Unknown fields are rejected, and so is `null` for any field
 /// but `payload` (where it is a value like any other JSON).
+///
+/// ```
+/// use jobyard::JobSpec;
+///
+/// // As the HTTP API receives it:
+/// let spec: JobSpec = serde_json::from_str(
+///     r#"{"kind": "http", "payload": {"url": "https://example.com"}, "priority": 5}"#,
+/// )?;
+/// assert_eq!((spec.kind.as_str(), spec.priority), ("http", Some(5)));
+///
+/// // Unknown fields, and `null` anywhere but in `payload`, are refused:
+/// assert!(serde_json::from_str::<JobSpec>(r#"{"kind": "noop", "prio": 5}"#).is_err());
+/// assert!(serde_json::from_str::<JobSpec>(r#"{"kind": "noop", "queue": null}"#).is_err());
+///
+/// // In code: every field but `kind` is optional.
+/// let spec = JobSpec {
+///     queue: Some("emails".into()),
+///     delay_ms: Some(60_000),
+///     ..JobSpec::new("noop")
+/// };
+/// assert!(spec.payload.is_none());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
+    /// The registered kind whose handler runs the job (required; 1 to 128 bytes).
     pub kind: String,
+    /// The handler's input, any JSON (JSON `null` when left out); checked against the kind's
+    /// payload type at submit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Json>,
+    /// The queue to put the job in (`default` when left out): 1 to 64 ASCII letters, digits, `_`,
+    /// `.` or `-`.
     #[serde(
         default,
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
     pub queue: Option<String>,
+    /// From -1000 to 1000, higher runs first; submit order breaks ties (0 when left out).
     #[serde(
         default,
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
     pub priority: Option<i32>,
+    /// Most attempts, from 1 to 100 (3 when left out).
     #[serde(
         default,
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_attempts: Option<u32>,
+    /// Delay policy between a failed attempt and its retry (when left out: 1 s, doubling up to 5
+    /// minutes, jittered).
     #[serde(
         default,
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
     pub backoff: Option<Backoff>,
+    /// Longest an attempt may run, in milliseconds: 1 up to one day (5 minutes when left out).
     #[serde(
         default,
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout_ms: Option<u64>,
+    /// Run no earlier than this many milliseconds after submit, up to one year (0 runs at once).
+    /// Give `delay_ms` or `run_at`, not both.
     #[serde(
         default,
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
     pub delay_ms: Option<u64>,
+    /// Run no earlier than this time, up to one year ahead (a time already past runs at once). Give
+    /// `delay_ms` or `run_at`, not both.
     #[serde(
         default,
         deserialize_with = "non_null::deserialize",
@@ -85,6 +122,8 @@ pub struct JobSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub depends_on: Option<Vec<String>>,
+    /// 1 to 256 bytes: while a job holding this key exists, a submit with the same key gets that
+    /// job back instead of creating another. Keys must differ within one batch.
     #[serde(
         default,
         deserialize_with = "non_null::deserialize",
@@ -111,16 +150,27 @@ impl JobSpec {
 /// A validated job, ready for a backend: ids assigned, refs resolved, defaults applied.
 #[derive(Clone, Debug)]
 pub struct NewJob {
+    /// The id assigned to the job.
     pub id: JobId,
+    /// The registered kind (the registry's shared name).
     pub kind: Arc<str>,
+    /// The handler's input (JSON `null` when none was given).
     pub payload: Json,
+    /// The queue, `default` when none was given.
     pub queue: Arc<str>,
+    /// From -1000 to 1000, higher runs first.
     pub priority: i32,
+    /// Most attempts, from 1 to 100.
     pub max_attempts: u32,
+    /// Delay policy between a failed attempt and its retry.
     pub backoff: Backoff,
+    /// Longest an attempt may run, in milliseconds.
     pub timeout_ms: u64,
+    /// When the job becomes due; `None` to run at once.
     pub run_at: Option<DateTime<Utc>>,
+    /// The jobs it depends on, batch refs resolved to ids, without repeats.
     pub depends_on: Vec<JobId>,
+    /// Its idempotency key, if any.
     pub idempotency_key: Option<Arc<str>>,
 }
 
@@ -159,7 +209,9 @@ impl NewJob {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct SpecError {
+    /// The class of error (the HTTP API picks its error code from it).
     pub kind: SpecErrorKind,
+    /// What is wrong, for people.
     pub message: String,
     /// The field at fault, when one is.
     pub field: Option<String>,
@@ -168,9 +220,15 @@ pub struct SpecError {
 /// The classes of [`SpecError`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpecErrorKind {
+    /// A field is missing, malformed or out of bounds (HTTP code `invalid_request`).
     Invalid,
+    /// No handler is registered for the kind (HTTP code `unknown_kind`).
     UnknownKind,
+    /// `depends_on` names neither a job id nor a ref of the batch, or a job that does not exist
+    /// (HTTP code `unknown_dependency`).
     UnknownDependency,
+    /// Entries of a batch depend on each other in a cycle, named in the message (HTTP code
+    /// `dependency_cycle`).
     DependencyCycle,
 }
 
@@ -194,8 +252,11 @@ impl SpecError {
 /// Defaults a deployment applies to specs that leave a field out.
 #[derive(Clone, Debug)]
 pub struct SpecDefaults {
+    /// Attempts of a job that names none (default 3).
     pub max_attempts: u32,
+    /// Attempt timeout of a job that names none, in milliseconds (default 300000, five minutes).
     pub timeout_ms: u64,
+    /// Backoff of a job that names none (default [`Backoff::default`]).
     pub backoff: Backoff,
 }
 
@@ -208,6 +269,7 @@ impl Default for SpecDefaults {
 /// Looks up a registered kind, returning the shared name so that every job of a kind points to
 /// one allocation.
 pub trait KindLookup {
+    /// The shared name of `kind` when a handler is registered for it; `None` when none is.
     fn lookup(&self, kind: &str) -> Option<Arc<str>>;
 
     /// Checks that `payload` is what `kind` expects, so a malformed payload is refused at

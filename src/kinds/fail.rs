@@ -6,13 +6,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{Job, JobContext, JobError};
 
+/// The payload of the `fail` kind: a job that fails on purpose, for tests and demonstrations.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fail {
+    /// The error text of each failure (default `failed on purpose`).
     #[serde(default = "default_message")]
     pub message: String,
+    /// How many attempts fail before one succeeds; absent, every attempt fails.
     #[serde(default)]
     pub times: Option<u32>,
+    /// Whether a failure may be retried (default true); false fails the job at once, whatever
+    /// attempts are left.
     #[serde(default = "yes")]
     pub retryable: bool,
 }
@@ -25,6 +30,7 @@ fn yes() -> bool {
     true
 }
 
+/// The result of `fail` once an attempt succeeds.
 #[derive(Serialize, Deserialize)]
 pub struct Recovered {
     /// The attempt that succeeded.

@@ -38,10 +38,16 @@ thread_local! {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawRequest")]
 pub struct HttpRequest {
+    /// The HTTP method, upper-cased (default `GET`).
     pub method: String,
+    /// An absolute `http://` or `https://` URL.
     pub url: String,
+    /// Request headers, name to value (default none).
     pub headers: BTreeMap<String, String>,
+    /// The request body: a JSON string is sent as is, as text; any other JSON value is sent as
+    /// `application/json`; absent, no body is sent.
     pub body: Option<serde_json::Value>,
+    /// Longest the request may take, in milliseconds (default 30000; at least 1).
     pub timeout_ms: u64,
 }
 
@@ -105,10 +111,14 @@ impl TryFrom<RawRequest> for HttpRequest {
 /// The result of a successful request.
 #[derive(Serialize, Deserialize)]
 pub struct HttpResponse {
+    /// The response's status code (always a 2xx: any other fails the attempt).
     pub status: u16,
+    /// Those of the response's `content-type`, `content-length`, `etag`, `last-modified`,
+    /// `location`, `retry-after` and `cache-control` headers it had, by lowercase name.
     pub headers: BTreeMap<String, String>,
     /// The body as text (lossy UTF-8), at most [`MAX_BODY_BYTES`].
     pub body: String,
+    /// True when the body was longer than [`MAX_BODY_BYTES`] and was cut there.
     pub body_truncated: bool,
 }
 

@@ -6,14 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{Job, JobContext, JobError};
 
+/// The payload of the `sleep` kind: waits, then succeeds; a cancel ends the wait early, and the job
+/// `cancelled`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sleep {
+    /// How long to wait, in milliseconds.
     pub ms: u64,
 }
 
+/// The result of `sleep`.
 #[derive(Serialize, Deserialize)]
 pub struct Slept {
+    /// How long it waited, in milliseconds.
     pub slept_ms: u64,
 }
 

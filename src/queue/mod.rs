@@ -31,14 +31,24 @@ pub use redis::{RedisQueue, RedisQueueError};
 /// Errors of the queue layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueueError {
+    /// No job has this id (it never existed, or retention removed it).
     #[error("job {0} not found")]
     NotFound(JobId),
+    /// The job is terminal, so it cannot be cancelled.
     #[error("job {id} already finished ({status})")]
-    AlreadyFinished { id: JobId, status: JobStatus },
+    AlreadyFinished {
+        /// The job.
+        id: JobId,
+        /// The terminal state it is in.
+        status: JobStatus,
+    },
+    /// A `depends_on` entry names a job that does not exist; the submit is refused whole.
     #[error("depends_on names job {0}, which does not exist")]
     UnknownDependency(JobId),
+    /// A listing's cursor is not one a listing returned.
     #[error("cursor '{0}' is not one this listing returned")]
     InvalidCursor(String),
+    /// No schedule has this name.
     #[error("schedule '{0}' not found")]
     ScheduleNotFound(String),
     /// The backend failed on this call for a reason of its own (a bug); details are logged.
@@ -49,7 +59,12 @@ pub enum QueueError {
     Unavailable(String),
     /// The queue holds as many jobs waiting to run as it may: the submit is refused whole.
     #[error("queue '{queue}' is full ({max} jobs waiting to run); retry later")]
-    QueueFull { queue: String, max: u64 },
+    QueueFull {
+        /// The full queue.
+        queue: String,
+        /// Its bound on jobs waiting to run (`JOBYARD_MAX_QUEUED`).
+        max: u64,
+    },
 }
 
 /// The bounds a backend keeps (rule 7 of the job semantics): memory and Redis stay bounded under
@@ -63,6 +78,7 @@ pub struct QueueLimits {
 }
 
 impl QueueLimits {
+    /// The limits `config` names (`JOBYARD_MAX_QUEUED`, `JOBYARD_RETENTION_MAX_JOBS`).
     pub fn from_config(config: &crate::config::Config) -> Self {
         QueueLimits { max_queued: config.max_queued, retention_max_jobs: config.retention_max_jobs }
     }
@@ -97,8 +113,12 @@ pub const LIST_EXAMINE: usize = 5_000;
 /// claimed: a job is never handed to an instance that cannot run it.
 #[derive(Clone, Debug)]
 pub struct Claim {
+    /// The names of the free worker slots asking; each gets at most one job.
     pub workers: Vec<Arc<str>>,
+    /// How long the claimed jobs' leases last unless renewed; an attempt whose lease expires is
+    /// taken as lost.
     pub lease: Duration,
+    /// The kinds this instance has handlers for: only their jobs are claimed.
     pub kinds: Arc<[Arc<str>]>,
 }
 
@@ -107,33 +127,44 @@ pub struct Claim {
 /// job was handed to another worker) cannot overwrite the newer attempt's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LeaseRef {
+    /// The running job.
     pub id: JobId,
+    /// The token handed out with the claim that started this attempt.
     pub token: u64,
 }
 
 /// A job handed to a worker: its record as of the claim, and the lease it runs under.
 #[derive(Clone, Debug)]
 pub struct Claimed {
+    /// The job's record as of the claim, its new attempt counted.
     pub record: JobRecord,
+    /// The lease the attempt runs under: its completion, renewals and progress reports carry it.
     pub lease: LeaseRef,
 }
 
 /// How an attempt ended, as the worker reports it.
 #[derive(Clone, Debug)]
 pub enum Outcome {
+    /// The handler returned this result.
     Succeeded(Json),
     /// `retry_at` is when to try again, or `None` when the job must not be retried.
     Failed {
+        /// Why the attempt failed.
         error: String,
+        /// When to try again; `None` when the job must not be retried.
         retry_at: Option<DateTime<Utc>>,
     },
+    /// The attempt stopped because the job was cancelled (its handler returned a cancel, or was
+    /// aborted after the cancel grace period); holds the reason.
     Cancelled(String),
 }
 
 /// One finished attempt.
 #[derive(Clone, Debug)]
 pub struct Completion {
+    /// The lease the attempt ran under.
     pub lease: LeaseRef,
+    /// How the attempt ended.
     pub outcome: Outcome,
 }
 
@@ -177,14 +208,18 @@ impl Changes {
 /// The answer to a submit, in request order.
 #[derive(Clone, Debug)]
 pub struct Submitted {
+    /// One entry per submitted job, in request order.
     pub jobs: Vec<SubmitResult>,
+    /// What the submit changed that the actors must react to.
     pub changes: Changes,
 }
 
 /// One submitted job: `created` is false when its idempotency key returned an earlier job.
 #[derive(Clone, Debug)]
 pub struct SubmitResult {
+    /// The job as stored: the earlier job when its idempotency key was seen.
     pub record: JobRecord,
+    /// False when the idempotency key returned an earlier job instead of creating one.
     pub created: bool,
 }
 
@@ -198,6 +233,7 @@ pub enum CancelOutcome {
 }
 
 impl CancelOutcome {
+    /// The job's record, whichever the outcome.
     pub fn record(&self) -> &JobRecord {
         match self {
             CancelOutcome::Cancelled(r) | CancelOutcome::Requested(r) => r,
@@ -209,8 +245,11 @@ impl CancelOutcome {
 /// [`ListQuery::DEFAULT_LIMIT`] jobs of every state, kind and queue.
 #[derive(Clone, Debug)]
 pub struct ListQuery {
+    /// Only jobs in this state (`None`: any state).
     pub status: Option<JobStatus>,
+    /// Only jobs of this kind (`None`: any kind).
     pub kind: Option<String>,
+    /// Only jobs of this queue (`None`: any queue).
     pub queue: Option<String>,
     /// Most jobs on the page (0 is taken as 1).
     pub limit: usize,
@@ -238,19 +277,29 @@ impl Default for ListQuery {
 /// One page of a listing.
 #[derive(Clone, Debug, Serialize)]
 pub struct Page {
+    /// The jobs of this page, newest first.
     pub jobs: Vec<JobRecord>,
+    /// Where the next page starts (pass it as [`ListQuery::cursor`]); `None` on the last page. A
+    /// page may come back short, even empty, with a cursor: read on until there is none.
     pub next_cursor: Option<String>,
 }
 
 /// Jobs per state in one queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateCounts {
+    /// Jobs waiting for their dependencies.
     pub waiting: u64,
+    /// Jobs waiting for their `run_at` (delayed, or waiting for a retry).
     pub scheduled: u64,
+    /// Jobs ready to run.
     pub queued: u64,
+    /// Jobs running.
     pub running: u64,
+    /// Jobs that succeeded (and are still retained).
     pub succeeded: u64,
+    /// Jobs that failed (and are still retained).
     pub failed: u64,
+    /// Jobs cancelled (and still retained).
     pub cancelled: u64,
 }
 
@@ -261,6 +310,7 @@ impl StateCounts {
         StateCounts { waiting, scheduled, queued, running, succeeded, failed, cancelled }
     }
 
+    /// The count of jobs in `status`.
     pub fn get(&self, status: JobStatus) -> u64 {
         match status {
             JobStatus::Waiting => self.waiting,
@@ -292,6 +342,35 @@ pub enum BackendEvent {
 pub type EventSink = Arc<dyn Fn(BackendEvent) + Send + Sync>;
 
 /// The job store. See the module doc for the shape of the calls.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use jobyard::queue::{ListQuery, MemoryQueue, QueueBackend, QueueError};
+/// use jobyard::{JobStatus, Runtime};
+///
+/// // Prints each queue's failed count and the newest failed jobs, whatever the backend.
+/// async fn report(backend: &dyn QueueBackend) -> Result<(), QueueError> {
+///     for (queue, counts) in backend.stats().await? {
+///         println!("{queue}: {} failed", counts.get(JobStatus::Failed));
+///     }
+///     let failed = ListQuery { status: Some(JobStatus::Failed), ..ListQuery::default() };
+///     for job in backend.list(&failed).await?.jobs {
+///         println!("{} ({}): {}", job.id, job.kind, job.error.unwrap_or_default());
+///     }
+///     Ok(())
+/// }
+///
+/// #[actix::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     // A runtime stores its jobs in the backend it is given.
+///     let backend: Arc<dyn QueueBackend> = Arc::new(MemoryQueue::new());
+///     let runtime =
+///         Runtime::builder().queue_backend(backend.clone()).with_builtin_kinds().start()?;
+///     report(&*backend).await?;
+///     runtime.shutdown().await;
+///     Ok(())
+/// }
+/// ```
 #[async_trait]
 pub trait QueueBackend: Send + Sync + 'static {
     /// `"memory"` or `"redis"`, for stats and logs.
@@ -342,14 +421,18 @@ pub trait QueueBackend: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(CancelOutcome, Changes), QueueError>;
 
+    /// The job `id` as it is now; `None` when there is no such job.
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, QueueError>;
 
+    /// A page of the jobs `query` selects, newest first. At most [`LIST_EXAMINE`] jobs are read per
+    /// call, so a page may come back short with a cursor to go on from.
     async fn list(&self, query: &ListQuery) -> Result<Page, QueueError>;
 
     /// The periodic step: promotes due jobs, expires leases, removes terminal jobs older than
     /// `retention` or beyond the count the limits keep; at most [`STEP_LIMIT`] of each per call.
     async fn tick(&self, now: DateTime<Utc>, retention: Duration) -> Result<Changes, QueueError>;
 
+    /// Jobs per state in every queue.
     async fn stats(&self) -> Result<QueueStats, QueueError>;
 
     /// Queued jobs per kind (a kind no running instance handles shows here, waiting).
@@ -361,8 +444,10 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Creates or replaces a schedule; true when it was created.
     async fn put_schedule(&self, schedule: Schedule) -> Result<bool, QueueError>;
 
+    /// The schedule `name`; `None` when there is none.
     async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>, QueueError>;
 
+    /// Every schedule, in name order.
     async fn list_schedules(&self) -> Result<Vec<Schedule>, QueueError>;
 
     /// Removes a schedule; true when it existed.

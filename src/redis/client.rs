@@ -25,6 +25,7 @@ pub enum RedisError {
     /// Redis is known to be unreachable; the call was not attempted.
     #[error("redis is unreachable")]
     Down,
+    /// The call did not finish within this time.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
     /// The connection failed during the call (worth a retry on another connection).
@@ -41,13 +42,20 @@ pub enum RedisError {
 /// How to reach Redis and how patient to be with it.
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
+    /// The Redis to connect to (`REDIS_URL`).
     pub url: RedisUrl,
+    /// Multiplexed connections kept open for commands (`JOBYARD_REDIS_POOL_SIZE`); at least one.
     pub pool_size: usize,
+    /// How long one connection attempt may take (1 s by default).
     pub connect_timeout: Duration,
     /// The longest any command may wait (cache.md: a short timeout, 250 ms by default).
     pub command_timeout: Duration,
+    /// Time between health PINGs while the link is up (500 ms by default).
     pub ping_interval: Duration,
+    /// First delay between reconnection attempts while Redis is down (100 ms by default); it
+    /// doubles at each failed attempt, up to `backoff_max`.
     pub backoff_initial: Duration,
+    /// Longest delay between reconnection attempts (5 s by default).
     pub backoff_max: Duration,
     /// Whether a command that times out marks the link down (so that the calls after it fail
     /// fast). The cache wants that; the job queue, which has its own link and a longer timeout,
@@ -83,10 +91,14 @@ impl RedisSettings {
 /// Counters of the Redis link, for stats.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct RedisStats {
+    /// Whether the link is up now.
     pub up: bool,
     /// Round-trip time of the last health PING, in microseconds.
     pub rtt_us: u64,
+    /// Calls that failed on the link (timeouts and connection errors; Redis's own error answers are
+    /// not counted).
     pub errors: u64,
+    /// Times the link was made again after it had been up.
     pub reconnects: u64,
     /// Round trips made (a command, a pipeline or a script call each count one).
     pub round_trips: u64,
@@ -95,7 +107,9 @@ pub struct RedisStats {
 /// What `jobyard check` reports.
 #[derive(Clone, Debug)]
 pub struct Probe {
+    /// The server's version (`redis_version`).
     pub version: String,
+    /// Round-trip time of one PING.
     pub rtt: Duration,
     /// Redis's `maxmemory-policy` (from `INFO memory`).
     pub maxmemory_policy: String,
@@ -189,10 +203,13 @@ impl RedisClient {
         Ok(Probe { version, rtt: started.elapsed(), maxmemory_policy })
     }
 
+    /// Whether the link is up; while it is down, every command fails at once with
+    /// [`RedisError::Down`].
     pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }
 
+    /// The link's counters, for stats.
     pub fn stats(&self) -> RedisStats {
         let inner = &self.inner;
         RedisStats {

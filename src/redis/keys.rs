@@ -48,6 +48,7 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The cache's keys under `prefix` (`JOBYARD_REDIS_PREFIX`).
     pub fn new(prefix: &str) -> Self {
         Keys { prefix: prefix.to_owned() }
     }
@@ -91,6 +92,7 @@ pub struct QueueKeys {
 }
 
 impl QueueKeys {
+    /// The job queue's keys under `prefix` (`JOBYARD_REDIS_PREFIX`), all in the hash tag `{q}`.
     pub fn new(prefix: &str) -> Self {
         QueueKeys { base: format!("{prefix}:{{q}}:") }
     }
@@ -100,6 +102,7 @@ impl QueueKeys {
         &self.base
     }
 
+    /// The record of job `id`.
     pub fn job(&self, id: &str) -> String {
         format!("{}j:{id}", self.base)
     }
@@ -119,10 +122,12 @@ impl QueueKeys {
         format!("{}lb:{token}", self.base)
     }
 
+    /// The `scheduled` jobs, scored by `run_at` in milliseconds.
     pub fn delayed(&self) -> String {
         format!("{}delayed", self.base)
     }
 
+    /// The lease tokens, scored by expiry in milliseconds.
     pub fn leases(&self) -> String {
         format!("{}leases", self.base)
     }
@@ -152,34 +157,42 @@ impl QueueKeys {
         format!("{}ls:{status}:{queue}", self.base)
     }
 
+    /// The job counts, `<queue>:<status>` to a number.
     pub fn counts(&self) -> String {
         format!("{}counts", self.base)
     }
 
+    /// Every queue that held jobs.
     pub fn queues(&self) -> String {
         format!("{}queues", self.base)
     }
 
+    /// Every kind that held jobs.
     pub fn kinds(&self) -> String {
         format!("{}kinds", self.base)
     }
 
+    /// The list idle instances block on; it holds at most one marker.
     pub fn wake(&self) -> String {
         format!("{}wake", self.base)
     }
 
+    /// The jobs long polls wait on, scored by the waits' deadlines.
     pub fn watch(&self) -> String {
         format!("{}watch", self.base)
     }
 
+    /// The pub/sub channel of requested cancels and finished jobs.
     pub fn events(&self) -> String {
         format!("{}events", self.base)
     }
 
+    /// The hash of schedule `name`.
     pub fn schedule(&self, name: &str) -> String {
         format!("{}sched:{name}", self.base)
     }
 
+    /// The set of every schedule name.
     pub fn schedules(&self) -> String {
         format!("{}schedules", self.base)
     }

@@ -63,20 +63,43 @@ pub enum RuntimeError {
     /// The job or schedule as given is not acceptable.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// The job store refused the call, or cannot be reached.
     #[error(transparent)]
     Queue(#[from] QueueError),
     /// The job failed: its attempts ran out, or one failed fatally.
     #[error("job {id} failed: {}", error.as_deref().unwrap_or("no error recorded"))]
-    JobFailed { id: JobId, error: Option<String> },
+    JobFailed {
+        /// The job.
+        id: JobId,
+        /// Its recorded error, when it has one.
+        error: Option<String>,
+    },
     /// The job was cancelled before it succeeded.
     #[error("job {id} was cancelled")]
-    Cancelled { id: JobId },
+    Cancelled {
+        /// The job.
+        id: JobId,
+    },
     /// The job had not ended when the wait gave up.
     #[error("job {id} still {status} after waiting {waited:?}")]
-    WaitTimeout { id: JobId, status: JobStatus, waited: Duration },
+    WaitTimeout {
+        /// The job waited on.
+        id: JobId,
+        /// Its state when the wait gave up.
+        status: JobStatus,
+        /// How long the wait lasted.
+        waited: Duration,
+    },
     /// The stored result does not decode as the job's output type.
     #[error("result of job {id} is not a {expected}: {message}")]
-    Decode { id: JobId, expected: &'static str, message: String },
+    Decode {
+        /// The job.
+        id: JobId,
+        /// The name of the output type asked for.
+        expected: &'static str,
+        /// The decoder's error.
+        message: String,
+    },
     /// The runtime could not be started.
     #[error("cannot start: {0}")]
     Start(String),
@@ -93,16 +116,22 @@ pub enum RuntimeError {
 /// What `/v1/stats` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Stats {
+    /// Jobs per queue and state.
     pub queues: QueueStats,
     /// Per kind: queued jobs, and whether this instance runs it (a job of a kind no instance
     /// runs waits, and shows here).
     pub kinds: BTreeMap<String, KindStats>,
+    /// This instance's worker slots: busy and total, handler threads, and the kinds seen holding
+    /// their thread.
     pub workers: PoolStats,
+    /// Cache figures.
     pub cache: CacheStats,
+    /// Which backends are in use, and how the Redis link is.
     pub backends: Backends,
     /// The bounds the runtime keeps, and the queues that reached theirs (their submits are
     /// refused until jobs start).
     pub limits: Limits,
+    /// The queues holding `max_queued` jobs waiting to run, or more.
     pub full_queues: Vec<String>,
 }
 
@@ -130,6 +159,7 @@ impl From<&Config> for Limits {
 /// One kind in stats.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct KindStats {
+    /// Queued jobs of this kind, in every queue.
     pub queued: u64,
     /// This instance has a handler for it (so claims it).
     pub handled_here: bool,
@@ -138,7 +168,9 @@ pub struct KindStats {
 /// Which backends are in use, and how the Redis link is.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Backends {
+    /// The queue backend: `memory` or `redis`.
     pub queue: &'static str,
+    /// The cache backend: `memory`, `redis` or `hybrid`.
     pub cache: &'static str,
     /// `up`, `down` or `disabled` (no `REDIS_URL`).
     #[serde(skip_deserializing)]
@@ -150,6 +182,7 @@ pub struct Backends {
 pub struct Readiness {
     /// The queue backend answered, or why not.
     pub queue: Result<(), String>,
+    /// The cache's health; a degraded cache still counts as ready.
     pub cache: CacheHealth,
 }
 
@@ -260,6 +293,24 @@ impl Client {
     }
 
     /// Submits one job described as a spec.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &jobyard::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use jobyard::job::record::to_json;
+    /// use jobyard::JobSpec;
+    ///
+    /// let spec = JobSpec {
+    ///     payload: Some(to_json(&serde_json::json!({"ms": 500}))?),
+    ///     priority: Some(5),
+    ///     idempotency_key: Some("warm-up:2026-01-01".into()),
+    ///     ..JobSpec::new("sleep")
+    /// };
+    /// let submitted = client.submit_spec(spec).await?;
+    /// if !submitted.created {
+    ///     println!("job {} already holds this key", submitted.record.id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn submit_spec(&self, spec: JobSpec) -> Result<SubmitResult, RuntimeError> {
         let mut jobs = self.submit_specs(vec![spec], false).await?;
         Ok(jobs.remove(0))
@@ -300,6 +351,30 @@ impl Client {
     }
 
     /// Lists jobs, newest first.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &jobyard::Client) -> Result<(), jobyard::RuntimeError> {
+    /// use jobyard::queue::ListQuery;
+    /// use jobyard::JobStatus;
+    ///
+    /// // Every failed job of the `emails` queue, page by page.
+    /// let mut query = ListQuery {
+    ///     status: Some(JobStatus::Failed),
+    ///     queue: Some("emails".into()),
+    ///     ..ListQuery::default()
+    /// };
+    /// loop {
+    ///     let page = client.list(query.clone()).await?;
+    ///     for job in &page.jobs {
+    ///         println!("{}: {}", job.id, job.error.as_deref().unwrap_or("no error recorded"));
+    ///     }
+    ///     match page.next_cursor {
+    ///         Some(cursor) => query.cursor = Some(cursor),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list(&self, query: ListQuery) -> Result<Page, RuntimeError> {
         Ok(self.call(ListJobs(query)).await??)
     }
@@ -376,6 +451,17 @@ impl Client {
     }
 
     /// Counts per queue and state, worker and cache figures.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &jobyard::Client) -> Result<(), jobyard::RuntimeError> {
+    /// let stats = client.stats().await?;
+    /// for (queue, counts) in &stats.queues {
+    ///     println!("{queue}: {} queued, {} running", counts.queued, counts.running);
+    /// }
+    /// println!("{} of {} worker slots busy", stats.workers.busy, stats.workers.total);
+    /// println!("cache hit ratio: {:.2}", stats.cache.hit_ratio);
+    /// # Ok(()) }
+    /// ```
     pub async fn stats(&self) -> Result<Stats, RuntimeError> {
         let queues = self.call(GetStats).await??;
         let mut kinds: BTreeMap<String, KindStats> = BTreeMap::new();
@@ -632,6 +718,21 @@ fn in_actix_system() -> Result<(), RuntimeError> {
 }
 
 /// A started runtime. Derefs to its [`Client`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use jobyard::{JobSpec, JobStatus, Runtime};
+///
+/// #[actix::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let runtime = Runtime::builder().with_builtin_kinds().start()?;
+///     let id = runtime.submit_spec(JobSpec::new("noop")).await?.record.id;
+///     let job = runtime.wait(id, Duration::from_secs(10)).await?;
+///     assert_eq!(job.status, JobStatus::Succeeded);
+///     runtime.shutdown().await;
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Runtime {
     client: Client,
@@ -674,6 +775,7 @@ impl Runtime {
         &self.client
     }
 
+    /// The configuration the runtime was started with.
     pub fn config(&self) -> &Config {
         &self.config
     }
