@@ -10,6 +10,9 @@
 //!
 //! The jobyard configuration comes from the environment as for `jobyard serve` (the memory
 //! backends by default; `REDIS_URL` makes the jobs durable). `PORT` picks the port.
+//!
+//! `cargo run --example axum_service -- --self-test` serves on a free port, calls both routes
+//! itself from other tokio tasks and exits non-zero if an answer is wrong (CI runs it so).
 
 use std::time::Duration;
 
@@ -123,15 +126,91 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/stars", post(stars))
         .route("/jobs/{id}", get(job))
         .with_state(runtime.clone());
-    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let self_test = std::env::args().any(|arg| arg == "--self-test");
+    let port = match self_test {
+        true => "0".into(),
+        false => std::env::var("PORT").unwrap_or_else(|_| "3000".into()),
+    };
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = stopped => {}
+                }
+            })
+            .await
+    });
+    let outcome = if self_test { check(addr).await } else { Ok(()) };
+    let _ = stop.send(());
+    serving.await??;
     let handed_back = runtime.shutdown().await;
     println!("stopped; {handed_back} unfinished jobs handed back");
+    outcome
+}
+
+/// Calls both routes over plain HTTP/1.1 from other tasks, as clients would, and checks the
+/// answers.
+async fn check(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let repos = ["jobyard/jobyard", "tokio-rs/axum", "actix/actix-web"];
+    let expected: u64 = repos.iter().flat_map(|repo| repo.bytes()).map(u64::from).sum();
+    let body = serde_json::json!({ "repos": repos }).to_string();
+    let answers = (0..4).map(|_| {
+        let body = body.clone();
+        tokio::spawn(async move { request(addr, "POST", "/stars", Some(&body)).await })
+    });
+    let mut job = None;
+    for answer in answers {
+        let (status, body) = answer.await??;
+        let answer: serde_json::Value = serde_json::from_str(&body)?;
+        if status != 200 || answer["total"] != expected {
+            return Err(format!("POST /stars answered {status}: {body}").into());
+        }
+        job = answer["job"].as_str().map(str::to_owned);
+    }
+    let job = job.ok_or("no job id in the answer")?;
+    let (status, body) = request(addr, "GET", &format!("/jobs/{job}"), None).await?;
+    let record: serde_json::Value = serde_json::from_str(&body)?;
+    if status != 200
+        || record["status"] != "succeeded"
+        || record["depends_on"].as_array().map(Vec::len) != Some(3)
+    {
+        return Err(format!("GET /jobs/{job} answered {status}: {body}").into());
+    }
+    let (status, _) = request(addr, "GET", "/jobs/not-an-id", None).await?;
+    if status != 400 {
+        return Err(format!("a bad id answered {status}, not 400").into());
+    }
+    println!("self-test passed: submits, waits and reads from tokio tasks on any thread");
     Ok(())
+}
+
+/// One HTTP/1.1 request on its own connection: the status and the body.
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), std::io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let invalid = || std::io::Error::other(format!("not an HTTP answer: {answer:?}"));
+    let status = answer.get(9..12).and_then(|code| code.parse().ok()).ok_or_else(invalid)?;
+    let body =
+        answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).ok_or_else(invalid)?;
+    Ok((status, body))
 }

@@ -1,13 +1,14 @@
-//! An embedder's whole day: define a typed job, start the runtime inside your own actix system,
-//! submit with options, chain jobs, wait for typed results, cancel, schedule, list, shut down.
+//! An embedder's whole day: define typed jobs, start the runtime inside your own actix system,
+//! submit with options, fan in over a batch whose last job reads the others' typed results,
+//! cancel, schedule, list, shut down.
 //!
 //! `cargo run --example embed`
 
 use std::time::Duration;
 
-use jobyard::queue::ListQuery;
-use jobyard::schedule::ScheduleSpec;
-use jobyard::{Backoff, Config, Job, JobContext, JobError, JobSpec, Runtime};
+use jobyard::{
+    Backoff, Config, Job, JobContext, JobError, JobOptions, ListQuery, Runtime, RuntimeError,
+};
 use serde::{Deserialize, Serialize};
 
 /// Refreshes one tool's data (say, a GitHub repository's open pull requests).
@@ -35,15 +36,32 @@ impl Job for RefreshTool {
     }
 }
 
+/// Adds up what the refreshes it depends on fetched: a fan-in reading their typed results.
+#[derive(Serialize, Deserialize)]
+struct Summarise;
+
+impl Job for Summarise {
+    const KIND: &'static str = "tool.summarise";
+    type Output = u32;
+
+    async fn run(self, ctx: JobContext) -> Result<u32, JobError> {
+        Ok(ctx.dependency_results::<RefreshTool>().await?.into_iter().sum())
+    }
+}
+
 fn refresh(tool: &str, items: u32) -> RefreshTool {
     RefreshTool { tool: tool.into(), items }
 }
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config { concurrency: 4, ..Config::default() };
-    let runtime =
-        Runtime::builder().config(config).register::<RefreshTool>().with_builtin_kinds().start()?;
+    let config = Config::builder().concurrency(4).build()?;
+    let runtime = Runtime::from_config(config)
+        .register::<RefreshTool>()
+        .register::<Summarise>()
+        .with_builtin_kinds()
+        .connect()
+        .await?;
 
     // Submit with options, then wait for the typed result.
     let github = runtime
@@ -55,36 +73,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("github: {:?}", github.wait().await?);
 
-    // A chain: jira runs only after gitlab succeeded.
-    let gitlab = runtime.submit(refresh("gitlab", 2)).await?;
-    let jira = runtime
-        .submit(refresh("jira", 2))
-        .depends_on(gitlab.id())
-        .delay(Duration::from_millis(50))
-        .await?;
-    println!("jira after gitlab: {:?}", jira.wait().await?);
+    // A fan-in, submitted as one batch: the summary runs once every refresh succeeded, and
+    // reads their results.
+    let mut batch = runtime.batch();
+    let tools = [("gitlab", 2), ("jira", 4), ("linear", 5)]
+        .map(|(tool, items)| batch.add(refresh(tool, items), JobOptions::new().queue("refresh")));
+    let summary = batch.add(Summarise, JobOptions::new().depends_on_all(tools));
+    let summary = batch.submit().await?.handle(summary);
+    let total = summary.wait_timeout(Duration::from_secs(30)).await?;
+    println!("fetched {total} items in all");
+    assert_eq!(total, 11, "the summary adds up its dependencies' results");
 
     // Cancel a long refresh; it stops at its next check of the token.
     let slow = runtime.submit(refresh("slow", 10_000)).await?;
     tokio::time::sleep(Duration::from_millis(30)).await;
     slow.cancel().await?;
-    let ended = runtime.wait(slow.id(), Duration::from_secs(10)).await?;
-    println!("slow ended: {}", ended.status);
+    match slow.wait_timeout(Duration::from_secs(10)).await {
+        Err(RuntimeError::Cancelled { id }) => println!("slow {id} cancelled"),
+        other => return Err(format!("the slow refresh should be cancelled: {other:?}").into()),
+    }
 
-    // Refresh every tool every 10 seconds, Paris time.
-    let schedule = ScheduleSpec {
-        cron: "*/10 * * * * *".into(),
-        timezone: Some("Europe/Paris".into()),
-        job: JobSpec::new("noop"),
-        catch_up: false,
-    };
-    let (schedule, _) = runtime.put_schedule("refresh-all", schedule).await?;
+    // Refresh github every 10 seconds, Paris time.
+    let schedule = runtime
+        .schedule::<RefreshTool>("refresh-github")
+        .cron("*/10 * * * * *")
+        .timezone("Europe/Paris")
+        .job(refresh("github", 3))
+        .await?;
     println!("next refresh at {:?}", schedule.next_run_at);
 
     // What a dashboard would show.
     let page = runtime.list(ListQuery { limit: 10, ..ListQuery::default() }).await?;
     for job in &page.jobs {
-        println!("{} {:<13} {}", job.id, job.kind, job.status);
+        println!("{} {:<15} {}", job.id, job.kind, job.status);
     }
     let stats = runtime.stats().await?;
     println!("stats: {}", serde_json::to_string(&stats.queues)?);
