@@ -1,4 +1,4 @@
-//! Redis: the connection layer ([`client`]) and every key jobyard uses ([`keys`]).
+//! Redis: the connection layer ([`RedisClient`]) and every key jobyard uses ([`Keys`]).
 //!
 //! The extern crate is always written `::redis` in this crate, since this module shares its
 //! name.

@@ -1,7 +1,7 @@
 //! The Redis queue backend: jobs durable and shared by every instance that uses the same Redis
 //! and prefix.
 //!
-//! Every state transition is one Lua script (`lua/*.lua`, see [`scripts`]) run atomically by
+//! Every state transition is one Lua script (`lua/*.lua`, see `scripts.rs`) run atomically by
 //! Redis over the keys of `crate::redis::keys::QueueKeys`; nothing is popped on the client and
 //! pushed back later, so no crash of an instance can lose a job. Hot calls take batches (a
 //! submit, a claim, a batch of completions is one script call, one round trip). Time is the
