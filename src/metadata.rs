@@ -14,6 +14,15 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Errors of the metadata store.
+///
+/// ```
+/// use jobyard::metadata::{MetadataError, MetadataStore};
+///
+/// let store = MetadataStore::new(std::env::temp_dir().join("jobyard-metadata-example"));
+/// // Names are 1 to 64 of [a-z0-9_-]: no path can sneak in.
+/// let err = store.save("../etc/passwd", &"x").unwrap_err();
+/// assert!(matches!(err, MetadataError::InvalidName(name) if name == "../etc/passwd"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     /// The name is not 1 to 64 lowercase ASCII letters, digits, `_` or `-`; holds the name.
@@ -70,6 +79,13 @@ impl MetadataStore {
     }
 
     /// The directory the documents are kept in.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use jobyard::metadata::MetadataStore;
+    ///
+    /// assert_eq!(MetadataStore::new("/var/lib/jobyard").dir(), Path::new("/var/lib/jobyard"));
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -73,6 +73,18 @@ pub struct ScheduleSpec {
 }
 
 /// A stored schedule.
+///
+/// ```no_run
+/// # async fn demo(client: &jobyard::Client) -> Result<(), jobyard::RuntimeError> {
+/// for schedule in client.schedules().await? {
+///     let last = match (schedule.last_run_at, schedule.last_job_id) {
+///         (Some(at), Some(job)) => format!("last fired at {at} (job {job})"),
+///         _ => "never fired".to_string(),
+///     };
+///     println!("{} `{}` ({}): {last}", schedule.name, schedule.cron, schedule.timezone);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Schedule {
     /// The schedule's name, unique per store: 1 to 128 ASCII letters, digits, `_`, `.`, `:` or `-`.

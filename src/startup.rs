@@ -29,6 +29,16 @@ pub enum StartupError {
 }
 
 /// Stops a running server as a signal would.
+///
+/// ```no_run
+/// # async fn demo(config: jobyard::Config) -> Result<(), Box<dyn std::error::Error>> {
+/// let server = jobyard::startup::Server::build(config).await?;
+/// let trigger = server.shutdown_trigger(); // clones stop the same server
+/// // From an admin route, a supervisor task, a test; a trigger sent early is kept:
+/// trigger.trigger();
+/// server.run_until_stopped().await?; // shuts down gracefully at once
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Default)]
 pub struct ShutdownTrigger(Arc<Notify>);
 
@@ -41,6 +51,28 @@ impl ShutdownTrigger {
 }
 
 /// A built server, listening but not yet serving.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use jobyard::startup::Server;
+/// use jobyard::{Config, JobSpec};
+///
+/// #[actix_web::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let config = Config::builder().with_env().addr("127.0.0.1:0").build()?;
+///     let server = Server::build(config).await?;
+///     println!("listening on port {}", server.port());
+///     // The program submits through the server's runtime, and may stop it as SIGTERM would.
+///     server.runtime().submit_spec(JobSpec::new("noop")).await?;
+///     let stop = server.shutdown_trigger();
+///     tokio::spawn(async move {
+///         tokio::time::sleep(Duration::from_secs(3_600)).await;
+///         stop.trigger();
+///     });
+///     server.run_until_stopped().await?;
+///     Ok(())
+/// }
+/// ```
 pub struct Server {
     runtime: Runtime,
     http: actix_web::dev::Server,
@@ -60,6 +92,24 @@ impl Server {
     /// Like [`Server::build`], with a runtime builder the caller prepared (extra kinds, another
     /// queue backend). The builder's configuration, cache and Redis link are set from `config`,
     /// and so is its queue backend unless it was given one.
+    ///
+    /// ```no_run
+    /// # use jobyard::{Job, JobContext, JobError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+    /// # impl Job for Resize {
+    /// #     const KIND: &'static str = "resize";
+    /// #     type Output = String;
+    /// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+    /// # }
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use jobyard::startup::Server;
+    /// use jobyard::{Config, Runtime};
+    ///
+    /// // The built-in kinds and one of this service's own, submitted over HTTP like any other.
+    /// let runtime = Runtime::builder().with_builtin_kinds().register::<Resize>();
+    /// Server::build_with(Config::from_env()?, runtime).await?.run_until_stopped().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn build_with(
         config: Config,
         runtime: RuntimeBuilder,

@@ -47,6 +47,24 @@ use crate::job::{Extensions, Job, JobContext, JobError, JobId, JobRecord, JobSta
 ///
 /// [`TestContext::run`] runs a job as the runtime does: its payload and its output make the
 /// round trip through JSON, so a type that does not serialise as expected fails here too.
+///
+/// ```
+/// use jobyard::testing::TestContext;
+/// use jobyard::{JobContext, JobError};
+///
+/// struct Quota(u32);
+///
+/// // A helper that handlers share, tested with the context they would pass it.
+/// fn batch_size(ctx: &JobContext) -> Result<u32, JobError> {
+///     let quota = ctx.extension::<Quota>().ok_or_else(|| JobError::fatal("no Quota"))?;
+///     Ok(quota.0 >> (ctx.attempt() - 1)) // halved on each retry
+/// }
+///
+/// let ctx = TestContext::new().attempt(3, 5).extension(Quota(100));
+/// assert_eq!(batch_size(&ctx.context()), Ok(25));
+/// assert_eq!(ctx.context().job_id(), ctx.job_id());
+/// assert_eq!(batch_size(&TestContext::new().context()), Err(JobError::fatal("no Quota")));
+/// ```
 #[derive(Clone)]
 pub struct TestContext {
     id: JobId,
@@ -93,6 +111,39 @@ impl TestContext {
     /// Adds a dependency: a job of kind `J` that succeeded with `output`, which the handler
     /// reads with [`JobContext::result_of`] or [`JobContext::dependency_results`]. Returns its
     /// id.
+    ///
+    /// ```
+    /// use jobyard::testing::TestContext;
+    /// use jobyard::{Job, JobContext, JobError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Fetch { url: String }
+    /// # impl Job for Fetch {
+    /// #     const KIND: &'static str = "fetch";
+    /// #     type Output = String;
+    /// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(String::new()) }
+    /// # }
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct WordCount;
+    ///
+    /// impl Job for WordCount {
+    ///     const KIND: &'static str = "word_count";
+    ///     type Output = usize;
+    ///     async fn run(self, ctx: JobContext) -> Result<usize, JobError> {
+    ///         let page = ctx.result_of::<Fetch>(ctx.dependencies()[0]).await?;
+    ///         Ok(page.split_whitespace().count())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut ctx = TestContext::new();
+    /// let fetch = ctx.dependency::<Fetch>(&"to be or not to be".to_string());
+    /// assert_eq!(ctx.context().dependencies(), [fetch]);
+    /// assert_eq!(ctx.run(WordCount).await, Ok(6));
+    /// # }
+    /// ```
     pub fn dependency<J: Job>(&mut self, output: &J::Output) -> JobId {
         let id = JobId::new();
         let mut record = new_record(id, J::KIND);
@@ -105,6 +156,45 @@ impl TestContext {
 
     /// Makes any job record readable by the handler (a dependency that failed, a job still
     /// running), without making it a dependency.
+    ///
+    /// ```
+    /// use jobyard::testing::TestContext;
+    /// use jobyard::{Job, JobContext, JobError, JobId, JobRecord};
+    /// use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct Fetch;
+    /// # impl Job for Fetch {
+    /// #     const KIND: &'static str = "fetch";
+    /// #     type Output = String;
+    /// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(String::new()) }
+    /// # }
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct WordCount { fetch: JobId }
+    ///
+    /// impl Job for WordCount {
+    ///     const KIND: &'static str = "word_count";
+    ///     type Output = usize;
+    ///     async fn run(self, ctx: JobContext) -> Result<usize, JobError> {
+    ///         Ok(ctx.result_of::<Fetch>(self.fetch).await?.split_whitespace().count())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), serde_json::Error> {
+    /// // A `fetch` job that failed: reading its result is a fatal error.
+    /// let now = chrono::Utc::now();
+    /// let failed: JobRecord = serde_json::from_str(&serde_json::json!({
+    ///     "id": JobId::new(), "kind": "fetch", "payload": null, "queue": "default",
+    ///     "priority": 0, "status": "failed", "attempts": 3, "max_attempts": 3,
+    ///     "backoff": jobyard::Backoff::default(), "timeout_ms": 30_000, "depends_on": [],
+    ///     "created_at": now, "updated_at": now, "error": "HTTP 404", "history": [],
+    ///     "cancel_requested": false,
+    /// }).to_string())?;
+    /// let job = WordCount { fetch: failed.id };
+    /// let ctx = TestContext::new().record(failed);
+    /// assert!(matches!(ctx.run(job).await, Err(JobError::Fatal(_))));
+    /// # Ok(()) }
+    /// ```
     pub fn record(mut self, record: JobRecord) -> Self {
         self.records.insert(record.id, record);
         self
@@ -116,6 +206,48 @@ impl TestContext {
     }
 
     /// Cancels the job: the handler's token fires, now or while it runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jobyard::testing::TestContext;
+    /// use jobyard::{Job, JobContext, JobError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Export { rows: u32 }
+    ///
+    /// impl Job for Export {
+    ///     const KIND: &'static str = "export";
+    ///     type Output = u32;
+    ///     async fn run(self, ctx: JobContext) -> Result<u32, JobError> {
+    ///         for row in 0..self.rows {
+    ///             if ctx.is_cancelled() {
+    ///                 return Err(JobError::Cancelled);
+    ///             }
+    ///             ctx.progress(&row);
+    ///             tokio::time::sleep(Duration::from_millis(1)).await;
+    ///         }
+    ///         Ok(self.rows)
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// // Cancelled before it starts:
+    /// let ctx = TestContext::new();
+    /// ctx.cancel();
+    /// assert_eq!(ctx.run(Export { rows: 10 }).await, Err(JobError::Cancelled));
+    ///
+    /// // Cancelled while it runs, from another task:
+    /// let ctx = TestContext::new();
+    /// let token = ctx.cancellation_token();
+    /// tokio::spawn(async move {
+    ///     tokio::time::sleep(Duration::from_millis(20)).await;
+    ///     token.cancel();
+    /// });
+    /// assert_eq!(ctx.run(Export { rows: 1_000_000 }).await, Err(JobError::Cancelled));
+    /// assert!(!ctx.progress().is_empty());
+    /// # }
+    /// ```
     pub fn cancel(&self) {
         self.cancel.cancel();
     }
@@ -228,6 +360,16 @@ impl TestClock {
     }
 
     /// What the runtime takes the time to be.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jobyard::testing::TestClock;
+    ///
+    /// let clock = TestClock::new();
+    /// let start = clock.now();
+    /// clock.advance(Duration::from_secs(3_600));
+    /// assert!(clock.now() - start >= chrono::Duration::hours(1));
+    /// ```
     pub fn now(&self) -> chrono::DateTime<Utc> {
         self.clock.now()
     }

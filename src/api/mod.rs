@@ -23,6 +23,19 @@ use crate::runtime::Client;
 pub use error::ApiError;
 
 /// What handlers need besides the client.
+///
+/// ```
+/// use jobyard::api::ApiSettings;
+/// use jobyard::config::Secret;
+/// use jobyard::Config;
+///
+/// let config = Config::builder().api_token("s3cret").build()?;
+/// let settings = ApiSettings::from(&config);
+/// assert_eq!(settings.api_token.as_ref().map(Secret::expose), Some("s3cret"));
+/// // Changed before `configure`: bodies of up to 10 MiB for this app.
+/// let settings = ApiSettings { max_body_bytes: 10 << 20, ..settings };
+/// # Ok::<(), jobyard::config::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct ApiSettings {
     /// Largest request body accepted, in bytes (`JOBYARD_MAX_BODY_BYTES`); a larger one is answered
@@ -48,6 +61,29 @@ impl From<&crate::config::Config> for ApiSettings {
 }
 
 /// Registers every route on an actix-web app.
+///
+/// ```no_run
+/// use actix_web::{web, App, HttpServer};
+/// use jobyard::api::{configure, ApiSettings};
+/// use jobyard::{Config, Runtime};
+///
+/// #[actix_web::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let config = Config::from_env()?;
+///     let runtime = Runtime::from_config(config.clone()).with_builtin_kinds().connect().await?;
+///     let (client, settings) = (runtime.client().clone(), ApiSettings::from(&config));
+///     HttpServer::new(move || {
+///         App::new()
+///             .route("/hello", web::get().to(|| async { "hello" }))
+///             .configure(configure(client.clone(), settings.clone()))
+///     })
+///     .bind("127.0.0.1:8080")?
+///     .run()
+///     .await?;
+///     runtime.shutdown().await;
+///     Ok(())
+/// }
+/// ```
 pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(client))

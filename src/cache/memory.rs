@@ -39,6 +39,38 @@ impl moka::Expiry<String, Arc<Entry>> for PerEntryExpiry {
 }
 
 /// The in-memory cache.
+///
+/// ```
+/// use std::sync::atomic::Ordering;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use jobyard::cache::{Cache, CacheHealth, Entry, MemoryCache};
+///
+/// let cache = MemoryCache::new(64 << 20); // about 64 MiB of keys, values and tags
+/// let entry = |tag: &str| {
+///     Arc::new(Entry::new(b"x".to_vec(), "text/plain", Duration::from_secs(60), vec![tag.into()]))
+/// };
+/// // The layer's own calls, synchronous (the `Cache` trait's are async):
+/// cache.insert("user:1:name", entry("user:1"));
+/// cache.insert("user:1:avatar", entry("user:1"));
+/// cache.insert("user:2:name", entry("user:2"));
+/// cache.insert("page:home", entry("pages"));
+/// assert!(cache.lookup("user:1:name").is_some());
+/// assert!(cache.lookup("user:3:name").is_none());
+/// assert_eq!(cache.remove_tags(&["user:1".to_string()]), 2);
+/// assert_eq!(cache.remove_prefix("user:"), 1);
+/// assert_eq!(cache.remove_where(|_, entry| entry.tags.iter().any(|tag| tag == "pages")), 1);
+/// assert!(!cache.remove("page:home")); // gone already
+/// cache.remove_all();
+///
+/// let stats = cache.layer_stats();
+/// assert_eq!((stats.hits, stats.misses), (1, 1));
+/// println!("{} evicted by the bound", cache.metrics().evictions.load(Ordering::Relaxed));
+/// // Reads through `Cache::get` are sampled for cache warming; `note_read` counts one by hand.
+/// cache.note_read("page:home");
+/// println!("hottest keys: {:?}", cache.hot().top(10));
+/// assert_eq!((cache.backend(), cache.health()), ("memory", CacheHealth::Ok));
+/// ```
 pub struct MemoryCache {
     entries: Moka<String, Arc<Entry>>,
     metrics: Arc<CacheMetrics>,

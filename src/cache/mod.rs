@@ -44,6 +44,25 @@ pub const MAX_KEY_BYTES: usize = 512;
 pub const MAX_TAGS: usize = 32;
 
 /// Errors of the cache layer (Redis trouble is never one: it falls back to memory).
+///
+/// ```
+/// use std::time::Duration;
+/// use jobyard::cache::{CacheError, CacheExt, MemoryCache};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = MemoryCache::new(1 << 20);
+/// let ttl = Duration::from_secs(60);
+/// // Keys and tags are checked before anything is stored:
+/// let err = cache.set_json("has space", &1, ttl, vec![]).await.unwrap_err();
+/// assert!(matches!(err, CacheError::InvalidKey(_)));
+/// let err = cache.set_json("key", &1, ttl, vec!["a,b".into()]).await.unwrap_err();
+/// assert!(matches!(err, CacheError::InvalidTag(_)));
+/// // A value read as another type:
+/// cache.set_json("name", &"jobyard", ttl, vec![]).await.unwrap();
+/// let err = cache.get_json::<u64>("name").await.unwrap_err();
+/// assert!(matches!(err, CacheError::Decode { ref key, .. } if key == "name"));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CacheError {
     /// The key is empty, longer than [`MAX_KEY_BYTES`], or holds whitespace or control characters;
@@ -101,6 +120,22 @@ pub fn result_key(id: JobId) -> String {
 }
 
 /// One cached value and what describes it.
+///
+/// ```
+/// use std::time::Duration;
+/// use chrono::Utc;
+/// use jobyard::cache::Entry;
+///
+/// let ttl = Duration::from_secs(60);
+/// let tags = vec!["health".to_string()];
+/// let entry = Entry::new(br#"{"ok":true}"#.to_vec(), "application/json", ttl, tags);
+/// assert_eq!(&*entry.value, br#"{"ok":true}"#);
+/// assert!(entry.etag.starts_with('"')); // a strong ETag, quoted
+/// let now = Utc::now();
+/// assert!(entry.is_live(now) && entry.remaining(now) <= ttl);
+/// assert!(!entry.is_live(now + chrono::Duration::seconds(61)));
+/// assert!(entry.weight() as usize > entry.value.len()); // what the memory bound counts
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     /// The stored bytes, exactly as given: the cache never interprets them.
@@ -178,6 +213,18 @@ pub fn etag_of(bytes: &[u8]) -> String {
 ///     let cache = ctx.extension::<CacheHandle>().expect("every runtime provides its cache");
 ///     Ok(cache.get_json::<u64>("github:stars").await?)
 /// }
+/// ```
+///
+/// ```
+/// use std::sync::Arc;
+/// use jobyard::cache::{Cache, CacheHandle, MemoryCache};
+/// use jobyard::testing::TestContext;
+///
+/// // A runtime gives its handlers one; a test gives its handler one around a cache of its own.
+/// let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(1 << 20));
+/// let handle = CacheHandle::new(cache.clone());
+/// assert!(Arc::ptr_eq(handle.shared(), &cache));
+/// let ctx = TestContext::new().extension(handle);
 /// ```
 #[derive(Clone)]
 pub struct CacheHandle(Arc<dyn Cache>);
@@ -390,6 +437,25 @@ pub trait Cache: Send + Sync + 'static {
 }
 
 /// Typed access on top of the byte API: values as JSON through serde.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobyard::cache::{CacheExt, MemoryCache};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+/// struct Repo { stars: u64, forks: u64 }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), jobyard::cache::CacheError> {
+/// // Any cache: `runtime.cache()`, a handler's `CacheHandle`, a cache of its own.
+/// let cache = MemoryCache::new(1 << 20);
+/// let repo = Repo { stars: 1234, forks: 56 };
+/// cache.set_json("repo:jobyard", &repo, Duration::from_secs(600), vec!["repos".into()]).await?;
+/// assert_eq!(cache.get_json::<Repo>("repo:jobyard").await?, Some(repo));
+/// assert_eq!(cache.get_json::<Repo>("repo:other").await?, None);
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait CacheExt: Cache {
     /// The value under `key`, decoded as `T`.

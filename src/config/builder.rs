@@ -24,6 +24,34 @@ use super::{Config, ConfigError};
 /// assert_eq!(config.cache_backend.as_str(), "hybrid");
 /// # Ok::<(), jobyard::config::ConfigError>(())
 /// ```
+///
+/// ```
+/// use std::time::Duration;
+/// use jobyard::Config;
+///
+/// let dir = std::env::temp_dir().join("jobyard-data");
+/// let config = Config::builder()
+///     .queue_backend("memory")
+///     .cache_backend("memory")
+///     .redis_prefix("shop")
+///     .addr("127.0.0.1:0")
+///     .worker_threads(2)
+///     .shutdown_grace(Duration::from_secs(10))
+///     .cancel_grace(Duration::from_secs(2))
+///     .retention(Duration::from_secs(7 * 86_400))
+///     .max_queued(50_000)
+///     .api_token("s3cret")
+///     .data_dir(&dir)
+///     .var("JOBYARD_LOG_FORMAT", "json") // any variable, by its name
+///     .build()?;
+/// assert_eq!((config.worker_threads, config.max_queued), (2, 50_000));
+/// assert_eq!(config.data_dir, dir);
+///
+/// // Values are checked as the variables are:
+/// let err = Config::builder().var("JOBYARD_CONCURRENCY", "lots").build().unwrap_err();
+/// assert_eq!(err.var, "JOBYARD_CONCURRENCY");
+/// # Ok::<(), jobyard::config::ConfigError>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 #[must_use = "a builder does nothing until built"]
 pub struct ConfigBuilder {
@@ -34,6 +62,15 @@ pub struct ConfigBuilder {
 impl ConfigBuilder {
     /// Reads the process environment (and `.env.local`) under the settings given here, as
     /// [`Config::from_env`] does: a setting given in code wins over the environment.
+    ///
+    /// ```
+    /// use jobyard::Config;
+    ///
+    /// // The environment decides the rest; this service always runs 8 jobs at once.
+    /// let config = Config::builder().with_env().concurrency(8).build()?;
+    /// assert_eq!(config.concurrency, 8);
+    /// # Ok::<(), jobyard::config::ConfigError>(())
+    /// ```
     pub fn with_env(mut self) -> Self {
         self.env = true;
         self

@@ -141,6 +141,23 @@ pub enum LogFormat {
 /// the derived defaults (a `REDIS_URL` makes Redis the queue and the hybrid cache the
 /// default), which a struct literal over [`Config::default`] would skip. Fields may be
 /// adjusted afterwards.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::time::Duration;
+/// use jobyard::Config;
+///
+/// // The defaults: memory backends, 16 jobs at once.
+/// let config = Config::default();
+/// assert_eq!((config.queue_backend_name(), config.concurrency), ("memory", 16));
+///
+/// // From any source of variables, checked as the environment is (here a map, in a test):
+/// let vars = HashMap::from([("JOBYARD_CONCURRENCY", "4"), ("JOBYARD_RETENTION_SECS", "3600")]);
+/// let mut config = Config::from_lookup(|name| vars.get(name).map(|v| v.to_string()))?;
+/// assert_eq!((config.concurrency, config.retention), (4, Duration::from_secs(3_600)));
+/// config.concurrency = 2; // fields may be adjusted afterwards
+/// # Ok::<(), jobyard::config::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Config {
     /// HTTP listen address; port 0 picks a free port.

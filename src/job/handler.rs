@@ -66,6 +66,30 @@ pub trait Job: Serialize + DeserializeOwned + 'static {
 ///
 /// It deliberately does not implement [`std::error::Error`] itself: that is what lets every
 /// error convert into it (as `anyhow::Error` does).
+///
+/// ```
+/// use std::time::Duration;
+/// use jobyard::JobError;
+///
+/// // How a handler might sort an upstream's HTTP answers.
+/// fn check(status: u16, retry_after_secs: Option<u64>) -> Result<(), JobError> {
+///     match (status, retry_after_secs) {
+///         (200..=299, _) => Ok(()),
+///         (429 | 503, Some(secs)) => {
+///             Err(JobError::retry_after(format!("upstream: {status}"), Duration::from_secs(secs)))
+///         }
+///         (400..=499, _) => Err(JobError::fatal(format!("upstream refused it: {status}"))),
+///         _ => Err(JobError::retryable(format!("upstream: {status}"))),
+///     }
+/// }
+/// let slow_down = JobError::Retryable {
+///     message: "upstream: 429".into(),
+///     retry_after: Some(Duration::from_secs(30)),
+/// };
+/// assert_eq!(check(429, Some(30)), Err(slow_down));
+/// assert_eq!(check(502, None), Err(JobError::retryable("upstream: 502")));
+/// assert!(matches!(check(404, None), Err(JobError::Fatal(_))));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobError {
     /// The attempt failed; the job is retried while attempts are left.
@@ -133,6 +157,18 @@ pub type ProgressSink = Arc<dyn Fn(Json) + Send + Sync>;
 /// Shared values handlers may use (a database pool, an HTTP client, the runtime's cache), by
 /// type. Set on the runtime builder with `.extension(value)`; read with
 /// [`JobContext::extension`].
+///
+/// ```
+/// use jobyard::Extensions;
+///
+/// struct ApiKey(&'static str);
+///
+/// let mut extensions = Extensions::default();
+/// extensions.insert(ApiKey("k-123"));
+/// extensions.insert(ApiKey("k-456")); // replaces the value of the same type
+/// assert_eq!(extensions.get::<ApiKey>().map(|key| key.0), Some("k-456"));
+/// assert!(extensions.get::<String>().is_none());
+/// ```
 #[derive(Clone, Default)]
 pub struct Extensions {
     values: Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
@@ -188,6 +224,43 @@ impl fmt::Debug for RecordLookup {
 /// What a handler gets besides its payload: which job and attempt it runs, the results of the
 /// jobs it depended on, the cancellation token it should observe, a way to report progress,
 /// and the runtime's shared values.
+///
+/// ```
+/// use jobyard::testing::TestContext;
+/// use jobyard::{CancellationToken, Job, JobContext, JobError};
+/// use serde::{Deserialize, Serialize};
+///
+/// struct Mailer { from: String } // given to the runtime with `.extension(..)`
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct SendReport { to: String }
+///
+/// impl Job for SendReport {
+///     const KIND: &'static str = "send_report";
+///     type Output = String;
+///     async fn run(self, ctx: JobContext) -> Result<String, JobError> {
+///         let mailer = ctx.extension::<Mailer>().ok_or_else(|| JobError::fatal("no Mailer"))?;
+///         // The last attempt sends plain text, in case the HTML was the trouble.
+///         let plain = ctx.attempt() == ctx.max_attempts();
+///         ctx.progress(&serde_json::json!({ "attempt": ctx.attempt(), "plain": plain }));
+///         if ctx.is_cancelled() {
+///             return Err(JobError::Cancelled);
+///         }
+///         // The mail client takes the token, to stop if the job is cancelled.
+///         send(&mailer.from, &self.to, plain, ctx.cancellation_token()).await?;
+///         Ok(format!("<{}@reports>", ctx.job_id())) // a message id that retries keep
+///     }
+/// }
+/// # async fn send(_: &str, _: &str, _: bool, _: &CancellationToken) -> Result<(), JobError> { Ok(()) }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mailer = Mailer { from: "reports@example.com".into() };
+/// let ctx = TestContext::new().attempt(3, 3).extension(mailer);
+/// let message_id = ctx.run(SendReport { to: "ops@example.com".into() }).await;
+/// assert_eq!(message_id, Ok(format!("<{}@reports>", ctx.job_id())));
+/// assert_eq!(ctx.progress(), [serde_json::json!({ "attempt": 3, "plain": true })]);
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct JobContext {
     id: JobId,
@@ -301,6 +374,38 @@ impl JobContext {
 
     /// The typed outputs of every dependency, in the order they were named: the fan-in of
     /// jobs of one kind. See [`JobContext::result_of`] for what fails.
+    ///
+    /// ```
+    /// use jobyard::testing::TestContext;
+    /// use jobyard::{Job, JobContext, JobError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct CountLines { file: String }
+    /// # impl Job for CountLines {
+    /// #     const KIND: &'static str = "count_lines";
+    /// #     type Output = u64;
+    /// #     async fn run(self, _: JobContext) -> Result<u64, JobError> { Ok(0) }
+    /// # }
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct SumLines;
+    ///
+    /// impl Job for SumLines {
+    ///     const KIND: &'static str = "sum_lines";
+    ///     type Output = u64;
+    ///     async fn run(self, ctx: JobContext) -> Result<u64, JobError> {
+    ///         Ok(ctx.dependency_results::<CountLines>().await?.into_iter().sum())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut ctx = TestContext::new();
+    /// ctx.dependency::<CountLines>(&120);
+    /// ctx.dependency::<CountLines>(&80);
+    /// assert_eq!(ctx.run(SumLines).await, Ok(200));
+    /// # }
+    /// ```
     pub async fn dependency_results<J: Job>(&self) -> Result<Vec<J::Output>, JobError> {
         let mut outputs = Vec::with_capacity(self.depends_on.len());
         for &dep in self.depends_on.iter() {
@@ -315,6 +420,35 @@ impl JobContext {
     }
 
     /// Completes when the job is cancelled; `select!` on it to stop early.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jobyard::testing::TestContext;
+    /// use jobyard::{Job, JobContext, JobError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Poll { every_ms: u64 }
+    ///
+    /// impl Job for Poll {
+    ///     const KIND: &'static str = "poll";
+    ///     type Output = ();
+    ///     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+    ///         loop {
+    ///             tokio::select! {
+    ///                 _ = ctx.cancelled() => return Err(JobError::Cancelled),
+    ///                 _ = tokio::time::sleep(Duration::from_millis(self.every_ms)) => {} // poll
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let ctx = TestContext::new();
+    /// ctx.cancel();
+    /// assert_eq!(ctx.run(Poll { every_ms: 1_000 }).await, Err(JobError::Cancelled));
+    /// # }
+    /// ```
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
     }

@@ -33,6 +33,20 @@ pub fn json_null() -> Json {
 }
 
 /// A job's id: a UUID v7, so ids sort in submit order.
+///
+/// ```
+/// use jobyard::JobId;
+///
+/// let first = JobId::new();
+/// let second = JobId::new();
+/// assert!(first < second); // ids sort in submit order
+///
+/// // As text (in a URL, a database column) and back:
+/// let text = first.to_string();
+/// assert_eq!(text.parse::<JobId>()?, first);
+/// assert!("not-a-job-id".parse::<JobId>().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
@@ -70,6 +84,19 @@ impl FromStr for JobId {
 }
 
 /// The states of `semantics.md`.
+///
+/// ```
+/// use jobyard::JobStatus;
+///
+/// let status: JobStatus = "running".parse()?;
+/// assert_eq!(status, JobStatus::Running);
+/// assert_eq!((status.as_str(), status.to_string()), ("running", "running".to_string()));
+/// assert!(!status.is_terminal() && JobStatus::Failed.is_terminal());
+/// assert_eq!(JobStatus::ALL[status.index()], status);
+/// // In JSON, lowercase too:
+/// assert_eq!(serde_json::to_string(&JobStatus::Succeeded)?, r#""succeeded""#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
@@ -143,6 +170,24 @@ impl FromStr for JobStatus {
 }
 
 /// How long to wait before retrying a failed attempt (rule 2 of `semantics.md`).
+///
+/// ```
+/// use jobyard::Backoff;
+///
+/// // 0.5 s, then 1.5 s, 4.5 s, at most 10 s; without jitter, to show the exact delays.
+/// let backoff = Backoff { initial_ms: 500, max_ms: 10_000, multiplier: 3.0, jitter: false };
+/// let delays: Vec<u64> = (1..=5).map(|attempt| backoff.delay_ms(attempt)).collect();
+/// assert_eq!(delays, [500, 1_500, 4_500, 10_000, 10_000]);
+///
+/// // With jitter (the default), a delay is drawn from 0 up to the computed one.
+/// let jittered = Backoff { jitter: true, ..backoff };
+/// assert!(jittered.delay_ms(2) <= 1_500);
+///
+/// // In JSON, the fields left out take their defaults.
+/// let backoff: Backoff = serde_json::from_str(r#"{"initial_ms": 200}"#)?;
+/// assert_eq!(backoff, Backoff { initial_ms: 200, ..Backoff::default() });
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
@@ -205,6 +250,29 @@ impl Backoff {
 /// let result: Option<serde_json::Value> = record.result()?;
 /// assert_eq!(result, Some(serde_json::json!({"n": 1})));
 /// # Ok::<(), serde_json::Error>(())
+/// ```
+///
+/// ```
+/// use jobyard::JobRecord;
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Progress { done: u32, total: u32 }
+///
+/// fn show(record: &JobRecord) -> Result<(), serde_json::Error> {
+///     if let Some(progress) = record.progress::<Progress>()? {
+///         println!("{}: {} of {}", record.id, progress.done, progress.total);
+///     }
+///     for failed in &record.history {
+///         println!("attempt {} failed at {}: {}", failed.attempt, failed.at, failed.error);
+///     }
+///     Ok(())
+/// }
+///
+/// // How a queue backend records a failed attempt:
+/// fn fail_attempt(record: &mut JobRecord, error: &str) {
+///     record.push_failure(error, chrono::Utc::now());
+/// }
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobRecord {

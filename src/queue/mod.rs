@@ -29,6 +29,27 @@ pub use memory::MemoryQueue;
 pub use redis::{RedisQueue, RedisQueueError};
 
 /// Errors of the queue layer.
+///
+/// ```
+/// use chrono::Utc;
+/// use jobyard::queue::{MemoryQueue, QueueBackend, QueueError};
+/// use jobyard::{JobId, ListQuery};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let backend = MemoryQueue::new();
+/// let id = JobId::new();
+/// let cancel = backend.cancel(id, Utc::now()).await;
+/// assert!(matches!(cancel, Err(QueueError::NotFound(missing)) if missing == id));
+/// let query = ListQuery { cursor: Some("made-up".into()), ..ListQuery::default() };
+/// assert!(matches!(backend.list(&query).await, Err(QueueError::InvalidCursor(_))));
+///
+/// // The errors worth retrying later: the store is down, or the queue is full.
+/// let retry_later = |err: &QueueError| {
+///     matches!(err, QueueError::Unavailable(_) | QueueError::QueueFull { .. })
+/// };
+/// assert!(!retry_later(&QueueError::NotFound(id)));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueueError {
     /// No job has this id (it never existed, or retention removed it).
@@ -224,6 +245,19 @@ pub struct SubmitResult {
 }
 
 /// The answer to a cancel.
+///
+/// ```
+/// use jobyard::CancelOutcome;
+///
+/// // What an API might answer to a cancel.
+/// fn describe(outcome: &CancelOutcome) -> String {
+///     let job = outcome.record();
+///     match outcome {
+///         CancelOutcome::Cancelled(_) => format!("job {} cancelled", job.id),
+///         CancelOutcome::Requested(_) => format!("job {} is stopping", job.id),
+///     }
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub enum CancelOutcome {
     /// The job was waiting, scheduled or queued and is now `cancelled`.
@@ -243,6 +277,20 @@ impl CancelOutcome {
 
 /// Filters and paging of a job listing (newest first). The default lists the newest
 /// [`ListQuery::DEFAULT_LIMIT`] jobs of every state, kind and queue.
+///
+/// ```
+/// use jobyard::{JobStatus, ListQuery};
+///
+/// // The 20 newest `http` jobs that failed, in any queue.
+/// let query = ListQuery {
+///     status: Some(JobStatus::Failed),
+///     kind: Some("http".into()),
+///     limit: 20,
+///     ..ListQuery::default()
+/// };
+/// assert_eq!(query.queue, None);
+/// assert_eq!(ListQuery::default().limit, ListQuery::DEFAULT_LIMIT);
+/// ```
 #[derive(Clone, Debug)]
 pub struct ListQuery {
     /// Only jobs in this state (`None`: any state).
@@ -275,6 +323,32 @@ impl Default for ListQuery {
 }
 
 /// One page of a listing.
+///
+/// ```
+/// use jobyard::queue::{MemoryQueue, QueueBackend, QueueError};
+/// use jobyard::{JobRecord, ListQuery};
+///
+/// // Every job `query` selects: page after page until no cursor is left (a page may come
+/// // back short, even empty, with a cursor).
+/// async fn all(
+///     backend: &dyn QueueBackend,
+///     mut query: ListQuery,
+/// ) -> Result<Vec<JobRecord>, QueueError> {
+///     let mut jobs = Vec::new();
+///     loop {
+///         let page = backend.list(&query).await?;
+///         jobs.extend(page.jobs);
+///         match page.next_cursor {
+///             Some(cursor) => query.cursor = Some(cursor),
+///             None => return Ok(jobs),
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), QueueError> {
+/// assert!(all(&MemoryQueue::new(), ListQuery::default()).await?.is_empty());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Serialize)]
 pub struct Page {
     /// The jobs of this page, newest first.
@@ -285,6 +359,18 @@ pub struct Page {
 }
 
 /// Jobs per state in one queue.
+///
+/// ```
+/// use jobyard::queue::StateCounts;
+/// use jobyard::JobStatus;
+///
+/// // In the order of `JobStatus::ALL`: waiting, scheduled, queued, running, succeeded...
+/// let counts = StateCounts::from_array([0, 2, 10, 4, 120, 3, 1]);
+/// assert_eq!(counts.queued, 10);
+/// assert_eq!(counts.get(JobStatus::Failed), 3);
+/// let total: u64 = JobStatus::ALL.into_iter().map(|status| counts.get(status)).sum();
+/// assert_eq!(total, 140);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateCounts {
     /// Jobs waiting for their dependencies.
@@ -325,6 +411,19 @@ impl StateCounts {
 }
 
 /// Counts per queue name.
+///
+/// ```
+/// use jobyard::queue::{QueueStats, StateCounts};
+///
+/// // As `QueueBackend::stats` returns it, and the `queues` of `Client::stats`:
+/// let mut stats = QueueStats::new();
+/// stats.insert("default".into(), StateCounts { queued: 7, running: 2, ..StateCounts::default() });
+/// stats.insert("emails".into(), StateCounts { queued: 3, failed: 1, ..StateCounts::default() });
+/// let queued: u64 = stats.values().map(|counts| counts.queued).sum();
+/// assert_eq!(queued, 10);
+/// let failing: Vec<&String> = stats.iter().filter(|(_, c)| c.failed > 0).map(|(q, _)| q).collect();
+/// assert_eq!(failing, ["emails"]);
+/// ```
 pub type QueueStats = BTreeMap<String, StateCounts>;
 
 /// What other instances sharing a backend did that this one must react to.

@@ -188,6 +188,50 @@ pub struct Readiness {
 
 /// A handle on a running system: submit, read, wait, cancel, schedule. Cheap to clone and
 /// usable from any thread.
+///
+/// ```no_run
+/// # use jobyard::{Job, JobContext, JobError};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+/// # impl Job for Resize {
+/// #     const KIND: &'static str = "resize";
+/// #     type Output = String;
+/// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+/// # }
+/// # async fn demo(runtime: jobyard::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use jobyard::{CacheExt, Client};
+///
+/// // One per request handler, task or thread: a clone is cheap.
+/// let client: Client = runtime.client().clone();
+/// let job = client.submit(Resize { image: "cat.png".into() }).await?;
+///
+/// // A job by its id: read it, wait for it (up to a timeout), cancel it.
+/// let id = job.id();
+/// println!("{}", client.status(id).await?.status);
+/// if !client.wait(id, Duration::from_secs(5)).await?.status.is_terminal() {
+///     client.cancel(id).await?;
+/// }
+///
+/// // Health and figures, for a service's own readiness probe and dashboards.
+/// client.ping().await?;
+/// let ready = client.readiness().await;
+/// println!("queue: {:?}, cache: {:?}", ready.queue, ready.cache);
+/// let backends = client.backends();
+/// println!("queue in {}, cache in {}, Redis {}", backends.queue, backends.cache, backends.redis);
+/// let workers = client.workers().await?;
+/// println!("{} of {} worker slots busy", workers.busy, workers.total);
+///
+/// // The runtime's cache, typed.
+/// client.cache().set_json("last-resize", &id, Duration::from_secs(60), vec![]).await?;
+///
+/// // Schedules, by name.
+/// for schedule in client.schedules().await? {
+///     println!("{}: next run at {:?}", schedule.name, schedule.next_run_at);
+/// }
+/// let nightly = client.get_schedule("nightly").await?;
+/// client.delete_schedule(&nightly.name).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     queue: Addr<QueueActor>,
@@ -276,6 +320,20 @@ impl Client {
     }
 
     /// Starts building a typed submit of `job`; `.await` it to submit.
+    ///
+    /// ```no_run
+    /// # use jobyard::{Job, JobContext, JobError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+    /// # impl Job for Resize {
+    /// #     const KIND: &'static str = "resize";
+    /// #     type Output = String;
+    /// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+    /// # }
+    /// # async fn demo(client: &jobyard::Client) -> Result<(), jobyard::RuntimeError> {
+    /// let job = client.submit(Resize { image: "cat.png".into() }).priority(10).await?;
+    /// let thumbnail: String = job.wait().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn submit<J: Job>(&self, job: J) -> SubmitBuilder<'_, J> {
         SubmitBuilder::new(self, job)
     }
@@ -317,6 +375,18 @@ impl Client {
     }
 
     /// Submits a batch, all or nothing; `depends_on` may name `ref`s of the batch.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &jobyard::Client) -> Result<(), jobyard::RuntimeError> {
+    /// use jobyard::JobSpec;
+    ///
+    /// // `second` runs once `first` succeeded; neither is stored unless both are valid.
+    /// let first = JobSpec { reference: Some("first".into()), ..JobSpec::new("noop") };
+    /// let second = JobSpec { depends_on: Some(vec!["first".into()]), ..JobSpec::new("noop") };
+    /// let jobs = client.submit_batch(vec![first, second]).await?;
+    /// assert_eq!(jobs[1].record.depends_on, [jobs[0].record.id]);
+    /// # Ok(()) }
+    /// ```
     pub async fn submit_batch(
         &self,
         specs: Vec<JobSpec>,
@@ -346,6 +416,22 @@ impl Client {
     }
 
     /// Cancels a job (rule 4 of `semantics.md`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &jobyard::Client, id: jobyard::JobId) -> Result<(), jobyard::RuntimeError> {
+    /// use jobyard::queue::QueueError;
+    /// use jobyard::{CancelOutcome, RuntimeError};
+    ///
+    /// match client.cancel(id).await {
+    ///     Ok(CancelOutcome::Cancelled(_)) => println!("cancelled before it ran"),
+    ///     Ok(CancelOutcome::Requested(_)) => println!("running: its handler is told to stop"),
+    ///     Err(RuntimeError::Queue(QueueError::AlreadyFinished { status, .. })) => {
+    ///         println!("too late: it already ended {status}")
+    ///     }
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, RuntimeError> {
         Ok(self.call(Cancel(id)).await??)
     }
@@ -380,6 +466,21 @@ impl Client {
     }
 
     /// Creates or replaces the schedule `name`; true when it was created.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &jobyard::Client) -> Result<(), jobyard::RuntimeError> {
+    /// use jobyard::{JobSpec, ScheduleSpec};
+    ///
+    /// let spec = ScheduleSpec {
+    ///     cron: "0 30 2 * * *".into(), // every day at 02:30:00
+    ///     timezone: Some("Europe/Paris".into()),
+    ///     job: JobSpec { queue: Some("maintenance".into()), ..JobSpec::new("noop") },
+    ///     catch_up: false,
+    /// };
+    /// let (schedule, created) = client.put_schedule("nightly-cleanup", spec).await?;
+    /// println!("created: {created}; first run at {:?}", schedule.next_run_at);
+    /// # Ok(()) }
+    /// ```
     pub async fn put_schedule(
         &self,
         name: &str,
@@ -502,6 +603,37 @@ fn prefix_field(mut err: SpecError, prefix: &str) -> SpecError {
 }
 
 /// Configures and starts a [`Runtime`].
+///
+/// ```no_run
+/// # use jobyard::{Job, JobContext, JobError};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct SendEmail { to: String }
+/// # impl Job for SendEmail {
+/// #     const KIND: &'static str = "send_email";
+/// #     type Output = ();
+/// #     async fn run(self, _: JobContext) -> Result<(), JobError> { Ok(()) }
+/// # }
+/// use std::sync::Arc;
+/// use jobyard::cache::MemoryCache;
+/// use jobyard::queue::MemoryQueue;
+/// use jobyard::{Config, Runtime};
+///
+/// struct SmtpHost(String);
+///
+/// #[actix::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let runtime = Runtime::builder()
+///         .config(Config::builder().concurrency(4).build()?)
+///         .register::<SendEmail>()
+///         .with_builtin_kinds()
+///         .queue_backend(Arc::new(MemoryQueue::new()))
+///         .cache(Arc::new(MemoryCache::new(16 << 20)))
+///         .extension(SmtpHost("mail.example.com".into()))
+///         .start()?;
+///     // ... submit and wait ...
+///     runtime.shutdown().await;
+///     Ok(())
+/// }
+/// ```
 pub struct RuntimeBuilder {
     config: Config,
     registry: Registry,
@@ -558,6 +690,31 @@ impl RuntimeBuilder {
     }
 
     /// A shared value handlers read with `ctx.extension::<T>()` (a database pool, a client).
+    ///
+    /// ```no_run
+    /// use jobyard::{Job, JobContext, JobError, Runtime};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// // Shared by every handler: a connection pool, an API client, settings.
+    /// struct Greeting(String);
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Greet { name: String }
+    ///
+    /// impl Job for Greet {
+    ///     const KIND: &'static str = "greet";
+    ///     type Output = String;
+    ///     async fn run(self, ctx: JobContext) -> Result<String, JobError> {
+    ///         let greeting = ctx.extension::<Greeting>().ok_or_else(|| JobError::fatal("no greeting"))?;
+    ///         Ok(format!("{}, {}", greeting.0, self.name))
+    ///     }
+    /// }
+    ///
+    /// # async fn demo() -> Result<(), jobyard::RuntimeError> {
+    /// let runtime =
+    ///     Runtime::builder().extension(Greeting("hello".into())).register::<Greet>().start()?;
+    /// # Ok(()) }
+    /// ```
     pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.extensions.insert(value);
         self
@@ -571,6 +728,20 @@ impl RuntimeBuilder {
     /// reconnects), but is for the Redis queue.
     ///
     /// From plain tokio (`#[tokio::main]`, axum, tonic), use [`RuntimeBuilder::spawn`].
+    ///
+    /// ```no_run
+    /// use jobyard::{Config, Runtime};
+    ///
+    /// #[actix::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     // With REDIS_URL set, the Redis queue and the hybrid cache, connected here.
+    ///     let config = Config::from_env()?;
+    ///     let runtime = Runtime::from_config(config).with_builtin_kinds().connect().await?;
+    ///     // ... serve ...
+    ///     runtime.shutdown().await;
+    ///     Ok(())
+    /// }
+    /// ```
     // Without Redis support there is nothing to connect, and so nothing to change here.
     #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     pub async fn connect(mut self) -> Result<Runtime, RuntimeError> {
@@ -733,6 +904,20 @@ fn in_actix_system() -> Result<(), RuntimeError> {
 ///     Ok(())
 /// }
 /// ```
+///
+/// ```no_run
+/// # async fn demo(runtime: jobyard::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+/// // What it was started with, a client for another task, its metadata store.
+/// println!("{} jobs at once", runtime.config().concurrency);
+/// let client = runtime.client().clone();
+/// tokio::spawn(async move { client.ping().await });
+/// runtime.metadata().save("last-start", &chrono::Utc::now())?;
+///
+/// // At the end: running attempts get the grace period, the rest go back to the queue.
+/// let handed_back = runtime.shutdown().await;
+/// println!("{handed_back} jobs handed back");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Runtime {
     client: Client,
@@ -766,6 +951,15 @@ impl Runtime {
 
     /// A builder with `config` (for example [`Config::from_env`], as `jobyard serve` reads
     /// it); [`RuntimeBuilder::connect`] or [`RuntimeBuilder::spawn`] wire the backends it names.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use jobyard::{Config, Runtime};
+    ///
+    /// let config = Config::builder().with_env().concurrency(8).build()?;
+    /// let runtime = Runtime::from_config(config).with_builtin_kinds().spawn().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn from_config(config: Config) -> RuntimeBuilder {
         Runtime::builder().config(config)
     }

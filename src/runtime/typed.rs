@@ -24,6 +24,17 @@ type SendFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a job may depend on: a submitted job (its id or [`JobHandle`]), or a job planned
 /// earlier in the same [`Batch`] (its [`Planned`]).
+///
+/// ```
+/// use jobyard::{Dependency, JobId, JobOptions};
+///
+/// // A job submitted earlier, known by its id; a `&JobHandle` converts the same way, and so
+/// // does a `Planned` entry of the batch being built.
+/// let id: JobId = "0190b6a2-4f3c-7d4e-9a1b-2c3d4e5f6a7b".parse()?;
+/// assert_eq!(Dependency::from(id), Dependency::from(&id));
+/// let options = JobOptions::new().depends_on(id);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dependency(Target);
 
@@ -76,6 +87,21 @@ impl<J: Job> From<&Planned<J>> for Dependency {
 ///     .timeout(Duration::from_secs(30))
 ///     .max_attempts(5)
 ///     .backoff(Backoff { initial_ms: 500, ..Backoff::default() });
+/// ```
+///
+/// ```
+/// use std::time::Duration;
+/// use jobyard::{JobId, JobOptions};
+///
+/// # let (fetch_orders, fetch_refunds) = (JobId::new(), JobId::new());
+/// // Once per account and day, in an hour, after both fetches succeeded.
+/// let report = JobOptions::new()
+///     .idempotency_key("report:acct-42:2026-01-01")
+///     .delay(Duration::from_secs(3_600))
+///     .depends_on(fetch_orders)
+///     .depends_on_all([fetch_refunds]);
+/// // At a time rather than after a delay:
+/// let tomorrow = JobOptions::new().run_at(chrono::Utc::now() + chrono::Duration::days(1));
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct JobOptions {
@@ -210,6 +236,39 @@ fn saturating_millis(duration: Duration) -> u64 {
 
 /// A typed submit in the making (from [`Client::submit`]): set options, then `.await` it.
 /// The future is `Send`: it may be spawned on any runtime.
+///
+/// ```no_run
+/// # use jobyard::{Job, JobContext, JobError};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+/// # impl Job for Resize {
+/// #     const KIND: &'static str = "resize";
+/// #     type Output = String;
+/// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+/// # }
+/// # async fn demo(runtime: jobyard::Runtime, upload: jobyard::JobId, scan: jobyard::JobId) -> Result<(), jobyard::RuntimeError> {
+/// use std::time::Duration;
+/// use jobyard::{Backoff, JobOptions};
+///
+/// let cat = runtime
+///     .submit(Resize { image: "cat.png".into() })
+///     .queue("images")
+///     .priority(5)
+///     .depends_on_all([upload, scan])
+///     .max_attempts(5)
+///     .backoff(Backoff { initial_ms: 200, ..Backoff::default() })
+///     .timeout(Duration::from_secs(30))
+///     .idempotency_key("resize:cat.png")
+///     .await?;
+///
+/// // Options prepared once; `.options` replaces every option set before it.
+/// let images = JobOptions::new().queue("images").priority(5);
+/// let dog = Resize { image: "dog.png".into() };
+/// runtime.submit(dog).options(images.clone()).delay(Duration::from_secs(60)).await?;
+/// let owl = Resize { image: "owl.png".into() };
+/// let at = chrono::Utc::now() + chrono::Duration::hours(2);
+/// runtime.submit(owl).options(images).depends_on(&cat).run_at(at).await?;
+/// # Ok(()) }
+/// ```
 #[must_use = "a submit does nothing until awaited"]
 pub struct SubmitBuilder<'a, J: Job> {
     client: &'a Client,
@@ -287,6 +346,24 @@ impl<'a, J: Job> SubmitBuilder<'a, J> {
     }
 
     /// Submits the job (the same as awaiting the builder).
+    ///
+    /// ```no_run
+    /// # use jobyard::{Job, JobContext, JobError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+    /// # impl Job for Resize {
+    /// #     const KIND: &'static str = "resize";
+    /// #     type Output = String;
+    /// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+    /// # }
+    /// # async fn demo(runtime: jobyard::Runtime) -> Result<(), jobyard::RuntimeError> {
+    /// use futures_util::future::try_join_all;
+    ///
+    /// // Several submits in flight at once (each stored on its own; a `Batch` is all or nothing).
+    /// let images = ["a.png", "b.png", "c.png"];
+    /// let submits = images.map(|image| runtime.submit(Resize { image: image.into() }).send());
+    /// let handles = try_join_all(submits).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn send(self) -> SendFuture<'a, Result<JobHandle<J>, RuntimeError>> {
         // The payload is encoded here, so the future holds no `J` (which need not be `Send`).
         let spec = self.options.into_spec(&self.job, None);
@@ -338,6 +415,29 @@ impl<'a, J: Job> IntoFuture for SubmitBuilder<'a, J> {
 /// let stars: u64 = submitted.handle(total).wait().await?;
 /// # Ok(()) }
 /// ```
+///
+/// ```no_run
+/// # use jobyard::{Job, JobContext, JobError};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+/// # impl Job for Resize {
+/// #     const KIND: &'static str = "resize";
+/// #     type Output = String;
+/// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+/// # }
+/// # use jobyard::JobOptions;
+/// # async fn demo(runtime: jobyard::Runtime, uploads: Vec<String>) -> Result<(), jobyard::RuntimeError> {
+/// // From a list that may be empty.
+/// let mut batch = runtime.batch();
+/// for image in uploads {
+///     batch.add(Resize { image }, JobOptions::new().queue("images"));
+/// }
+/// if batch.is_empty() {
+///     return Ok(());
+/// }
+/// println!("submitting {} jobs", batch.len());
+/// let ids = batch.submit().await?.ids();
+/// # Ok(()) }
+/// ```
 #[must_use = "a batch does nothing until submitted"]
 pub struct Batch<'a> {
     client: &'a Client,
@@ -350,6 +450,35 @@ pub struct Batch<'a> {
 
 /// An entry of a [`Batch`] not yet submitted: what later entries depend on, and what
 /// [`SubmittedBatch::handle`] turns into a [`JobHandle`].
+///
+/// ```no_run
+/// # use jobyard::{Job, JobContext, JobError, JobOptions};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct FetchStars { repo: String }
+/// # impl Job for FetchStars {
+/// #     const KIND: &'static str = "fetch_stars";
+/// #     type Output = u64;
+/// #     async fn run(self, _: JobContext) -> Result<u64, JobError> { Ok(1) }
+/// # }
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct TotalStars;
+/// # impl Job for TotalStars {
+/// #     const KIND: &'static str = "total_stars";
+/// #     type Output = u64;
+/// #     async fn run(self, ctx: JobContext) -> Result<u64, JobError> {
+/// #         Ok(ctx.dependency_results::<FetchStars>().await?.iter().sum())
+/// #     }
+/// # }
+/// # async fn demo(runtime: jobyard::Runtime) -> Result<(), jobyard::RuntimeError> {
+/// use jobyard::Planned;
+///
+/// let mut batch = runtime.batch();
+/// let fetch: Planned<FetchStars> = batch.add(FetchStars { repo: "a/b".into() }, JobOptions::new());
+/// // `Copy`: name it as a dependency, then turn it into a handle.
+/// let total = batch.add(TotalStars, JobOptions::new().depends_on(fetch));
+/// let submitted = batch.submit().await?;
+/// let stars = submitted.handle(fetch).wait().await?;
+/// assert_eq!(submitted.handle(total).wait().await?, stars);
+/// # Ok(()) }
+/// ```
 pub struct Planned<J: Job> {
     batch: u64,
     index: usize,
@@ -425,6 +554,30 @@ fn entry_field(index: usize, field: Option<&str>) -> String {
 }
 
 /// A submitted [`Batch`]: the handle of each of its entries.
+///
+/// ```no_run
+/// # use jobyard::{Job, JobContext, JobError};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+/// # impl Job for Resize {
+/// #     const KIND: &'static str = "resize";
+/// #     type Output = String;
+/// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+/// # }
+/// # async fn demo(runtime: jobyard::Runtime) -> Result<(), jobyard::RuntimeError> {
+/// use jobyard::JobOptions;
+///
+/// let mut batch = runtime.batch();
+/// let once = JobOptions::new().idempotency_key("resize:cat.png");
+/// let cat = batch.add(Resize { image: "cat.png".into() }, once);
+/// let dog = batch.add(Resize { image: "dog.png".into() }, JobOptions::new());
+/// let submitted = batch.submit().await?;
+/// if !submitted.created(cat) {
+///     println!("cat.png was submitted before: this is that job");
+/// }
+/// println!("jobs {:?}", submitted.ids()); // in the order added
+/// let thumbnail = submitted.handle(dog).wait().await?;
+/// # Ok(()) }
+/// ```
 pub struct SubmittedBatch {
     client: Client,
     id: u64,
@@ -476,6 +629,28 @@ impl SubmittedBatch {
 ///     .job(FetchStars { repo: "jobyard/jobyard".into() })
 ///     .options(JobOptions::new().queue("refresh"))
 ///     .await?;
+/// # Ok(()) }
+/// ```
+///
+/// ```no_run
+/// # use jobyard::{Job, JobContext, JobError, JobOptions};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct FetchStars { repo: String }
+/// # impl Job for FetchStars {
+/// #     const KIND: &'static str = "fetch_stars";
+/// #     type Output = u64;
+/// #     async fn run(self, _: JobContext) -> Result<u64, JobError> { Ok(1) }
+/// # }
+/// # async fn demo(runtime: jobyard::Runtime) -> Result<(), jobyard::RuntimeError> {
+/// // Hourly; if hours were missed while no instance ran, the latest of them still fires.
+/// // `.send()` is what `.await` does, and returns the stored schedule.
+/// let schedule = runtime
+///     .schedule::<FetchStars>("stars-hourly")
+///     .cron("0 0 * * * *")
+///     .catch_up(true)
+///     .job(FetchStars { repo: "jobyard/jobyard".into() })
+///     .send()
+///     .await?;
+/// println!("next run at {:?}", schedule.next_run_at);
 /// # Ok(()) }
 /// ```
 #[must_use = "a schedule is not stored until awaited"]
@@ -576,6 +751,32 @@ fn outcome<J: Job>(record: JobRecord) -> Result<J::Output, RuntimeError> {
 
 /// A submitted job of type `J`: wait for its typed output, follow its state, cancel it.
 /// Cheap to clone; `Send` and `Sync`, and so are the futures of its methods.
+///
+/// ```no_run
+/// # use jobyard::{Job, JobContext, JobError};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+/// # impl Job for Resize {
+/// #     const KIND: &'static str = "resize";
+/// #     type Output = String;
+/// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+/// # }
+/// # async fn demo(runtime: jobyard::Runtime) -> Result<(), jobyard::RuntimeError> {
+/// use std::time::Duration;
+///
+/// let job = runtime.submit(Resize { image: "cat.png".into() }).await?;
+/// println!("submitted {}", job.id());
+/// // A clone follows the same job from another task: here, one that gives up after a minute.
+/// let watchdog = job.clone();
+/// tokio::spawn(async move {
+///     tokio::time::sleep(Duration::from_secs(60)).await;
+///     if !watchdog.status().await?.status.is_terminal() {
+///         watchdog.cancel().await?;
+///     }
+///     Ok::<_, jobyard::RuntimeError>(())
+/// });
+/// let thumbnail: String = job.wait().await?; // or `RuntimeError::Cancelled`
+/// # Ok(()) }
+/// ```
 pub struct JobHandle<J: Job> {
     id: JobId,
     client: Client,
@@ -607,6 +808,24 @@ impl<J: Job> JobHandle<J> {
     /// The handle of a job submitted earlier (its id kept in a database, say). Nothing is
     /// checked here: a wrong id shows as `NotFound`, a job of another kind as a `Decode`
     /// error when its output is read.
+    ///
+    /// ```no_run
+    /// # use jobyard::{Job, JobContext, JobError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+    /// # impl Job for Resize {
+    /// #     const KIND: &'static str = "resize";
+    /// #     type Output = String;
+    /// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+    /// # }
+    /// # async fn demo(client: &jobyard::Client, stored: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// use jobyard::{JobHandle, JobId};
+    ///
+    /// // The id was kept as text (in a database row, a URL) when the job was submitted.
+    /// let id: JobId = stored.parse()?;
+    /// let job = JobHandle::<Resize>::from_id(client, id);
+    /// let thumbnail = job.wait().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn from_id(client: &Client, id: JobId) -> Self {
         JobHandle { id, client: client.clone(), _job: PhantomData }
     }
@@ -634,6 +853,27 @@ impl<J: Job> JobHandle<J> {
 
     /// As [`JobHandle::wait`], giving up with [`RuntimeError::WaitTimeout`] after `timeout`
     /// (the job itself goes on).
+    ///
+    /// ```no_run
+    /// # use jobyard::{Job, JobContext, JobError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+    /// # impl Job for Resize {
+    /// #     const KIND: &'static str = "resize";
+    /// #     type Output = String;
+    /// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+    /// # }
+    /// # async fn demo(job: jobyard::JobHandle<Resize>) -> Result<(), jobyard::RuntimeError> {
+    /// use std::time::Duration;
+    /// use jobyard::RuntimeError;
+    ///
+    /// match job.wait_timeout(Duration::from_secs(2)).await {
+    ///     Ok(thumbnail) => println!("ready: {thumbnail}"),
+    ///     // The job goes on: answer "202 Accepted" and let the caller come back.
+    ///     Err(RuntimeError::WaitTimeout { status, .. }) => println!("still {status}"),
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<J::Output, RuntimeError> {
         let record = self.client.wait(self.id, timeout).await?;
         if !record.status.is_terminal() {
@@ -650,6 +890,25 @@ impl<J: Job> JobHandle<J> {
     /// state it is in now and ending with its terminal state. A running job is read every
     /// 100 ms; its end is seen at once. An error (the job was removed, the store is down)
     /// ends the stream.
+    ///
+    /// ```no_run
+    /// # use jobyard::{Job, JobContext, JobError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { image: String }
+    /// # impl Job for Resize {
+    /// #     const KIND: &'static str = "resize";
+    /// #     type Output = String;
+    /// #     async fn run(self, _: JobContext) -> Result<String, JobError> { Ok(self.image) }
+    /// # }
+    /// # async fn demo(job: jobyard::JobHandle<Resize>) -> Result<(), jobyard::RuntimeError> {
+    /// use futures_util::StreamExt;
+    ///
+    /// let mut changes = std::pin::pin!(job.changes());
+    /// while let Some(record) = changes.next().await {
+    ///     let record = record?;
+    ///     println!("{} (attempt {}): {:?}", record.status, record.attempts, record.progress);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn changes(&self) -> impl Stream<Item = Result<JobRecord, RuntimeError>> + Send + 'static {
         struct Follow {
             client: Client,

@@ -23,12 +23,27 @@ use crate::job::{JobId, JobRecord, Json, NewJob};
 use crate::schedule::{Fire, Schedule};
 
 /// The in-memory [`QueueBackend`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use jobyard::queue::{MemoryQueue, QueueBackend, QueueLimits};
+/// use jobyard::Runtime;
+///
+/// // At most 10 000 jobs waiting to run per queue: past it, submits are refused (`QueueFull`).
+/// let limits = QueueLimits { max_queued: 10_000, ..QueueLimits::default() };
+/// let queue = MemoryQueue::with_limits(limits);
+/// assert_eq!(queue.name(), "memory");
+/// // A runtime given none makes its own, with the limits of its configuration.
+/// let builder = Runtime::builder().queue_backend(Arc::new(queue));
+/// let with_default_limits = MemoryQueue::new();
+/// ```
 #[derive(Default)]
 pub struct MemoryQueue {
     store: Mutex<Store>,
 }
 
 impl MemoryQueue {
+    /// An empty memory queue keeping the default limits ([`QueueLimits::default`]).
     pub fn new() -> Self {
         Self::default()
     }
