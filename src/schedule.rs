@@ -1,4 +1,4 @@
-//! Cron schedules (rule 6 of `semantics.md`): the stored [`Schedule`], the [`ScheduleSpec`] a
+//! Cron schedules: the stored [`Schedule`], the [`ScheduleSpec`] a
 //! client sends, and the pure tick arithmetic ([`CronExpr`], [`CronExpr::due`]) the scheduler
 //! actor calls.
 //!

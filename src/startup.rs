@@ -1,6 +1,6 @@
 //! Builds a whole server (runtime + HTTP API) from a [`Config`] and runs it until a signal or
 //! a [`ShutdownTrigger`] stops it, gracefully: HTTP stops accepting, running attempts get the
-//! shutdown grace period, unfinished ones go back to `queued` (rule 10 of `semantics.md`).
+//! shutdown grace period, unfinished ones go back to `queued`.
 
 use std::io;
 use std::net::TcpListener;

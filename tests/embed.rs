@@ -504,3 +504,25 @@ async fn a_test_clock_skips_past_a_lease() {
     assert!(!record.history.is_empty(), "the lost attempt is in the history: {record:?}");
     runtime.shutdown().await;
 }
+
+/// The typed builders' futures own what they use: they can be handed to `tokio::spawn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_submits_can_be_spawned() {
+    use std::future::IntoFuture;
+    let runtime = Runtime::builder().register::<Add>().spawn().await.unwrap();
+    let submit = tokio::spawn(runtime.submit(Add { a: 20, b: 22 }).into_future());
+    let mut batch = runtime.batch();
+    batch.add(Add { a: 1, b: 1 }, jobyard::JobOptions::new());
+    let batch = tokio::spawn(batch.submit());
+    let schedule = tokio::spawn(
+        runtime
+            .schedule::<Add>("spawned")
+            .cron("0 0 3 * * *")
+            .job(Add { a: 1, b: 2 })
+            .into_future(),
+    );
+    assert_eq!(submit.await.unwrap().unwrap().wait_timeout(DEADLINE).await.unwrap(), 42);
+    assert_eq!(batch.await.unwrap().unwrap().ids().len(), 1);
+    assert_eq!(schedule.await.unwrap().unwrap().name, "spawned");
+    runtime.shutdown().await;
+}

@@ -1,7 +1,7 @@
 //! The cache actor: owns the instance's cache beyond single reads and writes (which callers
 //! make directly on the thread-safe [`Cache`], so a cache hit never crosses threads). It stores
 //! job results, and records the hottest keys in the metadata store for the next start's
-//! warming job (cache.md rules 8 and 9).
+//! warming job.
 
 use std::sync::Arc;
 use std::time::Duration;

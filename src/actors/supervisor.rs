@@ -1,5 +1,5 @@
 //! The supervisor: starts the other actors from the configuration, wires who tells whom, keeps
-//! them running, and runs the graceful shutdown of rule 10 of `semantics.md`.
+//! them running, and runs the graceful shutdown (running attempts get the grace period, the rest go back to `queued`).
 //!
 //! Each child runs under `actix::Supervisor`, which restarts an actor that stops while its
 //! address is still held, with the same address: nobody has to be rewired after a restart.
@@ -129,7 +129,7 @@ fn record_lookup(backend: Arc<dyn QueueBackend>) -> RecordLookup {
 const HOT_KEYS_EVERY: Duration = Duration::from_secs(60);
 
 /// Loads the hottest keys of the previous run from the shared cache layer into this
-/// instance's memory layer (cache.md rule 8). It runs here rather than as a job: each
+/// instance's memory layer. It runs here rather than as a job: each
 /// instance warms its own memory, which a job claimed by any instance could not do.
 async fn warm(cache: Arc<dyn Cache>, metadata: MetadataStore) {
     if cache.backend() == "memory" {

@@ -18,7 +18,7 @@
 //!   everything it encoded before it flushes. So a write that starts while no request is in the
 //!   application and everything it answered was flushed is the dispatcher's own; when it is an
 //!   error status it is replaced by an answer of the same status with the error body of
-//!   `api.md` (`invalid_request` for 400 and 431, `request_timeout` for 408, `internal` for a
+//!   the API (`invalid_request` for 400 and 431, `request_timeout` for 408, `internal` for a
 //!   5xx) and `Connection: close`, and logged at debug. Not covered: an unparseable request
 //!   pipelined behind another before that one's answer was flushed (its 400 shares a write with
 //!   that answer) keeps the empty body.

@@ -1,4 +1,4 @@
-//! The one mapping from errors to HTTP answers: every 4xx and 5xx carries the body of `api.md`
+//! The one mapping from errors to HTTP answers: every 4xx and 5xx carries the API's error body
 //! (`{"error": {"code", "message", "field"?}}`). Internal causes are logged here and never sent.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Request extractors that answer bad input with the error body of `api.md`: a JSON body
+//! Request extractors that answer bad input with the API's error body: a JSON body
 //! (media type, size limit, syntax, unknown fields and types, each naming the field at fault)
 //! and the configuration of query and path errors.
 

@@ -1,5 +1,5 @@
-//! The HTTP API of `api.md` (actix-web): routes, the shared state of handlers, and the
-//! fallbacks that keep every error answer in the error body.
+//! The HTTP API (actix-web; `docs/http-api.md` describes every route): routes, the shared
+//! state of handlers, and the fallbacks that keep every error answer in the error body.
 
 mod auth;
 mod cache;

@@ -1,4 +1,4 @@
-//! Which keys are read most: sampled read counts, for cache warming (cache.md rule 8).
+//! Which keys are read most: sampled read counts, for cache warming.
 //!
 //! One read in [`SAMPLE`] is counted, so the hot path pays a random number most of the time
 //! and a short mutex-held map update now and then; the table is bounded, dropping its coldest

@@ -1,4 +1,4 @@
-//! Cache metrics (cache.md rule 7): hits and misses per layer, Redis errors, fallbacks,
+//! Cache metrics: hits and misses per layer, Redis errors, fallbacks,
 //! evictions and get/set latency histograms. Plain atomics: moka keeps no statistics.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! The cache layer of `cache.md`: one [`Cache`] trait, three backends chosen by
+//! The cache layer: one [`Cache`] trait, three backends chosen by
 //! `JOBYARD_CACHE_BACKEND` through [`build`]:
 //! - `memory` ([`MemoryCache`]): in the process, bounded by bytes (moka), TTL honoured;
 //! - `redis` ([`RedisCache`] with [`Layering::RedisOnly`]): in Redis, with a memory layer used

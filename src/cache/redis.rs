@@ -1,10 +1,10 @@
 //! The Redis backends: `redis` (entries in Redis; memory only while Redis is unreachable) and
 //! `hybrid` (Redis as the source of truth behind a bounded memory L1).
 //!
-//! Coherence (cache.md rule 3): every write, delete and invalidation is published on the
+//! Coherence: every write, delete and invalidation is published on the
 //! cache channel, and every instance drops the named entries from its memory layer; an instance
 //! whose link or subscription was lost drops its whole memory layer when it comes back, since
-//! it may have missed messages. Fallback (rule 4): while Redis is down, reads and writes go to
+//! it may have missed messages. Fallback: while Redis is down, reads and writes go to
 //! the memory layer and health says `degraded`; the client fails fast, so no call waits on a
 //! dead Redis.
 

@@ -1,4 +1,4 @@
-//! One typed [`Config`], read once from the environment and `.env.local` (`config.md`) and
+//! One typed [`Config`], read once from the environment and `.env.local` (`.env.local.sample` lists every variable) and
 //! validated as a whole, so a bad value stops start-up with one line naming the variable.
 //! Secrets are redacted wherever the config is printed.
 

@@ -1,4 +1,4 @@
-//! The job record of `semantics.md`: ids, states, backoff policy and the record itself.
+//! The job record: ids, states, backoff policy and the record itself.
 //!
 //! These are plain data types shared by every layer (backends, actors, HTTP); the rules that
 //! move a job between states live in the queue backends, not here.
@@ -83,7 +83,8 @@ impl FromStr for JobId {
     }
 }
 
-/// The states of `semantics.md`.
+/// The states of a job: `waiting` (on dependencies), `scheduled` (not due yet), `queued`,
+/// `running`, and the terminal `succeeded`, `failed` and `cancelled`.
 ///
 /// ```
 /// use jobyard::JobStatus;
@@ -169,7 +170,7 @@ impl FromStr for JobStatus {
     }
 }
 
-/// How long to wait before retrying a failed attempt (rule 2 of `semantics.md`).
+/// How long to wait before retrying a failed attempt.
 ///
 /// ```
 /// use jobyard::Backoff;
@@ -224,7 +225,7 @@ impl Backoff {
     }
 }
 
-/// The record of one job, as `semantics.md` describes it and the HTTP API returns it.
+/// The record of one job, as the HTTP API returns it.
 ///
 /// ```
 /// use jobyard::{JobRecord, JobStatus};

@@ -1,7 +1,7 @@
 //! `JobSpec`, what a client asks for, and its validation into [`NewJob`], what a backend stores.
 //!
 //! Every submit path (HTTP, the embedding API, cron) goes through [`plan`], so the limits of
-//! `api.md` and the batch rules (local refs, cycle detection) hold the same everywhere.
+//! the HTTP API and the batch rules (local refs, cycle detection) hold the same everywhere.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -205,7 +205,7 @@ impl NewJob {
     }
 }
 
-/// What is wrong with a spec. The HTTP layer maps `kind` to the code of `api.md`.
+/// What is wrong with a spec. The HTTP layer maps `kind` to its error code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct SpecError {

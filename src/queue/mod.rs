@@ -3,7 +3,7 @@
 //!
 //! The trait is shaped for a backend whose every call is a network round trip: calls are async
 //! and fallible, and the hot ones (submit, dequeue, complete, renew) take batches. Every state
-//! transition of `semantics.md` happens inside the backend, atomically, so the actors above it
+//! transition of a job happens inside the backend, atomically, so the actors above it
 //! never hold job state of their own. Time is always passed in (`now`), which makes a backend a
 //! pure function of its calls and lets tests step time.
 
@@ -88,7 +88,7 @@ pub enum QueueError {
     },
 }
 
-/// The bounds a backend keeps (rule 7 of the job semantics): memory and Redis stay bounded under
+/// The bounds a backend keeps: memory and Redis stay bounded under
 /// steady load, and a producer faster than the workers is told to slow down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueLimits {
@@ -513,7 +513,7 @@ pub trait QueueBackend: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), QueueError>;
 
-    /// Cancels a job (rule 4): at once unless it runs, else by request to its worker.
+    /// Cancels a job: at once unless it runs, else by request to its worker.
     async fn cancel(
         &self,
         id: JobId,

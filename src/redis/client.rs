@@ -48,7 +48,7 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// How long one connection attempt may take (1 s by default).
     pub connect_timeout: Duration,
-    /// The longest any command may wait (cache.md: a short timeout, 250 ms by default).
+    /// The longest any command may wait (a short timeout, 250 ms by default).
     pub command_timeout: Duration,
     /// Time between health PINGs while the link is up (500 ms by default).
     pub ping_interval: Duration,
@@ -312,7 +312,7 @@ impl RedisClient {
 
     /// Runs `call` within one command timeout in all: an idempotent call that failed fast
     /// (a dropped connection) is retried on another connection while time is left, but no
-    /// caller ever waits on Redis longer than the timeout (cache.md rule 4). A call that timed
+    /// caller ever waits on Redis longer than the timeout. A call that timed
     /// out, or failed on every connection it tried, marks the link down at once, so that the
     /// calls after it fail fast instead of waiting too; the monitor then reconnects.
     async fn run<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, RedisError>

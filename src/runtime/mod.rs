@@ -33,7 +33,7 @@ use crate::actors::queue::{
     ListSchedules, Ping, PutSchedule, QueueActor, Submit, WaitFor,
 };
 use crate::actors::supervisor::{RuntimeParts, RuntimeSupervisor, Shutdown};
-use crate::actors::worker::{GetPoolStats, PoolStats, WorkerPool};
+use crate::actors::worker::{GetPoolStats, WorkerPool};
 use crate::cache::{Cache, CacheHealth, CacheStats, MemoryCache};
 use crate::config::{CacheBackendKind, Config, QueueBackendKind};
 use crate::job::spec::{plan, SpecErrorKind};
@@ -56,6 +56,9 @@ pub use typed::{
     Batch, Dependency, JobHandle, JobOptions, Planned, ScheduleBuilder, SubmitBuilder,
     SubmittedBatch,
 };
+
+/// How busy an instance's worker slots and handler threads are (`workers` in the stats).
+pub use crate::actors::worker::PoolStats;
 
 /// Errors of the embedding API.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -415,7 +418,7 @@ impl Client {
             .ok_or(RuntimeError::Queue(QueueError::NotFound(id)))
     }
 
-    /// Cancels a job (rule 4 of `semantics.md`).
+    /// Cancels a job: at once unless it runs; a running job by request to its worker.
     ///
     /// ```no_run
     /// # async fn demo(client: &jobyard::Client, id: jobyard::JobId) -> Result<(), jobyard::RuntimeError> {

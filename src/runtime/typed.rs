@@ -19,8 +19,9 @@ use crate::job::{Backoff, Job, JobId, JobRecord, JobSpec, JobStatus, SpecError};
 use crate::queue::{CancelOutcome, SubmitResult};
 use crate::schedule::{Schedule, ScheduleSpec};
 
-/// A boxed future that may be spawned on any executor.
-type SendFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future that may be spawned on any executor: `Send`, and owning what it uses (a
+/// clone of the client, which is cheap).
+type SendFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What a job may depend on: a submitted job (its id or [`JobHandle`]), or a job planned
 /// earlier in the same [`Batch`] (its [`Planned`]).
@@ -235,7 +236,8 @@ fn saturating_millis(duration: Duration) -> u64 {
 }
 
 /// A typed submit in the making (from [`Client::submit`]): set options, then `.await` it.
-/// The future is `Send`: it may be spawned on any runtime.
+/// The future is `Send` and `'static` (it holds a clone of the client): it may be spawned on
+/// any runtime (`tokio::spawn(runtime.submit(job).into_future())`).
 ///
 /// ```no_run
 /// # use jobyard::{Job, JobContext, JobError};
@@ -364,20 +366,20 @@ impl<'a, J: Job> SubmitBuilder<'a, J> {
     /// let handles = try_join_all(submits).await?;
     /// # Ok(()) }
     /// ```
-    pub fn send(self) -> SendFuture<'a, Result<JobHandle<J>, RuntimeError>> {
+    pub fn send(self) -> SendFuture<Result<JobHandle<J>, RuntimeError>> {
         // The payload is encoded here, so the future holds no `J` (which need not be `Send`).
         let spec = self.options.into_spec(&self.job, None);
-        let client = self.client;
+        let client = self.client.clone();
         Box::pin(async move {
             let submitted = client.submit_spec(spec?).await?;
-            Ok(JobHandle::from_id(client, submitted.record.id))
+            Ok(JobHandle::from_id(&client, submitted.record.id))
         })
     }
 }
 
 impl<'a, J: Job> IntoFuture for SubmitBuilder<'a, J> {
     type Output = Result<JobHandle<J>, RuntimeError>;
-    type IntoFuture = SendFuture<'a, Self::Output>;
+    type IntoFuture = SendFuture<Self::Output>;
     fn into_future(self) -> Self::IntoFuture {
         self.send()
     }
@@ -504,7 +506,8 @@ impl<'a> Batch<'a> {
         Batch { client, id: fastrand::u64(..), specs: Vec::new(), error: None }
     }
 
-    /// Adds `job` with the default options.
+    /// Adds `job` with `options` (`JobOptions::new()` for the defaults); returns the entry,
+    /// which later entries may depend on.
     pub fn add<J: Job>(&mut self, job: J, options: JobOptions) -> Planned<J> {
         let index = self.specs.len();
         match options.into_spec(&job, Some((self.id, index))) {
@@ -534,14 +537,15 @@ impl<'a> Batch<'a> {
     }
 
     /// Submits every entry at once, or none: an invalid entry refuses the whole batch.
-    pub fn submit(self) -> SendFuture<'a, Result<SubmittedBatch, RuntimeError>> {
+    pub fn submit(self) -> SendFuture<Result<SubmittedBatch, RuntimeError>> {
         let Batch { client, id, specs, error } = self;
+        let client = client.clone();
         Box::pin(async move {
             if let Some(err) = error {
                 return Err(err.into());
             }
             let jobs = client.submit_batch(specs).await?;
-            Ok(SubmittedBatch { client: client.clone(), id, jobs })
+            Ok(SubmittedBatch { client, id, jobs })
         })
     }
 }
@@ -709,8 +713,9 @@ impl<'a, J: Job> ScheduleBuilder<'a, J> {
     }
 
     /// Creates or replaces the schedule (the same as awaiting the builder).
-    pub fn send(self) -> SendFuture<'a, Result<Schedule, RuntimeError>> {
+    pub fn send(self) -> SendFuture<Result<Schedule, RuntimeError>> {
         let ScheduleBuilder { client, name, cron, timezone, catch_up, job, options } = self;
+        let client = client.clone();
         let spec = (|| {
             let cron =
                 cron.ok_or_else(|| SpecError::invalid("cron", "a schedule needs .cron(..)"))?;
@@ -724,7 +729,7 @@ impl<'a, J: Job> ScheduleBuilder<'a, J> {
 
 impl<'a, J: Job> IntoFuture for ScheduleBuilder<'a, J> {
     type Output = Result<Schedule, RuntimeError>;
-    type IntoFuture = SendFuture<'a, Self::Output>;
+    type IntoFuture = SendFuture<Self::Output>;
     fn into_future(self) -> Self::IntoFuture {
         self.send()
     }

@@ -1,5 +1,5 @@
 //! The in-memory queue backend: the default, needing nothing else. State lives in the process
-//! and is gone when it exits (rule 9 of `semantics.md`).
+//! and is gone when it exits.
 //!
 //! A `std` mutex guards the [`Store`]: every call holds it for a few microseconds at most and
 //! never across an await, so an async mutex would only add cost.

@@ -1,4 +1,4 @@
-//! The in-memory job store: every state transition of `semantics.md`, as plain synchronous
+//! The in-memory job store: every state transition of a job, as plain synchronous
 //! code over one struct. [`super::MemoryQueue`] wraps it in a mutex behind the async trait;
 //! the property tests drive it directly.
 //!
