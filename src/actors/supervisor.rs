@@ -1,5 +1,6 @@
 //! The supervisor: starts the other actors from the configuration, wires who tells whom, keeps
-//! them running, and runs the graceful shutdown (running attempts get the grace period, the rest go back to `queued`).
+//! them running, and runs the graceful shutdown (running attempts get the grace period, the
+//! rest go back to `queued`).
 //!
 //! Each child runs under `actix::Supervisor`, which restarts an actor that stops while its
 //! address is still held, with the same address: nobody has to be rewired after a restart.

@@ -7,5 +7,5 @@ pub mod record;
 pub mod spec;
 
 pub use handler::{Extensions, Job, JobContext, JobError, Registry};
-pub use record::{Backoff, FailedAttempt, JobId, JobRecord, JobStatus, Json};
+pub use record::{Backoff, FailedAttempt, JobId, JobRecord, JobStatus, Json, NoOutput};
 pub use spec::{JobSpec, NewJob, SpecDefaults, SpecError, SpecErrorKind};

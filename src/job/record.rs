@@ -351,6 +351,20 @@ impl JobRecord {
         self.result.as_ref().map(|json| serde_json::from_str(json.get())).transpose()
     }
 
+    /// The output of a succeeded job decoded as `T`, or why there is none: what both a
+    /// [`JobHandle`](crate::JobHandle)'s wait and a handler's
+    /// [`result_of`](crate::JobContext::result_of) read, each mapped to its own errors.
+    pub fn output<T: DeserializeOwned>(&self) -> Result<T, NoOutput> {
+        match self.status {
+            JobStatus::Succeeded => match self.result::<T>() {
+                Ok(Some(output)) => Ok(output),
+                Ok(None) => Err(NoOutput::Missing),
+                Err(err) => Err(NoOutput::Decode(err.to_string())),
+            },
+            status => Err(NoOutput::NotSucceeded(status)),
+        }
+    }
+
     /// The latest progress report decoded as `T`; `Ok(None)` when none was made.
     pub fn progress<T: DeserializeOwned>(&self) -> Result<Option<T>, serde_json::Error> {
         self.progress.as_ref().map(|json| serde_json::from_str(json.get())).transpose()
@@ -365,6 +379,17 @@ impl JobRecord {
             self.history.drain(..excess);
         }
     }
+}
+
+/// Why [`JobRecord::output`] has no output to give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoOutput {
+    /// The job has not succeeded (yet, when its status is not terminal).
+    NotSucceeded(JobStatus),
+    /// The job succeeded without a stored result.
+    Missing,
+    /// The stored result does not decode as the type asked for.
+    Decode(String),
 }
 
 /// One attempt that ended without success: its number (1-based), why, and when it ended.

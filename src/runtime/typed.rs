@@ -15,7 +15,7 @@ use futures_util::stream::{self, Stream};
 
 use super::{Client, RuntimeError};
 use crate::job::record::to_json;
-use crate::job::{Backoff, Job, JobId, JobRecord, JobSpec, JobStatus, SpecError};
+use crate::job::{Backoff, Job, JobId, JobRecord, JobSpec, JobStatus, NoOutput, SpecError};
 use crate::queue::{CancelOutcome, SubmitResult};
 use crate::schedule::{Schedule, ScheduleSpec};
 
@@ -743,15 +743,12 @@ fn outcome<J: Job>(record: JobRecord) -> Result<J::Output, RuntimeError> {
         expected: std::any::type_name::<J::Output>(),
         message,
     };
-    match record.status {
-        JobStatus::Succeeded => match record.result::<J::Output>() {
-            Ok(Some(output)) => Ok(output),
-            Ok(None) => Err(decode("the job succeeded without a stored result".into())),
-            Err(err) => Err(decode(err.to_string())),
-        },
-        JobStatus::Cancelled => Err(RuntimeError::Cancelled { id }),
-        _ => Err(RuntimeError::JobFailed { id, error: record.error }),
-    }
+    record.output::<J::Output>().map_err(|why| match why {
+        NoOutput::Missing => decode("the job succeeded without a stored result".into()),
+        NoOutput::Decode(message) => decode(message),
+        NoOutput::NotSucceeded(JobStatus::Cancelled) => RuntimeError::Cancelled { id },
+        NoOutput::NotSucceeded(_) => RuntimeError::JobFailed { id, error: record.error.clone() },
+    })
 }
 
 /// A submitted job of type `J`: wait for its typed output, follow its state, cancel it.
