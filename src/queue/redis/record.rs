@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::job::{Backoff, FailedAttempt, JobId, JobRecord, JobStatus, Json, NewJob};
+use crate::job::{Backoff, FailedAttempt, JobId, JobRecord, JobStatus, Json, NewJob, SpecDefaults};
 
 const VERSION: u8 = 2;
 const SECTIONS: usize = 9;
@@ -54,10 +54,16 @@ pub struct RecordError {
     pub why: String,
 }
 
+/// The data section. The retry policy and the timeout are left out when they are the built-in
+/// defaults, as most jobs' are: a third of a small job's record, written and read on every
+/// transition. A record without them reads back the defaults, so changing a default needs a
+/// new format version.
 #[derive(Serialize)]
 struct DataOut<'a> {
     payload: &'a RawValue,
+    #[serde(skip_serializing_if = "is_default_backoff")]
     backoff: &'a Backoff,
+    #[serde(skip_serializing_if = "is_default_timeout")]
     timeout_ms: u64,
     #[serde(skip_serializing_if = "<[JobId]>::is_empty")]
     depends_on: &'a [JobId],
@@ -76,10 +82,24 @@ struct StoredAttempt<'a> {
 #[derive(Deserialize)]
 struct DataIn {
     payload: Box<RawValue>,
+    #[serde(default)]
     backoff: Backoff,
+    #[serde(default = "default_timeout")]
     timeout_ms: u64,
     #[serde(default)]
     depends_on: Vec<JobId>,
+}
+
+fn is_default_backoff(backoff: &&Backoff) -> bool {
+    **backoff == Backoff::default()
+}
+
+fn is_default_timeout(timeout_ms: &u64) -> bool {
+    *timeout_ms == default_timeout()
+}
+
+fn default_timeout() -> u64 {
+    SpecDefaults::default().timeout_ms
 }
 
 /// The record of a new job, `queued` or (with a future `run_at`) `scheduled`; the submit script
@@ -420,6 +440,25 @@ mod tests {
         assert!(record.result.is_none() && record.error.is_none() && record.worker.is_none());
     }
 
+    #[test]
+    fn default_options_are_left_out_of_the_record_and_read_back() {
+        let mut job = job();
+        job.depends_on.clear();
+        let with = |job: &NewJob| encode_new(job, at(0));
+        let custom = Backoff { initial_ms: 50, max_ms: 60, multiplier: 1.5, jitter: false };
+        job.backoff = custom;
+        let record = decode(job.id, &with(&job)).unwrap();
+        assert_eq!((record.backoff, record.timeout_ms), (custom, 1234));
+
+        job.backoff = Backoff::default();
+        job.timeout_ms = SpecDefaults::default().timeout_ms;
+        let stored = with(&job);
+        let data = String::from_utf8_lossy(&stored);
+        assert!(!data.contains("backoff") && !data.contains("timeout_ms"), "{data}");
+        let record = decode(job.id, &stored).unwrap();
+        assert_eq!((record.backoff, record.timeout_ms), (Backoff::default(), 300_000));
+        assert_eq!(record.payload.get(), job.payload.get());
+    }
     #[test]
     fn a_future_run_at_makes_it_scheduled() {
         let mut job = job();

@@ -15,8 +15,8 @@
 -- instance.
 --
 -- Not safe to retry: a retry would claim other jobs (what a lost answer gave the instance is
--- taken back by its next claim, see recover.lua). Returns {token, then id, stored record, run entry per claimed job}, in
--- claim order; {} when nothing was claimed.
+-- taken back by its next claim, see recover.lua). Returns {token, then id, stored record, run
+-- entry per claimed job}, in claim order; {} when nothing was claimed.
 
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local w = tonumber(ARGV[3])
@@ -27,34 +27,30 @@ if promote_due(now, 250) then wake() end
 commit()
 if changes.ready > 0 then wake() end
 
--- The first w of each claimable ready set.
-local sources, tops = {}, {}
+-- The claimable ready sets. With one, its first w are the claim, in its order; with several,
+-- their first w are merged by score, then id. Scores are read only then: Redis formats each
+-- one as text, which costs more than reading the member.
+local sources = {}
 for _, set in ipairs(redis.call('SMEMBERS', READY_SETS)) do
   local colon = string.find(set, ':', 1, true)
   local queue, kind = string.sub(set, 1, colon - 1), string.sub(set, colon + 1)
   if claimable[kind] then
-    local key = ready_key(queue, kind)
-    local top = redis.call('ZRANGE', key, 0, w - 1, 'WITHSCORES')
-    if #top > 0 then
-      sources[#sources + 1] = { key = key, queue = queue, taken = 0 }
-      tops[#tops + 1] = top
-    end
+    sources[#sources + 1] = { key = ready_key(queue, kind), queue = queue, taken = 0 }
   end
 end
 if #sources == 0 then return {} end
 
--- Candidates in claim order: one set's order as it is; several merged by score, then id.
 local ids, from = {}, {}
 if #sources == 1 then
-  local top = tops[1]
-  for k = 1, math.min(#top / 2, w) do
-    ids[k] = top[2 * k - 1]
-    from[k] = 1
-  end
+  local source = sources[1]
+  ids = redis.call('ZRANGE', source.key, 0, w - 1)
+  source.taken = #ids
+  for k = 1, #ids do from[k] = source end
 else
   local candidates = {}
-  for s, top in ipairs(tops) do
-    for k = 1, #top, 2 do candidates[#candidates + 1] = { tonumber(top[k + 1]), top[k], s } end
+  for _, source in ipairs(sources) do
+    local top = redis.call('ZRANGE', source.key, 0, w - 1, 'WITHSCORES')
+    for k = 1, #top, 2 do candidates[#candidates + 1] = { tonumber(top[k + 1]), top[k], source } end
   end
   table.sort(candidates, function(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
@@ -62,28 +58,27 @@ else
   end)
   for k = 1, math.min(#candidates, w) do
     ids[k] = candidates[k][2]
-    from[k] = candidates[k][3]
+    local source = candidates[k][3]
+    from[k] = source
+    source.taken = source.taken + 1
   end
 end
-
-local keys = {}
-for k, id in ipairs(ids) do
-  keys[k] = job_key(id)
-  local source = sources[from[k]]
-  source.taken = source.taken + 1
-end
+if #ids == 0 then return {} end
 -- Each set's share is a prefix of it: remove it by rank.
 for _, source in ipairs(sources) do
   if source.taken > 0 then redis.call('ZREMRANGEBYRANK', source.key, 0, source.taken - 1) end
 end
 
+local keys = {}
+for k, id in ipairs(ids) do keys[k] = job_key(id) end
 local values = redis.call('MGET', unpack(keys))
 local token = redis.call('INCR', TOKENS)
 local prefix = token .. '|' .. ARGV[1] .. '|'
 local out, run, members = { token }, {}, {}
 for k, id in ipairs(ids) do
   local v = values[k]
-  local source = sources[from[k]]
+  -- A ready set holds only queued jobs; a record missing or not queued (never expected) is
+  -- dropped from the set unclaimed.
   if v and string.byte(v, 2) == QUEUED then
     local attempt = prefix .. ARGV[3 + k]
     run[#run + 1] = id
@@ -93,6 +88,7 @@ for k, id in ipairs(ids) do
     out[#out + 1] = v
     out[#out + 1] = attempt
   else
+    local source = from[k]
     source.taken = source.taken - 1
   end
 end
