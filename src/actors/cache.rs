@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{result_key, Cache, Entry};
@@ -87,15 +86,19 @@ impl Handler<StoreResults> for CacheActor {
     fn handle(&mut self, StoreResults(results): StoreResults, ctx: &mut Context<Self>) {
         let (cache, ttl) = (self.cache.clone(), self.result_ttl);
         // All of a batch at once: with a Redis cache the writes share the round trips of the
-        // multiplexed connection instead of queueing one behind another.
+        // multiplexed connection instead of queueing one behind another; in memory they are
+        // one pass.
         let store = async move {
-            let writes = results.into_iter().map(|(id, result)| {
-                // Untagged: a tag naming every job would index every result.
-                let entry = Entry::new(result.get().as_bytes(), "application/json", ttl, vec![]);
-                let (cache, key) = (cache.clone(), result_key(id));
-                async move { cache.insert_new(&key, entry).await }
-            });
-            join_all(writes).await;
+            let entries = results
+                .into_iter()
+                .map(|(id, result)| {
+                    // Untagged: a tag naming every job would index every result.
+                    let entry =
+                        Entry::new(result.get().as_bytes(), "application/json", ttl, vec![]);
+                    (result_key(id), entry)
+                })
+                .collect();
+            cache.insert_new_many(entries).await;
         };
         ctx.spawn(store.into_actor(self));
     }

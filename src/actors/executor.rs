@@ -64,12 +64,20 @@ pub struct Start {
     pub abort: AbortRegistration,
 }
 
+/// The most attempts of fast kinds packed onto one thread per hand-over (see
+/// [`Executors::assign`]).
+const PACK_MAX: usize = 64;
+
 /// The handler threads of one worker pool.
 pub struct Executors {
     threads: Vec<Thread>,
     registry: Arc<Registry>,
     /// A poll longer than this holds its thread.
     threshold: Duration,
+    /// Kinds some thread has seen hold it for [`SLOW_POLL`] or more in one poll.
+    slow: Arc<Mutex<HashSet<Arc<str>>>>,
+    /// The thread the attempts of fast kinds are packed onto in this hand-over.
+    filling: Option<usize>,
 }
 
 struct Thread {
@@ -85,10 +93,9 @@ struct Thread {
     held: bool,
 }
 
-/// An attempt seen holding its thread longer than the threshold.
+/// An attempt seen holding its thread longer than the threshold (the pool knows its kind).
 pub struct Blocking {
     pub job: JobId,
-    pub kind: Arc<str>,
     pub held: Duration,
 }
 
@@ -96,17 +103,23 @@ impl Executors {
     /// Starts `count` threads (at least one), where a poll longer than `threshold` counts as
     /// holding the thread. Must run inside an actix `System`.
     pub fn start(count: usize, registry: Arc<Registry>, threshold: Duration) -> Self {
+        let slow = Arc::new(Mutex::new(HashSet::new()));
         let threads = (0..count.max(1))
             .map(|_| Thread {
                 arbiter: Arbiter::new(),
-                watch: Arc::default(),
+                watch: Arc::new(Watch { slow: slow.clone(), ..Watch::default() }),
                 running: 0,
                 batch: Vec::new(),
                 reported: None,
                 held: false,
             })
             .collect();
-        Executors { threads, registry, threshold }
+        Executors { threads, registry, threshold, slow, filling: None }
+    }
+
+    /// Whether a handler of `kind` was seen holding its thread for [`SLOW_POLL`] or more.
+    pub fn is_slow(&self, kind: &str) -> bool {
+        self.slow.lock().unwrap_or_else(PoisonError::into_inner).contains(kind)
     }
 
     /// How many handler threads there are.
@@ -125,7 +138,19 @@ impl Executors {
     /// Plans `start` on the thread with the fewest attempts, avoiding threads a handler held
     /// at the last [`Executors::look`] (their tasks wait until it yields); returns that
     /// thread's index.
-    pub fn assign(&mut self, start: Start) -> usize {
+    ///
+    /// With `pack` (a kind known to run in well under [`SLOW_POLL`]), the attempt joins the
+    /// thread already chosen for such attempts in this hand-over, up to [`PACK_MAX`]: waking a
+    /// thread costs more than running a few trivial jobs, so a small claim of them wakes one
+    /// thread rather than every thread with a few each. Spreading them would gain nothing.
+    pub fn assign(&mut self, start: Start, pack: bool) -> usize {
+        if let Some(index) = self.filling.filter(|_| pack) {
+            let thread = &mut self.threads[index];
+            if !thread.held && thread.batch.len() < PACK_MAX {
+                thread.batch.push(start);
+                return index;
+            }
+        }
         let (index, thread) = self
             .threads
             .iter_mut()
@@ -133,6 +158,9 @@ impl Executors {
             .min_by_key(|(_, t)| (t.held, t.running + t.batch.len()))
             .expect("at least one thread");
         thread.batch.push(start);
+        if pack {
+            self.filling = Some(index);
+        }
         index
     }
 
@@ -153,6 +181,7 @@ impl Executors {
     /// Hands every planned attempt to its thread, one message per thread. Returns the leases
     /// of attempts that could not be handed over (their thread is gone: at shutdown).
     pub fn dispatch(&mut self, pool: &Recipient<AttemptsEnded>) -> Vec<LeaseRef> {
+        self.filling = None;
         let mut undelivered = Vec::new();
         for thread in &mut self.threads {
             if thread.batch.is_empty() {
@@ -187,7 +216,7 @@ impl Executors {
                 let held = p.since.elapsed();
                 if held > self.threshold && thread.reported != Some(p.job) {
                     thread.reported = Some(p.job);
-                    found.push(Blocking { job: p.job, kind: p.kind.clone(), held });
+                    found.push(Blocking { job: p.job, held });
                 }
             }
         }
@@ -296,11 +325,15 @@ fn report(
 pub struct Watch {
     polling: Mutex<Option<Polling>>,
     ended: Mutex<Vec<(LeaseRef, Ending)>>,
+    /// Shared by every thread of the pool: kinds seen slow anywhere (the pool does not pack
+    /// them).
+    slow: Arc<Mutex<HashSet<Arc<str>>>>,
 }
 
+/// No kind here: cloning the kind's `Arc` on every poll would make the threads fight over
+/// its reference count, a cost every trivial job paid.
 struct Polling {
     job: JobId,
-    kind: Arc<str>,
     since: Instant,
 }
 
@@ -326,19 +359,26 @@ impl<F: Future<Output = Result<(), Aborted>> + Unpin> Future for Watched<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if SLOW_KINDS.with(|slow| slow.borrow().contains(&this.kind)) {
+        // Most threads never meet a slow kind: then no lookup (it hashes the kind's name).
+        if SLOW_KINDS.with(|slow| {
+            let slow = slow.borrow();
+            !slow.is_empty() && slow.contains(&this.kind)
+        }) {
             flush(&this.watch, &this.pool);
         }
         let since = Instant::now();
-        let polling = Polling { job: this.lease.id, kind: this.kind.clone(), since };
+        let polling = Polling { job: this.lease.id, since };
         *this.watch.polling.lock().unwrap_or_else(PoisonError::into_inner) = Some(polling);
         // Cleared even when the poll unwinds (a handler's drop that panics at its timeout):
         // a thread left marked as held would be avoided for good.
         let guard = NotPolling(&this.watch);
         let polled = Pin::new(&mut this.inner).poll(cx);
         drop(guard);
-        if since.elapsed() >= SLOW_POLL {
-            SLOW_KINDS.with(|slow| slow.borrow_mut().insert(this.kind.clone()));
+        if since.elapsed() >= SLOW_POLL
+            && SLOW_KINDS.with(|slow| slow.borrow_mut().insert(this.kind.clone()))
+        {
+            let mut everywhere = this.watch.slow.lock().unwrap_or_else(PoisonError::into_inner);
+            everywhere.insert(this.kind.clone());
         }
         if let Poll::Ready(Err(Aborted)) = polled {
             // Only now is its slot free: until the task is dropped, its handler may still run.
@@ -354,5 +394,81 @@ struct NotPolling<'a>(&'a Watch);
 impl Drop for NotPolling<'_> {
     fn drop(&mut self) {
         *self.0.polling.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::job::handler::RecordLookup;
+    use crate::job::Extensions;
+
+    fn start() -> Start {
+        let (_, abort) = futures_util::future::AbortHandle::new_pair();
+        let id = JobId::new();
+        let records = RecordLookup::new(|_| Box::pin(async { Ok(None) }));
+        let ctx = JobContext::new(
+            id,
+            (1, 3),
+            Arc::from([]),
+            records,
+            CancellationToken::new(),
+            Arc::new(|_| {}),
+            Extensions::default(),
+        );
+        Start {
+            lease: LeaseRef { id, token: 1 },
+            kind: Arc::from("k"),
+            payload: crate::job::record::json_from_str("null").unwrap(),
+            ctx,
+            timeout: Duration::from_secs(1),
+            attempt: 1,
+            abort,
+        }
+    }
+
+    fn planned(executors: &Executors) -> Vec<usize> {
+        executors.threads.iter().map(|t| t.batch.len()).collect()
+    }
+
+    #[actix_rt::test]
+    async fn fast_kinds_are_packed_onto_one_thread_and_the_others_spread() {
+        let registry = Arc::new(Registry::default());
+        let mut executors = Executors::start(2, registry, Duration::from_millis(100));
+        for _ in 0..4 {
+            executors.assign(start(), false);
+        }
+        assert_eq!(planned(&executors), [2, 2], "spread over the threads");
+
+        for thread in &mut executors.threads {
+            thread.batch.clear();
+        }
+        executors.filling = None;
+        for _ in 0..10 {
+            executors.assign(start(), true);
+        }
+        let packed = planned(&executors);
+        assert!(packed == [10, 0] || packed == [0, 10], "one thread: {packed:?}");
+
+        for thread in &mut executors.threads {
+            thread.batch.clear();
+        }
+        executors.filling = None;
+        for _ in 0..PACK_MAX + 1 {
+            executors.assign(start(), true);
+        }
+        let mut packed = planned(&executors);
+        packed.sort_unstable();
+        assert_eq!(packed, [1, PACK_MAX], "at most PACK_MAX on one thread");
+
+        for thread in &mut executors.threads {
+            thread.batch.clear();
+        }
+        executors.filling = Some(0);
+        executors.threads[0].held = true;
+        executors.assign(start(), true);
+        assert_eq!(planned(&executors), [0, 1], "nothing is packed onto a held thread");
     }
 }

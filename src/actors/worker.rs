@@ -129,6 +129,7 @@ fn deadline(timeout_ms: u64, grace: Duration) -> Instant {
 /// What an attempt being stopped still holds.
 struct Stopping {
     slot: Arc<str>,
+    kind: Arc<str>,
     thread: usize,
 }
 
@@ -167,6 +168,10 @@ pub struct WorkerPool {
     /// Attempts the pool aborted (or gave up) whose task its thread has not dropped yet, by
     /// job and lease token: their slots stay taken until then, as their handlers may still run.
     stopping: HashMap<(JobId, u64), Stopping>,
+    /// Kinds with an attempt that ended here. Only those are packed onto one thread (see
+    /// `Executors::assign`), and only while no thread has seen them slow: until one has run,
+    /// nothing says a kind is fast, and a first burst of CPU-bound jobs is spread.
+    ran_kinds: HashSet<Arc<str>>,
     /// Attempts seen holding their thread, per kind.
     blocking: BTreeMap<String, u64>,
 }
@@ -179,6 +184,7 @@ impl WorkerPool {
         WorkerPool {
             executors,
             stopping: HashMap::new(),
+            ran_kinds: HashSet::new(),
             blocking: BTreeMap::new(),
             queue,
             kinds,
@@ -329,15 +335,23 @@ impl WorkerPool {
         }
         self.time_out_overdue(ctx);
         for blocking in self.executors.blocking() {
+            let kind = match self.running.get(&blocking.job) {
+                Some(run) => run.kind.clone(),
+                None => match self.stopping.iter().find(|((id, _), _)| *id == blocking.job) {
+                    Some((_, stopping)) => stopping.kind.clone(),
+                    // Its report reached the pool since the look: it no longer holds anything.
+                    None => continue,
+                },
+            };
             tracing::warn!(
                 job_id = %blocking.job,
-                kind = %blocking.kind,
+                kind = %kind,
                 held_ms = blocking.held.as_millis() as u64,
                 "a handler has held its thread for over {} ms: other jobs on that thread wait \
                  (move CPU work or blocking calls to spawn_blocking)",
                 self.settings.blocking_threshold.as_millis()
             );
-            *self.blocking.entry(blocking.kind.to_string()).or_default() += 1;
+            *self.blocking.entry(kind.to_string()).or_default() += 1;
         }
     }
 
@@ -414,15 +428,19 @@ impl WorkerPool {
             self.settings.extensions.clone(),
         );
         let (abort, registration) = AbortHandle::new_pair();
-        let thread = self.executors.assign(Start {
-            lease,
-            kind: kind.clone(),
-            payload,
-            ctx: job_ctx,
-            timeout: Duration::from_millis(timeout_ms),
-            attempt: attempts,
-            abort: registration,
-        });
+        let pack = self.ran_kinds.contains(&*kind) && !self.executors.is_slow(&kind);
+        let thread = self.executors.assign(
+            Start {
+                lease,
+                kind: kind.clone(),
+                payload,
+                ctx: job_ctx,
+                timeout: Duration::from_millis(timeout_ms),
+                attempt: attempts,
+                abort: registration,
+            },
+            pack,
+        );
         tracing::debug!(job_id = %id, kind = %kind, attempt = attempts, thread, "attempt started");
         self.running.insert(
             id,
@@ -497,7 +515,8 @@ impl WorkerPool {
     /// handler holding its thread notices the abort only when it yields).
     fn stop(&mut self, run: &Running) {
         run.abort.abort();
-        let stopping = Stopping { slot: run.slot.clone(), thread: run.thread };
+        let stopping =
+            Stopping { slot: run.slot.clone(), kind: run.kind.clone(), thread: run.thread };
         self.stopping.insert((run.lease.id, run.lease.token), stopping);
     }
 
@@ -730,6 +749,9 @@ impl WorkerPool {
                 continue; // aborted after the cancel grace, or its lease was lost
             }
             if let Some(run) = self.running.remove(&lease.id) {
+                if !self.ran_kinds.contains(&*run.kind) {
+                    self.ran_kinds.insert(run.kind.clone());
+                }
                 let outcome = self.outcome(&run, ending);
                 self.finish(run, outcome, ctx);
             }

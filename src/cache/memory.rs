@@ -204,6 +204,14 @@ impl Cache for MemoryCache {
         self.metrics.set_latency.record(started.elapsed());
     }
 
+    async fn insert_new_many(&self, entries: Vec<(String, Entry)>) {
+        for (key, entry) in entries {
+            let started = Instant::now();
+            self.insert(&key, Arc::new(entry));
+            self.metrics.set_latency.record(started.elapsed());
+        }
+    }
+
     async fn delete(&self, key: &str) -> bool {
         self.remove(key)
     }

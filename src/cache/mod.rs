@@ -262,6 +262,9 @@ impl Cache for CacheHandle {
     async fn insert_new(&self, key: &str, entry: Entry) {
         self.0.insert_new(key, entry).await
     }
+    async fn insert_new_many(&self, entries: Vec<(String, Entry)>) {
+        self.0.insert_new_many(entries).await
+    }
     async fn delete(&self, key: &str) -> bool {
         self.0.delete(key).await
     }
@@ -403,6 +406,16 @@ pub trait Cache: Send + Sync + 'static {
     /// have one.
     async fn insert_new(&self, key: &str, entry: Entry) {
         self.set(key, entry).await
+    }
+
+    /// [`Cache::insert_new`] for many entries at once (a batch of job results). By default
+    /// they are all written concurrently; a backend that stores without waiting does it in
+    /// one pass, with no future per entry.
+    async fn insert_new_many(&self, entries: Vec<(String, Entry)>) {
+        let writes = entries.into_iter().map(|(key, entry)| async move {
+            self.insert_new(&key, entry).await;
+        });
+        futures_util::future::join_all(writes).await;
     }
 
     /// Removes `key`; true when a live entry was there.
