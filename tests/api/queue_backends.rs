@@ -167,6 +167,25 @@ async fn priority_then_submit_order(q: &dyn QueueBackend) {
     assert_eq!(rest, vec![high, ids[0], ids[1], ids[3], ids[4]]);
 }
 
+/// One claim over several queues and kinds merges them: highest priority first, then submit
+/// order, taking from each only what comes first overall.
+async fn a_claim_merges_queues_and_kinds_by_priority(q: &dyn QueueBackend) {
+    let job = |queue: &str, kind: &str, priority| JobSpec {
+        queue: Some(queue.into()),
+        priority: Some(priority),
+        ..JobSpec::new(kind)
+    };
+    let low_a = submit(q, job("a", "noop", 0), t(0)).await;
+    let high_b = submit(q, job("b", "noop", 5), t(0)).await;
+    let high_a_other = submit(q, job("a", "other", 5), t(0)).await;
+    let low_b = submit(q, job("b", "noop", 0), t(0)).await;
+    let low_a_other = submit(q, job("a", "other", -1), t(0)).await;
+    let ids = |claimed: Vec<Claimed>| claimed.iter().map(|c| c.record.id).collect::<Vec<_>>();
+    assert_eq!(ids(claim(q, 3, t(1)).await), vec![high_b, high_a_other, low_a]);
+    assert_eq!(ids(claim(q, 3, t(2)).await), vec![low_b, low_a_other]);
+    assert!(claim(q, 3, t(3)).await.is_empty());
+}
+
 /// A claim takes only kinds the instance runs; jobs of other kinds wait, counted as queued.
 async fn claims_take_only_the_named_kinds(q: &dyn QueueBackend) {
     let mine = submit(q, noop(), t(0)).await;
@@ -1015,6 +1034,7 @@ macro_rules! suite {
 suite!(
     submit_and_read_back,
     priority_then_submit_order,
+    a_claim_merges_queues_and_kinds_by_priority,
     claims_take_only_the_named_kinds,
     a_claim_starts_an_attempt,
     success_stores_the_result,
