@@ -74,7 +74,7 @@ pub struct Executors {
     registry: Arc<Registry>,
     /// A poll longer than this holds its thread.
     threshold: Duration,
-    /// Kinds some thread has seen hold it for [`SLOW_POLL`] or more in one poll.
+    /// Kinds of which some attempt held its thread for [`SLOW_POLL`] or more in all.
     slow: Arc<Mutex<HashSet<Arc<str>>>>,
     /// The thread the attempts of fast kinds are packed onto in this hand-over.
     filling: Option<usize>,
@@ -117,7 +117,8 @@ impl Executors {
         Executors { threads, registry, threshold, slow, filling: None }
     }
 
-    /// Whether a handler of `kind` was seen holding its thread for [`SLOW_POLL`] or more.
+    /// Whether an attempt of `kind` was seen holding its thread for [`SLOW_POLL`] or more in
+    /// all (in one poll or in several).
     pub fn is_slow(&self, kind: &str) -> bool {
         self.slow.lock().unwrap_or_else(PoisonError::into_inner).contains(kind)
     }
@@ -139,7 +140,7 @@ impl Executors {
     /// at the last [`Executors::look`] (their tasks wait until it yields); returns that
     /// thread's index.
     ///
-    /// With `pack` (a kind known to run in well under [`SLOW_POLL`]), the attempt joins the
+    /// With `pack` (a kind known to run in under [`SLOW_POLL`]), the attempt joins the
     /// thread already chosen for such attempts in this hand-over, up to [`PACK_MAX`]: waking a
     /// thread costs more than running a few trivial jobs, so a small claim of them wakes one
     /// thread rather than every thread with a few each. Spreading them would gain nothing.
@@ -275,6 +276,7 @@ fn run(start: Start, registry: &Registry, watch: &Arc<Watch>, pool: &Rc<Recipien
         lease,
         kind,
         pool: pool.clone(),
+        busy: Duration::ZERO,
     };
     actix_rt::spawn(watched);
 }
@@ -352,6 +354,8 @@ struct Watched<F> {
     lease: LeaseRef,
     kind: Arc<str>,
     pool: Rc<Recipient<AttemptsEnded>>,
+    /// How long this attempt's polls have held the thread so far, up to [`SLOW_POLL`].
+    busy: Duration,
 }
 
 impl<F: Future<Output = Result<(), Aborted>> + Unpin> Future for Watched<F> {
@@ -374,11 +378,18 @@ impl<F: Future<Output = Result<(), Aborted>> + Unpin> Future for Watched<F> {
         let guard = NotPolling(&this.watch);
         let polled = Pin::new(&mut this.inner).poll(cx);
         drop(guard);
-        if since.elapsed() >= SLOW_POLL
-            && SLOW_KINDS.with(|slow| slow.borrow_mut().insert(this.kind.clone()))
-        {
-            let mut everywhere = this.watch.slow.lock().unwrap_or_else(PoisonError::into_inner);
-            everywhere.insert(this.kind.clone());
+        let polled_for = since.elapsed();
+        if polled_for >= SLOW_POLL {
+            SLOW_KINDS.with(|slow| slow.borrow_mut().insert(this.kind.clone()));
+        }
+        // A kind is slow for the pool (never packed onto one thread) once one attempt has
+        // held its thread for SLOW_POLL in all, in one poll or in many short ones.
+        if this.busy < SLOW_POLL {
+            this.busy += polled_for;
+            if this.busy >= SLOW_POLL {
+                let mut everywhere = this.watch.slow.lock().unwrap_or_else(PoisonError::into_inner);
+                everywhere.insert(this.kind.clone());
+            }
         }
         if let Poll::Ready(Err(Aborted)) = polled {
             // Only now is its slot free: until the task is dropped, its handler may still run.
@@ -470,5 +481,63 @@ mod tests {
         executors.threads[0].held = true;
         executors.assign(start(), true);
         assert_eq!(planned(&executors), [0, 1], "nothing is packed onto a held thread");
+    }
+
+    /// Burns ~100 µs of CPU per poll, 30 polls: never one slow poll, but slow in all.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Chunks;
+
+    impl crate::job::Job for Chunks {
+        const KIND: &'static str = "chunks";
+        type Output = ();
+        async fn run(self, _: JobContext) -> Result<(), JobError> {
+            for _ in 0..30 {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_micros(100) {
+                    std::hint::spin_loop();
+                }
+                tokio::task::yield_now().await;
+            }
+            Ok(())
+        }
+    }
+
+    /// Collects what the threads report.
+    struct Reports(Arc<Mutex<Vec<LeaseRef>>>);
+
+    impl Actor for Reports {
+        type Context = actix::Context<Self>;
+    }
+
+    impl Handler<AttemptsEnded> for Reports {
+        type Result = ();
+        fn handle(&mut self, ended: AttemptsEnded, _: &mut actix::Context<Self>) {
+            let mut reports = self.0.lock().unwrap();
+            reports.extend(ended.0.into_iter().map(|(lease, _)| lease));
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_kind_that_holds_its_thread_in_many_short_polls_is_slow() {
+        let mut registry = Registry::default();
+        registry.register::<Chunks>();
+        registry.register::<crate::kinds::noop::Noop>();
+        let mut executors = Executors::start(1, Arc::new(registry), Duration::from_millis(100));
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let pool = Reports(reports.clone()).start().recipient();
+        let mut quick = start();
+        quick.kind = Arc::from("noop");
+        let mut chunks = start();
+        chunks.kind = Arc::from("chunks");
+        executors.assign(quick, false);
+        executors.assign(chunks, false);
+        assert!(executors.dispatch(&pool).is_empty());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reports.lock().unwrap().len() < 2 {
+            assert!(Instant::now() < deadline, "both attempts end");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(executors.is_slow("chunks"), "3 ms of CPU in 30 polls of 0.1 ms");
+        assert!(!executors.is_slow("noop"));
     }
 }

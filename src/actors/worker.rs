@@ -26,7 +26,7 @@ use crate::job::{Extensions, JobContext, JobError, JobId, JobRecord, Json, Regis
 use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
 use crate::telemetry::Escaped;
 
-use super::executor::{AttemptsEnded, Ending, Executors, Start};
+use super::executor::{AttemptsEnded, Blocking, Ending, Executors, Start};
 use super::queue::{
     CancelRunning, Complete, Dequeue, JobsReady, QueueActor, Release, Renew, ReportProgress,
     WaitForWork,
@@ -168,7 +168,7 @@ pub struct WorkerPool {
     /// Attempts the pool aborted (or gave up) whose task its thread has not dropped yet, by
     /// job and lease token: their slots stay taken until then, as their handlers may still run.
     stopping: HashMap<(JobId, u64), Stopping>,
-    /// Kinds with an attempt that ended here. Only those are packed onto one thread (see
+    /// Kinds with an attempt that succeeded here. Only those are packed onto one thread (see
     /// `Executors::assign`), and only while no thread has seen them slow: until one has run,
     /// nothing says a kind is fast, and a first burst of CPU-bound jobs is spread.
     ran_kinds: HashSet<Arc<str>>,
@@ -329,20 +329,31 @@ impl WorkerPool {
     /// endings of attempts that ran before them on that thread (their report would wait for
     /// the handler), times out attempts past their deadline, and logs and counts the holders.
     fn watch_threads(&mut self, ctx: &mut Context<Self>) {
+        // Holders and their kinds first: taking the stranded endings below may end a holder
+        // itself (its ending is pushed before its poll returns), removing it from `running`.
+        let holders: Vec<(Blocking, Arc<str>)> = self
+            .executors
+            .blocking()
+            .into_iter()
+            .filter_map(|blocking| {
+                let kind = match self.running.get(&blocking.job) {
+                    Some(run) => run.kind.clone(),
+                    // Stopped by the pool (timed out, cancelled past its grace), still held.
+                    None => self
+                        .stopping
+                        .iter()
+                        .find(|((id, _), _)| *id == blocking.job)
+                        .map(|(_, stopping)| stopping.kind.clone())?,
+                };
+                Some((blocking, kind))
+            })
+            .collect();
         let stranded = self.executors.stranded();
         if !stranded.is_empty() {
             self.attempts_ended(stranded, ctx);
         }
         self.time_out_overdue(ctx);
-        for blocking in self.executors.blocking() {
-            let kind = match self.running.get(&blocking.job) {
-                Some(run) => run.kind.clone(),
-                None => match self.stopping.iter().find(|((id, _), _)| *id == blocking.job) {
-                    Some((_, stopping)) => stopping.kind.clone(),
-                    // Its report reached the pool since the look: it no longer holds anything.
-                    None => continue,
-                },
-            };
+        for (blocking, kind) in holders {
             tracing::warn!(
                 job_id = %blocking.job,
                 kind = %kind,
@@ -749,7 +760,10 @@ impl WorkerPool {
                 continue; // aborted after the cancel grace, or its lease was lost
             }
             if let Some(run) = self.running.remove(&lease.id) {
-                if !self.ran_kinds.contains(&*run.kind) {
+                // Only a success says the kind is fast: an attempt that failed at once (a bad
+                // payload, say) says nothing of how long the work takes.
+                let succeeded = matches!(ending, Ending::Returned(Ok(_)));
+                if succeeded && !self.ran_kinds.contains(&*run.kind) {
                     self.ran_kinds.insert(run.kind.clone());
                 }
                 let outcome = self.outcome(&run, ending);

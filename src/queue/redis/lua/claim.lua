@@ -20,6 +20,7 @@
 
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local w = tonumber(ARGV[3])
+if w < 1 then return {} end
 local claimable = {}
 for k = 4 + w, #ARGV do claimable[ARGV[k]] = true end
 
@@ -27,15 +28,17 @@ if promote_due(now, 250) then wake() end
 commit()
 if changes.ready > 0 then wake() end
 
--- The claimable ready sets. With one, its first w are the claim, in its order; with several,
--- their first w are merged by score, then id. Scores are read only then: Redis formats each
--- one as text, which costs more than reading the member.
+-- The claimable ready sets that hold jobs, with their first w. With one, those are the claim,
+-- in its order; with several, they are merged by score, then id. Scores are read only then:
+-- Redis formats each one as text, which costs more than reading the member.
 local sources = {}
 for _, set in ipairs(redis.call('SMEMBERS', READY_SETS)) do
   local colon = string.find(set, ':', 1, true)
   local queue, kind = string.sub(set, 1, colon - 1), string.sub(set, colon + 1)
   if claimable[kind] then
-    sources[#sources + 1] = { key = ready_key(queue, kind), queue = queue, taken = 0 }
+    local key = ready_key(queue, kind)
+    local top = redis.call('ZRANGE', key, 0, w - 1)
+    if #top > 0 then sources[#sources + 1] = { key = key, queue = queue, top = top, taken = 0 } end
   end
 end
 if #sources == 0 then return {} end
@@ -43,7 +46,7 @@ if #sources == 0 then return {} end
 local ids, from = {}, {}
 if #sources == 1 then
   local source = sources[1]
-  ids = redis.call('ZRANGE', source.key, 0, w - 1)
+  ids = source.top
   source.taken = #ids
   for k = 1, #ids do from[k] = source end
 else
