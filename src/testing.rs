@@ -311,7 +311,7 @@ fn new_record(id: JobId, kind: &str) -> JobRecord {
         depends_on: Vec::new(),
         idempotency_key: None,
     };
-    job.to_record(JobStatus::Queued, Utc::now())
+    job.into_record(JobStatus::Queued, Utc::now())
 }
 
 /// A clock a test moves forward, for a whole runtime: give it to

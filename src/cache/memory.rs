@@ -102,6 +102,13 @@ impl MemoryCache {
         MemoryCache { entries, metrics, hot: HotKeys::new() }
     }
 
+    /// [`Cache::set`], without a future: stores and records the write's latency.
+    fn set_timed(&self, key: &str, entry: Entry) {
+        let started = Instant::now();
+        self.insert(key, Arc::new(entry));
+        self.metrics.set_latency.record(started.elapsed());
+    }
+
     /// The counters this layer keeps (shared with a Redis backend using it as its L1).
     pub fn metrics(&self) -> &Arc<CacheMetrics> {
         &self.metrics
@@ -199,16 +206,12 @@ impl Cache for MemoryCache {
     }
 
     async fn set(&self, key: &str, entry: Entry) {
-        let started = Instant::now();
-        self.insert(key, Arc::new(entry));
-        self.metrics.set_latency.record(started.elapsed());
+        self.set_timed(key, entry);
     }
 
     async fn insert_new_many(&self, entries: Vec<(String, Entry)>) {
         for (key, entry) in entries {
-            let started = Instant::now();
-            self.insert(&key, Arc::new(entry));
-            self.metrics.set_latency.record(started.elapsed());
+            self.set_timed(&key, entry);
         }
     }
 

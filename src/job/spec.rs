@@ -177,11 +177,16 @@ pub struct NewJob {
 impl NewJob {
     /// The record of this job as just stored, in `status`, before any attempt.
     pub fn to_record(&self, status: JobStatus, now: DateTime<Utc>) -> JobRecord {
+        self.clone().into_record(status, now)
+    }
+
+    /// [`NewJob::to_record`], taking the job: its fields move into the record uncopied.
+    pub fn into_record(self, status: JobStatus, now: DateTime<Utc>) -> JobRecord {
         JobRecord {
             id: self.id,
-            kind: self.kind.clone(),
-            payload: self.payload.clone(),
-            queue: self.queue.clone(),
+            kind: self.kind,
+            payload: self.payload,
+            queue: self.queue,
             priority: self.priority,
             status,
             attempts: 0,
@@ -189,8 +194,8 @@ impl NewJob {
             backoff: self.backoff,
             timeout_ms: self.timeout_ms,
             run_at: self.run_at,
-            depends_on: self.depends_on.clone(),
-            idempotency_key: self.idempotency_key.clone(),
+            depends_on: self.depends_on,
+            idempotency_key: self.idempotency_key,
             created_at: now,
             updated_at: now,
             started_at: None,

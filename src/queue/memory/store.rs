@@ -220,32 +220,10 @@ impl Store {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        // The queue's name is shared with every job of that queue (`intern_queue`).
+        let queue = self.idx.intern_queue(&job.queue);
         let entry = Entry {
-            record: JobRecord {
-                id,
-                kind: job.kind,
-                payload: job.payload,
-                queue: self.idx.intern_queue(&job.queue),
-                priority: job.priority,
-                status: JobStatus::Waiting,
-                attempts: 0,
-                max_attempts: job.max_attempts,
-                backoff: job.backoff,
-                timeout_ms: job.timeout_ms,
-                run_at: job.run_at,
-                depends_on: job.depends_on,
-                idempotency_key: job.idempotency_key,
-                created_at: now,
-                updated_at: now,
-                started_at: None,
-                finished_at: None,
-                result: None,
-                error: None,
-                history: Vec::new(),
-                cancel_requested: false,
-                worker: None,
-                progress: None,
-            },
+            record: JobRecord { queue, ..job.into_record(JobStatus::Waiting, now) },
             seq,
             pending_deps: pending,
             lease: None,

@@ -66,7 +66,6 @@ else
     source.taken = source.taken + 1
   end
 end
-if #ids == 0 then return {} end
 -- Each set's share is a prefix of it: remove it by rank.
 for _, source in ipairs(sources) do
   if source.taken > 0 then redis.call('ZREMRANGEBYRANK', source.key, 0, source.taken - 1) end
