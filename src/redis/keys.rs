@@ -30,7 +30,14 @@
 //!   as `<id> <status code>` (each call settles a bounded number; the rest wait in `deps:<id>`).
 //! - `<p>:{q}:done:<queue>`: sorted set of batches of a queue's terminal jobs, by finish time
 //!   (retention); `<p>:{q}:db:<batch>` lists a batch's jobs, `<p>:{q}:dseq` numbers batches.
-//! - `<p>:{q}:lq:<queue>`: every job of a queue (score 0, ordered by id: newest last).
+//! - `<p>:{q}:lt:<queue>`: the index of every job of a queue, cut in time slices: the sorted set
+//!   of the slices that hold jobs, each scored by its number (a job's slice is its id's
+//!   milliseconds divided by `SLICE_MS`: ids are UUIDv7s, so a slice's ids are created within
+//!   the same 100 ms, whichever instance created them). `<p>:{q}:lj:<queue>:<slice>` holds a
+//!   slice's ids end to end (a string of 36-byte ids, in arrival order), `<p>:{q}:ln:<queue>`
+//!   counts them per slice; a slice's ids go when its last job is purged. One `APPEND` per
+//!   submit costs Redis a fraction of keeping every id in one sorted set, and listings still
+//!   walk the index newest first, slice by slice.
 //! - `<p>:{q}:ls:<status>:<queue>`: the same for `waiting`, `scheduled`, `failed`, `cancelled`.
 //! - `<p>:{q}:counts`: hash `<queue>:<status>` → number of jobs.
 //! - `<p>:{q}:queues`, `<p>:{q}:kinds`: sets of every queue and kind that held jobs.
@@ -83,6 +90,10 @@ impl Keys {
         format!("{}:cache:events", self.prefix)
     }
 }
+
+/// The width of the time slices that cut the index of every job of a queue, in milliseconds
+/// (`SLICE_MS` in `lua/lib.lua` is the same).
+pub const SLICE_MS: u64 = 100;
 
 /// Builds the job queue's keys (see the module doc); the Lua scripts build the same keys from
 /// [`QueueKeys::base`].
@@ -147,9 +158,19 @@ impl QueueKeys {
         format!("{}prog", self.base)
     }
 
-    /// Every job of `queue`, ordered by id.
-    pub fn all(&self, queue: &str) -> String {
-        format!("{}lq:{queue}", self.base)
+    /// The time slices that hold jobs of `queue`, each scored by its number.
+    pub fn slices(&self, queue: &str) -> String {
+        format!("{}lt:{queue}", self.base)
+    }
+
+    /// The ids of the jobs of `queue` created in time slice `slice`.
+    pub fn slice(&self, queue: &str, slice: u64) -> String {
+        format!("{}lj:{queue}:{slice}", self.base)
+    }
+
+    /// How many jobs of each time slice of `queue` are still stored.
+    pub fn slice_counts(&self, queue: &str) -> String {
+        format!("{}ln:{queue}", self.base)
     }
 
     /// The jobs of `queue` in `status` (kept for `waiting`, `scheduled`, `failed`, `cancelled`).

@@ -778,6 +778,101 @@ async fn listings_page_and_filter(q: &dyn QueueBackend) {
     assert!(matches!(err, QueueError::InvalidCursor(_)));
 }
 
+/// A job id created `ms` milliseconds after `t(0)` (ids are time-ordered).
+fn id_at(ms: u64) -> JobId {
+    let at = 1_800_000_000_000 + ms;
+    let stamp =
+        uuid::Timestamp::from_unix(uuid::NoContext, at / 1000, (at % 1000) as u32 * 1_000_000);
+    JobId(uuid::Uuid::new_v7(stamp))
+}
+
+/// Every id of a listing, following its cursors with pages of `limit`.
+async fn list_every_page(q: &dyn QueueBackend, queue: Option<&str>, limit: usize) -> Vec<JobId> {
+    let mut query = ListQuery { queue: queue.map(Into::into), limit, ..ListQuery::default() };
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let page = q.list(&query).await.unwrap();
+        ids.extend(page.jobs.iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return ids,
+        }
+    }
+    panic!("the cursors never end");
+}
+
+/// Listings find every job newest first whenever it was created, by any kind of submit, across
+/// queues; jobs removed by retention leave them, and later jobs created in the same instants as
+/// removed ones are listed.
+async fn listings_span_jobs_created_over_time(q: &dyn QueueBackend) {
+    listings_span_jobs_created(q, false).await;
+}
+
+/// The same when jobs arrive in another order than their ids' (instances submitting at once,
+/// each with its own clock): the listing still goes by id. Only a shared backend sees this.
+async fn listings_go_by_id_whatever_the_arrival_order(q: &dyn QueueBackend) {
+    listings_span_jobs_created(q, true).await;
+}
+
+async fn listings_span_jobs_created(q: &dyn QueueBackend, shuffled: bool) {
+    // Instants a few ms apart, ~100 ms apart and seconds apart.
+    let mut offsets = [5_000, 0, 99, 1, 100, 2, 101, 250, 1_001, 1_000, 60_000, 5_001, 199, 98];
+    if !shuffled {
+        offsets.sort_unstable();
+    }
+    let mut by_queue: Vec<(JobId, &str)> = Vec::new();
+    for (n, chunk) in offsets.chunks(3).enumerate() {
+        let queue = if n % 2 == 0 { "a" } else { "b" };
+        let specs = vec![JobSpec { queue: Some(queue.into()), ..noop() }; chunk.len()];
+        let mut jobs = plan_batch(specs, t(0));
+        for (job, ms) in jobs.iter_mut().zip(chunk) {
+            job.id = id_at(*ms);
+            by_queue.push((job.id, queue));
+        }
+        q.submit(jobs, t(0)).await.unwrap();
+    }
+    // One job submitted with an idempotency key (the backends' other way in).
+    let spec = JobSpec { idempotency_key: Some("once".into()), ..noop() };
+    let mut keyed = plan(vec![spec], false, &AnyKind, &SpecDefaults::default(), t(0)).unwrap();
+    keyed[0].id = id_at(if shuffled { 100 } else { 70_000 });
+    by_queue.push((keyed[0].id, "default"));
+    q.submit(keyed, t(0)).await.unwrap();
+
+    let newest_first = |queue: Option<&str>, gone: &[JobId]| -> Vec<JobId> {
+        let mut ids: Vec<JobId> = by_queue
+            .iter()
+            .filter(|(id, q)| queue.is_none_or(|name| name == *q) && !gone.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids
+    };
+    assert_eq!(list_every_page(q, None, 3).await, newest_first(None, &[]));
+    assert_eq!(list_every_page(q, Some("b"), 2).await, newest_first(Some("b"), &[]));
+    assert_eq!(list_every_page(q, None, 1000).await, newest_first(None, &[]));
+
+    // Cancel every job of queue `a`, and the oldest of queue `b` (which shares its time slice
+    // with another job of `b`), then let retention remove them.
+    let mut gone: Vec<JobId> =
+        by_queue.iter().filter(|(_, queue)| *queue == "a").map(|(id, _)| *id).collect();
+    let in_b = by_queue.iter().filter(|(_, queue)| *queue == "b");
+    gone.push(in_b.map(|(id, _)| *id).min().unwrap());
+    for id in &gone {
+        q.cancel(*id, t(1)).await.unwrap();
+    }
+    q.tick(t(10_000), Duration::from_secs(1)).await.unwrap();
+    assert!(q.get(gone[0]).await.unwrap().is_none(), "removed by retention");
+    assert_eq!(list_every_page(q, None, 2).await, newest_first(None, &gone));
+    assert!(list_every_page(q, Some("a"), 5).await.is_empty());
+
+    // A new job created in the same instant as a removed one.
+    let mut again = plan_batch(vec![JobSpec { queue: Some("a".into()), ..noop() }], t(20_000));
+    again[0].id = id_at(5_000);
+    let late = again[0].id;
+    q.submit(again, t(20_000)).await.unwrap();
+    assert_eq!(list_every_page(q, Some("a"), 5).await, vec![late]);
+}
+
 fn schedule(name: &str, cron: &str, now: DateTime<Utc>) -> Schedule {
     Schedule {
         name: name.into(),
@@ -1027,6 +1122,15 @@ macro_rules! suite {
                 let backend = super::redis_with(limits).await;
                 super::retention_keeps_the_newest_terminal_jobs_per_queue(&*backend.queue).await;
             }
+            #[actix_web::test] async fn listings_go_by_id_whatever_the_arrival_order() {
+                let backend = super::redis().await;
+                super::listings_go_by_id_whatever_the_arrival_order(&*backend.queue).await;
+                // Queue `a` held jobs of five time slices, all removed, then one new job: one
+                // slice of ids is left, not five.
+                let redis = backend.redis.as_ref().unwrap();
+                let left = redis.command(&[b"KEYS", b"*:{q}:lj:a:*"]);
+                assert!(left.starts_with(b"*1\r\n"), "{}", String::from_utf8_lossy(&left));
+            }
         }
     };
 }
@@ -1056,6 +1160,7 @@ suite!(
     retention_removes_terminal_jobs,
     stats_count_per_queue_and_state,
     listings_page_and_filter,
+    listings_span_jobs_created_over_time,
     a_filtered_listing_reads_a_bounded_number_of_jobs,
     schedules_are_stored,
 );

@@ -4,42 +4,45 @@
 //! `lua/lib.lua`). Lua then does no work per job beyond the checks, which is most of what a job
 //! costs Redis.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
 use super::record::ms;
 use crate::job::{JobId, JobStatus, NewJob};
-use crate::redis::QueueKeys;
+use crate::redis::{QueueKeys, SLICE_MS};
 
 /// Commands in the order the script runs them: name, key ('' for none), arguments.
 #[derive(Default)]
 pub(super) struct Prepared {
     commands: Vec<(&'static str, String, Vec<Vec<u8>>)>,
-    /// Index of each (command, key) in `commands`, so arguments for one key gather in one
-    /// command.
-    at: BTreeMap<(&'static str, String), usize>,
-    /// `HINCRBY` deltas per counter field.
+    /// Index of each command in `commands` per name and key, so arguments for one key gather
+    /// in one command (looked up by `&str`: no key is copied to find its command).
+    at: HashMap<&'static str, HashMap<String, usize>>,
+    /// `HINCRBY` deltas of the job counts, per field (`<queue>:<status>`).
     counts: BTreeMap<String, i64>,
+    /// Other `HINCRBY`s: hash, field, delta.
+    increments: Vec<(String, String, i64)>,
     /// Members added to sets by this batch (each once).
-    members: std::collections::HashSet<(String, Vec<u8>)>,
+    members: HashSet<(String, Vec<u8>)>,
 }
 
 impl Prepared {
     /// Commands whose first is the MSET of the records (the scripts find them there).
     pub fn with_records() -> Self {
         let mut prepared = Prepared::default();
-        prepared.add::<0>("MSET", String::new(), []);
+        prepared.add::<0>("MSET", "", []);
         prepared
     }
 
     /// Adds `args` to the command `cmd` on `key`.
-    pub fn add<const N: usize>(&mut self, cmd: &'static str, key: String, args: [Vec<u8>; N]) {
-        let at = match self.at.get(&(cmd, key.clone())) {
+    pub fn add<const N: usize>(&mut self, cmd: &'static str, key: &str, args: [Vec<u8>; N]) {
+        let by_key = self.at.entry(cmd).or_default();
+        let at = match by_key.get(key) {
             Some(&at) => at,
             None => {
-                self.commands.push((cmd, key.clone(), Vec::new()));
-                self.at.insert((cmd, key), self.commands.len() - 1);
+                self.commands.push((cmd, key.to_owned(), Vec::new()));
+                by_key.insert(key.to_owned(), self.commands.len() - 1);
                 self.commands.len() - 1
             }
         };
@@ -49,7 +52,7 @@ impl Prepared {
     /// Adds `member` to the set `key`, once per batch.
     pub fn add_member(&mut self, key: String, member: &str) {
         if self.members.insert((key.clone(), member.as_bytes().to_vec())) {
-            self.add("SADD", key, [text(member)]);
+            self.add("SADD", &key, [text(member)]);
         }
     }
 
@@ -58,18 +61,28 @@ impl Prepared {
         *self.counts.entry(format!("{queue}:{status}")).or_default() += delta;
     }
 
+    /// Adds `delta` to `field` of the hash `key`.
+    pub fn increment(&mut self, key: String, field: String, delta: i64) {
+        self.increments.push((key, field, delta));
+    }
+
     /// Appends the commands to a script call: their number, then name, key, length, arguments.
     pub fn append_to(self, invocation: &mut super::scripts::Call<'_>, keys: &QueueKeys) {
-        let counts: Vec<_> = self.counts.into_iter().filter(|(_, delta)| *delta != 0).collect();
-        invocation.arg(self.commands.len() + counts.len());
+        let counts = keys.counts();
+        let increments: Vec<_> = (self.counts.into_iter())
+            .map(|(field, delta)| (counts.clone(), field, delta))
+            .chain(self.increments)
+            .filter(|(_, _, delta)| *delta != 0)
+            .collect();
+        invocation.arg(self.commands.len() + increments.len());
         for (cmd, key, args) in self.commands {
             invocation.arg(cmd).arg(key).arg(args.len());
             for arg in args {
                 invocation.arg(arg);
             }
         }
-        for (field, delta) in counts {
-            invocation.arg("HINCRBY").arg(keys.counts()).arg(2).arg(field).arg(delta);
+        for (key, field, delta) in increments {
+            invocation.arg("HINCRBY").arg(key).arg(2).arg(field).arg(delta);
         }
     }
 
@@ -86,15 +99,15 @@ impl Prepared {
     ) {
         match status {
             JobStatus::Queued => {
-                self.add("ZADD", keys.ready(queue, kind), [num(score), text(id)]);
+                self.add("ZADD", &keys.ready(queue, kind), [num(score), text(id)]);
                 self.add_member(keys.ready_sets(), &format!("{queue}:{kind}"));
             }
             JobStatus::Scheduled => {
-                self.add("ZADD", keys.delayed(), [num(score), text(id)]);
-                self.add("ZADD", keys.listing(queue, "scheduled"), [text("0"), text(id)]);
+                self.add("ZADD", &keys.delayed(), [num(score), text(id)]);
+                self.add("ZADD", &keys.listing(queue, "scheduled"), [text("0"), text(id)]);
             }
             JobStatus::Failed | JobStatus::Cancelled => {
-                self.add("ZADD", keys.listing(queue, status.as_str()), [text("0"), text(id)]);
+                self.add("ZADD", &keys.listing(queue, status.as_str()), [text("0"), text(id)]);
             }
             _ => {}
         }
@@ -138,9 +151,18 @@ pub(super) fn new_score(job: &NewJob, status: JobStatus) -> u64 {
 /// A job's place among the ready: `(1000 - priority) * 2^42 + its id's milliseconds` (the
 /// scripts compute the same), so the highest priority comes first, then the oldest id.
 pub(super) fn ready_score(id: JobId, priority: i32) -> u64 {
+    (1000 - priority.clamp(-1000, 1000)) as u64 * (1 << 42) + id_millis(id)
+}
+
+/// The millisecond timestamp of a job id (a UUIDv7's first 48 bits).
+fn id_millis(id: JobId) -> u64 {
     let b = id.0.as_bytes();
-    let millis = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
-    (1000 - priority.clamp(-1000, 1000)) as u64 * (1 << 42) + millis
+    u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+}
+
+/// The time slice of the index of every job that holds job `id` (see `QueueKeys::slices`).
+pub(super) fn slice_of(id: JobId) -> u64 {
+    id_millis(id) / SLICE_MS
 }
 
 /// The bulk submit of jobs without dependencies or idempotency keys.
@@ -152,24 +174,29 @@ pub(super) fn submit(
     max_queued: u64,
 ) {
     let mut added: BTreeMap<&str, usize> = BTreeMap::new();
+    // The ids of each slice of each queue, end to end.
+    let mut slices: BTreeMap<(&str, u64), (Vec<u8>, i64)> = BTreeMap::new();
     let mut prepared = Prepared::with_records();
     let mut effects = Effects::default();
     for job in jobs {
         let id = job.id.to_string();
         let status = super::record::new_status(job, now);
         let score = new_score(job, status);
-        prepared.add(
-            "MSET",
-            String::new(),
-            [text(&keys.job(&id)), super::record::encode_new(job, now)],
-        );
+        prepared.add("MSET", "", [text(&keys.job(&id)), super::record::encode_new(job, now)]);
         prepared.enter(keys, &id, &job.queue, &job.kind, status, score);
-        prepared.add("ZADD", keys.all(&job.queue), [text("0"), text(&id)]);
+        let ids = slices.entry((&job.queue, slice_of(job.id))).or_default();
+        ids.0.extend_from_slice(id.as_bytes());
+        ids.1 += 1;
         prepared.add_member(keys.queues(), &job.queue);
         prepared.add_member(keys.kinds(), &job.kind);
         prepared.count(&job.queue, status, 1);
         effects.note(status, score);
         *added.entry(&job.queue).or_default() += 1;
+    }
+    for ((queue, slice), (ids, n)) in slices {
+        prepared.add("APPEND", &keys.slice(queue, slice), [ids]);
+        prepared.add("ZADD", &keys.slices(queue), [num(slice), num(slice)]);
+        prepared.increment(keys.slice_counts(queue), slice.to_string(), n);
     }
     let first = keys.job(&jobs[0].id.to_string());
     invocation.arg(ms(now) as i64).arg("B").arg(max_queued);
@@ -220,9 +247,9 @@ pub(super) fn complete(
         if end.status.is_terminal() {
             terminal.entry(&end.queue).or_default().push(id);
         }
-        prepared.add("MSET", String::new(), [text(&keys.job(id)), end.record.clone()]);
+        prepared.add("MSET", "", [text(&keys.job(id)), end.record.clone()]);
         prepared.enter(keys, id, &end.queue, &end.kind, end.status, end.score);
-        prepared.add("SREM", keys.lease(end.token), [text(id)]);
+        prepared.add("SREM", &keys.lease(end.token), [text(id)]);
         prepared.count(&end.queue, JobStatus::Running, -1);
         prepared.count(&end.queue, end.status, 1);
         effects.note(end.status, end.score);

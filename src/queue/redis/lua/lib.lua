@@ -76,7 +76,17 @@ local function ready_entry(queue, kind)
   return entry
 end
 local function ready_key(queue, kind) return ready_entry(queue, kind)[1] end
-local function all_key(queue) return named('lq:', queue) end
+-- The index of every job of a queue is cut in time slices: a job's slice is its id's
+-- millisecond timestamp divided by SLICE_MS (as `bulk::slice_of` in Rust). `lt:<queue>` holds the
+-- slices that hold jobs, `lj:<queue>:<slice>` is a slice's ids end to end (36 bytes each: one
+-- APPEND per call, not one list entry per job), `ln:<queue>` counts them.
+local SLICE_MS = 100
+local function slices_key(queue) return named('lt:', queue) end
+local function slice_counts_key(queue) return named('ln:', queue) end
+local function slice_key(queue, slice) return B .. 'lj:' .. queue .. ':' .. slice end
+local function slice_of(id)
+  return math.floor(tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16) / SLICE_MS)
+end
 local function done_key(queue) return named('done:', queue) end
 local function listing_key(queue, st) return named('ls:' .. STATUS[st] .. ':', queue) end
 
@@ -205,6 +215,8 @@ end
 -- Index changes, gathered per key ----------------------------------------------------------------
 
 local adds, rems, counts, writes, done = {}, {}, {}, {}, {}
+-- Jobs entered in (ids) and removed from (a number) the index of every job, per queue and slice.
+local listed, unlisted = {}, {}
 -- Ready sets entered in this call (`<queue>:<kind>`), for the registry claims read.
 local ready_sets = {}
 
@@ -219,6 +231,25 @@ local function zrem(key, member)
   local t = rems[key]
   if not t then t = {}; rems[key] = t end
   t[#t + 1] = member
+end
+
+-- Enters new job `id` in the index of every job of `queue`.
+local function list_job(queue, id)
+  local slices = listed[queue]
+  if not slices then slices = {}; listed[queue] = slices end
+  local slice = slice_of(id)
+  local ids = slices[slice]
+  if not ids then ids = {}; slices[slice] = ids end
+  ids[#ids + 1] = id
+end
+
+-- Removes job `id` from that index: a slice's ids go when its last job does (they keep the ids of
+-- removed jobs until then; listings skip them).
+local function unlist_job(queue, id)
+  local slices = unlisted[queue]
+  if not slices then slices = {}; unlisted[queue] = slices end
+  local slice = slice_of(id)
+  slices[slice] = (slices[slice] or 0) + 1
 end
 
 local function count(queue, st, delta)
@@ -251,12 +282,31 @@ local function flush_indexes()
   for key, t in pairs(adds) do apply('ZADD', key, t) end
   for queue, ids in pairs(done) do file_done(queue, ids) end
   for set in pairs(ready_sets) do redis.call('SADD', READY_SETS, set) end
+  for queue, slices in pairs(listed) do
+    local entries = {}
+    for slice, ids in pairs(slices) do
+      redis.call('APPEND', slice_key(queue, slice), table.concat(ids))
+      redis.call('HINCRBY', slice_counts_key(queue), slice, #ids)
+      entries[#entries + 1] = slice
+      entries[#entries + 1] = slice
+    end
+    redis.call('ZADD', slices_key(queue), unpack(entries))
+  end
+  for queue, slices in pairs(unlisted) do
+    for slice, n in pairs(slices) do
+      if redis.call('HINCRBY', slice_counts_key(queue), slice, -n) <= 0 then
+        redis.call('HDEL', slice_counts_key(queue), slice)
+        redis.call('DEL', slice_key(queue, slice))
+        redis.call('ZREM', slices_key(queue), slice)
+      end
+    end
+  end
   for queue, deltas in pairs(counts) do
     for st, delta in pairs(deltas) do
       if delta ~= 0 then redis.call('HINCRBY', COUNTS, queue .. ':' .. STATUS[st], delta) end
     end
   end
-  adds, rems, counts, done, ready_sets = {}, {}, {}, {}, {}
+  adds, rems, counts, done, ready_sets, listed, unlisted = {}, {}, {}, {}, {}, {}, {}
 end
 
 -- Writes every changed record and applies the index changes.

@@ -28,7 +28,7 @@ local function remove(queue, ids)
       end
       unlink[#unlink + 1] = job_key(id)
       count(queue, j.st, -1)
-      zrem(all_key(queue), id)
+      unlist_job(queue, id)
       if j.st ~= SUCCEEDED then zrem(listing_key(queue, j.st), id) end
     end
   end

@@ -145,7 +145,7 @@ for _, job in ipairs(slow_jobs) do
       end
     end
     if job.idem ~= '' then redis.call('SET', idem_key(job.idem), id) end
-    zadd(all_key(job.queue), '0', id)
+    list_job(job.queue, id)
     queues[job.queue] = true
     kinds[job.kind] = true
     if pending == 0 and not doom then
