@@ -44,6 +44,10 @@ const WORK_WAIT: Duration = Duration::from_secs(1);
 /// crossing threads on this kind of machine).
 const STAY_AWAKE: Duration = Duration::from_micros(100);
 
+/// Claims in flight at once on a shared backend: slots freed while one is in flight go out in
+/// the next at once (each claim names slots of its own).
+const CLAIMS_IN_FLIGHT: usize = 2;
+
 /// How long the pool waits before trying again after the queue failed it.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -142,8 +146,9 @@ pub struct WorkerPool {
     /// Slot names not running anything.
     free: Vec<Arc<str>>,
     running: HashMap<JobId, Running>,
-    /// A `Dequeue` is in flight; `refetch` records a wake-up that arrived meanwhile.
-    fetching: bool,
+    /// How many `Dequeue`s are in flight (each with slots of its own, out of `free`);
+    /// `refetch` records a wake-up that arrived while no other could start.
+    fetching: usize,
     refetch: bool,
     /// A `Complete` is in flight. On a shared backend, endings wait for its answer and leave
     /// together after it: handler threads report apart, and one round trip per report would
@@ -191,7 +196,7 @@ impl WorkerPool {
             settings,
             free,
             running: HashMap::new(),
-            fetching: false,
+            fetching: 0,
             refetch: false,
             completing: false,
             accepting: true,
@@ -235,23 +240,26 @@ impl WorkerPool {
         if !self.accepting || self.free.is_empty() {
             return;
         }
-        if self.fetching {
+        // In memory a claim is a message away; through a shared store it is a round trip that
+        // the slots freed meanwhile would otherwise wait out.
+        let most = if self.settings.shared { CLAIMS_IN_FLIGHT } else { 1 };
+        if self.fetching >= most {
             self.refetch = true;
             return;
         }
-        self.fetching = true;
+        self.fetching += 1;
         self.refetch = false;
         let asked = self.free.len();
-        let claim = Claim {
-            workers: self.free.clone(),
-            lease: self.settings.lease,
-            kinds: self.kinds.clone(),
-        };
+        let slots = std::mem::take(&mut self.free);
+        let claim =
+            Claim { workers: slots.clone(), lease: self.settings.lease, kinds: self.kinds.clone() };
         self.queue
             .send(Dequeue(claim))
             .into_actor(self)
             .map(move |result, act, ctx| {
-                act.fetching = false;
+                act.fetching -= 1;
+                // The claim's slots are free again until its jobs take theirs.
+                act.free.extend(slots);
                 match result {
                     Ok(Ok(jobs)) if !act.accepting => {
                         // Draining began while this claim was in flight: hand the jobs back.
@@ -265,7 +273,9 @@ impl WorkerPool {
                             act.start(job, ctx);
                         }
                         act.dispatch(ctx);
-                        act.early_cancels.clear();
+                        if act.fetching == 0 {
+                            act.early_cancels.clear();
+                        }
                         if full || act.refetch {
                             act.fetch(ctx);
                         } else {
@@ -585,7 +595,7 @@ impl WorkerPool {
         let Some(run) = self.running.get(&id) else {
             // The cancel may have overtaken the claim that hands us this job: remember it so
             // the attempt is cancelled as soon as it arrives instead of running to the end.
-            if self.fetching {
+            if self.fetching > 0 {
                 self.early_cancels.insert(id);
             }
             return;
@@ -709,7 +719,7 @@ impl Supervised for WorkerPool {
     /// the timers, the flush of pending completions and a fetch again.
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(running = self.running.len(), "worker pool restarting");
-        self.fetching = false;
+        self.fetching = 0;
         self.refetch = false;
         self.completing = false;
         self.awake = false;

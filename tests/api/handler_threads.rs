@@ -156,9 +156,61 @@ async fn a_cancel_reaches_a_handler_that_burns_cpu(on: &On) {
     app.shutdown().await;
 }
 
+/// Counts how many of its attempts run at once.
+#[derive(Default)]
+struct Gauge {
+    running: AtomicU32,
+    peak: AtomicU32,
+    runs: AtomicU32,
+}
+
+/// A job that holds its slot a millisecond or two, counted by the runtime's [`Gauge`].
+#[derive(Serialize, Deserialize)]
+struct Gauged;
+
+impl Job for Gauged {
+    const KIND: &'static str = "test.gauged";
+    type Output = ();
+    async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+        let gauge = ctx.extension::<Arc<Gauge>>().expect("the gauge extension");
+        let now = gauge.running.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=2))).await;
+        gauge.running.fetch_sub(1, Ordering::SeqCst);
+        gauge.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// However many claims the pool has in flight, no more attempts run at once than it has slots,
+/// and every job runs once.
+async fn a_pool_runs_no_more_than_its_slots_at_once(on: &On) {
+    let gauge = Arc::new(Gauge::default());
+    let runtime =
+        Runtime::builder().with_builtin_kinds().register::<Gauged>().extension(gauge.clone());
+    let adjust = |c: &mut jobyard::Config| c.concurrency = 6;
+    let app = on.spawn_runtime(&format!("t{}", fastrand::u32(..)), adjust, runtime).await;
+    let jobs = 300;
+    for _ in 0..jobs / 100 {
+        app.submit_batch(json!(vec![json!({"kind": "test.gauged"}); 100])).await;
+    }
+    poll(|| async {
+        let stats = app.get("/v1/stats").await.body;
+        (stats["queues"]["default"]["succeeded"] == jobs).then_some(())
+    })
+    .await
+    .expect("every job succeeded");
+    let peak = gauge.peak.load(Ordering::SeqCst);
+    assert!(peak <= 6, "{peak} attempts ran at once with 6 slots");
+    assert!(peak > 1, "attempts overlapped (the premise of this test)");
+    assert_eq!(gauge.runs.load(Ordering::SeqCst), jobs, "each job ran once");
+    app.shutdown().await;
+}
+
 on_both_backends!(
     a_handler_burning_cpu_past_its_lease_keeps_it_and_runs_once,
     a_cancel_reaches_a_handler_that_burns_cpu,
+    a_pool_runs_no_more_than_its_slots_at_once,
 );
 
 /// The blocking handler is named in the pool's stats.
