@@ -14,8 +14,16 @@
 //! - `<p>:{q}:j:<id>`: a job record (string; format in `queue/redis/record.rs`).
 //! - `<p>:{q}:deps:<id>`: set of the `waiting` jobs that depend on job `<id>`.
 //! - `<p>:{q}:idem:<key>`: the id of the job that holds an idempotency key.
-//! - `<p>:{q}:ready:<queue>:<kind>`: sorted set of the `queued` jobs of a queue and kind,
-//!   scored `(1000 - priority) * 2^42 + id milliseconds`: highest priority first, then oldest.
+//! - `<p>:{q}:fresh:<queue>:<kind>:<priority>`: list of the jobs a bulk submit queued, per
+//!   queue, kind and priority, in arrival order. Most jobs are queued this way, and appending
+//!   to a list and trimming its head cost Redis a fraction of a sorted set's insert and removal.
+//!   `<p>:{q}:rl`: set of the fresh lists that exist, as `<queue>:<kind>:<priority>`.
+//!   `<p>:{q}:skip:<queue>:<kind>:<priority>`: ids of a fresh list whose jobs were cancelled
+//!   while they waited there; a claim passes over them (an id leaves a list only from its head).
+//! - `<p>:{q}:ready:<queue>:<kind>`: sorted set of the other `queued` jobs of a queue and kind
+//!   (retried, due, released by their dependencies, submitted one by one with dependencies or
+//!   idempotency keys), scored `(1000 - priority) * 2^42 + id milliseconds`: highest priority
+//!   first, then oldest. A claim merges the fresh lists and ready sets by priority, then id.
 //! - `<p>:{q}:rq`: set of the ready sets that exist, as `<queue>:<kind>` (claims read it).
 //! - `<p>:{q}:delayed`: sorted set of `scheduled` jobs by `run_at` (ms).
 //! - `<p>:{q}:run`: hash of the running attempts, job id → `<token>|<started ms>|<worker>`
@@ -126,6 +134,21 @@ impl QueueKeys {
     /// The registry of ready sets, as `<queue>:<kind>` (claims read it).
     pub fn ready_sets(&self) -> String {
         format!("{}rq", self.base)
+    }
+
+    /// The jobs a bulk submit queued in one queue, kind and priority, in arrival order.
+    pub fn fresh(&self, queue: &str, kind: &str, priority: i32) -> String {
+        format!("{}fresh:{queue}:{kind}:{priority}", self.base)
+    }
+
+    /// The registry of fresh lists, as `<queue>:<kind>:<priority>` (claims read it).
+    pub fn fresh_lists(&self) -> String {
+        format!("{}rl", self.base)
+    }
+
+    /// The ids of a fresh list whose jobs were cancelled while they waited there.
+    pub fn skips(&self, queue: &str, kind: &str, priority: i32) -> String {
+        format!("{}skip:{queue}:{kind}:{priority}", self.base)
     }
 
     /// The jobs claimed under a lease token.

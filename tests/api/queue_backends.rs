@@ -467,6 +467,33 @@ async fn cancelling_jobs_that_do_not_run(q: &dyn QueueBackend) {
     assert_eq!(status(q, scheduled).await, JobStatus::Cancelled, "never promoted once cancelled");
 }
 
+/// Jobs cancelled while queued are passed over by claims, which still fill their slots with
+/// the jobs behind them, and leave the counts of queued jobs per kind.
+async fn claims_pass_over_cancelled_jobs(q: &dyn QueueBackend) {
+    let ids: Vec<JobId> = q
+        .submit(plan_batch(vec![noop(); 6], t(0)), t(0))
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|s| s.record.id)
+        .collect();
+    for id in [ids[0], ids[1], ids[5]] {
+        q.cancel(id, t(1)).await.unwrap();
+    }
+    assert_eq!(q.queued_by_kind().await.unwrap()["noop"], 3);
+    let first: Vec<JobId> = claim(q, 2, t(2)).await.iter().map(|c| c.record.id).collect();
+    assert_eq!(first, vec![ids[2], ids[3]], "the two cancelled at the head are passed over");
+    assert_eq!(q.queued_by_kind().await.unwrap()["noop"], 1);
+    let rest: Vec<JobId> = claim(q, 10, t(3)).await.iter().map(|c| c.record.id).collect();
+    assert_eq!(rest, vec![ids[4]], "the one cancelled at the end is passed over too");
+    assert!(q.queued_by_kind().await.unwrap().get("noop").is_none_or(|n| *n == 0));
+    assert!(claim(q, 10, t(4)).await.is_empty());
+    for id in [ids[0], ids[1], ids[5]] {
+        assert_eq!(status(q, id).await, JobStatus::Cancelled);
+    }
+}
+
 /// Rule 4: cancelling a running job requests it; renewals report it; a failure then ends
 /// `cancelled` without retry.
 async fn cancelling_a_running_job(q: &dyn QueueBackend) {
@@ -1122,6 +1149,13 @@ macro_rules! suite {
                 let backend = super::redis_with(limits).await;
                 super::retention_keeps_the_newest_terminal_jobs_per_queue(&*backend.queue).await;
             }
+            #[actix_web::test] async fn claims_forget_the_ids_they_pass_over() {
+                let backend = super::redis().await;
+                super::claims_pass_over_cancelled_jobs(&*backend.queue).await;
+                let redis = backend.redis.as_ref().unwrap();
+                let left = redis.command(&[b"KEYS", b"*:{q}:skip:*"]);
+                assert_eq!(left, b"*0\r\n", "{}", String::from_utf8_lossy(&left));
+            }
             #[actix_web::test] async fn listings_go_by_id_whatever_the_arrival_order() {
                 let backend = super::redis().await;
                 super::listings_go_by_id_whatever_the_arrival_order(&*backend.queue).await;
@@ -1149,6 +1183,7 @@ suite!(
     a_large_fan_out_is_settled_over_bounded_calls,
     dependency_checks_at_submit,
     cancelling_jobs_that_do_not_run,
+    claims_pass_over_cancelled_jobs,
     cancelling_a_running_job,
     expired_leases_are_recovered,
     the_history_keeps_failed_attempts_and_the_error_the_outcome,

@@ -23,8 +23,8 @@ pub(super) struct Prepared {
     counts: BTreeMap<String, i64>,
     /// Other `HINCRBY`s: hash, field, delta.
     increments: Vec<(String, String, i64)>,
-    /// Members added to sets by this batch (each once).
-    members: HashSet<(String, Vec<u8>)>,
+    /// Members added to sets by this batch (each once), per set.
+    members: HashMap<String, HashSet<String>>,
 }
 
 impl Prepared {
@@ -33,6 +33,11 @@ impl Prepared {
         let mut prepared = Prepared::default();
         prepared.add::<0>("MSET", "", []);
         prepared
+    }
+
+    /// Whether the batch has a command `cmd` on `key` already.
+    fn has(&self, cmd: &'static str, key: &str) -> bool {
+        self.at.get(cmd).is_some_and(|by_key| by_key.contains_key(key))
     }
 
     /// Adds `args` to the command `cmd` on `key`.
@@ -50,10 +55,12 @@ impl Prepared {
     }
 
     /// Adds `member` to the set `key`, once per batch.
-    pub fn add_member(&mut self, key: String, member: &str) {
-        if self.members.insert((key.clone(), member.as_bytes().to_vec())) {
-            self.add("SADD", &key, [text(member)]);
+    pub fn add_member(&mut self, key: &str, member: &str) {
+        if self.members.get(key).is_some_and(|set| set.contains(member)) {
+            return;
         }
+        self.members.entry(key.to_owned()).or_default().insert(member.to_owned());
+        self.add("SADD", key, [text(member)]);
     }
 
     /// Counts `delta` jobs more in `status` of `queue`.
@@ -86,6 +93,20 @@ impl Prepared {
         }
     }
 
+    /// Enters new job `id` in the index of `status`: queued, at the end of its fresh list.
+    pub fn enter_new(&mut self, keys: &QueueKeys, job: &NewJob, id: &str, status: JobStatus) {
+        if status != JobStatus::Queued {
+            let score = new_score(job, status);
+            return self.enter(keys, id, &job.queue, &job.kind, status, score);
+        }
+        let (queue, kind, priority) = (&*job.queue, &*job.kind, job.priority);
+        let list = keys.fresh(queue, kind, priority);
+        if !self.has("RPUSH", &list) {
+            self.add_member(&keys.fresh_lists(), &format!("{queue}:{kind}:{priority}"));
+        }
+        self.add("RPUSH", &list, [text(id)]);
+    }
+
     /// Enters job `id` in the index of `status` (`queued` or `scheduled`; terminal statuses
     /// are filed by the script), with the job's `ready_score` or `run_at`.
     pub fn enter(
@@ -99,8 +120,11 @@ impl Prepared {
     ) {
         match status {
             JobStatus::Queued => {
-                self.add("ZADD", &keys.ready(queue, kind), [num(score), text(id)]);
-                self.add_member(keys.ready_sets(), &format!("{queue}:{kind}"));
+                let set = keys.ready(queue, kind);
+                if !self.has("ZADD", &set) {
+                    self.add_member(&keys.ready_sets(), &format!("{queue}:{kind}"));
+                }
+                self.add("ZADD", &set, [num(score), text(id)]);
             }
             JobStatus::Scheduled => {
                 self.add("ZADD", &keys.delayed(), [num(score), text(id)]);
@@ -178,17 +202,18 @@ pub(super) fn submit(
     let mut slices: BTreeMap<(&str, u64), (Vec<u8>, i64)> = BTreeMap::new();
     let mut prepared = Prepared::with_records();
     let mut effects = Effects::default();
+    let (queues, kinds) = (keys.queues(), keys.kinds());
     for job in jobs {
         let id = job.id.to_string();
         let status = super::record::new_status(job, now);
         let score = new_score(job, status);
         prepared.add("MSET", "", [text(&keys.job(&id)), super::record::encode_new(job, now)]);
-        prepared.enter(keys, &id, &job.queue, &job.kind, status, score);
+        prepared.enter_new(keys, job, &id, status);
         let ids = slices.entry((&job.queue, slice_of(job.id))).or_default();
         ids.0.extend_from_slice(id.as_bytes());
         ids.1 += 1;
-        prepared.add_member(keys.queues(), &job.queue);
-        prepared.add_member(keys.kinds(), &job.kind);
+        prepared.add_member(&queues, &job.queue);
+        prepared.add_member(&kinds, &job.kind);
         prepared.count(&job.queue, status, 1);
         effects.note(status, score);
         *added.entry(&job.queue).or_default() += 1;

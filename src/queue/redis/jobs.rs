@@ -151,22 +151,39 @@ impl RedisQueue {
 
     /// Queued jobs per kind, from the sizes of the ready sets.
     pub(super) async fn queued_per_kind(&self) -> Result<BTreeMap<String, u64>, QueueError> {
-        let sets: Vec<String> =
-            self.cmd(::redis::cmd("SMEMBERS").arg(self.keys.ready_sets())).await?;
-        if sets.is_empty() {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("SMEMBERS").arg(self.keys.ready_sets());
+        pipe.cmd("SMEMBERS").arg(self.keys.fresh_lists());
+        let (sets, lists): (Vec<String>, Vec<String>) =
+            self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
+        if sets.is_empty() && lists.is_empty() {
             return Ok(BTreeMap::new());
         }
+        // The jobs of each ready set (ZCARD), then of each fresh list: its length less the ids
+        // cancelled there (LLEN, SCARD of its skips).
         let mut pipe = ::redis::pipe();
-        for set in &sets {
-            let (queue, kind) = set.split_once(':').unwrap_or(("", set));
-            pipe.cmd("ZCARD").arg(self.keys.ready(queue, kind));
-        }
-        let sizes: Vec<u64> = self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
+        let set_kinds: Vec<&str> = (sets.iter())
+            .map(|set| {
+                let (queue, kind) = set.split_once(':').unwrap_or(("", set));
+                pipe.cmd("ZCARD").arg(self.keys.ready(queue, kind));
+                kind
+            })
+            .collect();
+        let list_kinds: Vec<&str> = (lists.iter().filter_map(|list| fresh_list_name(list)))
+            .map(|(queue, kind, priority)| {
+                pipe.cmd("LLEN").arg(self.keys.fresh(queue, kind, priority));
+                pipe.cmd("SCARD").arg(self.keys.skips(queue, kind, priority));
+                kind
+            })
+            .collect();
+        let sizes: Vec<i64> = self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
+        let (in_sets, in_lists) = sizes.split_at(set_kinds.len().min(sizes.len()));
+        let counted = (set_kinds.into_iter().zip(in_sets.iter().copied()))
+            .chain(list_kinds.into_iter().zip(in_lists.chunks_exact(2).map(|n| n[0] - n[1])));
         let mut by_kind = BTreeMap::new();
-        for (set, size) in sets.iter().zip(sizes) {
-            let kind = set.split_once(':').map_or(set.as_str(), |(_, kind)| kind);
-            if size > 0 {
-                *by_kind.entry(kind.to_owned()).or_default() += size;
+        for (kind, queued) in counted {
+            if queued > 0 {
+                *by_kind.entry(kind.to_owned()).or_default() += queued as u64;
             }
         }
         Ok(by_kind)
@@ -264,4 +281,12 @@ fn add_counts(counts: StateCounts, more: [u64; 7]) -> StateCounts {
         sum[i] = counts.get(status) + more[i];
     }
     StateCounts::from_array(sum)
+}
+
+/// The queue, kind and priority of a fresh list's name in the registry
+/// (`<queue>:<kind>:<priority>`; a queue holds no `:`).
+fn fresh_list_name(name: &str) -> Option<(&str, &str, i32)> {
+    let (queue, rest) = name.split_once(':')?;
+    let (kind, priority) = rest.rsplit_once(':')?;
+    Some((queue, kind, priority.parse().ok()?))
 }

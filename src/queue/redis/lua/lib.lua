@@ -76,6 +76,13 @@ local function ready_entry(queue, kind)
   return entry
 end
 local function ready_key(queue, kind) return ready_entry(queue, kind)[1] end
+-- The fresh list of a queue, kind and priority (jobs a bulk submit queued, in arrival order;
+-- the registry READY_LISTS names them as `<queue>:<kind>:<priority>`), and the set of its ids
+-- cancelled while they waited there (a claim passes over them: removing an id from the middle
+-- of a list would cost Redis the whole list).
+local READY_LISTS = B .. 'rl'
+local function fresh_key(queue, kind, priority) return B .. 'fresh:' .. queue .. ':' .. kind .. ':' .. priority end
+local function skips_key(queue, kind, priority) return B .. 'skip:' .. queue .. ':' .. kind .. ':' .. priority end
 -- The index of every job of a queue is cut in time slices: a job's slice is its id's
 -- millisecond timestamp divided by SLICE_MS (as `bulk::slice_of` in Rust). `lt:<queue>` holds the
 -- slices that hold jobs, `lj:<queue>:<slice>` is a slice's ids end to end (36 bytes each: one
@@ -363,7 +370,11 @@ end
 local function leave(j)
   local st = j.st
   if st == QUEUED then
-    zrem(ready_key(queue_of(j), kind_of(j)), j.id)
+    -- In its ready set, or else in the fresh list it was submitted to.
+    local queue, kind = queue_of(j), kind_of(j)
+    if redis.call('ZREM', ready_key(queue, kind), j.id) == 0 then
+      redis.call('SADD', skips_key(queue, kind, j.pr), j.id)
+    end
   elseif st == SCHEDULED then
     zrem(DELAYED, j.id)
     zrem(listing_key(queue_of(j), SCHEDULED), j.id)
