@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use super::jobs::read;
 use super::record::{self, ms, Attempt, Ending};
 use super::reply::{self, array, bytes, int, malformed, redis_error, text};
-use super::{bulk, Held, RedisQueue};
+use super::{bulk, Held, HeldJob, RedisQueue};
 use crate::job::{JobId, JobStatus};
 use crate::queue::{
     Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome, QueueError,
@@ -47,8 +47,9 @@ impl RedisQueue {
             let attempt = Attempt::parse(run).ok_or_else(|| malformed("a running attempt"))?;
             let record = read(id, stored, Some(run), false, None)?;
             let lease = LeaseRef { id, token: attempt.token };
-            claimed.push(Claimed { record: record.clone(), lease });
-            let held_attempt = Held { stored: stored.to_vec(), run: run.to_vec(), attempt, record };
+            let job = HeldJob::of(&record);
+            claimed.push(Claimed { record, lease });
+            let held_attempt = Held { stored: stored.to_vec(), run: run.to_vec(), attempt, job };
             held.push((id, held_attempt));
         }
         self.held().extend(held);
@@ -175,7 +176,7 @@ impl RedisQueue {
             return Ok(None);
         };
         let record = read(lease.id, &stored, Some(&run), false, None)?;
-        Ok(Some(Held { stored, run, attempt, record }))
+        Ok(Some(Held { stored, run, attempt, job: HeldJob::of(&record) }))
     }
 
     pub(super) fn held(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Held>> {
@@ -247,7 +248,7 @@ fn ending(
     now: DateTime<Utc>,
     cancel_requested: bool,
 ) -> Result<bulk::End, QueueError> {
-    let record = &held.record;
+    let record = &held.job;
     let (status, run_at, error, result) = match outcome {
         Outcome::Succeeded(result) => (JobStatus::Succeeded, None, None, Some(result.get())),
         Outcome::Failed { error, retry_at: Some(at) } if record.attempts < record.max_attempts => {

@@ -19,8 +19,8 @@ pub(super) struct Prepared {
     /// Index of each command in `commands` per name and key, so arguments for one key gather
     /// in one command (looked up by `&str`: no key is copied to find its command).
     at: HashMap<&'static str, HashMap<String, usize>>,
-    /// `HINCRBY` deltas of the job counts, per field (`<queue>:<status>`).
-    counts: BTreeMap<String, i64>,
+    /// Deltas of the job counts, per queue and status (fields `<queue>:<status>`).
+    counts: BTreeMap<String, [i64; JobStatus::ALL.len()]>,
     /// Other `HINCRBY`s: hash, field, delta.
     increments: Vec<(String, String, i64)>,
     /// Members added to sets by this batch (each once), per set.
@@ -65,7 +65,11 @@ impl Prepared {
 
     /// Counts `delta` jobs more in `status` of `queue`.
     pub fn count(&mut self, queue: &str, status: JobStatus, delta: i64) {
-        *self.counts.entry(format!("{queue}:{status}")).or_default() += delta;
+        let deltas = match self.counts.get_mut(queue) {
+            Some(deltas) => deltas,
+            None => self.counts.entry(queue.to_owned()).or_default(),
+        };
+        deltas[status.index()] += delta;
     }
 
     /// Adds `delta` to `field` of the hash `key`.
@@ -77,7 +81,12 @@ impl Prepared {
     pub fn append_to(self, invocation: &mut super::scripts::Call<'_>, keys: &QueueKeys) {
         let counts = keys.counts();
         let increments: Vec<_> = (self.counts.into_iter())
-            .map(|(field, delta)| (counts.clone(), field, delta))
+            .flat_map(|(queue, deltas)| {
+                let counts = &counts;
+                (JobStatus::ALL.into_iter().zip(deltas)).filter(|(_, delta)| *delta != 0).map(
+                    move |(status, delta)| (counts.clone(), format!("{queue}:{status}"), delta),
+                )
+            })
             .chain(self.increments)
             .filter(|(_, _, delta)| *delta != 0)
             .collect();
@@ -267,6 +276,8 @@ pub(super) fn complete(
     }
     let mut terminal: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut prepared = Prepared::with_records();
+    // The lease key of the last token seen (a batch's attempts mostly share a few tokens).
+    let mut lease: Option<(u64, String)> = None;
     let mut effects = Effects::default();
     for (end, id) in ends.iter().zip(&ids) {
         if end.status.is_terminal() {
@@ -274,7 +285,11 @@ pub(super) fn complete(
         }
         prepared.add("MSET", "", [text(&keys.job(id)), end.record.clone()]);
         prepared.enter(keys, id, &end.queue, &end.kind, end.status, end.score);
-        prepared.add("SREM", &keys.lease(end.token), [text(id)]);
+        if lease.as_ref().is_none_or(|(token, _)| *token != end.token) {
+            lease = Some((end.token, keys.lease(end.token)));
+        }
+        let (_, lease_key) = lease.as_ref().expect("set just above");
+        prepared.add("SREM", lease_key, [text(id)]);
         prepared.count(&end.queue, JobStatus::Running, -1);
         prepared.count(&end.queue, end.status, 1);
         effects.note(end.status, end.score);

@@ -90,7 +90,30 @@ struct Held {
     /// The attempt's run entry, exactly as stored.
     run: Vec<u8>,
     attempt: Attempt,
-    record: JobRecord,
+    /// What its ending is built from.
+    job: HeldJob,
+}
+
+/// The fields of a running job's record that decide how its attempt ends.
+#[derive(Clone)]
+struct HeldJob {
+    attempts: u32,
+    max_attempts: u32,
+    priority: i32,
+    queue: Arc<str>,
+    kind: Arc<str>,
+}
+
+impl HeldJob {
+    fn of(record: &JobRecord) -> Self {
+        HeldJob {
+            attempts: record.attempts,
+            max_attempts: record.max_attempts,
+            priority: record.priority,
+            queue: record.queue.clone(),
+            kind: record.kind.clone(),
+        }
+    }
 }
 
 impl RedisQueue {
