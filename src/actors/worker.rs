@@ -44,9 +44,11 @@ const WORK_WAIT: Duration = Duration::from_secs(1);
 /// crossing threads on this kind of machine).
 const STAY_AWAKE: Duration = Duration::from_micros(100);
 
-/// Claims in flight at once on a shared backend: slots freed while one is in flight go out in
-/// the next at once (each claim names slots of its own).
-const CLAIMS_IN_FLIGHT: usize = 2;
+/// On a shared backend, a second claim may go out while one is in flight, naming the slots freed
+/// since, as long as the one in flight asked for fewer slots than this. Small claims are bound
+/// by their round trip, which freed slots would otherwise wait out; large ones by the work per
+/// call, which splitting them adds to.
+const SMALL_CLAIM: usize = 64;
 
 /// How long the pool waits before trying again after the queue failed it.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
@@ -146,9 +148,11 @@ pub struct WorkerPool {
     /// Slot names not running anything.
     free: Vec<Arc<str>>,
     running: HashMap<JobId, Running>,
-    /// How many `Dequeue`s are in flight (each with slots of its own, out of `free`);
-    /// `refetch` records a wake-up that arrived while no other could start.
+    /// How many `Dequeue`s are in flight (each with slots of its own, out of `free`), and how
+    /// many slots they asked for; `refetch` records a wake-up that arrived while no other could
+    /// start.
     fetching: usize,
+    asking: usize,
     refetch: bool,
     /// A `Complete` is in flight. On a shared backend, endings wait for its answer and leave
     /// together after it: handler threads report apart, and one round trip per report would
@@ -197,6 +201,7 @@ impl WorkerPool {
             free,
             running: HashMap::new(),
             fetching: 0,
+            asking: 0,
             refetch: false,
             completing: false,
             accepting: true,
@@ -240,16 +245,16 @@ impl WorkerPool {
         if !self.accepting || self.free.is_empty() {
             return;
         }
-        // In memory a claim is a message away; through a shared store it is a round trip that
-        // the slots freed meanwhile would otherwise wait out.
-        let most = if self.settings.shared { CLAIMS_IN_FLIGHT } else { 1 };
-        if self.fetching >= most {
+        // In memory a claim is a message away: one at a time.
+        let another = self.settings.shared && self.fetching == 1 && self.asking < SMALL_CLAIM;
+        if self.fetching > 0 && !another {
             self.refetch = true;
             return;
         }
-        self.fetching += 1;
-        self.refetch = false;
         let asked = self.free.len();
+        self.fetching += 1;
+        self.asking += asked;
+        self.refetch = false;
         let slots = std::mem::take(&mut self.free);
         let claim =
             Claim { workers: slots.clone(), lease: self.settings.lease, kinds: self.kinds.clone() };
@@ -258,6 +263,7 @@ impl WorkerPool {
             .into_actor(self)
             .map(move |result, act, ctx| {
                 act.fetching -= 1;
+                act.asking -= asked;
                 // The claim's slots are free again until its jobs take theirs.
                 act.free.extend(slots);
                 match result {
@@ -720,6 +726,7 @@ impl Supervised for WorkerPool {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(running = self.running.len(), "worker pool restarting");
         self.fetching = 0;
+        self.asking = 0;
         self.refetch = false;
         self.completing = false;
         self.awake = false;
