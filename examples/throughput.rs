@@ -40,6 +40,10 @@ struct Args {
     jobs: usize,
     #[arg(long, default_value_t = 1_000)]
     batch: usize,
+    /// Bytes of each job's payload (JSON; the `noop` kind returns it as its result). The
+    /// smallest is 23: `{"source":"throughput"}`.
+    #[arg(long, default_value_t = 23)]
+    payload_bytes: usize,
     /// Worker slots (JOBYARD_CONCURRENCY; its default).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -110,7 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Some((queue, server)) => Some((queue.link_stats(), RedisFigures::read(server).await?)),
             None => None,
         };
-        throughput(&runtime, args.jobs, args.batch).await?;
+        throughput(&runtime, args.jobs, args.batch, args.payload_bytes).await?;
         if let (Some((queue, server)), Some((link, figures))) = (&redis, before) {
             let after = RedisFigures::read(server).await?;
             let jobs = args.jobs as f64;
@@ -127,6 +131,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         Ok(())
+    }
+}
+
+/// A JSON payload of `bytes` bytes (at least the 23 of `{"source":"throughput"}`).
+fn payload_of(bytes: usize) -> String {
+    const BARE: &str = r#"{"source":"throughput"}"#;
+    // `{"source":"throughput","pad":""}` is 33 bytes before the padding.
+    match bytes.checked_sub(33) {
+        Some(pad) => format!(r#"{{"source":"throughput","pad":"{}"}}"#, "x".repeat(pad)),
+        None => BARE.to_owned(),
     }
 }
 
@@ -175,8 +189,9 @@ async fn throughput(
     runtime: &Runtime,
     jobs: usize,
     batch: usize,
+    payload_bytes: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let payload = json_from_str(r#"{"source":"throughput"}"#)?;
+    let payload = json_from_str(&payload_of(payload_bytes))?;
     let spec = JobSpec { payload: Some(payload), ..JobSpec::new("noop") };
     let started = Instant::now();
     let mut submitted = 0;
