@@ -9,7 +9,7 @@
 //! `Dequeue` for the freed slots. Leases of all running attempts are renewed together, every
 //! third of the lease.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,8 +164,13 @@ pub struct WorkerPool {
     flush_queued: bool,
     /// Told when the last running attempt ends during a drain.
     drained: Option<oneshot::Sender<()>>,
-    /// Cancels that arrived while a claim was in flight, for jobs that may be in its answer.
-    early_cancels: HashSet<JobId>,
+    /// Cancels that arrived while claims were in flight, for jobs that may be in their answers,
+    /// each with the number of claims started by then: it is kept until every claim started
+    /// before it has answered.
+    early_cancels: HashMap<JobId, u64>,
+    /// Claims started so far, and the numbers of those in flight.
+    claims_started: u64,
+    claims_in_flight: BTreeSet<u64>,
     /// A wait for work (shared backends) is in flight.
     waiting: bool,
     /// A retry of completions the queue failed to record is planned.
@@ -208,7 +213,9 @@ impl WorkerPool {
             pending: Vec::new(),
             flush_queued: false,
             drained: None,
-            early_cancels: HashSet::new(),
+            early_cancels: HashMap::new(),
+            claims_started: 0,
+            claims_in_flight: BTreeSet::new(),
             waiting: false,
             retry_planned: false,
             awake_until: Instant::now(),
@@ -255,6 +262,9 @@ impl WorkerPool {
         self.fetching += 1;
         self.asking += asked;
         self.refetch = false;
+        let number = self.claims_started;
+        self.claims_started += 1;
+        self.claims_in_flight.insert(number);
         let slots = std::mem::take(&mut self.free);
         let claim =
             Claim { workers: slots.clone(), lease: self.settings.lease, kinds: self.kinds.clone() };
@@ -264,8 +274,13 @@ impl WorkerPool {
             .map(move |result, act, ctx| {
                 act.fetching -= 1;
                 act.asking -= asked;
+                act.claims_in_flight.remove(&number);
                 // The claim's slots are free again until its jobs take theirs.
                 act.free.extend(slots);
+                let answered = result.as_ref().is_ok_and(|r| r.is_ok());
+                if !answered {
+                    act.forget_early_cancels();
+                }
                 match result {
                     Ok(Ok(jobs)) if !act.accepting => {
                         // Draining began while this claim was in flight: hand the jobs back.
@@ -279,9 +294,7 @@ impl WorkerPool {
                             act.start(job, ctx);
                         }
                         act.dispatch(ctx);
-                        if act.fetching == 0 {
-                            act.early_cancels.clear();
-                        }
+                        act.forget_early_cancels();
                         if full || act.refetch {
                             act.fetch(ctx);
                         } else {
@@ -296,6 +309,13 @@ impl WorkerPool {
                 }
             })
             .spawn(ctx);
+    }
+
+    /// Forgets the early cancels no claim in flight can answer for: those that arrived after
+    /// the oldest claim still in flight started (or all, with none in flight).
+    fn forget_early_cancels(&mut self) {
+        let oldest = self.claims_in_flight.first().copied();
+        self.early_cancels.retain(|_, started| oldest.is_some_and(|oldest| oldest < *started));
     }
 
     /// Hands the attempts planned by [`WorkerPool::start`] to their threads. Attempts whose
@@ -485,7 +505,7 @@ impl WorkerPool {
                 deadline: deadline(timeout_ms, self.settings.cancel_grace),
             },
         );
-        if cancel_requested || self.early_cancels.remove(&id) {
+        if cancel_requested || self.early_cancels.remove(&id).is_some() {
             self.cancel(id, ctx);
         }
     }
@@ -602,7 +622,7 @@ impl WorkerPool {
             // The cancel may have overtaken the claim that hands us this job: remember it so
             // the attempt is cancelled as soon as it arrives instead of running to the end.
             if self.fetching > 0 {
-                self.early_cancels.insert(id);
+                self.early_cancels.insert(id, self.claims_started);
             }
             return;
         };
@@ -734,6 +754,7 @@ impl Supervised for WorkerPool {
         self.waiting = false;
         self.retry_planned = false;
         self.early_cancels.clear();
+        self.claims_in_flight.clear();
         let busy: HashSet<&Arc<str>> = (self.running.values().map(|r| &r.slot))
             .chain(self.stopping.values().map(|s| &s.slot))
             .collect();

@@ -49,7 +49,10 @@ async fn priority_order_with_one_worker(on: &On) {
     for (name, priority) in
         [("low-a", 0), ("low-b", 0), ("mid", 5), ("low-c", 0), ("high", 10), ("neg", -3)]
     {
-        let job = app.submit(json!({"kind": "noop", "payload": name, "priority": priority})).await;
+        // Each holds the worker a few milliseconds, so starts (kept in whole milliseconds) are
+        // never tied.
+        let spec = json!({"kind": "sleep", "payload": {"ms": 3}, "priority": priority});
+        let job = app.submit(spec).await;
         jobs.push((name, id(&job)));
     }
     app.post_empty(&format!("/v1/jobs/{}/cancel", id(&blocker))).await;

@@ -900,6 +900,32 @@ async fn listings_span_jobs_created(q: &dyn QueueBackend, shuffled: bool) {
     assert_eq!(list_every_page(q, Some("a"), 5).await, vec![late]);
 }
 
+/// Listings of jobs created far apart (each at its own time, as on a quiet queue) page through
+/// all of them, newest first, over one queue or several.
+async fn listings_page_through_jobs_created_far_apart(q: &dyn QueueBackend) {
+    let mut all = Vec::new();
+    for n in 0..45u64 {
+        let queue = if n % 3 == 0 { "b" } else { "a" };
+        let mut jobs = plan_batch(vec![JobSpec { queue: Some(queue.into()), ..noop() }], t(0));
+        // 150 ms apart, a pair of them in the same instant now and then.
+        jobs[0].id = id_at(n / 4 * 4 * 150 + n % 4 * 150 + u64::from(n % 7 == 0));
+        all.push((jobs[0].id, queue));
+        q.submit(jobs, t(0)).await.unwrap();
+    }
+    let newest_first = |queue: Option<&str>| -> Vec<JobId> {
+        let mut ids: Vec<JobId> = (all.iter())
+            .filter(|(_, q)| queue.is_none_or(|name| name == *q))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids
+    };
+    assert_eq!(list_every_page(q, None, 7).await, newest_first(None));
+    assert_eq!(list_every_page(q, None, 1000).await, newest_first(None));
+    assert_eq!(list_every_page(q, Some("a"), 4).await, newest_first(Some("a")));
+    assert_eq!(list_every_page(q, Some("b"), 100).await, newest_first(Some("b")));
+}
+
 fn schedule(name: &str, cron: &str, now: DateTime<Utc>) -> Schedule {
     Schedule {
         name: name.into(),
@@ -1196,6 +1222,7 @@ suite!(
     stats_count_per_queue_and_state,
     listings_page_and_filter,
     listings_span_jobs_created_over_time,
+    listings_page_through_jobs_created_far_apart,
     a_filtered_listing_reads_a_bounded_number_of_jobs,
     schedules_are_stored,
 );

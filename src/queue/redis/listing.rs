@@ -24,9 +24,20 @@ enum Source {
     Indexes(Vec<String>),
     /// The ids of running jobs, already sorted newest first.
     Running(Vec<String>),
-    /// The index of every job of these queues, in time slices; `slice` holds the ids of the
-    /// slice being read that were not handed out yet, newest first.
-    Slices { queues: Vec<String>, slice: Vec<String> },
+    /// The index of every job of these queues, in time slices, read newest first: `ids` holds
+    /// the ids read and not handed out yet, newest first; `next` is the newest slice not read.
+    Slices { queues: Vec<String>, ids: Vec<String>, next: Next },
+}
+
+/// The newest time slice a listing has not read yet.
+#[derive(Clone, Copy)]
+enum Next {
+    /// None read yet: the slice of the cursor, or the newest.
+    Start,
+    /// This slice and older ones.
+    AtOrBelow(u64),
+    /// Every slice was read.
+    Done,
 }
 
 pub(super) async fn list(queue: &RedisQueue, query: &ListQuery) -> Result<Page, QueueError> {
@@ -57,7 +68,7 @@ pub(super) async fn list(queue: &RedisQueue, query: &ListQuery) -> Result<Page, 
             ids.sort_unstable_by(|a, b| b.cmp(a));
             Source::Running(ids)
         }
-        _ => Source::Slices { queues, slice: Vec::new() },
+        _ => Source::Slices { queues, ids: Vec::new(), next: Next::Start },
     };
     let matches = |record: &JobRecord| {
         query.status.is_none_or(|s| s == record.status)
@@ -108,12 +119,12 @@ async fn next_ids(
     most: usize,
 ) -> Result<Vec<String>, QueueError> {
     match source {
-        Source::Slices { queues, slice } => {
-            if slice.is_empty() {
-                *slice = slice_below(queue, queues, below).await?;
+        Source::Slices { queues, ids, next } => {
+            if ids.is_empty() {
+                *ids = read_slices(queue, queues, below, next).await?;
             }
-            let take = slice.len().min(most);
-            Ok(slice.drain(..take).collect())
+            let take = ids.len().min(most);
+            Ok(ids.drain(..take).collect())
         }
         Source::Running(ids) => {
             let start = below.map_or(0, |b| ids.partition_point(|id| id.as_str() >= b));
@@ -148,25 +159,34 @@ async fn next_ids(
     }
 }
 
-/// The ids of the newest time slice (over `queues`) that holds ids below `below`: those ids,
-/// newest first.
-async fn slice_below(
+/// Slices read per round trip, at most (fewer when they hold many ids).
+const SLICES_PER_READ: usize = 16;
+
+/// Reads the newest time slices from `next` on (over `queues`) until some hold ids below
+/// `below`: those ids, newest first. Several slices are read per round trip when they are
+/// small (a quiet queue has a slice per job), one when it holds many.
+async fn read_slices(
     queue: &RedisQueue,
     queues: &[String],
     below: Option<&str>,
+    next: &mut Next,
 ) -> Result<Vec<String>, QueueError> {
     if queues.is_empty() {
         return Ok(Vec::new());
     }
-    let mut upper = match below {
-        Some(id) => {
-            let id: JobId = id.parse().map_err(|_| reply::malformed("an indexed id"))?;
-            slice_of(id).to_string()
-        }
-        None => "+inf".to_owned(),
-    };
     loop {
-        // Each queue's newest slice at or below `upper`, then the newest of them.
+        let upper = match *next {
+            Next::Done => return Ok(Vec::new()),
+            Next::AtOrBelow(slice) => slice.to_string(),
+            Next::Start => match below {
+                Some(id) => {
+                    let id: JobId = id.parse().map_err(|_| reply::malformed("an indexed id"))?;
+                    slice_of(id).to_string()
+                }
+                None => "+inf".to_owned(),
+            },
+        };
+        // Each queue's newest slices at or below `upper`.
         let mut pipe = ::redis::pipe();
         for name in queues {
             pipe.cmd("ZREVRANGEBYSCORE")
@@ -175,28 +195,63 @@ async fn slice_below(
                 .arg("-inf")
                 .arg("LIMIT")
                 .arg(0)
-                .arg(1);
+                .arg(SLICES_PER_READ);
         }
         let replies: Vec<Value> =
             queue.redis.pipe(&pipe, true).await.map_err(reply::redis_error)?;
-        let mut newest: Option<u64> = None;
-        for value in &replies {
-            for slice in reply::array(value)? {
-                let slice: u64 =
-                    reply::text(slice)?.parse().map_err(|_| reply::malformed("a time slice"))?;
-                newest = newest.max(Some(slice));
+        // (slice, queue) pairs; a queue that gave a full answer may hold older slices than it
+        // said, so only slices no older than its oldest are complete across queues.
+        let mut pairs: Vec<(u64, &str)> = Vec::new();
+        let mut floor = 0;
+        for (name, value) in queues.iter().zip(&replies) {
+            let slices = reply::array(value)?;
+            for slice in slices {
+                let slice = reply::text(slice)?;
+                pairs.push((slice.parse().map_err(|_| reply::malformed("a time slice"))?, name));
+            }
+            if slices.len() == SLICES_PER_READ {
+                floor = floor.max(pairs.last().map_or(0, |p| p.0));
             }
         }
-        let Some(newest) = newest else { return Ok(Vec::new()) };
-        let mut pipe = ::redis::pipe();
-        for name in queues {
-            pipe.cmd("GET").arg(queue.keys.slice(name, newest));
+        pairs.retain(|(slice, _)| *slice >= floor);
+        pairs.sort_unstable_by_key(|pair| std::cmp::Reverse(pair.0));
+        if pairs.is_empty() {
+            *next = Next::Done;
+            return Ok(Vec::new());
         }
-        let replies: Vec<Option<Vec<u8>>> =
+        // Their sizes, then the newest slices that hold a chunk's worth of ids (at least one
+        // slice, and every queue's part of each slice taken).
+        let mut pipe = ::redis::pipe();
+        for (slice, name) in &pairs {
+            pipe.cmd("STRLEN").arg(queue.keys.slice(name, *slice));
+        }
+        let sizes: Vec<u64> = queue.redis.pipe(&pipe, true).await.map_err(reply::redis_error)?;
+        let mut read = 0;
+        let mut bytes = 0;
+        while read < pairs.len() {
+            let slice = pairs[read].0;
+            if bytes >= (CHUNK * ID_LEN) as u64 {
+                break;
+            }
+            while read < pairs.len() && pairs[read].0 == slice {
+                bytes += sizes[read];
+                read += 1;
+            }
+        }
+        let oldest_read = pairs[read - 1].0;
+        let mut pipe = ::redis::pipe();
+        for (slice, name) in &pairs[..read] {
+            pipe.cmd("GET").arg(queue.keys.slice(name, *slice));
+        }
+        let values: Vec<Option<Vec<u8>>> =
             queue.redis.pipe(&pipe, true).await.map_err(reply::redis_error)?;
+        *next = match oldest_read.checked_sub(1) {
+            Some(lower) => Next::AtOrBelow(lower),
+            None => Next::Done,
+        };
         let mut ids = Vec::new();
-        for value in replies.iter().flatten() {
-            // The slice's ids end to end, 36 bytes each.
+        for value in values.iter().flatten() {
+            // A slice's ids end to end, 36 bytes each.
             for id in value.chunks(ID_LEN) {
                 let id = std::str::from_utf8(id)
                     .ok()
@@ -211,11 +266,6 @@ async fn slice_below(
             ids.sort_unstable_by(|a, b| b.cmp(a));
             ids.dedup();
             return Ok(ids);
-        }
-        // Only the slice of `below` itself can hold nothing below it.
-        match newest.checked_sub(1) {
-            Some(lower) => upper = lower.to_string(),
-            None => return Ok(Vec::new()),
         }
     }
 }

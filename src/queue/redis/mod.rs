@@ -24,7 +24,7 @@ mod schedules;
 mod scripts;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -79,7 +79,29 @@ pub struct RedisQueue {
     /// A claim failed after it may have run in Redis: before the next claim, take back what a
     /// lost answer gave this instance.
     lost_claim: AtomicBool,
+    /// Claims in flight. A lost claim's jobs are taken back only by a claim with no other in
+    /// flight (jobs another claim was given, its answer on its way, would look lost too), and
+    /// claims that start meanwhile wait until that is done (`recovering`).
+    claiming: AtomicUsize,
+    recovering: tokio::sync::Mutex<()>,
     limits: QueueLimits,
+}
+
+/// Counts a claim in flight while it lives (also when its future is dropped).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Counts one more claim; also returns how many are in flight with it.
+    fn enter(count: &'a AtomicUsize) -> (Self, usize) {
+        let now = count.fetch_add(1, Ordering::AcqRel) + 1;
+        (InFlight(count), now)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One attempt this instance runs.
@@ -169,6 +191,8 @@ impl RedisQueue {
             refused,
             held: Mutex::new(HashMap::new()),
             lost_claim: AtomicBool::new(false),
+            claiming: AtomicUsize::new(0),
+            recovering: tokio::sync::Mutex::new(()),
             limits: QueueLimits::default(),
         })
     }
@@ -236,8 +260,12 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
+        let (_in_flight, claims) = InFlight::enter(&self.claiming);
         if self.lost_claim.load(Ordering::Acquire) {
-            self.recover(&claim, now).await?;
+            let _recovering = self.recovering.lock().await;
+            if claims == 1 && self.lost_claim.load(Ordering::Acquire) {
+                self.recover(&claim, now).await?;
+            }
         }
         let mut claimed = Vec::with_capacity(claim.workers.len());
         for workers in claim.workers.chunks(BATCH) {

@@ -20,7 +20,7 @@
 -- taken back by its next claim, see recover.lua). Returns {token, then id, stored record, run
 -- entry per claimed job}, in claim order; {} when nothing was claimed.
 
--- The most ids of a fresh list one claim passes over.
+-- The most ids of fresh lists one claim passes over.
 local SKIPS_PER_CLAIM = 1000
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local w = tonumber(ARGV[3])
@@ -48,18 +48,22 @@ for _, set in ipairs(redis.call('SMEMBERS', READY_SETS)) do
     if #top > 0 then sources[#sources + 1] = { key = key, queue = queue, top = top } end
   end
 end
+local skip_budget = SKIPS_PER_CLAIM
 for _, list in ipairs(redis.call('SMEMBERS', READY_LISTS)) do
   local queue, kind, priority = string.match(list, '^([^:]*):(.*):(-?%d+)$')
   if claimable[kind] then
     local key, skips = fresh_key(queue, kind, priority), skips_key(queue, kind, priority)
-    -- Room for the ids to pass over too (a bounded number: a claim left short by them wakes
-    -- the next one, see below).
-    local window = w + math.min(redis.call('SCARD', skips), SKIPS_PER_CLAIM)
+    -- Room for the ids to pass over too (a bounded number per claim: a claim left short by
+    -- them wakes the next one, see below).
+    local cancelled = redis.call('SCARD', skips)
+    local extra = math.min(cancelled, skip_budget)
+    skip_budget = skip_budget - extra
+    local window = w + extra
     local top = redis.call('LRANGE', key, 0, window - 1)
     if #top > 0 then
       sources[#sources + 1] = { key = key, queue = queue, top = top, list = true,
         band = 1000 - tonumber(priority), skips = skips, more = #top == window,
-        skipping = window > w }
+        skipping = cancelled > 0 }
     end
   end
 end

@@ -91,8 +91,10 @@ local SLICE_MS = 100
 local function slices_key(queue) return named('lt:', queue) end
 local function slice_counts_key(queue) return named('ln:', queue) end
 local function slice_key(queue, slice) return B .. 'lj:' .. queue .. ':' .. slice end
+-- As text, written as Rust writes it: a Lua number given to a Redis command is formatted by
+-- Redis, in exponent form by some versions.
 local function slice_of(id)
-  return math.floor(tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16) / SLICE_MS)
+  return string.format('%d', math.floor(tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16) / SLICE_MS))
 end
 local function done_key(queue) return named('done:', queue) end
 local function listing_key(queue, st) return named('ls:' .. STATUS[st] .. ':', queue) end
