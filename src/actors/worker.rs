@@ -9,7 +9,7 @@
 //! `Dequeue` for the freed slots. Leases of all running attempts are renewed together, every
 //! third of the lease.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,11 +148,11 @@ pub struct WorkerPool {
     /// Slot names not running anything.
     free: Vec<Arc<str>>,
     running: HashMap<JobId, Running>,
-    /// How many `Dequeue`s are in flight (each with slots of its own, out of `free`), and how
-    /// many slots they asked for; `refetch` records a wake-up that arrived while no other could
-    /// start.
-    fetching: usize,
-    asking: usize,
+    /// `Dequeue`s in flight (each with slots of its own, out of `free`), by number (claims are
+    /// numbered as they start), with how many slots each asked for; `claims_started` counts
+    /// them all. `refetch` records a wake-up that arrived while no other could start.
+    claims_in_flight: BTreeMap<u64, usize>,
+    claims_started: u64,
     refetch: bool,
     /// A `Complete` is in flight. On a shared backend, endings wait for its answer and leave
     /// together after it: handler threads report apart, and one round trip per report would
@@ -168,9 +168,6 @@ pub struct WorkerPool {
     /// each with the number of claims started by then: it is kept until every claim started
     /// before it has answered.
     early_cancels: HashMap<JobId, u64>,
-    /// Claims started so far, and the numbers of those in flight.
-    claims_started: u64,
-    claims_in_flight: BTreeSet<u64>,
     /// A wait for work (shared backends) is in flight.
     waiting: bool,
     /// A retry of completions the queue failed to record is planned.
@@ -205,8 +202,8 @@ impl WorkerPool {
             settings,
             free,
             running: HashMap::new(),
-            fetching: 0,
-            asking: 0,
+            claims_in_flight: BTreeMap::new(),
+            claims_started: 0,
             refetch: false,
             completing: false,
             accepting: true,
@@ -214,8 +211,6 @@ impl WorkerPool {
             flush_queued: false,
             drained: None,
             early_cancels: HashMap::new(),
-            claims_started: 0,
-            claims_in_flight: BTreeSet::new(),
             waiting: false,
             retry_planned: false,
             awake_until: Instant::now(),
@@ -253,18 +248,19 @@ impl WorkerPool {
             return;
         }
         // In memory a claim is a message away: one at a time.
-        let another = self.settings.shared && self.fetching == 1 && self.asking < SMALL_CLAIM;
-        if self.fetching > 0 && !another {
+        let in_flight = &self.claims_in_flight;
+        let another = self.settings.shared
+            && in_flight.len() == 1
+            && in_flight.values().sum::<usize>() < SMALL_CLAIM;
+        if !in_flight.is_empty() && !another {
             self.refetch = true;
             return;
         }
         let asked = self.free.len();
-        self.fetching += 1;
-        self.asking += asked;
         self.refetch = false;
         let number = self.claims_started;
         self.claims_started += 1;
-        self.claims_in_flight.insert(number);
+        self.claims_in_flight.insert(number, asked);
         let slots = std::mem::take(&mut self.free);
         let claim =
             Claim { workers: slots.clone(), lease: self.settings.lease, kinds: self.kinds.clone() };
@@ -272,15 +268,9 @@ impl WorkerPool {
             .send(Dequeue(claim))
             .into_actor(self)
             .map(move |result, act, ctx| {
-                act.fetching -= 1;
-                act.asking -= asked;
                 act.claims_in_flight.remove(&number);
                 // The claim's slots are free again until its jobs take theirs.
                 act.free.extend(slots);
-                let answered = result.as_ref().is_ok_and(|r| r.is_ok());
-                if !answered {
-                    act.forget_early_cancels();
-                }
                 match result {
                     Ok(Ok(jobs)) if !act.accepting => {
                         // Draining began while this claim was in flight: hand the jobs back.
@@ -294,7 +284,6 @@ impl WorkerPool {
                             act.start(job, ctx);
                         }
                         act.dispatch(ctx);
-                        act.forget_early_cancels();
                         if full || act.refetch {
                             act.fetch(ctx);
                         } else {
@@ -307,14 +296,15 @@ impl WorkerPool {
                     }
                     Err(err) => tracing::warn!("queue actor unreachable: {err}"),
                 }
+                act.forget_early_cancels();
             })
             .spawn(ctx);
     }
 
-    /// Forgets the early cancels no claim in flight can answer for: those that arrived after
-    /// the oldest claim still in flight started (or all, with none in flight).
+    /// Forgets the early cancels no claim in flight can answer for: those that arrived before
+    /// every claim still in flight started (all of them, with none in flight).
     fn forget_early_cancels(&mut self) {
-        let oldest = self.claims_in_flight.first().copied();
+        let oldest = self.claims_in_flight.first_key_value().map(|(number, _)| *number);
         self.early_cancels.retain(|_, started| oldest.is_some_and(|oldest| oldest < *started));
     }
 
@@ -621,7 +611,7 @@ impl WorkerPool {
         let Some(run) = self.running.get(&id) else {
             // The cancel may have overtaken the claim that hands us this job: remember it so
             // the attempt is cancelled as soon as it arrives instead of running to the end.
-            if self.fetching > 0 {
+            if !self.claims_in_flight.is_empty() {
                 self.early_cancels.insert(id, self.claims_started);
             }
             return;
@@ -745,8 +735,7 @@ impl Supervised for WorkerPool {
     /// the timers, the flush of pending completions and a fetch again.
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(running = self.running.len(), "worker pool restarting");
-        self.fetching = 0;
-        self.asking = 0;
+        self.claims_in_flight.clear();
         self.refetch = false;
         self.completing = false;
         self.awake = false;
@@ -754,7 +743,6 @@ impl Supervised for WorkerPool {
         self.waiting = false;
         self.retry_planned = false;
         self.early_cancels.clear();
-        self.claims_in_flight.clear();
         let busy: HashSet<&Arc<str>> = (self.running.values().map(|r| &r.slot))
             .chain(self.stopping.values().map(|s| &s.slot))
             .collect();

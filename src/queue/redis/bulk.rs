@@ -54,6 +54,22 @@ impl Prepared {
         self.commands[at].2.extend(args);
     }
 
+    /// Adds `args` to the command `cmd` on `key`, and names `key` in the set `registry` (as
+    /// `name()`) when the batch first writes to it.
+    fn add_registered<const N: usize>(
+        &mut self,
+        cmd: &'static str,
+        key: &str,
+        registry: &str,
+        name: impl FnOnce() -> String,
+        args: [Vec<u8>; N],
+    ) {
+        if !self.has(cmd, key) {
+            self.add_member(registry, &name());
+        }
+        self.add(cmd, key, args);
+    }
+
     /// Adds `member` to the set `key`, once per batch.
     pub fn add_member(&mut self, key: &str, member: &str) {
         if self.members.get(key).is_some_and(|set| set.contains(member)) {
@@ -83,9 +99,9 @@ impl Prepared {
         let increments: Vec<_> = (self.counts.into_iter())
             .flat_map(|(queue, deltas)| {
                 let counts = &counts;
-                (JobStatus::ALL.into_iter().zip(deltas)).filter(|(_, delta)| *delta != 0).map(
-                    move |(status, delta)| (counts.clone(), format!("{queue}:{status}"), delta),
-                )
+                (JobStatus::ALL.into_iter().zip(deltas)).map(move |(status, delta)| {
+                    (counts.clone(), format!("{queue}:{status}"), delta)
+                })
             })
             .chain(self.increments)
             .filter(|(_, _, delta)| *delta != 0)
@@ -102,18 +118,23 @@ impl Prepared {
         }
     }
 
-    /// Enters new job `id` in the index of `status`: queued, at the end of its fresh list.
-    pub fn enter_new(&mut self, keys: &QueueKeys, job: &NewJob, id: &str, status: JobStatus) {
-        if status != JobStatus::Queued {
-            let score = new_score(job, status);
-            return self.enter(keys, id, &job.queue, &job.kind, status, score);
-        }
+    /// Enters new job `id` in the index of `status` (`score` as for [`Prepared::enter`]):
+    /// queued, at the end of its fresh list.
+    pub fn enter_new(
+        &mut self,
+        keys: &QueueKeys,
+        job: &NewJob,
+        id: &str,
+        status: JobStatus,
+        score: u64,
+    ) {
         let (queue, kind, priority) = (&*job.queue, &*job.kind, job.priority);
-        let list = keys.fresh(queue, kind, priority);
-        if !self.has("RPUSH", &list) {
-            self.add_member(&keys.fresh_lists(), &format!("{queue}:{kind}:{priority}"));
+        if status != JobStatus::Queued {
+            return self.enter(keys, id, queue, kind, status, score);
         }
-        self.add("RPUSH", &list, [text(id)]);
+        let list = keys.fresh(queue, kind, priority);
+        let name = || format!("{queue}:{kind}:{priority}");
+        self.add_registered("RPUSH", &list, &keys.fresh_lists(), name, [text(id)]);
     }
 
     /// Enters job `id` in the index of `status` (`queued` or `scheduled`; terminal statuses
@@ -129,11 +150,8 @@ impl Prepared {
     ) {
         match status {
             JobStatus::Queued => {
-                let set = keys.ready(queue, kind);
-                if !self.has("ZADD", &set) {
-                    self.add_member(&keys.ready_sets(), &format!("{queue}:{kind}"));
-                }
-                self.add("ZADD", &set, [num(score), text(id)]);
+                let (set, name) = (keys.ready(queue, kind), || format!("{queue}:{kind}"));
+                self.add_registered("ZADD", &set, &keys.ready_sets(), name, [num(score), text(id)]);
             }
             JobStatus::Scheduled => {
                 self.add("ZADD", &keys.delayed(), [num(score), text(id)]);
@@ -217,7 +235,7 @@ pub(super) fn submit(
         let status = super::record::new_status(job, now);
         let score = new_score(job, status);
         prepared.add("MSET", "", [text(&keys.job(&id)), super::record::encode_new(job, now)]);
-        prepared.enter_new(keys, job, &id, status);
+        prepared.enter_new(keys, job, &id, status, score);
         let ids = slices.entry((&job.queue, slice_of(job.id))).or_default();
         ids.0.extend_from_slice(id.as_bytes());
         ids.1 += 1;

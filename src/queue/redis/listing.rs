@@ -186,35 +186,7 @@ async fn read_slices(
                 None => "+inf".to_owned(),
             },
         };
-        // Each queue's newest slices at or below `upper`.
-        let mut pipe = ::redis::pipe();
-        for name in queues {
-            pipe.cmd("ZREVRANGEBYSCORE")
-                .arg(queue.keys.slices(name))
-                .arg(&upper)
-                .arg("-inf")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(SLICES_PER_READ);
-        }
-        let replies: Vec<Value> =
-            queue.redis.pipe(&pipe, true).await.map_err(reply::redis_error)?;
-        // (slice, queue) pairs; a queue that gave a full answer may hold older slices than it
-        // said, so only slices no older than its oldest are complete across queues.
-        let mut pairs: Vec<(u64, &str)> = Vec::new();
-        let mut floor = 0;
-        for (name, value) in queues.iter().zip(&replies) {
-            let slices = reply::array(value)?;
-            for slice in slices {
-                let slice = reply::text(slice)?;
-                pairs.push((slice.parse().map_err(|_| reply::malformed("a time slice"))?, name));
-            }
-            if slices.len() == SLICES_PER_READ {
-                floor = floor.max(pairs.last().map_or(0, |p| p.0));
-            }
-        }
-        pairs.retain(|(slice, _)| *slice >= floor);
-        pairs.sort_unstable_by_key(|pair| std::cmp::Reverse(pair.0));
+        let pairs = newest_slices(queue, queues, &upper).await?;
         if pairs.is_empty() {
             *next = Next::Done;
             return Ok(Vec::new());
@@ -249,23 +221,65 @@ async fn read_slices(
             Some(lower) => Next::AtOrBelow(lower),
             None => Next::Done,
         };
-        let mut ids = Vec::new();
-        for value in values.iter().flatten() {
-            // A slice's ids end to end, 36 bytes each.
-            for id in value.chunks(ID_LEN) {
-                let id = std::str::from_utf8(id)
-                    .ok()
-                    .filter(|id| id.len() == ID_LEN)
-                    .ok_or_else(|| reply::malformed("a time slice's ids"))?;
-                if below.is_none_or(|b| id < b) {
-                    ids.push(id.to_owned());
-                }
-            }
-        }
+        let ids = ids_below(&values, below)?;
         if !ids.is_empty() {
-            ids.sort_unstable_by(|a, b| b.cmp(a));
-            ids.dedup();
             return Ok(ids);
         }
     }
+}
+
+/// The newest slices at or below `upper` over `queues`, newest first, as (slice, queue) pairs:
+/// at most [`SLICES_PER_READ`] per queue, and only those no older than the oldest of a queue
+/// that gave that many (it may hold slices in between that it did not give).
+async fn newest_slices<'q>(
+    queue: &RedisQueue,
+    queues: &'q [String],
+    upper: &str,
+) -> Result<Vec<(u64, &'q str)>, QueueError> {
+    let mut pipe = ::redis::pipe();
+    for name in queues {
+        pipe.cmd("ZREVRANGEBYSCORE")
+            .arg(queue.keys.slices(name))
+            .arg(upper)
+            .arg("-inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(SLICES_PER_READ);
+    }
+    let replies: Vec<Value> = queue.redis.pipe(&pipe, true).await.map_err(reply::redis_error)?;
+    let mut pairs: Vec<(u64, &str)> = Vec::new();
+    let mut floor = 0;
+    for (name, value) in queues.iter().zip(&replies) {
+        let slices = reply::array(value)?;
+        for slice in slices {
+            let slice = reply::text(slice)?;
+            pairs.push((slice.parse().map_err(|_| reply::malformed("a time slice"))?, name));
+        }
+        if slices.len() == SLICES_PER_READ {
+            floor = floor.max(pairs.last().map_or(0, |p| p.0));
+        }
+    }
+    pairs.retain(|(slice, _)| *slice >= floor);
+    pairs.sort_unstable_by_key(|pair| std::cmp::Reverse(pair.0));
+    Ok(pairs)
+}
+
+/// The ids below `below` in slices' values (each its ids end to end, 36 bytes each), newest
+/// first.
+fn ids_below(values: &[Option<Vec<u8>>], below: Option<&str>) -> Result<Vec<String>, QueueError> {
+    let mut ids = Vec::new();
+    for value in values.iter().flatten() {
+        for id in value.chunks(ID_LEN) {
+            let id = std::str::from_utf8(id)
+                .ok()
+                .filter(|id| id.len() == ID_LEN)
+                .ok_or_else(|| reply::malformed("a time slice's ids"))?;
+            if below.is_none_or(|b| id < b) {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.dedup();
+    Ok(ids)
 }

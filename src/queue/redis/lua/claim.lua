@@ -61,9 +61,11 @@ for _, list in ipairs(redis.call('SMEMBERS', READY_LISTS)) do
     local window = w + extra
     local top = redis.call('LRANGE', key, 0, window - 1)
     if #top > 0 then
+      -- Which of them were cancelled while they waited: passed over (and forgotten) when
+      -- reached.
+      local skip = cancelled > 0 and redis.call('SMISMEMBER', skips, unpack(top)) or nil
       sources[#sources + 1] = { key = key, queue = queue, top = top, list = true,
-        band = 1000 - tonumber(priority), skips = skips, more = #top == window,
-        skipping = cancelled > 0 }
+        band = 1000 - tonumber(priority), skips = skips, skip = skip, more = #top == window }
     end
   end
 end
@@ -78,13 +80,6 @@ if #sources > 1 then
     end
   end
 end
--- Ids cancelled while they waited in a fresh list: passed over (and forgotten) when reached.
-for _, source in ipairs(sources) do
-  if source.skipping then
-    source.skip = redis.call('SMISMEMBER', source.skips, unpack(source.top))
-  end
-end
-
 -- Merge: each step takes the head that comes first; `used` counts each source's prefix
 -- (claimed or passed over), `taken` its claimed jobs.
 local ids, from = {}, {}
