@@ -1,5 +1,5 @@
 //! Cache metrics: hits and misses per layer, Redis errors, fallbacks,
-//! evictions and get/set latency histograms. Plain atomics: moka keeps no statistics.
+//! evictions and get/set latency histograms. Plain atomics, kept by the layers themselves.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

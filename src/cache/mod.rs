@@ -1,6 +1,6 @@
 //! The cache layer: one [`Cache`] trait, three backends chosen by
 //! `JOBYARD_CACHE_BACKEND` through [`build`]:
-//! - `memory` ([`MemoryCache`]): in the process, bounded by bytes (moka), TTL honoured;
+//! - `memory` ([`MemoryCache`]): in the process, bounded by bytes (quick_cache), TTL honoured;
 //! - `redis` ([`RedisCache`] with [`Layering::RedisOnly`]): in Redis, with a memory layer used
 //!   only while Redis is unreachable;
 //! - `hybrid` ([`RedisCache`] with [`Layering::Hybrid`]): Redis as the source of truth behind a
