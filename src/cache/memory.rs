@@ -11,10 +11,12 @@
 //! Expiry: an expired entry is never returned (every read checks, and drops it), and a sweep
 //! drops the expired entries no one reads, on a write or a stats read once [`SWEEP_EVERY`] has
 //! passed since the last one. A sweep visits every entry, so it runs on the blocking pool when
-//! a tokio runtime is there: no event loop waits for it.
+//! a tokio runtime is there, and it holds a shard's lock for one entry at a time: neither an
+//! event loop nor a reader waits for it. Invalidations by prefix or tag visit entries the same
+//! way; only `remove_all` (a clear, or a Redis reconnect for an L1) holds each shard's lock
+//! while it frees the shard.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,24 +45,34 @@ impl Weighter<String, Arc<Entry>> for ByBytes {
     }
 }
 
-/// Counts the entries the bound evicts (and those too large to be admitted at all).
+/// What one insert pushed out of the map: entries the bound evicted, one too large to be
+/// admitted, or the value the insert replaced (quick_cache reports all of them as evicted).
+/// They are dropped after the shard's lock is released.
+#[derive(Default)]
+struct PushedOut(Vec<(String, Arc<Entry>)>);
+
 #[derive(Clone)]
-struct CountEvictions(Arc<CacheMetrics>);
+struct CollectPushedOut;
 
-impl Lifecycle<String, Arc<Entry>> for CountEvictions {
-    type RequestState = ();
+impl Lifecycle<String, Arc<Entry>> for CollectPushedOut {
+    type RequestState = PushedOut;
 
-    fn on_evict(&self, _: &mut (), _key: String, _entry: Arc<Entry>) {
-        bump(&self.0.evictions);
+    fn on_evict(&self, pushed: &mut PushedOut, key: String, entry: Arc<Entry>) {
+        pushed.0.push((key, entry));
     }
 }
 
-type Entries = Shards<String, Arc<Entry>, ByBytes, std::hash::RandomState, CountEvictions>;
+type Entries = Shards<String, Arc<Entry>, ByBytes, std::hash::RandomState, CollectPushedOut>;
 
-/// Drops the expired entries.
+/// Drops the expired entries, locking a shard for one entry at a time.
 fn sweep(entries: &Entries) {
     let now = Utc::now();
-    entries.retain(|_, entry| entry.is_live(now));
+    for (key, entry) in entries.iter() {
+        if !entry.is_live(now) {
+            // Only that entry: a fresh one written meanwhile stays.
+            entries.remove_if(&key, |current| Arc::ptr_eq(current, &entry));
+        }
+    }
 }
 
 /// The in-memory cache.
@@ -100,8 +112,10 @@ pub struct MemoryCache {
     entries: Arc<Entries>,
     metrics: Arc<CacheMetrics>,
     hot: HotKeys,
-    /// When the last sweep started, in milliseconds since the epoch.
-    swept_at: AtomicI64,
+    /// The cache's own clock, so that a wall-clock step does not stop the sweeps.
+    born: Instant,
+    /// When the last sweep started, in milliseconds since `born`.
+    swept_at: AtomicU64,
 }
 
 impl MemoryCache {
@@ -109,23 +123,25 @@ impl MemoryCache {
     /// (`JOBYARD_CACHE_MAX_BYTES`); past that bound, entries are evicted. One entry may take
     /// up to about a quarter of the bound.
     pub fn new(max_bytes: u64) -> Self {
-        let metrics = Arc::new(CacheMetrics::default());
+        // Sized for small entries (a few hundred bytes): the table is reserved up front, so
+        // that it does not grow while it fills (a visible cost under load); capped so that a
+        // large bound does not reserve a large table.
+        let items = (max_bytes / 256).clamp(32 * SHARDS as u64, 1 << 17) as usize;
         let options = OptionsBuilder::new()
             .shards(SHARDS)
-            // Sized for small entries (a few hundred bytes), so the table does not grow while
-            // it fills; capped so that a large bound does not allocate a large table up front.
-            .estimated_items_capacity((max_bytes / 256).clamp(32 * SHARDS as u64, 1 << 17) as usize)
+            .estimated_items_capacity(items)
             .weight_capacity(max_bytes)
             .build()
             .expect("every option is set");
-        let evictions = CountEvictions(metrics.clone());
         let entries =
-            Shards::with_options(options, ByBytes, std::hash::RandomState::new(), evictions);
+            Shards::with_options(options, ByBytes, std::hash::RandomState::new(), CollectPushedOut);
+        entries.reserve(items);
         MemoryCache {
             entries: Arc::new(entries),
-            metrics,
+            metrics: Arc::new(CacheMetrics::default()),
             hot: HotKeys::new(),
-            swept_at: AtomicI64::new(Utc::now().timestamp_millis()),
+            born: Instant::now(),
+            swept_at: AtomicU64::new(0),
         }
     }
 
@@ -163,19 +179,28 @@ impl MemoryCache {
 
     /// [`MemoryCache::insert`] of an owned key.
     fn store(&self, key: String, entry: Arc<Entry>) {
-        let now = Utc::now();
-        if entry.is_live(now) {
-            self.entries.insert(key, entry);
+        if entry.is_live(Utc::now()) {
+            let mut pushed = PushedOut::default();
+            self.entries.insert_with_lifecycle(key, entry.clone(), &mut pushed);
+            for (key, out) in pushed.0 {
+                // The value this insert replaced is not an eviction: its key now holds `entry`.
+                let replaced = !Arc::ptr_eq(&out, &entry)
+                    && self.entries.peek(&key).is_some_and(|now| Arc::ptr_eq(&now, &entry));
+                if !replaced {
+                    bump(&self.metrics.evictions);
+                }
+            }
         } else {
             self.entries.remove(&key);
         }
-        self.sweep_if_due(now.timestamp_millis());
+        self.sweep_if_due();
     }
 
-    /// Starts a sweep when the last one is [`SWEEP_EVERY`] old; one writer starts it.
-    fn sweep_if_due(&self, now_ms: i64) {
+    /// Starts a sweep when the last one is [`SWEEP_EVERY`] old; one caller starts it.
+    fn sweep_if_due(&self) {
+        let now_ms = self.born.elapsed().as_millis() as u64;
         let last = self.swept_at.load(Ordering::Relaxed);
-        if now_ms - last < SWEEP_EVERY.as_millis() as i64
+        if now_ms.saturating_sub(last) < SWEEP_EVERY.as_millis() as u64
             || self
                 .swept_at
                 .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
@@ -197,18 +222,19 @@ impl MemoryCache {
         self.entries.remove(key).is_some_and(|(_, e)| e.is_live(Utc::now()))
     }
 
-    /// Removes the entries `matches` selects (and every expired one on the way); returns how
-    /// many live ones it removed.
+    /// Removes the entries `matches` selects (those stored when it reached them: a value
+    /// written meanwhile stays); returns how many of them were live.
     pub fn remove_where(&self, matches: impl Fn(&str, &Entry) -> bool) -> u64 {
         let now = Utc::now();
-        let removed = Cell::new(0);
-        self.entries.retain(|key, entry| {
-            let live = entry.is_live(now);
-            let keep = live && !matches(key, entry);
-            removed.set(removed.get() + u64::from(live && !keep));
-            keep
-        });
-        removed.get()
+        let mut removed = 0;
+        for (key, entry) in self.entries.iter() {
+            if matches(&key, &entry)
+                && self.entries.remove_if(&key, |current| Arc::ptr_eq(current, &entry)).is_some()
+            {
+                removed += u64::from(entry.is_live(now));
+            }
+        }
+        removed
     }
 
     /// Removes every entry whose key starts with `prefix`; returns how many of them were live.
@@ -238,7 +264,7 @@ impl MemoryCache {
 
     /// Figures of this layer. Expired entries count until they are read or swept.
     pub fn layer_stats(&self) -> LayerStats {
-        self.sweep_if_due(Utc::now().timestamp_millis());
+        self.sweep_if_due();
         LayerStats {
             hits: read(&self.metrics.l1_hits),
             misses: read(&self.metrics.l1_misses),
@@ -340,10 +366,10 @@ mod tests {
 
     #[test]
     fn expired_entries_are_dropped_when_read_or_swept() {
-        let cache = MemoryCache::new(1 << 20);
-        let short = |key: &str| cache.insert(key, Arc::new(entry(Duration::from_millis(20), &[])));
-        short("read");
-        short("unread");
+        let mut cache = MemoryCache::new(1 << 20);
+        for key in ["read", "unread"] {
+            cache.insert(key, Arc::new(entry(Duration::from_millis(20), &[])));
+        }
         cache.insert("live", Arc::new(entry(Duration::from_secs(60), &[])));
         let deadline = Instant::now() + Duration::from_secs(10);
         while cache.entries.get("read").is_some_and(|e| e.is_live(Utc::now())) {
@@ -353,11 +379,30 @@ mod tests {
         assert!(cache.lookup("read").is_none());
         assert_eq!(cache.layer_stats().entries, 2, "the expired entry read is gone");
         // The next write after the sweep interval sweeps (here, with no runtime, at once).
-        cache.swept_at.store(0, Ordering::Relaxed);
+        cache.born = cache.born.checked_sub(SWEEP_EVERY * 2).expect("a clock older than a minute");
         cache.insert("other", Arc::new(entry(Duration::from_secs(60), &[])));
         let stats = cache.layer_stats();
         assert_eq!(stats.entries, 2, "the expired entry no one read is swept: {stats:?}");
         assert!(cache.lookup("live").is_some() && cache.lookup("other").is_some());
+    }
+
+    #[test]
+    fn evictions_are_counted_exactly_and_replacements_are_not_evictions() {
+        let cache = MemoryCache::new(64 * 1024);
+        let big = || {
+            let value = vec![0u8; 1024];
+            Arc::new(Entry::new(value, "application/octet-stream", Duration::from_secs(60), vec![]))
+        };
+        for _ in 0..5 {
+            cache.insert("same", big());
+        }
+        assert_eq!(cache.layer_stats().evictions, 0, "overwriting a key evicts nothing");
+        for i in 0..200 {
+            cache.insert(&format!("k{i}"), big());
+        }
+        let stats = cache.layer_stats();
+        assert!(stats.evictions > 0, "{stats:?}");
+        assert_eq!(stats.evictions + stats.entries, 201, "each entry is there or evicted once");
     }
 
     #[test]

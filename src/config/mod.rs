@@ -214,7 +214,9 @@ pub struct Config {
     /// Connections one peer (IP address) may hold open at once; more are closed on accept.
     pub max_connections_per_peer: usize,
     /// Bound of the memory cache, or of a Redis backend's memory layer, in bytes
-    /// (`JOBYARD_CACHE_MAX_BYTES`, up to 1 TiB, default 256 MiB).
+    /// (`JOBYARD_CACHE_MAX_BYTES`, up to 1 TiB, default 256 MiB). One entry may take up to
+    /// about a quarter of it; a larger one is not kept in memory (a Redis backend still
+    /// stores it in Redis).
     pub cache_max_bytes: u64,
     /// TTL of a cache entry stored through the HTTP API without `ttl_secs`
     /// (`JOBYARD_CACHE_TTL_SECS`, 1 s to one year, default 300 s).
