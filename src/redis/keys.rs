@@ -17,14 +17,16 @@
 //! - `<p>:{q}:fresh:<queue>:<kind>:<priority>`: list of the jobs a bulk submit queued, per
 //!   queue, kind and priority, in arrival order. Most jobs are queued this way, and appending
 //!   to a list and trimming its head cost Redis a fraction of a sorted set's insert and removal.
-//!   `<p>:{q}:rl`: set of the fresh lists that exist, as `<queue>:<kind>:<priority>`.
+//!   `<p>:{q}:rl`: set of the fresh lists that exist, as `<queue>:<kind>:<priority>` (a claim
+//!   that finds one empty drops it; the next job in it names it again).
 //!   `<p>:{q}:skip:<queue>:<kind>:<priority>`: ids of a fresh list whose jobs were cancelled
 //!   while they waited there; a claim passes over them (an id leaves a list only from its head).
 //! - `<p>:{q}:ready:<queue>:<kind>`: sorted set of the other `queued` jobs of a queue and kind
 //!   (retried, due, released by their dependencies, submitted one by one with dependencies or
 //!   idempotency keys), scored `(1000 - priority) * 2^42 + id milliseconds`: highest priority
 //!   first, then oldest. A claim merges the fresh lists and ready sets by priority, then id.
-//! - `<p>:{q}:rq`: set of the ready sets that exist, as `<queue>:<kind>` (claims read it).
+//! - `<p>:{q}:rq`: set of the ready sets that exist, as `<queue>:<kind>` (claims read it, and
+//!   drop those they find empty).
 //! - `<p>:{q}:delayed`: sorted set of `scheduled` jobs by `run_at` (ms).
 //! - `<p>:{q}:run`: hash of the running attempts, job id → `<token>|<started ms>|<worker>`
 //!   (plus one field `~`, which keeps it a hash table: see `lua/lib.lua`).

@@ -1182,6 +1182,31 @@ macro_rules! suite {
                 let left = redis.command(&[b"KEYS", b"*:{q}:skip:*"]);
                 assert_eq!(left, b"*0\r\n", "{}", String::from_utf8_lossy(&left));
             }
+            #[actix_web::test] async fn claims_forget_the_sources_they_find_empty() {
+                let backend = super::redis().await;
+                let q = &*backend.queue;
+                // The first attempt comes from a fresh list (a submit), the retry from a ready
+                // set (promoted when due).
+                let spec = super::JobSpec { max_attempts: Some(2), ..super::noop() };
+                let id = super::submit(q, spec, super::t(0)).await;
+                let lease = super::claim(q, 1, super::t(1)).await[0].lease;
+                let retry = super::failure("again", Some(super::t(2)));
+                q.complete(vec![super::done(lease, retry)], super::t(2)).await.unwrap();
+                let lease = super::claim(q, 1, super::t(3)).await[0].lease;
+                assert_eq!(lease.id, id, "the retry is claimed");
+                let redis = backend.redis.as_ref().unwrap();
+                let registry = |name: &[u8]| redis.command(&[b"KEYS", name]);
+                assert!(registry(b"*:{q}:rq").starts_with(b"*1\r\n"), "the ready set is named");
+                assert!(super::claim(q, 1, super::t(4)).await.is_empty());
+                for name in [&b"*:{q}:rl"[..], b"*:{q}:rq"] {
+                    let left = registry(name);
+                    assert_eq!(left, b"*0\r\n", "{}", String::from_utf8_lossy(&left));
+                }
+                q.complete(vec![super::done(lease, super::success())], super::t(5)).await.unwrap();
+                // A new job names its source again, and is claimed.
+                let again = super::submit(q, super::noop(), super::t(6)).await;
+                assert_eq!(super::claim(q, 1, super::t(7)).await[0].lease.id, again);
+            }
             #[actix_web::test] async fn listings_go_by_id_whatever_the_arrival_order() {
                 let backend = super::redis().await;
                 super::listings_go_by_id_whatever_the_arrival_order(&*backend.queue).await;

@@ -45,7 +45,13 @@ for _, set in ipairs(redis.call('SMEMBERS', READY_SETS)) do
   if claimable[kind] then
     local key = ready_key(queue, kind)
     local top = redis.call('ZRANGE', key, 0, w - 1)
-    if #top > 0 then sources[#sources + 1] = { key = key, queue = queue, top = top } end
+    if #top > 0 then
+      sources[#sources + 1] = { key = key, queue = queue, top = top }
+    else
+      -- Emptied: forgotten until a job enters it again (every way in names it anew), so that
+      -- the registries every claim reads do not grow with every queue and kind ever used.
+      redis.call('SREM', READY_SETS, set)
+    end
   end
 end
 local skip_budget = SKIPS_PER_CLAIM
@@ -66,6 +72,10 @@ for _, list in ipairs(redis.call('SMEMBERS', READY_LISTS)) do
       local skip = cancelled > 0 and redis.call('SMISMEMBER', skips, unpack(top)) or nil
       sources[#sources + 1] = { key = key, queue = queue, top = top, list = true,
         band = 1000 - tonumber(priority), skips = skips, skip = skip, more = #top == window }
+    else
+      -- Emptied, as above; none of its ids waits any more, so its skips are moot.
+      redis.call('SREM', READY_LISTS, list)
+      if cancelled > 0 then redis.call('DEL', skips) end
     end
   end
 end
