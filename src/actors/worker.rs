@@ -81,6 +81,8 @@ pub struct PoolStats {
     /// Attempts seen holding their thread longer than the blocking threshold, per kind, since
     /// the start.
     pub blocking: BTreeMap<String, u64>,
+    /// True once a shutdown began: the pool takes no new jobs.
+    pub draining: bool,
 }
 
 /// Settings of a pool.
@@ -162,8 +164,11 @@ pub struct WorkerPool {
     accepting: bool,
     pending: Vec<Completion>,
     flush_queued: bool,
-    /// Told when the last running attempt ends during a drain.
+    /// Told when the last running attempt ends, and the last claim in flight answers, during
+    /// a drain.
     drained: Option<oneshot::Sender<()>>,
+    /// Jobs of claims that answered during a drain, handed back with the drain's leftovers.
+    claimed_while_draining: Vec<LeaseRef>,
     /// Cancels that arrived while claims were in flight, for jobs that may be in their answers,
     /// each with the number of claims started by then: it is kept until every claim started
     /// before it has answered.
@@ -210,6 +215,7 @@ impl WorkerPool {
             pending: Vec::new(),
             flush_queued: false,
             drained: None,
+            claimed_while_draining: Vec::new(),
             early_cancels: HashMap::new(),
             waiting: false,
             retry_planned: false,
@@ -273,9 +279,14 @@ impl WorkerPool {
                 act.free.extend(slots);
                 match result {
                     Ok(Ok(jobs)) if !act.accepting => {
-                        // Draining began while this claim was in flight: hand the jobs back.
-                        let leases = jobs.iter().map(|c| c.lease).collect();
-                        act.queue.do_send(Release(leases));
+                        // Draining began while this claim was in flight: its jobs go back
+                        // with the drain's leftovers, or at once if the drain is over.
+                        let leases = jobs.iter().map(|c| c.lease);
+                        if act.drained.is_some() {
+                            act.claimed_while_draining.extend(leases);
+                        } else {
+                            act.queue.do_send(Release(leases.collect()));
+                        }
                     }
                     Ok(Ok(jobs)) => {
                         let full = jobs.len() == asked;
@@ -297,6 +308,7 @@ impl WorkerPool {
                     Err(err) => tracing::warn!("queue actor unreachable: {err}"),
                 }
                 act.forget_early_cancels();
+                act.signal_if_drained();
             })
             .spawn(ctx);
     }
@@ -596,9 +608,10 @@ impl WorkerPool {
         self.signal_if_drained();
     }
 
-    /// Tells a waiting drain that nothing runs any more.
+    /// Tells a waiting drain that nothing runs any more, and that no claim is in flight (its
+    /// jobs would be running in the backend, unknown to the drain).
     fn signal_if_drained(&mut self) {
-        if self.running.is_empty() {
+        if self.running.is_empty() && self.claims_in_flight.is_empty() {
             if let Some(drained) = self.drained.take() {
                 let _ = drained.send(());
             }
@@ -874,6 +887,7 @@ impl Handler<GetPoolStats> for WorkerPool {
             total: self.settings.concurrency,
             threads: self.executors.threads(),
             blocking: self.blocking.clone(),
+            draining: !self.accepting,
         })
     }
 }
@@ -883,11 +897,8 @@ impl Handler<Drain> for WorkerPool {
     fn handle(&mut self, Drain { grace }: Drain, _: &mut Context<Self>) -> Self::Result {
         self.accepting = false;
         let (tx, rx) = oneshot::channel();
-        if self.running.is_empty() {
-            let _ = tx.send(());
-        } else {
-            self.drained = Some(tx);
-        }
+        self.drained = Some(tx);
+        self.signal_if_drained();
         tracing::info!(running = self.running.len(), "draining worker pool");
         Box::pin(
             async move {
@@ -895,8 +906,11 @@ impl Handler<Drain> for WorkerPool {
             }
             .into_actor(self)
             .then(|_, act, _| {
+                // A claim still in flight after the grace period hands its jobs back itself.
+                act.drained = None;
                 let leftovers: Vec<Running> = act.running.drain().map(|(_, run)| run).collect();
-                let leases: Vec<LeaseRef> = leftovers.iter().map(|r| r.lease).collect();
+                let mut leases: Vec<LeaseRef> = leftovers.iter().map(|r| r.lease).collect();
+                leases.append(&mut act.claimed_while_draining);
                 for run in leftovers {
                     tracing::info!(job_id = %run.lease.id, "attempt interrupted by shutdown; job handed back");
                     run.cancel.cancel();

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use jobyard::job::{JobId, JobRecord, Json, NewJob};
 use jobyard::queue::*;
 use jobyard::schedule::{Fire, Schedule};
-use jobyard::Runtime;
+use jobyard::{JobSpec, JobStatus, Runtime};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -405,6 +405,42 @@ async fn an_unavailable_backend_is_503_with_retry_after() {
     assert!(message.contains("queue"), "names the component: {message}");
     assert!(!message.contains("refused"), "but not the backend's own words: {message}");
     assert_eq!(app.get("/health").await.status, 200, "alive even when not ready");
+}
+
+/// A shutdown that begins while a claim is on its way (its job already runs in the store, the
+/// pool does not know it yet) waits for the claim and hands its job back with the rest: no job
+/// is left running in the store after the shutdown returns.
+#[actix_web::test]
+async fn a_shutdown_hands_back_the_jobs_of_a_claim_in_flight() {
+    let backend = Faulty::new(false);
+    let mut config = test_config();
+    config.shutdown_grace = std::time::Duration::from_secs(30);
+    let runtime = Runtime::builder()
+        .config(config)
+        .with_builtin_kinds()
+        .queue_backend(backend.clone())
+        .start()
+        .unwrap();
+    backend.hold_claims();
+    let sleep = JobSpec {
+        payload: Some(jobyard::job::record::json_from_str("{\"ms\": 600000}").unwrap()),
+        ..JobSpec::new("sleep")
+    };
+    let id = runtime.submit_spec(sleep).await.unwrap().record.id;
+    let claimed = poll(|| async {
+        (runtime.status(id).await.unwrap().status == JobStatus::Running).then_some(())
+    });
+    assert!(claimed.await.is_some(), "the job is claimed in the store");
+    let shutdown = runtime.shutdown();
+    let release_once_draining = async {
+        let draining = poll(|| async { runtime.workers().await.unwrap().draining.then_some(()) });
+        assert!(draining.await.is_some(), "the pool drains");
+        backend.release_claims();
+    };
+    let (handed_back, ()) = tokio::join!(shutdown, release_once_draining);
+    assert_eq!(handed_back, 1, "the claimed job is handed back");
+    let record = runtime.status(id).await.unwrap();
+    assert_eq!((record.status, record.attempts), (JobStatus::Queued, 0));
 }
 
 /// A cancel that reaches the worker pool while its claim of that very job is still on its way
