@@ -164,9 +164,9 @@ pub struct WorkerPool {
     accepting: bool,
     pending: Vec<Completion>,
     flush_queued: bool,
-    /// Told when the last running attempt ends, and the last claim in flight answers, during
-    /// a drain.
-    drained: Option<oneshot::Sender<()>>,
+    /// The drains waiting for the last running attempt to end and the last claim in flight to
+    /// answer (more than one when shutdowns overlap).
+    drained: Vec<oneshot::Sender<()>>,
     /// Jobs of claims that answered during a drain, handed back with the drain's leftovers.
     claimed_while_draining: Vec<LeaseRef>,
     /// Cancels that arrived while claims were in flight, for jobs that may be in their answers,
@@ -214,7 +214,7 @@ impl WorkerPool {
             accepting: true,
             pending: Vec::new(),
             flush_queued: false,
-            drained: None,
+            drained: Vec::new(),
             claimed_while_draining: Vec::new(),
             early_cancels: HashMap::new(),
             waiting: false,
@@ -282,7 +282,7 @@ impl WorkerPool {
                         // Draining began while this claim was in flight: its jobs go back
                         // with the drain's leftovers, or at once if the drain is over.
                         let leases = jobs.iter().map(|c| c.lease);
-                        if act.drained.is_some() {
+                        if !act.drained.is_empty() {
                             act.claimed_while_draining.extend(leases);
                         } else {
                             act.queue.do_send(Release(leases.collect()));
@@ -612,7 +612,7 @@ impl WorkerPool {
     /// jobs would be running in the backend, unknown to the drain).
     fn signal_if_drained(&mut self) {
         if self.running.is_empty() && self.claims_in_flight.is_empty() {
-            if let Some(drained) = self.drained.take() {
+            for drained in self.drained.drain(..) {
                 let _ = drained.send(());
             }
         }
@@ -897,7 +897,7 @@ impl Handler<Drain> for WorkerPool {
     fn handle(&mut self, Drain { grace }: Drain, _: &mut Context<Self>) -> Self::Result {
         self.accepting = false;
         let (tx, rx) = oneshot::channel();
-        self.drained = Some(tx);
+        self.drained.push(tx);
         self.signal_if_drained();
         tracing::info!(running = self.running.len(), "draining worker pool");
         Box::pin(
@@ -906,8 +906,10 @@ impl Handler<Drain> for WorkerPool {
             }
             .into_actor(self)
             .then(|_, act, _| {
-                // A claim still in flight after the grace period hands its jobs back itself.
-                act.drained = None;
+                // This drain waits no more (its receiver is gone); a claim still in flight
+                // after every drain's grace period hands its jobs back itself (unless the
+                // runtime stops first: they then run again after their lease).
+                act.drained.retain(|waiting| !waiting.is_closed());
                 let leftovers: Vec<Running> = act.running.drain().map(|(_, run)| run).collect();
                 let mut leases: Vec<LeaseRef> = leftovers.iter().map(|r| r.lease).collect();
                 leases.append(&mut act.claimed_while_draining);

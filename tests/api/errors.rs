@@ -412,6 +412,30 @@ async fn an_unavailable_backend_is_503_with_retry_after() {
 /// is left running in the store after the shutdown returns.
 #[actix_web::test]
 async fn a_shutdown_hands_back_the_jobs_of_a_claim_in_flight() {
+    let (runtime, backend, id) = claim_held_in_flight().await;
+    let shutdown = runtime.shutdown();
+    let (handed_back, ()) = tokio::join!(shutdown, release_once_draining(&runtime, &backend));
+    assert_eq!(handed_back, 1, "the claimed job is handed back");
+    let record = runtime.status(id).await.unwrap();
+    assert_eq!((record.status, record.attempts), (JobStatus::Queued, 0));
+}
+
+/// Two shutdowns at once: neither cuts the other short, and the job is handed back once.
+#[actix_web::test]
+async fn overlapping_shutdowns_hand_back_the_jobs_of_a_claim_in_flight() {
+    let (runtime, backend, id) = claim_held_in_flight().await;
+    let (first, second, ()) = tokio::join!(
+        runtime.shutdown(),
+        runtime.shutdown(),
+        release_once_draining(&runtime, &backend)
+    );
+    assert_eq!(first + second, 1, "the claimed job is handed back once");
+    assert_eq!(runtime.status(id).await.unwrap().status, JobStatus::Queued);
+}
+
+/// A runtime on a backend that holds claim answers, with a long job claimed in the store and
+/// the claim's answer held.
+async fn claim_held_in_flight() -> (Runtime, Arc<Faulty>, JobId) {
     let backend = Faulty::new(false);
     let mut config = test_config();
     config.shutdown_grace = std::time::Duration::from_secs(30);
@@ -431,16 +455,14 @@ async fn a_shutdown_hands_back_the_jobs_of_a_claim_in_flight() {
         (runtime.status(id).await.unwrap().status == JobStatus::Running).then_some(())
     });
     assert!(claimed.await.is_some(), "the job is claimed in the store");
-    let shutdown = runtime.shutdown();
-    let release_once_draining = async {
-        let draining = poll(|| async { runtime.workers().await.unwrap().draining.then_some(()) });
-        assert!(draining.await.is_some(), "the pool drains");
-        backend.release_claims();
-    };
-    let (handed_back, ()) = tokio::join!(shutdown, release_once_draining);
-    assert_eq!(handed_back, 1, "the claimed job is handed back");
-    let record = runtime.status(id).await.unwrap();
-    assert_eq!((record.status, record.attempts), (JobStatus::Queued, 0));
+    (runtime, backend, id)
+}
+
+/// Lets the held claim answers go once the pool drains.
+async fn release_once_draining(runtime: &Runtime, backend: &Faulty) {
+    let draining = poll(|| async { runtime.workers().await.unwrap().draining.then_some(()) });
+    assert!(draining.await.is_some(), "the pool drains");
+    backend.release_claims();
 }
 
 /// A cancel that reaches the worker pool while its claim of that very job is still on its way

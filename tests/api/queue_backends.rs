@@ -1203,9 +1203,14 @@ macro_rules! suite {
                     assert_eq!(left, b"*0\r\n", "{}", String::from_utf8_lossy(&left));
                 }
                 q.complete(vec![super::done(lease, super::success())], super::t(5)).await.unwrap();
-                // A new job names its source again, and is claimed.
+                // A new job names its fresh list again, and a retry its ready set: both are
+                // claimed.
                 let again = super::submit(q, super::noop(), super::t(6)).await;
-                assert_eq!(super::claim(q, 1, super::t(7)).await[0].lease.id, again);
+                let lease = super::claim(q, 1, super::t(7)).await[0].lease;
+                assert_eq!(lease.id, again);
+                let retry = super::failure("again", Some(super::t(8)));
+                q.complete(vec![super::done(lease, retry)], super::t(8)).await.unwrap();
+                assert_eq!(super::claim(q, 1, super::t(9)).await[0].lease.id, again);
             }
             #[actix_web::test] async fn listings_go_by_id_whatever_the_arrival_order() {
                 let backend = super::redis().await;
