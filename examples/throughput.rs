@@ -12,7 +12,9 @@
 //!
 //! With `--backend redis` (Redis from `REDIS_URL`, jobs under a fresh prefix) it also prints
 //! the round trips per job (counted by the queue's Redis link) and Redis's CPU per job (from
-//! `INFO cpu`, and the scripts' own time from `INFO commandstats`), over the run.
+//! `INFO cpu`, and the scripts' own time from `INFO commandstats`), over the run. Results are
+//! cached in memory unless `--cache hybrid` (the default of a server given `REDIS_URL`), which
+//! also stores each job's result in Redis as a cache entry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use clap::Parser;
-use jobyard::config::{QueueBackendKind, RedisUrl};
+use jobyard::config::{CacheBackendKind, QueueBackendKind, RedisUrl};
 use jobyard::job::record::json_from_str;
 use jobyard::queue::RedisQueue;
 use jobyard::redis::{RedisClient, RedisSettings};
@@ -44,6 +46,10 @@ struct Args {
     /// smallest is 23: `{"source":"throughput"}`.
     #[arg(long, default_value_t = 23)]
     payload_bytes: usize,
+    /// Cache backend, where every job's result is stored: `memory` (the default without
+    /// `REDIS_URL`), or `hybrid` (the default with it: results also go to Redis).
+    #[arg(long, default_value = "memory")]
+    cache: String,
     /// Worker slots (JOBYARD_CONCURRENCY; its default).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -91,6 +97,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // refused as queued past the bound).
     config.retention_max_jobs = config.retention_max_jobs.max(args.jobs as u64);
     config.max_queued = config.max_queued.max(args.jobs as u64);
+    config.cache_backend = match args.cache.as_str() {
+        "memory" => CacheBackendKind::Memory,
+        "hybrid" if args.backend == "redis" => CacheBackendKind::Hybrid,
+        other => {
+            return Err(format!("cache '{other}': memory, or hybrid with --backend redis").into())
+        }
+    };
     let mut builder = Runtime::builder().with_builtin_kinds().register::<Probe>();
     let mut redis = None;
     match args.backend.as_str() {
@@ -106,7 +119,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         other => return Err(format!("unknown backend '{other}' (memory or redis)").into()),
     }
-    let runtime = builder.config(config).start()?;
+    // The hybrid cache connects to Redis: only `connect` starts it.
+    let hybrid = config.cache_backend == CacheBackendKind::Hybrid;
+    let builder = builder.config(config);
+    let runtime = if hybrid { builder.connect().await? } else { builder.start()? };
     if args.latency {
         latency(&runtime, args.samples).await
     } else {

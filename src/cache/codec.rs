@@ -2,10 +2,13 @@
 //! value, compressed (LZ4) when it is at least the configured threshold and compression pays.
 //!
 //! ```text
-//! "JY" | version: u8 = 1 | flags: u8 (bit 0: LZ4) | meta length: u32 LE | meta (JSON) | value
+//! "JY" | version: u8 = 2 | flags: u8 (bit 0: LZ4) | meta length: u32 LE | meta (JSON) | value
 //! ```
 //! The flag is per value, so the threshold can change without breaking stored entries; bytes
 //! that do not decode (foreign, truncated, a future version) are reported and read as a miss.
+//! Version 2 leaves out what can be derived: the ETag when it is the value's own hash (what
+//! [`Entry::new`] gives), and empty tags. Every job's result is cached, so in Redis these ~40
+//! bytes are paid per job; version 1 entries (which always carry both) still read.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -13,10 +16,12 @@ use std::sync::Arc;
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
-use super::Entry;
+use super::{etag_of, Entry};
 
 const MAGIC: &[u8; 2] = b"JY";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The oldest version this one reads.
+const OLDEST: u8 = 1;
 const FLAG_LZ4: u8 = 1;
 /// Every flag this version knows; others mean a format it cannot read.
 const KNOWN_FLAGS: u8 = FLAG_LZ4;
@@ -32,11 +37,12 @@ const MAX_INFLATED: usize = 1 << 30;
 struct Meta<'a> {
     #[serde(borrow)]
     ct: Cow<'a, str>,
-    #[serde(borrow)]
-    etag: Cow<'a, str>,
+    /// Absent when it is the value's own hash.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    etag: Option<Cow<'a, str>>,
     at: i64,
     exp: i64,
-    #[serde(borrow)]
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
     tags: Vec<Cow<'a, str>>,
 }
 
@@ -55,7 +61,7 @@ pub enum DecodeError {
 pub fn encode(entry: &Entry, compress_min: usize) -> Vec<u8> {
     let meta = Meta {
         ct: Cow::Borrowed(&entry.content_type),
-        etag: Cow::Borrowed(&entry.etag),
+        etag: (entry.etag != etag_of(&entry.value)).then_some(Cow::Borrowed(&entry.etag)),
         at: entry.stored_at.timestamp_millis(),
         exp: entry.expires_at.timestamp_millis(),
         tags: entry.tags.iter().map(|t| Cow::Borrowed(t.as_str())).collect(),
@@ -89,7 +95,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
     if bytes.len() < HEADER_LEN || bytes[..2] != MAGIC[..] {
         return Err(DecodeError::Foreign);
     }
-    if bytes[2] != VERSION {
+    if !(OLDEST..=VERSION).contains(&bytes[2]) {
         return Err(DecodeError::Version(bytes[2]));
     }
     let flags = bytes[3];
@@ -119,9 +125,9 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
         DateTime::from_timestamp_millis(ms).ok_or_else(|| DecodeError::Corrupt("bad time".into()))
     };
     Ok(Entry {
+        etag: meta.etag.map_or_else(|| etag_of(&value), Cow::into_owned),
         value,
         content_type: meta.ct.into_owned(),
-        etag: meta.etag.into_owned(),
         stored_at: time(meta.at)?,
         expires_at: time(meta.exp)?,
         tags: meta.tags.into_iter().map(Cow::into_owned).collect(),
@@ -148,6 +154,32 @@ mod tests {
         assert_eq!(back.tags, e.tags);
         assert_eq!(back.etag, e.etag);
         assert_eq!(back.expires_at.timestamp_millis(), e.expires_at.timestamp_millis());
+    }
+
+    #[test]
+    fn derivable_metadata_is_left_out_and_restored() {
+        let plain = Entry::new(b"{}".to_vec(), "application/json", Duration::from_secs(60), vec![]);
+        let bytes = encode(&plain, 1024);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("etag") && !text.contains("tags"), "{text}");
+        let back = decode(&bytes).unwrap();
+        assert_eq!((back.etag, back.tags), (plain.etag.clone(), plain.tags.clone()));
+        // An ETag that is not the value's hash (set by hand) is kept as it is.
+        let custom = Entry { etag: "\"v7\"".into(), ..plain };
+        assert_eq!(decode(&encode(&custom, 1024)).unwrap().etag, "\"v7\"");
+    }
+
+    #[test]
+    fn version_1_entries_still_read() {
+        let meta =
+            br#"{"ct":"text/plain","etag":"\"abc\"","at":1,"exp":4102444800000,"tags":["t"]}"#;
+        let mut bytes = b"JY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(meta);
+        bytes.extend_from_slice(b"hello");
+        let back = decode(&bytes).unwrap();
+        assert_eq!((&*back.value, back.etag.as_str()), (&b"hello"[..], "\"abc\""));
+        assert_eq!((back.content_type.as_str(), back.tags), ("text/plain", vec!["t".to_string()]));
     }
 
     #[test]
