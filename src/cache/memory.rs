@@ -64,15 +64,28 @@ impl Lifecycle<String, Arc<Entry>> for CollectPushedOut {
 
 type Entries = Shards<String, Arc<Entry>, ByBytes, std::hash::RandomState, CollectPushedOut>;
 
-/// Drops the expired entries, locking a shard for one entry at a time.
-fn sweep(entries: &Entries) {
+/// Removes `entry` from under `key` if it is still there: a fresh one written meanwhile stays.
+fn remove_exact(entries: &Entries, key: &str, entry: &Arc<Entry>) -> bool {
+    entries.remove_if(key, |current| Arc::ptr_eq(current, entry)).is_some()
+}
+
+/// Removes the entries `matches` selects (those stored when it reached them), locking a shard
+/// for one entry at a time; returns how many of them were live.
+fn remove_matching(entries: &Entries, matches: impl Fn(&str, &Entry) -> bool) -> u64 {
     let now = Utc::now();
+    let mut removed = 0;
     for (key, entry) in entries.iter() {
-        if !entry.is_live(now) {
-            // Only that entry: a fresh one written meanwhile stays.
-            entries.remove_if(&key, |current| Arc::ptr_eq(current, &entry));
+        if matches(&key, &entry) && remove_exact(entries, &key, &entry) {
+            removed += u64::from(entry.is_live(now));
         }
     }
+    removed
+}
+
+/// Drops the expired entries.
+fn sweep(entries: &Entries) {
+    let now = Utc::now();
+    remove_matching(entries, |_, entry| !entry.is_live(now));
 }
 
 /// The in-memory cache.
@@ -161,8 +174,7 @@ impl MemoryCache {
     pub fn lookup(&self, key: &str) -> Option<Arc<Entry>> {
         let found = match self.entries.get(key) {
             Some(entry) if !entry.is_live(Utc::now()) => {
-                // Only that entry: a fresh one written meanwhile stays.
-                self.entries.remove_if(key, |current| Arc::ptr_eq(current, &entry));
+                remove_exact(&self.entries, key, &entry);
                 None
             }
             found => found,
@@ -225,16 +237,7 @@ impl MemoryCache {
     /// Removes the entries `matches` selects (those stored when it reached them: a value
     /// written meanwhile stays); returns how many of them were live.
     pub fn remove_where(&self, matches: impl Fn(&str, &Entry) -> bool) -> u64 {
-        let now = Utc::now();
-        let mut removed = 0;
-        for (key, entry) in self.entries.iter() {
-            if matches(&key, &entry)
-                && self.entries.remove_if(&key, |current| Arc::ptr_eq(current, &entry)).is_some()
-            {
-                removed += u64::from(entry.is_live(now));
-            }
-        }
-        removed
+        remove_matching(&self.entries, matches)
     }
 
     /// Removes every entry whose key starts with `prefix`; returns how many of them were live.

@@ -54,11 +54,22 @@ local READY_SETS, DONE_SEQ = B .. 'rq', B .. 'dseq'
 local RUN_SENTINEL = '~'
 local WAKE, EVENTS, WATCH, TOKENS = B .. 'wake', B .. 'events', B .. 'watch', B .. 'tok'
 
+-- The table under `k` in `t`, made (empty) on first use.
+local function table_at(t, k)
+  local v = t[k]
+  if not v then v = {}; t[k] = v end
+  return v
+end
+-- Appends `v` to the list under `k` in `t`.
+local function push_at(t, k, v)
+  local list = table_at(t, k)
+  list[#list + 1] = v
+end
+
 -- Keys named per kind and queue, built once per call (no string is built on a second use).
 local memo = {}
 local function named(prefix, name)
-  local by_name = memo[prefix]
-  if not by_name then by_name = {}; memo[prefix] = by_name end
+  local by_name = table_at(memo, prefix)
   local k = by_name[name]
   if not k then k = B .. prefix .. name; by_name[name] = k end
   return k
@@ -66,8 +77,7 @@ end
 -- The ready set of a queue and kind, and its name in the registry of ready sets (READY_SETS).
 local ready_memo = {}
 local function ready_entry(queue, kind)
-  local by_kind = ready_memo[queue]
-  if not by_kind then by_kind = {}; ready_memo[queue] = by_kind end
+  local by_kind = table_at(ready_memo, queue)
   local entry = by_kind[kind]
   if not entry then
     entry = { B .. 'ready:' .. queue .. ':' .. kind, queue .. ':' .. kind }
@@ -230,40 +240,30 @@ local listed, unlisted = {}, {}
 local ready_sets = {}
 
 local function zadd(key, score, member)
-  local t = adds[key]
-  if not t then t = {}; adds[key] = t end
+  local t = table_at(adds, key)
   t[#t + 1] = score
   t[#t + 1] = member
 end
 
 local function zrem(key, member)
-  local t = rems[key]
-  if not t then t = {}; rems[key] = t end
-  t[#t + 1] = member
+  push_at(rems, key, member)
 end
 
 -- Enters new job `id` in the index of every job of `queue`.
 local function list_job(queue, id)
-  local slices = listed[queue]
-  if not slices then slices = {}; listed[queue] = slices end
-  local slice = slice_of(id)
-  local ids = slices[slice]
-  if not ids then ids = {}; slices[slice] = ids end
-  ids[#ids + 1] = id
+  push_at(table_at(listed, queue), slice_of(id), id)
 end
 
 -- Removes job `id` from that index: a slice's ids go when its last job does (they keep the ids of
 -- removed jobs until then; listings skip them).
 local function unlist_job(queue, id)
-  local slices = unlisted[queue]
-  if not slices then slices = {}; unlisted[queue] = slices end
+  local slices = table_at(unlisted, queue)
   local slice = slice_of(id)
   slices[slice] = (slices[slice] or 0) + 1
 end
 
 local function count(queue, st, delta)
-  local q = counts[queue]
-  if not q then q = {}; counts[queue] = q end
+  local q = table_at(counts, queue)
   q[st] = (q[st] or 0) + delta
 end
 
@@ -360,9 +360,7 @@ local function enter_index(id, queue, kind, st, score, now)
   elseif st == WAITING then
     zadd(listing_key(queue, WAITING), '0', id)
   else
-    local list = done[queue]
-    if not list then list = {}; done[queue] = list end
-    list[#list + 1] = id
+    push_at(done, queue, id)
     if st ~= SUCCEEDED then zadd(listing_key(queue, st), '0', id) end
     changes.finished[#changes.finished + 1] = id
   end

@@ -49,9 +49,7 @@ for _, id in ipairs(lost) do
       enter(j, now)
     end
   end
-  local list = ended[tokens[id]]
-  if not list then list = {}; ended[tokens[id]] = list end
-  list[#list + 1] = id
+  push_at(ended, tokens[id], id)
 end
 forget_running(ended)
 return { #lost, finish(now) }

@@ -28,9 +28,7 @@ for n, id in ipairs(ids) do
     else
       stop_running(j, run[n], QUEUED, now, false, progress[n])
     end
-    local list = ended[token]
-    if not list then list = {}; ended[token] = list end
-    list[#list + 1] = id
+    push_at(ended, token, id)
   end
 end
 forget_running(ended)
