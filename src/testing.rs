@@ -34,11 +34,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::job::handler::RecordLookup;
+use crate::job::handler::{Flow, RecordLookup};
 use crate::job::record::to_json;
 use crate::job::{Extensions, Job, JobContext, JobError, JobId, JobRecord, JobStatus, NewJob};
 
@@ -74,7 +74,12 @@ pub struct TestContext {
     extensions: Extensions,
     cancel: CancellationToken,
     progress: Arc<Mutex<Vec<serde_json::Value>>>,
+    limits: Vec<Arc<str>>,
+    holds: Arc<Mutex<Vec<Hold>>>,
 }
+
+/// A hold a handler asked for: the limit, and until when.
+pub type Hold = (String, DateTime<Utc>);
 
 impl Default for TestContext {
     fn default() -> Self {
@@ -93,7 +98,20 @@ impl TestContext {
             extensions: Extensions::default(),
             cancel: CancellationToken::new(),
             progress: Arc::default(),
+            limits: Vec::new(),
+            holds: Arc::default(),
         }
+    }
+
+    /// Names a limit the job runs under (what [`JobContext::limits`] returns).
+    pub fn limit(mut self, name: &str) -> Self {
+        self.limits.push(Arc::from(name));
+        self
+    }
+
+    /// Every hold the handler asked for ([`JobContext::limit_exhausted`]), oldest first.
+    pub fn holds(&self) -> Vec<Hold> {
+        self.holds.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Runs as attempt `attempt` of `max_attempts`.
@@ -274,6 +292,10 @@ impl TestContext {
             let value = serde_json::from_str(progress.get()).unwrap_or(serde_json::Value::Null);
             reports.lock().unwrap_or_else(PoisonError::into_inner).push(value);
         });
+        let holds = self.holds.clone();
+        let hold = Arc::new(move |limit: &str, until: DateTime<Utc>| {
+            holds.lock().unwrap_or_else(PoisonError::into_inner).push((limit.to_owned(), until));
+        });
         JobContext::new(
             self.id,
             self.attempt,
@@ -282,6 +304,7 @@ impl TestContext {
             self.cancel.clone(),
             sink,
             self.extensions.clone(),
+            Flow { limits: self.limits.clone().into(), hold },
         )
     }
 
@@ -310,6 +333,9 @@ fn new_record(id: JobId, kind: &str) -> JobRecord {
         run_at: None,
         depends_on: Vec::new(),
         idempotency_key: None,
+        limits: crate::job::spec::no_limits(),
+        cost: 1,
+        group: None,
     };
     job.into_record(JobStatus::Queued, Utc::now())
 }

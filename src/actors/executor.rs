@@ -428,6 +428,10 @@ mod tests {
             CancellationToken::new(),
             Arc::new(|_| {}),
             Extensions::default(),
+            crate::job::handler::Flow {
+                limits: crate::job::spec::no_limits(),
+                hold: Arc::new(|_, _| {}),
+            },
         );
         Start {
             lease: LeaseRef { id, token: 1 },

@@ -1,11 +1,12 @@
 //! The actors of a runtime, one per file: [`supervisor`] starts the others; [`queue`] is the
-//! gateway to the job store; [`scheduler`] wakes for due jobs, leases, retention and cron;
+//! gateway to the job store (with its flow-control messages in [`flow`]); [`scheduler`] wakes for due jobs, leases, retention and cron;
 //! [`worker`] keeps the books of attempts, which run on the handler threads of [`executor`];
 //! [`cache`] owns the cache. [`resilient`] starts each of them so
 //! that a stop or a panic restarts it behind the same address.
 
 pub mod cache;
 pub mod executor;
+pub mod flow;
 pub mod queue;
 pub mod resilient;
 pub mod scheduler;

@@ -16,9 +16,10 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::job::{JobId, JobRecord, Json, NewJob};
+use crate::queue::flow::Claims;
 use crate::queue::{
-    BackendEvent, CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState,
-    ListQuery, Outcome, Page, QueueBackend, QueueError, QueueStats, Submitted,
+    BackendEvent, CancelOutcome, Changes, Claim, Completion, LeaseRef, LeaseState, ListQuery,
+    Outcome, Page, QueueBackend, QueueError, QueueStats, Submitted,
 };
 use crate::schedule::{Fire, Schedule};
 
@@ -55,7 +56,7 @@ pub struct Submit(pub Vec<NewJob>);
 
 /// Claim jobs for worker slots.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Claimed>, QueueError>")]
+#[rtype(result = "Result<Claims, QueueError>")]
 pub struct Dequeue(pub Claim);
 
 /// Record finished attempts.
@@ -126,7 +127,7 @@ pub struct Tick {
     pub retention: Duration,
 }
 
-/// Job counts per queue and state.
+/// Job counts per queue and state, with the queued jobs limits hold back.
 #[derive(Message)]
 #[rtype(result = "Result<QueueStats, QueueError>")]
 pub struct GetStats;
@@ -173,10 +174,10 @@ const WAIT_RECHECK: Duration = Duration::from_secs(5);
 
 /// The queue actor. See the module doc.
 pub struct QueueActor {
-    backend: Arc<dyn QueueBackend>,
+    pub(super) backend: Arc<dyn QueueBackend>,
     /// What every call tells the backend the time is.
-    clock: Clock,
-    workers: Vec<(Recipient<JobsReady>, Recipient<CancelRunning>)>,
+    pub(super) clock: Clock,
+    pub(super) workers: Vec<(Recipient<JobsReady>, Recipient<CancelRunning>)>,
     scheduler: Option<Recipient<WakeAt>>,
     results: Option<Recipient<StoreResults>>,
     /// Long-poll waiters by job, woken when the job ends (or when news may have been missed).
@@ -321,10 +322,10 @@ impl Handler<Submit> for QueueActor {
 }
 
 impl Handler<Dequeue> for QueueActor {
-    type Result = ResponseFuture<Result<Vec<Claimed>, QueueError>>;
+    type Result = ResponseFuture<Result<Claims, QueueError>>;
     fn handle(&mut self, Dequeue(claim): Dequeue, _: &mut Context<Self>) -> Self::Result {
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
-        Box::pin(async move { backend.dequeue(claim, clock.now()).await })
+        Box::pin(async move { backend.claim(claim, clock.now()).await })
     }
 }
 
@@ -468,7 +469,19 @@ macro_rules! forward {
 
 forward!(GetJob => Option<JobRecord>, |backend, msg| backend.get(msg.0));
 forward!(ListJobs => Page, |backend, msg| backend.list(&msg.0));
-forward!(GetStats => QueueStats, |backend, _msg| backend.stats());
+impl Handler<GetStats> for QueueActor {
+    type Result = ResponseFuture<Result<QueueStats, QueueError>>;
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let (backend, now) = (self.backend.clone(), self.clock.now());
+        Box::pin(async move {
+            let (mut stats, throttled) = tokio::try_join!(backend.stats(), backend.throttled(now))?;
+            for (queue, held) in throttled {
+                stats.entry(queue).or_default().throttled = held;
+            }
+            Ok(stats)
+        })
+    }
+}
 forward!(GetQueuedByKind => std::collections::BTreeMap<String, u64>, |backend, _msg| backend.queued_by_kind());
 forward!(Ping => (), |backend, _msg| backend.ping());
 forward!(PutSchedule => bool, |backend, msg| backend.put_schedule(msg.0));

@@ -20,13 +20,14 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::job::handler::RecordLookup;
+use crate::job::handler::{Flow, HoldSink, RecordLookup};
 use crate::job::spec::MAX_DELAY_MS;
 use crate::job::{Extensions, JobContext, JobError, JobId, JobRecord, Json, Registry};
 use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
 use crate::telemetry::Escaped;
 
 use super::executor::{AttemptsEnded, Blocking, Ending, Executors, Start};
+use super::flow::HoldLimit;
 use super::queue::{
     CancelRunning, Complete, Dequeue, JobsReady, QueueActor, Release, Renew, ReportProgress,
     WaitForWork,
@@ -177,6 +178,8 @@ pub struct WorkerPool {
     waiting: bool,
     /// A retry of completions the queue failed to record is planned.
     retry_planned: bool,
+    /// A fetch planned for when a limit frees, and for when.
+    limit_retry: Option<(DateTime<Utc>, SpawnHandle)>,
     /// Until when the runtime's thread stays awake for reports, and whether it does now.
     awake_until: Instant,
     awake: bool,
@@ -219,6 +222,7 @@ impl WorkerPool {
             early_cancels: HashMap::new(),
             waiting: false,
             retry_planned: false,
+            limit_retry: None,
             awake_until: Instant::now(),
             awake: false,
         }
@@ -278,7 +282,8 @@ impl WorkerPool {
                 // The claim's slots are free again until its jobs take theirs.
                 act.free.extend(slots);
                 match result {
-                    Ok(Ok(jobs)) if !act.accepting => {
+                    Ok(Ok(claims)) if !act.accepting => {
+                        let jobs = claims.jobs;
                         // Draining began while this claim was in flight: its jobs go back
                         // with the drain's leftovers, or at once if the drain is over.
                         let leases = jobs.iter().map(|c| c.lease);
@@ -288,8 +293,12 @@ impl WorkerPool {
                             act.queue.do_send(Release(leases.collect()));
                         }
                     }
-                    Ok(Ok(jobs)) => {
+                    Ok(Ok(claims)) => {
+                        let jobs = claims.jobs;
                         let full = jobs.len() == asked;
+                        if let (false, Some(at)) = (full, claims.retry_at) {
+                            act.fetch_at(at, ctx);
+                        }
                         act.executors.look();
                         for job in jobs {
                             act.start(job, ctx);
@@ -311,6 +320,23 @@ impl WorkerPool {
                 act.signal_if_drained();
             })
             .spawn(ctx);
+    }
+
+    /// Plans a fetch at `at`, when a limit that held ready jobs back frees (at most one planned:
+    /// the earliest). Never later than the idle poll, which looks anyway.
+    fn fetch_at(&mut self, at: DateTime<Utc>, ctx: &mut Context<Self>) {
+        if self.limit_retry.is_some_and(|(planned, _)| planned <= at) {
+            return;
+        }
+        if let Some((_, handle)) = self.limit_retry.take() {
+            ctx.cancel_future(handle);
+        }
+        let wait = (at - self.settings.clock.now()).to_std().unwrap_or_default().min(IDLE_POLL);
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.limit_retry = None;
+            act.fetch(ctx);
+        });
+        self.limit_retry = Some((at, handle));
     }
 
     /// Forgets the early cancels no claim in flight can answer for: those that arrived before
@@ -449,6 +475,7 @@ impl WorkerPool {
             worker,
             cancel_requested,
             depends_on,
+            limits,
             ..
         } = record;
         let slot = match worker.and_then(|w| self.free.iter().position(|s| *s == w)) {
@@ -467,6 +494,7 @@ impl WorkerPool {
                 queue.do_send(ReportProgress { lease, progress })
             }
         });
+        let hold = hold_sink(self.queue.clone(), id);
         let job_ctx = JobContext::new(
             id,
             (attempts, max_attempts),
@@ -475,6 +503,7 @@ impl WorkerPool {
             cancel.clone(),
             progress,
             self.settings.extensions.clone(),
+            Flow { limits, hold },
         );
         let (abort, registration) = AbortHandle::new_pair();
         let pack = self.ran_kinds.contains(&*kind) && !self.executors.is_slow(&kind);
@@ -541,6 +570,11 @@ impl WorkerPool {
             }
             Ending::Returned(Err(JobError::Retryable { message, retry_after })) => {
                 retry(message, retry_after)
+            }
+            Ending::Returned(Err(JobError::LimitExhausted { limit, until })) => {
+                hold_sink(self.queue.clone(), run.lease.id)(&limit, until);
+                let wait = (until - self.settings.clock.now()).to_std().unwrap_or_default();
+                retry(JobError::LimitExhausted { limit, until }.to_string(), Some(wait))
             }
             Ending::Panicked(message) => retry(format!("handler panicked: {message}"), None),
             Ending::TimedOut => retry(format!("timed out after {} ms", run.timeout_ms), None),
@@ -692,6 +726,22 @@ impl WorkerPool {
 pub const MAX_ERROR_BYTES: usize = 4096;
 
 /// `error` cut to [`MAX_ERROR_BYTES`] on a character boundary, saying how long it was.
+/// Where a handler's holds go: to the queue, which holds the limit on every instance (a hold
+/// that fails is logged; the job's own retry still waits).
+fn hold_sink(queue: Addr<QueueActor>, id: JobId) -> HoldSink {
+    Arc::new(move |limit: &str, until: DateTime<Utc>| {
+        let hold = queue.send(HoldLimit { name: limit.to_owned(), until });
+        let limit = limit.to_owned();
+        actix_rt::spawn(async move {
+            match hold.await {
+                Ok(Ok(())) => tracing::info!(job_id = %id, limit, %until, "limit held"),
+                Ok(Err(err)) => tracing::warn!(job_id = %id, limit, "limit not held: {err}"),
+                Err(err) => tracing::warn!(job_id = %id, limit, "limit not held: {err}"),
+            }
+        });
+    })
+}
+
 fn cut(error: String) -> String {
     if error.len() <= MAX_ERROR_BYTES {
         return error;
@@ -755,6 +805,7 @@ impl Supervised for WorkerPool {
         self.flush_queued = false;
         self.waiting = false;
         self.retry_planned = false;
+        self.limit_retry = None;
         self.early_cancels.clear();
         let busy: HashSet<&Arc<str>> = (self.running.values().map(|r| &r.slot))
             .chain(self.stopping.values().map(|s| &s.slot))

@@ -189,9 +189,14 @@ impl From<SpecError> for ApiError {
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> Self {
         match &err {
-            QueueError::NotFound(_) | QueueError::ScheduleNotFound(_) => {
-                ApiError::not_found(err.to_string())
+            QueueError::NotFound(_)
+            | QueueError::ScheduleNotFound(_)
+            | QueueError::LimitNotFound(_) => ApiError::not_found(err.to_string()),
+            QueueError::UnknownLimit(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_limit", err.to_string())
+                    .with_field("limits")
             }
+            QueueError::CostOverLimit { .. } => ApiError::invalid("cost", err.to_string()),
             QueueError::AlreadyFinished { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_finished", err.to_string())
             }

@@ -7,6 +7,7 @@ mod conditional;
 pub(crate) mod conn;
 mod error;
 mod extract;
+mod flow;
 mod health;
 mod jobs;
 pub(crate) mod limits;
@@ -123,6 +124,22 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
                             .put(schedules::put)
                             .get(schedules::get)
                             .delete(schedules::delete),
+                    )
+                    .service(Routes::new("/limits").get(flow::list_limits))
+                    .service(
+                        Routes::new("/limits/{name}")
+                            .put(flow::put_limit)
+                            .get(flow::get_limit)
+                            .delete(flow::delete_limit),
+                    )
+                    .service(Routes::new("/queues").get(flow::list_queues))
+                    .service(Routes::new("/queues/{name}/pause").post(flow::pause))
+                    .service(Routes::new("/queues/{name}/resume").post(flow::resume))
+                    .service(Routes::new("/groups").get(flow::list_groups))
+                    .service(
+                        Routes::new("/groups/{name}")
+                            .put(flow::put_group)
+                            .delete(flow::delete_group),
                     )
                     .default_service(web::to(not_found)),
             )

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use futures_util::future::{try_join_all, BoxFuture, LocalBoxFuture};
@@ -102,6 +104,16 @@ pub enum JobError {
     },
     /// The job can never succeed (bad input, a 4xx answer): it fails at once, without retry.
     Fatal(String),
+    /// An upstream allows no more calls under limit `limit` until `until` (a 429 with
+    /// `Retry-After`, an exhausted `X-RateLimit-Remaining`): every job under the limit is held
+    /// until then, on every instance, and this attempt fails and is retried then (while
+    /// attempts are left).
+    LimitExhausted {
+        /// The limit the upstream call ran under.
+        limit: String,
+        /// When the upstream allows calls again.
+        until: DateTime<Utc>,
+    },
     /// The handler stopped because its cancellation token fired.
     Cancelled,
 }
@@ -122,12 +134,21 @@ impl JobError {
     pub fn fatal(message: impl fmt::Display) -> Self {
         JobError::Fatal(message.to_string())
     }
+
+    /// An upstream allows no more calls under `limit` until `until`: see
+    /// [`JobError::LimitExhausted`].
+    pub fn limit_exhausted(limit: impl Into<String>, until: DateTime<Utc>) -> Self {
+        JobError::LimitExhausted { limit: limit.into(), until }
+    }
 }
 
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JobError::Retryable { message, .. } | JobError::Fatal(message) => f.write_str(message),
+            JobError::LimitExhausted { limit, until } => {
+                write!(f, "limit '{limit}' exhausted until {}", until.to_rfc3339())
+            }
             JobError::Cancelled => f.write_str("cancelled"),
         }
     }
@@ -153,6 +174,20 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
 
 /// Sends a progress report of a running job to where it is stored.
 pub type ProgressSink = Arc<dyn Fn(Json) + Send + Sync>;
+
+/// Holds every job under a limit until a time, on every instance (see
+/// [`JobContext::limit_exhausted`]).
+pub type HoldSink = Arc<dyn Fn(&str, DateTime<Utc>) + Send + Sync>;
+
+/// What an attempt knows of the flow control it runs under: the limits its job names, and
+/// where holds go.
+#[derive(Clone)]
+pub struct Flow {
+    /// The limits the job names.
+    pub limits: Arc<[Arc<str>]>,
+    /// Where [`JobContext::limit_exhausted`] sends its holds.
+    pub hold: HoldSink,
+}
 
 /// Shared values handlers may use (a database pool, an HTTP client, the runtime's cache), by
 /// type. Set on the runtime builder with `.extension(value)`; read with
@@ -271,10 +306,12 @@ pub struct JobContext {
     cancel: CancellationToken,
     progress: ProgressSink,
     extensions: Extensions,
+    flow: Flow,
 }
 
 impl JobContext {
     /// A context for one attempt (built by the worker pool, and by [`crate::testing`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: JobId,
         (attempt, max_attempts): (u32, u32),
@@ -283,8 +320,63 @@ impl JobContext {
         cancel: CancellationToken,
         progress: ProgressSink,
         extensions: Extensions,
+        flow: Flow,
     ) -> Self {
-        JobContext { id, attempt, max_attempts, depends_on, records, cancel, progress, extensions }
+        JobContext {
+            id,
+            attempt,
+            max_attempts,
+            depends_on,
+            records,
+            cancel,
+            progress,
+            extensions,
+            flow,
+        }
+    }
+
+    /// The limits the job runs under (as it named them at submit).
+    pub fn limits(&self) -> &[Arc<str>] {
+        &self.flow.limits
+    }
+
+    /// Says that an upstream allows no more calls under limit `limit` until `until` (its
+    /// `Retry-After`, its `X-RateLimit-Reset`): every job under the limit is held until then,
+    /// on every instance, so none of them spends an attempt on a call bound to be refused.
+    /// The handler goes on as it sees fit; returning [`JobError::limit_exhausted`] does the
+    /// same and retries this job then. A hold is never shortened by a later one; a limit that
+    /// does not exist is not held (logged).
+    ///
+    /// ```
+    /// use jobyard::testing::TestContext;
+    /// use jobyard::{Job, JobContext, JobError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct SyncIssues { remaining: u32, reset_at: i64 }
+    ///
+    /// impl Job for SyncIssues {
+    ///     const KIND: &'static str = "sync_issues";
+    ///     type Output = ();
+    ///     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+    ///         // ... the upstream call answered; its headers said how much is left:
+    ///         if self.remaining == 0 {
+    ///             let reset = chrono::DateTime::from_timestamp(self.reset_at, 0).unwrap();
+    ///             ctx.limit_exhausted("github", reset); // this call succeeded; the next would not
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let ctx = TestContext::new();
+    /// ctx.run(SyncIssues { remaining: 0, reset_at: 1_900_000_000 }).await.unwrap();
+    /// let (limit, until) = &ctx.holds()[0];
+    /// assert_eq!((limit.as_str(), until.timestamp()), ("github", 1_900_000_000));
+    /// # }
+    /// ```
+    pub fn limit_exhausted(&self, limit: &str, until: DateTime<Utc>) {
+        (self.flow.hold)(limit, until)
     }
 
     /// A shared value of type `T` the runtime was given (see [`Extensions`]).

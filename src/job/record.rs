@@ -306,6 +306,15 @@ pub struct JobRecord {
     /// The key given at submit: a later submit with the same key gets this job back instead of
     /// creating one.
     pub idempotency_key: Option<Arc<str>>,
+    /// The limits it runs under: it starts only when every one of them allows it.
+    #[serde(default = "crate::job::spec::no_limits")]
+    pub limits: Arc<[Arc<str>]>,
+    /// Tokens it takes from each rate limit it names.
+    #[serde(default = "one")]
+    pub cost: u32,
+    /// Its group, for fair share within its queue and priority.
+    #[serde(default)]
+    pub group: Option<Arc<str>>,
     /// When the job was submitted.
     pub created_at: DateTime<Utc>,
     /// When its record last changed.
@@ -332,6 +341,10 @@ pub struct JobRecord {
     pub worker: Option<Arc<str>>,
     /// The latest progress report of its handler, as JSON; `None` when none was made.
     pub progress: Option<Json>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl JobRecord {

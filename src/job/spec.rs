@@ -27,6 +27,12 @@ pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 pub const MAX_DELAY_MS: u64 = 365 * 86_400_000;
 /// The queue of a job submitted without one.
 pub const DEFAULT_QUEUE: &str = "default";
+/// Most limits one job may name.
+pub const MAX_JOB_LIMITS: usize = 8;
+/// Largest accepted `cost`.
+pub const MAX_COST: u32 = 1_000_000;
+/// Longest name of a limit or a group, in bytes.
+pub const MAX_FLOW_NAME: usize = 128;
 
 /// A job as a client describes it. Unknown fields are rejected, and so is `null` for any field
 /// but `payload` (where it is a value like any other JSON).
@@ -130,6 +136,30 @@ pub struct JobSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub idempotency_key: Option<String>,
+    /// Names of the limits the job runs under (each must exist, at most 8): it starts only when
+    /// every one of them allows it.
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub limits: Option<Vec<String>>,
+    /// Tokens the job takes from each rate limit it names, 1 to 1 000 000 (1 when left out): a
+    /// job making three upstream calls costs 3.
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cost: Option<u32>,
+    /// The group (a tenant, a user, a tool) the job belongs to: within one queue and priority,
+    /// claims take turns between the groups that have jobs ready.
+    #[serde(
+        default,
+        deserialize_with = "non_null::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub group: Option<String>,
     /// A name other entries of the same batch use in `depends_on`; only valid in a batch.
     #[serde(
         default,
@@ -172,6 +202,12 @@ pub struct NewJob {
     pub depends_on: Vec<JobId>,
     /// Its idempotency key, if any.
     pub idempotency_key: Option<Arc<str>>,
+    /// The limits it runs under, without repeats, in the order given.
+    pub limits: Arc<[Arc<str>]>,
+    /// Tokens it takes from each rate limit it names (at least 1).
+    pub cost: u32,
+    /// Its group, for fair share within its queue and priority.
+    pub group: Option<Arc<str>>,
 }
 
 impl NewJob {
@@ -196,6 +232,9 @@ impl NewJob {
             run_at: self.run_at,
             depends_on: self.depends_on,
             idempotency_key: self.idempotency_key,
+            limits: self.limits,
+            cost: self.cost,
+            group: self.group,
             created_at: now,
             updated_at: now,
             started_at: None,
@@ -477,6 +516,13 @@ fn validate(
         }
         key => key.map(Arc::from),
     };
+    let limits = validate_limits(spec.limits)?;
+    let cost = spec.cost.unwrap_or(1);
+    if !(1..=MAX_COST).contains(&cost) {
+        return Err(SpecError::invalid("cost", format!("cost must be between 1 and {MAX_COST}")));
+    }
+    let group = spec.group.map(|g| validate_flow_name("group", &g).map(|()| Arc::from(g)));
+    let group = group.transpose()?;
     let payload = spec.payload.unwrap_or_else(json_null);
     kinds.check_payload(&kind, &payload).map_err(|why| {
         SpecError::invalid("payload", format!("invalid payload for kind '{kind}': {why}"))
@@ -493,10 +539,55 @@ fn validate(
         run_at,
         depends_on,
         idempotency_key,
+        limits,
+        cost,
+        group,
     })
 }
 
-fn validate_queue(queue: Option<&str>) -> Result<Arc<str>, SpecError> {
+/// Checks the name of a limit or a group: 1 to [`MAX_FLOW_NAME`] bytes of ASCII letters,
+/// digits and `_ . : @ / -` (so `github:acme` names a limit per tenant).
+pub fn validate_flow_name(field: &str, name: &str) -> Result<(), SpecError> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'/' | b'-'));
+    if name.is_empty() || name.len() > MAX_FLOW_NAME || !valid_chars {
+        return Err(SpecError::invalid(
+            field,
+            format!(
+                "{field} names must match [A-Za-z0-9_.:@/-]{{1,{MAX_FLOW_NAME}}}, not '{name}'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The limits of a job that names none, shared (no allocation per job).
+pub fn no_limits() -> Arc<[Arc<str>]> {
+    static NONE: std::sync::OnceLock<Arc<[Arc<str>]>> = std::sync::OnceLock::new();
+    NONE.get_or_init(|| Arc::from(Vec::new())).clone()
+}
+
+fn validate_limits(limits: Option<Vec<String>>) -> Result<Arc<[Arc<str>]>, SpecError> {
+    let Some(names) = limits.filter(|names| !names.is_empty()) else { return Ok(no_limits()) };
+    if names.len() > MAX_JOB_LIMITS {
+        return Err(SpecError::invalid(
+            "limits",
+            format!("a job names at most {MAX_JOB_LIMITS} limits"),
+        ));
+    }
+    let mut limits: Vec<Arc<str>> = Vec::with_capacity(names.len());
+    for name in names {
+        validate_flow_name("limits", &name)?;
+        if !limits.iter().any(|l| **l == *name) {
+            limits.push(Arc::from(name));
+        }
+    }
+    Ok(limits.into())
+}
+
+/// Checks a queue name (`default` when none is given).
+pub fn validate_queue(queue: Option<&str>) -> Result<Arc<str>, SpecError> {
     let Some(name) = queue else {
         return Ok(Arc::from(DEFAULT_QUEUE));
     };

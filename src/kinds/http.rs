@@ -1,6 +1,12 @@
 //! `http`: one HTTP request. Success on 2xx; the result holds the status, selected headers and
 //! up to 64 KiB of body. 429 and 5xx are retryable and honour `Retry-After`; other 4xx (and
 //! 3xx left after redirects) fail without retry; a connection error is retryable.
+//!
+//! A job that names limits tells them what the upstream said: a 429 with `Retry-After` or
+//! `X-RateLimit-Reset`, or any answer with `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset`,
+//! holds every limit the job names until then (on every instance), so the jobs behind it wait
+//! instead of spending attempts on calls bound to be refused. `X-RateLimit-Reset` is read as
+//! epoch seconds (GitHub, GitLab), or as seconds from now when it is too small to be a date.
 //! `https://` URLs are verified against the webpki root certificates (rustls with ring).
 
 use std::collections::BTreeMap;
@@ -154,6 +160,16 @@ impl Job for HttpRequest {
                 Some((name.to_owned(), value.to_owned()))
             })
             .collect();
+        let exhausted_until = exhausted_until(status, response.headers());
+        if let Some(until) = exhausted_until.filter(|_| !ctx.limits().is_empty()) {
+            for limit in ctx.limits() {
+                ctx.limit_exhausted(limit, until);
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let limit = ctx.limits()[0].to_string();
+                return Err(JobError::limit_exhausted(limit, until));
+            }
+        }
         if !status.is_success() {
             return Err(failure(status, headers.get("retry-after").map(String::as_str)));
         }
@@ -190,6 +206,30 @@ fn failure(status: StatusCode, retry_after: Option<&str>) -> JobError {
     } else {
         JobError::fatal(message)
     }
+}
+
+/// Until when the upstream allows no more calls, when it said so: a 429's `Retry-After` or
+/// `X-RateLimit-Reset`, or `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset` on any answer.
+fn exhausted_until(
+    status: StatusCode,
+    headers: &awc::http::header::HeaderMap,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let now = chrono::Utc::now();
+    let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()).and_then(|n| {
+        // Epoch seconds, or seconds from now when too small to be a date.
+        if n > 1_000_000_000 {
+            chrono::DateTime::from_timestamp(n, 0)
+        } else {
+            Some(now + chrono::Duration::seconds(n.max(0)))
+        }
+    });
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let after = header("retry-after").and_then(parse_retry_after);
+        let after = after.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| now + d);
+        return after.or(reset);
+    }
+    (header("x-ratelimit-remaining") == Some("0")).then_some(reset).flatten()
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
@@ -238,6 +278,31 @@ mod tests {
         );
         assert!(matches!(failure(StatusCode::BAD_GATEWAY, None), JobError::Retryable { .. }));
         assert!(matches!(failure(StatusCode::NOT_FOUND, Some("5")), JobError::Fatal(_)));
+    }
+
+    #[test]
+    fn an_upstream_that_says_stop_is_read() {
+        use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(HeaderName::from_static(name), HeaderValue::from_str(value).unwrap());
+            }
+            map
+        };
+        let reset = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1900000000")]);
+        let at = chrono::DateTime::from_timestamp(1_900_000_000, 0);
+        assert_eq!(exhausted_until(StatusCode::OK, &reset), at, "the last call allowed");
+        let left = headers(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", "1900000000")]);
+        assert_eq!(exhausted_until(StatusCode::OK, &left), None);
+        let delay = headers(&[("retry-after", "30"), ("x-ratelimit-reset", "1900000000")]);
+        let until = exhausted_until(StatusCode::TOO_MANY_REQUESTS, &delay).unwrap();
+        let wait = until - chrono::Utc::now();
+        assert!(wait <= chrono::Duration::seconds(30) && wait > chrono::Duration::seconds(25));
+        let seconds = headers(&[("x-ratelimit-reset", "60")]);
+        let until = exhausted_until(StatusCode::TOO_MANY_REQUESTS, &seconds).unwrap();
+        assert!(until > chrono::Utc::now() + chrono::Duration::seconds(55), "seconds from now");
+        assert_eq!(exhausted_until(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new()), None);
     }
 
     #[test]

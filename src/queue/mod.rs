@@ -7,6 +7,7 @@
 //! never hold job state of their own. Time is always passed in (`now`), which makes a backend a
 //! pure function of its calls and lets tests step time.
 
+pub mod flow;
 #[doc(hidden)]
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
 use crate::schedule::{Fire, Schedule};
+use flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
 
 pub use memory::MemoryQueue;
 #[cfg(feature = "redis")]
@@ -78,6 +80,22 @@ pub enum QueueError {
     /// The backend cannot be reached right now; the call may succeed later.
     #[error("queue backend unavailable: {0}")]
     Unavailable(String),
+    /// A job names a limit that does not exist; the submit is refused whole.
+    #[error("limits names '{0}', which does not exist")]
+    UnknownLimit(String),
+    /// A job costs more tokens than a rate it names ever allows: it could never run.
+    #[error("cost {cost} is more than the {tokens} tokens limit '{limit}' allows per window")]
+    CostOverLimit {
+        /// The limit.
+        limit: String,
+        /// The job's cost.
+        cost: u32,
+        /// The tokens the limit's rate allows per window.
+        tokens: u64,
+    },
+    /// No limit has this name.
+    #[error("limit '{0}' not found")]
+    LimitNotFound(String),
     /// The queue holds as many jobs waiting to run as it may: the submit is refused whole.
     #[error("queue '{queue}' is full ({max} jobs waiting to run); retry later")]
     QueueFull {
@@ -387,13 +405,25 @@ pub struct StateCounts {
     pub failed: u64,
     /// Jobs cancelled (and still retained).
     pub cancelled: u64,
+    /// Of the queued jobs, those a limit holds back now (exhausted, full or held).
+    #[serde(default)]
+    pub throttled: u64,
 }
 
 impl StateCounts {
     /// Builds the counts from an array indexed by [`JobStatus::index`].
     pub fn from_array(counts: [u64; 7]) -> Self {
         let [waiting, scheduled, queued, running, succeeded, failed, cancelled] = counts;
-        StateCounts { waiting, scheduled, queued, running, succeeded, failed, cancelled }
+        StateCounts {
+            waiting,
+            scheduled,
+            queued,
+            running,
+            succeeded,
+            failed,
+            cancelled,
+            throttled: 0,
+        }
     }
 
     /// The count of jobs in `status`.
@@ -479,9 +509,17 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// batch); a job whose idempotency key was seen returns the earlier job instead.
     async fn submit(&self, jobs: Vec<NewJob>, now: DateTime<Utc>) -> Result<Submitted, QueueError>;
 
-    /// Claims up to `claim.workers.len()` queued jobs, highest priority first, FIFO within a
-    /// priority, after promoting `scheduled` jobs that are due.
-    async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError>;
+    /// Claims up to `claim.workers.len()` queued jobs in claim order (see [`flow`]: highest
+    /// priority first, groups of a queue in turn, then oldest first), after promoting
+    /// `scheduled` jobs that are due. Jobs of paused queues, and jobs a limit holds back, are
+    /// passed over without holding up the rest; [`Claims::retry_at`] says when a rate or hold
+    /// that held some back frees next.
+    async fn claim(&self, claim: Claim, now: DateTime<Utc>) -> Result<Claims, QueueError>;
+
+    /// [`QueueBackend::claim`], keeping only the jobs.
+    async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
+        Ok(self.claim(claim, now).await?.jobs)
+    }
 
     /// Records finished attempts; stale leases are counted in [`Changes::stale`] and ignored.
     async fn complete(
@@ -531,8 +569,11 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// `retention` or beyond the count the limits keep; at most [`STEP_LIMIT`] of each per call.
     async fn tick(&self, now: DateTime<Utc>, retention: Duration) -> Result<Changes, QueueError>;
 
-    /// Jobs per state in every queue.
+    /// Jobs per state in every queue (`throttled` left at 0: see [`QueueBackend::throttled`]).
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// Queued jobs a limit holds back now, per queue (queues with none left out).
+    async fn throttled(&self, now: DateTime<Utc>) -> Result<BTreeMap<String, u64>, QueueError>;
 
     /// Queued jobs per kind (a kind no running instance handles shows here, waiting).
     async fn queued_by_kind(&self) -> Result<BTreeMap<String, u64>, QueueError>;
@@ -554,6 +595,46 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     /// Records that a schedule fired (or skipped ahead to `fire.next_run_at`).
     async fn record_fire(&self, name: &str, fire: Fire) -> Result<(), QueueError>;
+
+    /// Creates or replaces limit `name` (validated by the caller); true when it was created.
+    /// A replaced limit keeps its state (tokens taken, jobs running, hold).
+    async fn put_limit(
+        &self,
+        name: &str,
+        spec: LimitSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(Limit, bool), QueueError>;
+
+    /// Limit `name` with its state; `None` when there is none.
+    async fn get_limit(&self, name: &str, now: DateTime<Utc>) -> Result<Option<Limit>, QueueError>;
+
+    /// Every limit with its state, in name order.
+    async fn list_limits(&self, now: DateTime<Utc>) -> Result<Vec<Limit>, QueueError>;
+
+    /// Removes limit `name`; true when it existed. Jobs that name it run as if it did not.
+    async fn delete_limit(&self, name: &str) -> Result<bool, QueueError>;
+
+    /// Holds every job under limit `name` until `until` (an upstream said no more calls before
+    /// then); a later hold never shortens an earlier one. `LimitNotFound` when there is none.
+    async fn hold_limit(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError>;
+
+    /// Pauses (`paused`) or resumes a queue: a paused queue keeps its jobs and accepts submits,
+    /// and claims take none of its jobs until it is resumed.
+    async fn pause_queue(&self, queue: &str, paused: bool) -> Result<(), QueueError>;
+
+    /// Every queue that holds jobs or is paused, in name order, with its counts.
+    async fn queues(&self, now: DateTime<Utc>) -> Result<Vec<QueueInfo>, QueueError>;
+
+    /// Sets the weight of group `name` (`None`: back to 1).
+    async fn set_group_weight(&self, name: &str, weight: Option<u32>) -> Result<(), QueueError>;
+
+    /// The groups whose weight is not 1, in name order.
+    async fn group_weights(&self) -> Result<Vec<GroupWeight>, QueueError>;
 
     /// Whether other processes share this store. Their changes reach this instance only through
     /// [`QueueBackend::listen`] and [`QueueBackend::wait_for_work`]; a backend of one process

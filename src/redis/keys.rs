@@ -55,6 +55,22 @@
 //! - `<p>:{q}:wake`: list holding at most one marker; idle instances block on it.
 //! - `<p>:{q}:watch`: sorted set of jobs a long poll waits on, scored by the wait's deadline.
 //! - `<p>:{q}:events`: pub/sub channel: `c <id>` (cancel requested), `f <id>...` (finished).
+//! - `<p>:{q}:lane:<queue>|<group>|<limits>|<cost>|<kind>`: sorted set of the `queued` jobs of
+//!   a queue and kind that name a group or limits, one per group, set of limits (comma-
+//!   separated, as the job named them) and cost (1 for jobs under no limit), scored as the
+//!   ready sets. Every job of a lane is held back or let through by the same limits, so a claim
+//!   checks a lane once, never each job behind a throttled one. `<p>:{q}:lanes`: set of the
+//!   lanes that exist, by their names after `lane:` (claims read it and drop the empty ones).
+//! - `<p>:{q}:limits`: set of the names of the limits; `<p>:{q}:lim:<name>`: hash of one limit
+//!   (`tokens`, `per_ms`, `concurrency` as given, `held` until when in ms, `used` tokens in
+//!   its window, `created`, `updated`); `<p>:{q}:lw:<name>`: list of what claims took under a
+//!   rate, oldest first, as `<ms>:<tokens>` (one entry per claim); `<p>:{q}:limrun`: hash of
+//!   the jobs running under each limit name (kept when a limit is deleted, since its jobs still
+//!   run).
+//! - `<p>:{q}:paused`: set of the paused queues.
+//! - `<p>:{q}:gw`: hash of group weights other than 1; `<p>:{q}:gp:<queue>`: hash of the turns of
+//!   a queue's groups (each group's pass, `~` the queue's current pass; `''` is jobs without a
+//!   group).
 //! - `<p>:{q}:sched:<name>`: hash of one schedule (`spec`, `created`, `next`, `last`,
 //!   `last_job`); `<p>:{q}:schedules`: set of schedule names.
 
@@ -233,6 +249,46 @@ impl QueueKeys {
         format!("{}events", self.base)
     }
 
+    /// The queued jobs of one lane (`member` as [`lane_member`] makes it).
+    pub fn lane(&self, member: &str) -> String {
+        format!("{}lane:{member}", self.base)
+    }
+
+    /// The registry of lanes, by their members.
+    pub fn lanes(&self) -> String {
+        format!("{}lanes", self.base)
+    }
+
+    /// The names of every limit.
+    pub fn limit_names(&self) -> String {
+        format!("{}limits", self.base)
+    }
+
+    /// The hash of limit `name`.
+    pub fn limit(&self, name: &str) -> String {
+        format!("{}lim:{name}", self.base)
+    }
+
+    /// What claims took under limit `name`'s rate, oldest first.
+    pub fn limit_window(&self, name: &str) -> String {
+        format!("{}lw:{name}", self.base)
+    }
+
+    /// Jobs running under each limit name.
+    pub fn limits_running(&self) -> String {
+        format!("{}limrun", self.base)
+    }
+
+    /// The paused queues.
+    pub fn paused(&self) -> String {
+        format!("{}paused", self.base)
+    }
+
+    /// Group weights other than 1.
+    pub fn group_weights(&self) -> String {
+        format!("{}gw", self.base)
+    }
+
     /// The hash of schedule `name`.
     pub fn schedule(&self, name: &str) -> String {
         format!("{}sched:{name}", self.base)
@@ -242,6 +298,14 @@ impl QueueKeys {
     pub fn schedules(&self) -> String {
         format!("{}schedules", self.base)
     }
+}
+
+/// The name of the lane of jobs of `queue` and `kind` with flow section `flow`
+/// (`<group>|<limits>`, non-empty) and `cost`: `<queue>|<group>|<limits>|<cost>|<kind>`, cost 1
+/// when the job names no limit. `lua/lib.lua` builds the same (`lane_member`).
+pub fn lane_member(queue: &str, kind: &str, flow: &str, cost: u32) -> String {
+    let cost = if flow.ends_with('|') { 1 } else { cost };
+    format!("{queue}|{flow}|{cost}|{kind}")
 }
 
 /// Escapes the glob metacharacters of `SCAN MATCH`.

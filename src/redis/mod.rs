@@ -7,4 +7,4 @@ mod client;
 mod keys;
 
 pub use client::{Probe, RedisClient, RedisError, RedisSettings, RedisStats};
-pub use keys::{Keys, QueueKeys, SLICE_MS};
+pub use keys::{lane_member, Keys, QueueKeys, SLICE_MS};

@@ -50,6 +50,7 @@ use crate::queue::{RedisQueue, RedisQueueError};
 use crate::redis::{RedisClient, RedisError, RedisSettings};
 use crate::schedule::{validate_name, CronExpr, Schedule, ScheduleSpec};
 
+mod flow;
 mod typed;
 
 pub use typed::{

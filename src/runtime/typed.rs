@@ -115,6 +115,9 @@ pub struct JobOptions {
     backoff: Option<Backoff>,
     timeout: Option<Duration>,
     idempotency_key: Option<String>,
+    limits: Vec<String>,
+    cost: Option<u32>,
+    group: Option<String>,
 }
 
 impl JobOptions {
@@ -186,6 +189,27 @@ impl JobOptions {
         self
     }
 
+    /// Run under limit `name` (which must exist): the job starts only when every limit it
+    /// names allows it. Call it once per limit.
+    pub fn limit(mut self, name: impl Into<String>) -> Self {
+        self.limits.push(name.into());
+        self
+    }
+
+    /// The tokens the job takes from each rate limit it names (default 1): a job making three
+    /// upstream calls costs 3.
+    pub fn cost(mut self, cost: u32) -> Self {
+        self.cost = Some(cost);
+        self
+    }
+
+    /// The group (a tenant, a user, a tool) the job belongs to: within one queue and priority,
+    /// the groups with jobs ready take turns.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
     /// The spec of job `job` with these options. `batch` is the batch being planned and how
     /// many entries it has so far: a [`Planned`] dependency must name one of those.
     fn into_spec<J: Job>(self, job: &J, batch: Option<(u64, usize)>) -> Result<JobSpec, SpecError> {
@@ -219,6 +243,9 @@ impl JobOptions {
             backoff: self.backoff,
             timeout_ms: self.timeout.map(saturating_millis),
             idempotency_key: self.idempotency_key,
+            limits: (!self.limits.is_empty()).then_some(self.limits),
+            cost: self.cost,
+            group: self.group,
             ..JobSpec::new(J::KIND)
         })
     }
@@ -340,6 +367,21 @@ impl<'a, J: Job> SubmitBuilder<'a, J> {
     /// See [`JobOptions::idempotency_key`].
     pub fn idempotency_key(self, key: impl Into<String>) -> Self {
         self.with(|o| o.idempotency_key(key))
+    }
+
+    /// See [`JobOptions::limit`].
+    pub fn limit(self, name: impl Into<String>) -> Self {
+        self.with(|o| o.limit(name))
+    }
+
+    /// See [`JobOptions::cost`].
+    pub fn cost(self, cost: u32) -> Self {
+        self.with(|o| o.cost(cost))
+    }
+
+    /// See [`JobOptions::group`].
+    pub fn group(self, group: impl Into<String>) -> Self {
+        self.with(|o| o.group(group))
     }
 
     fn with(mut self, set: impl FnOnce(JobOptions) -> JobOptions) -> Self {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobyard::job::{JobId, JobRecord, Json, NewJob};
+use jobyard::queue::flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
 use jobyard::queue::*;
 use jobyard::schedule::{Fire, Schedule};
 use jobyard::{JobSpec, JobStatus, Runtime};
@@ -275,11 +276,11 @@ impl QueueBackend for Faulty {
         }
         self.inner.submit(jobs, now).await
     }
-    async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
+    async fn claim(&self, claim: Claim, now: DateTime<Utc>) -> Result<Claims, QueueError> {
         self.gate()?;
         let released = self.released.notified();
-        let claimed = self.inner.dequeue(claim, now).await;
-        let got_jobs = claimed.as_ref().is_ok_and(|c| !c.is_empty());
+        let claimed = self.inner.claim(claim, now).await;
+        let got_jobs = claimed.as_ref().is_ok_and(|c| !c.jobs.is_empty());
         if got_jobs && self.held.load(std::sync::atomic::Ordering::SeqCst) {
             released.await;
         }
@@ -373,6 +374,59 @@ impl QueueBackend for Faulty {
     async fn record_fire(&self, name: &str, fire: Fire) -> Result<(), QueueError> {
         self.gate()?;
         self.inner.record_fire(name, fire).await
+    }
+    async fn throttled(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
+        self.gate()?;
+        self.inner.throttled(now).await
+    }
+    async fn put_limit(
+        &self,
+        name: &str,
+        spec: LimitSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(Limit, bool), QueueError> {
+        self.gate()?;
+        self.inner.put_limit(name, spec, now).await
+    }
+    async fn get_limit(&self, name: &str, now: DateTime<Utc>) -> Result<Option<Limit>, QueueError> {
+        self.gate()?;
+        self.inner.get_limit(name, now).await
+    }
+    async fn list_limits(&self, now: DateTime<Utc>) -> Result<Vec<Limit>, QueueError> {
+        self.gate()?;
+        self.inner.list_limits(now).await
+    }
+    async fn delete_limit(&self, name: &str) -> Result<bool, QueueError> {
+        self.gate()?;
+        self.inner.delete_limit(name).await
+    }
+    async fn hold_limit(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.gate()?;
+        self.inner.hold_limit(name, until, now).await
+    }
+    async fn pause_queue(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        self.gate()?;
+        self.inner.pause_queue(queue, paused).await
+    }
+    async fn queues(&self, now: DateTime<Utc>) -> Result<Vec<QueueInfo>, QueueError> {
+        self.gate()?;
+        self.inner.queues(now).await
+    }
+    async fn set_group_weight(&self, name: &str, weight: Option<u32>) -> Result<(), QueueError> {
+        self.gate()?;
+        self.inner.set_group_weight(name, weight).await
+    }
+    async fn group_weights(&self) -> Result<Vec<GroupWeight>, QueueError> {
+        self.gate()?;
+        self.inner.group_weights().await
     }
 }
 

@@ -9,6 +9,7 @@ mod cache_redis;
 mod cli;
 mod embedding;
 mod errors;
+mod flow_control;
 mod handler_threads;
 mod hostile;
 mod http_kind;

@@ -5,18 +5,43 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::job::{JobId, JobStatus};
+use crate::job::{JobId, JobRecord, JobStatus};
 
 use super::store::Entry;
 
 /// The ordering key of a queued job: highest priority first, then submit order.
 pub(super) type Ready = (Reverse<i32>, u64, JobId);
 
+/// A lane of ready jobs: every job in it is held back or let through by the same limits, and
+/// takes its group's turn (see `queue::flow`). Within a kind, jobs of one queue, group, set of
+/// limits and cost share a lane.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Lane {
+    pub queue: Arc<str>,
+    pub group: Option<Arc<str>>,
+    pub limits: Arc<[Arc<str>]>,
+    /// The jobs' cost (1 for jobs under no limit: nothing counts it).
+    pub cost: u32,
+}
+
+impl Lane {
+    pub fn of(record: &JobRecord) -> Lane {
+        Lane {
+            queue: record.queue.clone(),
+            group: record.group.clone(),
+            limits: record.limits.clone(),
+            cost: if record.limits.is_empty() { 1 } else { record.cost },
+        }
+    }
+}
+
 /// Ordering keys of a job in the indexes.
 #[derive(Default)]
 pub(super) struct Indexes {
-    /// `queued` jobs per kind: highest priority first, then submit order.
-    pub ready: HashMap<Arc<str>, BTreeSet<Ready>>,
+    /// `queued` jobs per kind and lane: highest priority first, then submit order. Lanes that
+    /// empty stay until the next periodic step ([`Indexes::prune`]): a busy lane empties and
+    /// fills again all the time.
+    pub ready: HashMap<Arc<str>, HashMap<Lane, BTreeSet<Ready>>>,
     /// `scheduled` jobs by `run_at` (ms), then submit order.
     pub scheduled: BTreeSet<(i64, u64, JobId)>,
     /// `running` jobs by lease expiry (ms).
@@ -34,10 +59,11 @@ impl Indexes {
         let id = record.id;
         match record.status {
             JobStatus::Queued => {
-                let ready = match self.ready.get_mut(&record.kind) {
-                    Some(ready) => ready,
+                let lanes = match self.ready.get_mut(&record.kind) {
+                    Some(lanes) => lanes,
                     None => self.ready.entry(record.kind.clone()).or_default(),
                 };
+                let ready = lanes.entry(Lane::of(record)).or_default();
                 ready.insert((Reverse(record.priority), entry.seq, id));
             }
             JobStatus::Scheduled => {
@@ -64,8 +90,10 @@ impl Indexes {
         let id = record.id;
         match record.status {
             JobStatus::Queued => {
-                if let Some(ready) = self.ready.get_mut(&record.kind) {
-                    ready.remove(&(Reverse(record.priority), entry.seq, id));
+                if let Some(lanes) = self.ready.get_mut(&record.kind) {
+                    if let Some(ready) = lanes.get_mut(&Lane::of(record)) {
+                        ready.remove(&(Reverse(record.priority), entry.seq, id));
+                    }
                 }
             }
             JobStatus::Scheduled => {
@@ -94,9 +122,13 @@ impl Indexes {
         *slot = slot.wrapping_add_signed(delta);
     }
 
-    /// The first queued job among `kinds`, in claim order.
-    pub fn next_ready(&self, kinds: &[Arc<str>]) -> Option<JobId> {
-        kinds.iter().filter_map(|kind| self.ready.get(kind)?.first()).min().map(|&(_, _, id)| id)
+    /// Drops the lanes (and kinds) that hold no job, so that claims, which look at every lane
+    /// of their kinds, do not grow with every group or limit ever used.
+    pub fn prune(&mut self) {
+        self.ready.retain(|_, lanes| {
+            lanes.retain(|_, ready| !ready.is_empty());
+            !lanes.is_empty()
+        });
     }
 
     /// The shared name of `queue`, so that every job of a queue points to one allocation.

@@ -4,9 +4,11 @@
 //! A `std` mutex guards the [`Store`]: every call holds it for a few microseconds at most and
 //! never across an await, so an async mutex would only add cost.
 
+mod flow;
 mod index;
 mod store;
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,9 +17,10 @@ use chrono::{DateTime, Utc};
 
 pub use store::Store;
 
+use super::flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
 use super::{
-    CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Page,
-    QueueBackend, QueueError, QueueLimits, QueueStats, Submitted,
+    CancelOutcome, Changes, Claim, Completion, LeaseRef, LeaseState, ListQuery, Page, QueueBackend,
+    QueueError, QueueLimits, QueueStats, Submitted,
 };
 use crate::job::{JobId, JobRecord, Json, NewJob};
 use crate::schedule::{Fire, Schedule};
@@ -70,8 +73,8 @@ impl QueueBackend for MemoryQueue {
         self.store().submit(jobs, now)
     }
 
-    async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
-        Ok(self.store().dequeue(&claim, now))
+    async fn claim(&self, claim: Claim, now: DateTime<Utc>) -> Result<Claims, QueueError> {
+        Ok(self.store().claim(&claim, now))
     }
 
     async fn complete(
@@ -133,7 +136,59 @@ impl QueueBackend for MemoryQueue {
         Ok(self.store().stats())
     }
 
-    async fn queued_by_kind(&self) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
+    async fn throttled(&self, now: DateTime<Utc>) -> Result<BTreeMap<String, u64>, QueueError> {
+        Ok(self.store().throttled(now))
+    }
+
+    async fn put_limit(
+        &self,
+        name: &str,
+        spec: LimitSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(Limit, bool), QueueError> {
+        Ok(self.store().put_limit(name, spec, now))
+    }
+
+    async fn get_limit(&self, name: &str, now: DateTime<Utc>) -> Result<Option<Limit>, QueueError> {
+        Ok(self.store().get_limit(name, now))
+    }
+
+    async fn list_limits(&self, now: DateTime<Utc>) -> Result<Vec<Limit>, QueueError> {
+        Ok(self.store().list_limits(now))
+    }
+
+    async fn delete_limit(&self, name: &str) -> Result<bool, QueueError> {
+        Ok(self.store().delete_limit(name))
+    }
+
+    async fn hold_limit(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.store().hold_limit(name, until)
+    }
+
+    async fn pause_queue(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        self.store().pause_queue(queue, paused);
+        Ok(())
+    }
+
+    async fn queues(&self, now: DateTime<Utc>) -> Result<Vec<QueueInfo>, QueueError> {
+        Ok(self.store().queues(now))
+    }
+
+    async fn set_group_weight(&self, name: &str, weight: Option<u32>) -> Result<(), QueueError> {
+        self.store().set_group_weight(name, weight);
+        Ok(())
+    }
+
+    async fn group_weights(&self) -> Result<Vec<GroupWeight>, QueueError> {
+        Ok(self.store().group_weights())
+    }
+
+    async fn queued_by_kind(&self) -> Result<BTreeMap<String, u64>, QueueError> {
         Ok(self.store().queued_by_kind())
     }
 

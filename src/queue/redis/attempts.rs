@@ -20,12 +20,13 @@ use crate::queue::{
 };
 
 impl RedisQueue {
+    /// Claims for `workers`; also answers when a limit that held jobs back frees next (ms).
     pub(super) async fn claim_chunk(
         &self,
         workers: &[Arc<str>],
         claim: &Claim,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Claimed>, QueueError> {
+    ) -> Result<(Vec<Claimed>, Option<i64>), QueueError> {
         let mut invocation = self.invocation(&self.scripts.claim);
         invocation.arg(ms(now) as i64).arg(claim.lease.as_millis() as u64).arg(workers.len());
         for worker in workers {
@@ -38,9 +39,10 @@ impl RedisQueue {
         // instance is taken back by its next claim (`recover`).
         let reply = self.run(&invocation, false).await?;
         let items = array(&reply)?;
+        let retry_at = items.first().map(int).transpose()?.filter(|&at| at > 0);
         let mut claimed = Vec::with_capacity(items.len() / 3);
         let mut held = Vec::with_capacity(items.len() / 3);
-        for triple in items.get(1..).unwrap_or_default().chunks_exact(3) {
+        for triple in items.get(2..).unwrap_or_default().chunks_exact(3) {
             let id = reply::id(&triple[0])?;
             let stored = bytes(&triple[1])?;
             let run = bytes(&triple[2])?;
@@ -53,7 +55,7 @@ impl RedisQueue {
             held.push((id, held_attempt));
         }
         self.held().extend(held);
-        Ok(claimed)
+        Ok((claimed, retry_at))
     }
 
     pub(super) async fn complete_chunk(
@@ -272,6 +274,8 @@ fn ending(
         run: held.run.clone(),
         queue: record.queue.clone(),
         kind: record.kind.clone(),
+        lane: record.lane.clone(),
+        limits: record.limits.clone(),
         status,
         score,
         record: blob,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::record::ms;
 use crate::job::{JobId, JobStatus, NewJob};
-use crate::redis::{QueueKeys, SLICE_MS};
+use crate::redis::{lane_member, QueueKeys, SLICE_MS};
 
 /// Commands in the order the script runs them: name, key ('' for none), arguments.
 #[derive(Default)]
@@ -129,8 +129,9 @@ impl Prepared {
         score: u64,
     ) {
         let (queue, kind, priority) = (&*job.queue, &*job.kind, job.priority);
-        if status != JobStatus::Queued {
-            return self.enter(keys, id, queue, kind, status, score);
+        let lane = lane_of(job);
+        if status != JobStatus::Queued || lane.is_some() {
+            return self.enter(keys, id, queue, kind, lane.as_deref(), status, score);
         }
         let list = keys.fresh(queue, kind, priority);
         let name = || format!("{queue}:{kind}:{priority}");
@@ -138,17 +139,25 @@ impl Prepared {
     }
 
     /// Enters job `id` in the index of `status` (`queued` or `scheduled`; terminal statuses
-    /// are filed by the script), with the job's `ready_score` or `run_at`.
+    /// are filed by the script), with the job's `ready_score` or `run_at`: a queued job in its
+    /// `lane` when it has one, else in its ready set.
+    #[allow(clippy::too_many_arguments)]
     pub fn enter(
         &mut self,
         keys: &QueueKeys,
         id: &str,
         queue: &str,
         kind: &str,
+        lane: Option<&str>,
         status: JobStatus,
         score: u64,
     ) {
         match status {
+            JobStatus::Queued if lane.is_some() => {
+                let lane = lane.expect("checked");
+                let (key, name) = (keys.lane(lane), || lane.to_owned());
+                self.add_registered("ZADD", &key, &keys.lanes(), name, [num(score), text(id)]);
+            }
             JobStatus::Queued => {
                 let (set, name) = (keys.ready(queue, kind), || format!("{queue}:{kind}"));
                 self.add_registered("ZADD", &set, &keys.ready_sets(), name, [num(score), text(id)]);
@@ -216,6 +225,39 @@ pub(super) fn slice_of(id: JobId) -> u64 {
     id_millis(id) / SLICE_MS
 }
 
+/// The lane of a job that names a group or limits (`None`: it has neither).
+pub(super) fn lane_of(job: &NewJob) -> Option<String> {
+    lane(&job.queue, &job.kind, job.group.as_deref(), &job.limits, job.cost)
+}
+
+/// The lane of jobs of `queue` and `kind` in `group` under `limits` costing `cost`.
+pub(super) fn lane(
+    queue: &str,
+    kind: &str,
+    group: Option<&str>,
+    limits: &[std::sync::Arc<str>],
+    cost: u32,
+) -> Option<String> {
+    let flow = super::record::flow_text(group, limits);
+    (!flow.is_empty()).then(|| lane_member(queue, kind, &flow, cost))
+}
+
+/// Appends the limit checks of a submit (see `lua/submit.lua`): each limit the jobs name, with
+/// the highest cost among them.
+pub(super) fn limit_checks(invocation: &mut super::scripts::Call<'_>, jobs: &[NewJob]) {
+    let mut highest: BTreeMap<&str, u32> = BTreeMap::new();
+    for job in jobs {
+        for limit in job.limits.iter() {
+            let cost = highest.entry(limit).or_default();
+            *cost = (*cost).max(job.cost);
+        }
+    }
+    invocation.arg(highest.len());
+    for (limit, cost) in highest {
+        invocation.arg(limit).arg(cost);
+    }
+}
+
 /// The bulk submit of jobs without dependencies or idempotency keys.
 pub(super) fn submit(
     invocation: &mut super::scripts::Call<'_>,
@@ -252,6 +294,7 @@ pub(super) fn submit(
     }
     let first = keys.job(&jobs[0].id.to_string());
     invocation.arg(ms(now) as i64).arg("B").arg(max_queued);
+    limit_checks(invocation, jobs);
     invocation.arg(first).arg(effects.ready).arg(effects.due).arg(added.len());
     for (queue, n) in added {
         invocation.arg(queue).arg(n);
@@ -267,6 +310,10 @@ pub(super) struct End {
     pub run: Vec<u8>,
     pub queue: std::sync::Arc<str>,
     pub kind: std::sync::Arc<str>,
+    /// The job's lane, when it names a group or limits.
+    pub lane: Option<std::sync::Arc<str>>,
+    /// The limits it names: each counts one running job fewer.
+    pub limits: std::sync::Arc<[std::sync::Arc<str>]>,
     pub status: JobStatus,
     /// The ready score (queued again) or run_at (scheduled again); 0 otherwise.
     pub score: u64,
@@ -297,12 +344,21 @@ pub(super) fn complete(
     // The lease key of the last token seen (a batch's attempts mostly share a few tokens).
     let mut lease: Option<(u64, String)> = None;
     let mut effects = Effects::default();
+    let mut running: BTreeMap<&str, i64> = BTreeMap::new();
     for (end, id) in ends.iter().zip(&ids) {
         if end.status.is_terminal() {
             terminal.entry(&end.queue).or_default().push(id);
         }
         prepared.add("MSET", "", [text(&keys.job(id)), end.record.clone()]);
-        prepared.enter(keys, id, &end.queue, &end.kind, end.status, end.score);
+        let lane = end.lane.as_deref();
+        prepared.enter(keys, id, &end.queue, &end.kind, lane, end.status, end.score);
+        for limit in end.limits.iter() {
+            *running.entry(limit).or_default() -= 1;
+        }
+        if !end.limits.is_empty() {
+            // A concurrency limit may have freed a place: idle instances look again.
+            effects.ready += 1;
+        }
         if lease.as_ref().is_none_or(|(token, _)| *token != end.token) {
             lease = Some((end.token, keys.lease(end.token)));
         }
@@ -311,6 +367,9 @@ pub(super) fn complete(
         prepared.count(&end.queue, JobStatus::Running, -1);
         prepared.count(&end.queue, end.status, 1);
         effects.note(end.status, end.score);
+    }
+    for (limit, delta) in running {
+        prepared.increment(keys.limits_running(), limit.to_owned(), delta);
     }
     invocation.arg(terminal.len());
     for (queue, ids) in terminal {

@@ -27,6 +27,7 @@ impl RedisQueue {
             bulk::submit(&mut invocation, &self.keys, &jobs, now, self.limits.max_queued);
         } else {
             invocation.arg(ms(now) as i64).arg("J").arg(self.limits.max_queued);
+            bulk::limit_checks(&mut invocation, &jobs);
             for job in &jobs {
                 let status = record::new_status(job, now);
                 invocation
@@ -36,6 +37,7 @@ impl RedisQueue {
                     .arg(status.index())
                     .arg(bulk::new_score(job, status))
                     .arg(job.idempotency_key.as_deref().unwrap_or(""))
+                    .arg(bulk::lane_of(job).unwrap_or_default())
                     .arg(job.depends_on.len());
                 for dep in &job.depends_on {
                     invocation.arg(dep.to_string());
@@ -50,6 +52,22 @@ impl RedisQueue {
                 if let Some(queue) = refusal(&err, "queue_full") {
                     let max = self.limits.max_queued;
                     return Err(QueueError::QueueFull { queue: queue.to_owned(), max });
+                }
+                if let Some(limit) = refusal(&err, "unknown_limit") {
+                    return Err(QueueError::UnknownLimit(limit.to_owned()));
+                }
+                if let Some(why) = refusal(&err, "cost_over_limit") {
+                    let mut parts = why.split(',');
+                    let (Some(limit), Some(cost), Some(tokens)) =
+                        (parts.next(), parts.next(), parts.next())
+                    else {
+                        return Err(malformed("cost_over_limit"));
+                    };
+                    return Err(QueueError::CostOverLimit {
+                        limit: limit.to_owned(),
+                        cost: cost.parse().map_err(|_| malformed("a cost"))?,
+                        tokens: tokens.parse().map_err(|_| malformed("tokens"))?,
+                    });
                 }
                 return Err(match refusal(&err, "unknown_dependency") {
                     Some(id) => {
@@ -154,21 +172,26 @@ impl RedisQueue {
         let mut pipe = ::redis::pipe();
         pipe.cmd("SMEMBERS").arg(self.keys.ready_sets());
         pipe.cmd("SMEMBERS").arg(self.keys.fresh_lists());
-        let (sets, lists): (Vec<String>, Vec<String>) =
+        pipe.cmd("SMEMBERS").arg(self.keys.lanes());
+        let (sets, lists, lanes): (Vec<String>, Vec<String>, Vec<String>) =
             self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
-        if sets.is_empty() && lists.is_empty() {
+        if sets.is_empty() && lists.is_empty() && lanes.is_empty() {
             return Ok(BTreeMap::new());
         }
-        // The jobs of each ready set (ZCARD), then of each fresh list: its length less the ids
-        // cancelled there (LLEN, SCARD of its skips).
+        // The jobs of each ready set and lane (ZCARD), then of each fresh list: its length less
+        // the ids cancelled there (LLEN, SCARD of its skips).
         let mut pipe = ::redis::pipe();
-        let set_kinds: Vec<&str> = (sets.iter())
-            .map(|set| {
-                let (queue, kind) = set.split_once(':').unwrap_or(("", set));
-                pipe.cmd("ZCARD").arg(self.keys.ready(queue, kind));
-                kind
-            })
-            .collect();
+        let mut set_kinds: Vec<&str> = Vec::with_capacity(sets.len() + lanes.len());
+        for set in &sets {
+            let (queue, kind) = set.split_once(':').unwrap_or(("", set));
+            pipe.cmd("ZCARD").arg(self.keys.ready(queue, kind));
+            set_kinds.push(kind);
+        }
+        for lane in &lanes {
+            pipe.cmd("ZCARD").arg(self.keys.lane(lane));
+            // `<queue>|<group>|<limits>|<cost>|<kind>`: the kind is what follows the fourth `|`.
+            set_kinds.push(lane.splitn(5, '|').nth(4).unwrap_or(""));
+        }
         let list_kinds: Vec<&str> = (lists.iter().filter_map(|list| fresh_list_name(list)))
             .map(|(queue, kind, priority)| {
                 pipe.cmd("LLEN").arg(self.keys.fresh(queue, kind, priority));

@@ -16,6 +16,7 @@
 mod attempts;
 mod bulk;
 mod events;
+mod flow;
 mod jobs;
 mod listing;
 mod record;
@@ -32,9 +33,10 @@ use ::redis::Value;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
 use super::{
-    CancelOutcome, Changes, Claim, Claimed, Completion, EventSink, LeaseRef, LeaseState, ListQuery,
-    Page, QueueBackend, QueueError, QueueLimits, QueueStats, Submitted,
+    CancelOutcome, Changes, Claim, Completion, EventSink, LeaseRef, LeaseState, ListQuery, Page,
+    QueueBackend, QueueError, QueueLimits, QueueStats, Submitted,
 };
 use crate::config::Config;
 use crate::job::{JobId, JobRecord, Json, NewJob};
@@ -124,16 +126,23 @@ struct HeldJob {
     priority: i32,
     queue: Arc<str>,
     kind: Arc<str>,
+    /// Its lane when queued again (it names a group or limits).
+    lane: Option<Arc<str>>,
+    /// The limits it runs under.
+    limits: Arc<[Arc<str>]>,
 }
 
 impl HeldJob {
     fn of(record: &JobRecord) -> Self {
+        let (queue, kind, group) = (&record.queue, &record.kind, record.group.as_deref());
         HeldJob {
             attempts: record.attempts,
             max_attempts: record.max_attempts,
             priority: record.priority,
             queue: record.queue.clone(),
             kind: record.kind.clone(),
+            lane: bulk::lane(queue, kind, group, &record.limits, record.cost).map(Arc::from),
+            limits: record.limits.clone(),
         }
     }
 }
@@ -259,7 +268,7 @@ impl QueueBackend for RedisQueue {
         self.submit_chunk(jobs, now).await
     }
 
-    async fn dequeue(&self, claim: Claim, now: DateTime<Utc>) -> Result<Vec<Claimed>, QueueError> {
+    async fn claim(&self, claim: Claim, now: DateTime<Utc>) -> Result<Claims, QueueError> {
         let (_in_flight, claims) = InFlight::enter(&self.claiming);
         if self.lost_claim.load(Ordering::Acquire) {
             let _recovering = self.recovering.lock().await;
@@ -268,8 +277,9 @@ impl QueueBackend for RedisQueue {
             }
         }
         let mut claimed = Vec::with_capacity(claim.workers.len());
+        let mut retry_at = None;
         for workers in claim.workers.chunks(BATCH) {
-            let got = match self.claim_chunk(workers, &claim, now).await {
+            let (got, free_at) = match self.claim_chunk(workers, &claim, now).await {
                 Ok(got) => got,
                 Err(err) => {
                     // Redis may have run it and the answer be lost.
@@ -277,13 +287,14 @@ impl QueueBackend for RedisQueue {
                     return Err(err);
                 }
             };
+            retry_at = free_at.and_then(DateTime::from_timestamp_millis);
             let short = got.len() < workers.len();
             claimed.extend(got);
             if short {
                 break;
             }
         }
-        Ok(claimed)
+        Ok(Claims { jobs: claimed, retry_at })
     }
 
     async fn complete(
@@ -378,6 +389,59 @@ impl QueueBackend for RedisQueue {
 
     async fn queued_by_kind(&self) -> Result<BTreeMap<String, u64>, QueueError> {
         self.queued_per_kind().await
+    }
+
+    async fn throttled(&self, now: DateTime<Utc>) -> Result<BTreeMap<String, u64>, QueueError> {
+        self.throttled_per_queue(now).await
+    }
+
+    async fn put_limit(
+        &self,
+        name: &str,
+        spec: LimitSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(Limit, bool), QueueError> {
+        self.store_limit(name, spec, now).await
+    }
+
+    async fn get_limit(&self, name: &str, now: DateTime<Utc>) -> Result<Option<Limit>, QueueError> {
+        Ok(self.read_limits(&[name.to_owned()], now).await?.pop())
+    }
+
+    async fn list_limits(&self, now: DateTime<Utc>) -> Result<Vec<Limit>, QueueError> {
+        let mut names: Vec<String> =
+            self.cmd(::redis::cmd("SMEMBERS").arg(self.keys.limit_names())).await?;
+        names.sort();
+        self.read_limits(&names, now).await
+    }
+
+    async fn delete_limit(&self, name: &str) -> Result<bool, QueueError> {
+        self.remove_limit(name).await
+    }
+
+    async fn hold_limit(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.store_hold(name, until).await
+    }
+
+    async fn pause_queue(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        self.store_pause(queue, paused).await
+    }
+
+    async fn queues(&self, now: DateTime<Utc>) -> Result<Vec<QueueInfo>, QueueError> {
+        self.queue_infos(now).await
+    }
+
+    async fn set_group_weight(&self, name: &str, weight: Option<u32>) -> Result<(), QueueError> {
+        self.store_weight(name, weight).await
+    }
+
+    async fn group_weights(&self) -> Result<Vec<GroupWeight>, QueueError> {
+        self.read_weights().await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

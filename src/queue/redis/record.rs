@@ -12,13 +12,19 @@
 //!  6      2     max_attempts
 //!  8      2     priority (signed)
 //! 10      2     dependencies not yet succeeded
-//! 12      8     lease token (f64; 0 when not running)
+//! 12      4     cost (u32; 0 in version 2 records, read as 1)
+//! 16      4     length of the flow section (u32; 0 in version 2 records)
 //! 20      8×5   created, updated, started, finished, run_at (f64 ms since the epoch; 0: none)
 //! 60      4×9   lengths of the sections below (u32)
-//! 96            kind, queue, idempotency key, data, worker, error, result, progress, history
+//! 96            kind, queue, idempotency key, data, worker, error, result, progress, history,
+//!               flow
 //! ```
 //! `data` is JSON only Rust reads (payload, backoff, timeout, dependencies); the header holds
-//! what the scripts need. A record is a few hundred bytes: numbers are fixed-width, payloads
+//! what the scripts need. `flow` is `<group>|<limit>,<limit>...` (empty for a job with neither
+//! group nor limits): the scripts file a queued job with a flow in its lane (see
+//! `lua/lib.lua`), and release its limits when an attempt ends. Version 3 added cost and flow
+//! where version 2 kept a lease token that was always 0, so a version 2 record reads as a job
+//! without flow; both are read. A record is a few hundred bytes: numbers are fixed-width, payloads
 //! and results stay the JSON text they arrived as.
 //!
 //! `history` holds the attempts that ended without success as JSON objects separated by commas,
@@ -34,9 +40,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::job::spec::no_limits;
 use crate::job::{Backoff, FailedAttempt, JobId, JobRecord, JobStatus, Json, NewJob, SpecDefaults};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// The oldest format version still read (no cost, no flow).
+const OLDEST_VERSION: u8 = 2;
 const SECTIONS: usize = 9;
 const LENGTHS_AT: usize = 60;
 const HEADER_LEN: usize = LENGTHS_AT + 4 * SECTIONS;
@@ -122,8 +131,11 @@ pub fn encode_new(job: &NewJob, now: DateTime<Utc>) -> Vec<u8> {
     put_f64(&mut header, CREATED, now_ms);
     put_f64(&mut header, UPDATED, now_ms);
     put_f64(&mut header, RUN_AT, job.run_at.filter(|at| *at > now).map_or(0.0, ms));
+    header[COST..COST + 4].copy_from_slice(&job.cost.to_be_bytes());
+    let flow = flow_text(job.group.as_deref(), &job.limits);
     assemble(
         &header,
+        flow.as_bytes(),
         [
             job.kind.as_bytes(),
             job.queue.as_bytes(),
@@ -220,7 +232,7 @@ pub fn ended(
     header[2] = if ending.cancel_requested { FLAG_CANCEL } else { 0 };
     let attempts = u16::from_be_bytes([header[4], header[5]]).saturating_add(1);
     header[4..6].copy_from_slice(&attempts.to_be_bytes());
-    put_f64(&mut header, TOKEN, 0.0);
+    header[0] = VERSION;
     put_f64(&mut header, UPDATED, now);
     put_f64(&mut header, STARTED, ms(attempt.started));
     if ending.status.is_terminal() {
@@ -244,6 +256,7 @@ pub fn ended(
     };
     Ok(assemble(
         &header,
+        flow_section(stored),
         [
             sections[0],
             sections[1],
@@ -306,8 +319,9 @@ fn decode_history(id: JobId, history: &[u8]) -> Result<Vec<FailedAttempt>, Recor
         .collect()
 }
 
-/// Byte offsets of the header's time fields.
-const TOKEN: usize = 12;
+/// Byte offsets of the header's cost, flow length and time fields.
+const COST: usize = 12;
+const FLOW_LEN: usize = 16;
 const CREATED: usize = 20;
 const UPDATED: usize = 28;
 const STARTED: usize = 36;
@@ -318,25 +332,61 @@ fn put_f64(header: &mut [u8; LENGTHS_AT], at: usize, value: f64) {
     header[at..at + 8].copy_from_slice(&value.to_be_bytes());
 }
 
-/// The header followed by the section lengths and the sections.
-fn assemble(header: &[u8; LENGTHS_AT], sections: [&[u8]; SECTIONS]) -> Vec<u8> {
-    let len = HEADER_LEN + sections.iter().map(|s| s.len()).sum::<usize>();
+/// The flow section of a job with `group` and `limits`: `<group>|<limit>,<limit>...`, or empty
+/// when it has neither. Names hold neither `|` nor `,` (`validate_flow_name`).
+pub fn flow_text(group: Option<&str>, limits: &[Arc<str>]) -> String {
+    if group.is_none() && limits.is_empty() {
+        return String::new();
+    }
+    let mut text = group.unwrap_or("").to_owned();
+    text.push('|');
+    for (i, limit) in limits.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(limit);
+    }
+    text
+}
+
+/// The group and limits of a flow section.
+fn parse_flow(flow: &str) -> (Option<Arc<str>>, Arc<[Arc<str>]>) {
+    let Some((group, limits)) = flow.split_once('|') else { return (None, no_limits()) };
+    let group = (!group.is_empty()).then(|| Arc::from(group));
+    if limits.is_empty() {
+        return (group, no_limits());
+    }
+    (group, limits.split(',').map(Arc::from).collect())
+}
+
+/// The header (with the flow's length set) followed by the section lengths, the sections and
+/// the flow.
+fn assemble(header: &[u8; LENGTHS_AT], flow: &[u8], sections: [&[u8]; SECTIONS]) -> Vec<u8> {
+    let len = HEADER_LEN + sections.iter().map(|s| s.len()).sum::<usize>() + flow.len();
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(header);
+    out[FLOW_LEN..FLOW_LEN + 4].copy_from_slice(&(flow.len() as u32).to_be_bytes());
     for section in &sections {
         out.extend_from_slice(&(section.len() as u32).to_be_bytes());
     }
     for section in &sections {
         out.extend_from_slice(section);
     }
+    out.extend_from_slice(flow);
     out
+}
+
+/// The flow section of a stored record (checked by `sections` before: empty when absent).
+fn flow_section(bytes: &[u8]) -> &[u8] {
+    let len = u32::from_be_bytes(bytes[FLOW_LEN..FLOW_LEN + 4].try_into().expect("4 bytes"));
+    &bytes[bytes.len().saturating_sub(len as usize)..]
 }
 
 /// The sections of a stored record.
 fn sections(id: JobId, bytes: &[u8]) -> Result<[&[u8]; SECTIONS], RecordError> {
     let fail = |why: &str| RecordError { id, why: why.to_owned() };
-    if bytes.len() < HEADER_LEN || bytes[0] != VERSION {
-        return Err(fail("not a job record of this version"));
+    if bytes.len() < HEADER_LEN || !(OLDEST_VERSION..=VERSION).contains(&bytes[0]) {
+        return Err(fail("not a job record of a version this build reads"));
     }
     let mut sections = [&bytes[0..0]; SECTIONS];
     let mut at = HEADER_LEN;
@@ -346,6 +396,10 @@ fn sections(id: JobId, bytes: &[u8]) -> Result<[&[u8]; SECTIONS], RecordError> {
         let end = at.checked_add(len).ok_or_else(|| fail("truncated"))?;
         *section = bytes.get(at..end).ok_or_else(|| fail("truncated"))?;
         at = end;
+    }
+    let flow = u32::from_be_bytes(bytes[FLOW_LEN..FLOW_LEN + 4].try_into().expect("4 bytes"));
+    if bytes[0] > OLDEST_VERSION && bytes.len() != at + flow as usize {
+        return Err(fail("truncated flow"));
     }
     Ok(sections)
 }
@@ -367,6 +421,14 @@ pub fn decode(id: JobId, bytes: &[u8]) -> Result<JobRecord, RecordError> {
             .transpose()
     };
     let data: DataIn = serde_json::from_slice(sections[3]).map_err(|_| fail("invalid data"))?;
+    let (group, limits, cost) = if bytes[0] > OLDEST_VERSION {
+        let flow = std::str::from_utf8(flow_section(bytes)).map_err(|_| fail("flow not UTF-8"))?;
+        let (group, limits) = parse_flow(flow);
+        let cost = u32::from_be_bytes(bytes[COST..COST + 4].try_into().expect("4 bytes"));
+        (group, limits, cost.max(1))
+    } else {
+        (None, no_limits(), 1)
+    };
     Ok(JobRecord {
         id,
         kind: text(0)?.into(),
@@ -381,6 +443,9 @@ pub fn decode(id: JobId, bytes: &[u8]) -> Result<JobRecord, RecordError> {
         run_at: time(f64_at(RUN_AT)),
         depends_on: data.depends_on,
         idempotency_key: optional(2)?.map(Into::into),
+        limits,
+        cost,
+        group,
         created_at: time(f64_at(CREATED)).ok_or_else(|| fail("no creation time"))?,
         updated_at: time(f64_at(UPDATED)).ok_or_else(|| fail("no update time"))?,
         started_at: time(f64_at(STARTED)),
@@ -421,6 +486,9 @@ mod tests {
             run_at: None,
             depends_on: vec![JobId::new()],
             idempotency_key: Some(Arc::from("k-1")),
+            limits: Arc::from(vec![Arc::from("github"), Arc::from("github:acme")]),
+            cost: 3,
+            group: Some(Arc::from("acme")),
         }
     }
 
@@ -436,6 +504,7 @@ mod tests {
         assert_eq!(record.timeout_ms, 1234);
         assert_eq!(record.depends_on, job.depends_on);
         assert_eq!(record.idempotency_key.as_deref(), Some("k-1"));
+        assert_eq!((record.limits, record.cost, record.group), (job.limits, 3, job.group));
         assert_eq!((record.created_at, record.updated_at), (now, now));
         assert!(record.result.is_none() && record.error.is_none() && record.worker.is_none());
     }
@@ -585,31 +654,53 @@ mod tests {
         bytes[1] = 42;
         assert!(decode(id, &bytes).is_err());
 
-        let job = job();
-        let good = end(job.id, &encode_new(&job, at(0)), 5, JobStatus::Queued, Some("boom"));
-        assert_eq!(decode(job.id, &good).unwrap().history.len(), 1);
+        // A job without flow, whose history ends the record.
+        let plain = NewJob { limits: no_limits(), group: None, ..job() };
+        let id = plain.id;
+        let good = end(id, &encode_new(&plain, at(0)), 5, JobStatus::Queued, Some("boom"));
+        assert_eq!(decode(id, &good).unwrap().history.len(), 1);
         for len in 0..good.len() {
-            assert!(decode(job.id, &good[..len]).is_err(), "cut to {len} bytes");
+            assert!(decode(id, &good[..len]).is_err(), "cut to {len} bytes");
         }
         // A record of the first version (eight sections, no history).
         let mut old = good.clone();
         old[0] = 1;
-        assert!(decode(job.id, &old).is_err());
+        assert!(decode(id, &old).is_err());
         // Lengths past the end, and a history that is not the entries' JSON.
         for section in 0..SECTIONS {
             let mut huge = good.clone();
             let l = LENGTHS_AT + 4 * section;
             huge[l..l + 4].copy_from_slice(&u32::MAX.to_be_bytes());
-            assert!(decode(job.id, &huge).is_err(), "section {section}");
+            assert!(decode(id, &huge).is_err(), "section {section}");
         }
         let mut bad = good.clone();
         *bad.last_mut().unwrap() = b']';
-        assert!(decode(job.id, &bad).is_err());
+        assert!(decode(id, &bad).is_err());
         let mut bad = good.clone();
         bad.extend_from_slice(b",{}");
         let l = LENGTHS_AT + 4 * HISTORY;
         let len = u32::from_be_bytes(bad[l..l + 4].try_into().unwrap()) + 3;
         bad[l..l + 4].copy_from_slice(&len.to_be_bytes());
-        assert!(decode(job.id, &bad).is_err());
+        assert!(decode(id, &bad).is_err());
+        // A flow longer than what follows the sections.
+        let mut bad = encode_new(&job(), at(0));
+        bad[FLOW_LEN..FLOW_LEN + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode(id, &bad).is_err());
+    }
+
+    #[test]
+    fn a_version_2_record_reads_as_a_job_without_flow() {
+        let job = NewJob { limits: no_limits(), group: None, cost: 1, ..job() };
+        let mut stored = encode_new(&job, at(0));
+        // Version 2 kept a lease token, always 0, where cost and flow length are now.
+        stored[0] = 2;
+        stored[COST..FLOW_LEN + 4].copy_from_slice(&0f64.to_be_bytes());
+        let record = decode(job.id, &stored).unwrap();
+        assert_eq!((record.limits.len(), record.cost, record.group), (0, 1, None));
+        assert_eq!(record.idempotency_key.as_deref(), Some("k-1"));
+        // Its attempt's end is written in the current version, flow still empty.
+        let ended = end(job.id, &stored, 7, JobStatus::Succeeded, None);
+        assert_eq!(ended[0], VERSION);
+        assert_eq!(decode(job.id, &ended).unwrap().limits.len(), 0);
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct Scripts {
     pub purge: Lua,
     pub schedule_put: Lua,
     pub schedule_fire: Lua,
+    pub limit: Lua,
+    pub throttled: Lua,
 }
 
 /// One script: its source (to load it when Redis does not know it) and its SHA.
@@ -78,6 +80,8 @@ impl Scripts {
             purge: with_lib(include_str!("lua/purge.lua")),
             schedule_put: with_lib(include_str!("lua/schedule_put.lua")),
             schedule_fire: with_lib(include_str!("lua/schedule_fire.lua")),
+            limit: with_lib(include_str!("lua/limit.lua")),
+            throttled: with_lib(include_str!("lua/throttled.lua")),
         }
     }
 }

@@ -6,8 +6,10 @@
 --
 -- A job record is one string: a fixed big-endian header (HDR) followed by nine sections whose
 -- lengths end the header: kind, queue, idempotency key, data (JSON that only Rust reads),
--- worker, error, result, progress, history (src/queue/redis/record.rs is the Rust side of the
--- format, version 2). The history holds the attempts that ended without success as JSON
+-- worker, error, result, progress, history; then the flow section (`<group>|<limits>`, empty
+-- for a job with neither), whose length and the job's cost sit in the header
+-- (src/queue/redis/record.rs is the Rust side of the format, version 3; version 2 records,
+-- with zeros there, read as jobs without flow). The history holds the attempts that ended without success as JSON
 -- objects separated by commas, without brackets, oldest first (see `add_failure`).
 -- A stored record is `waiting`, `scheduled`, `queued` or terminal. A running job keeps its
 -- `queued` record untouched: its attempt lives in the `run` hash (`<token>|<started>|<worker>`),
@@ -20,9 +22,9 @@
 -- one command per key. Time is the caller's (ARGV), in milliseconds since the epoch.
 
 local B = KEYS[1]
-local HDR = '>BBBBHHhHddddddI4I4I4I4I4I4I4I4I4'
+local HDR = '>BBBBHHhHI4I4dddddI4I4I4I4I4I4I4I4I4'
 local HDR_LEN = 96
-local VERSION = 2
+local VERSION = 3
 local WAITING, SCHEDULED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3, 4, 5, 6
 local STATUS = { [0] = 'waiting', 'scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled' }
 -- The record's flags: bit 0, a cancel was requested while it ran.
@@ -53,6 +55,13 @@ local READY_SETS, DONE_SEQ = B .. 'rq', B .. 'dseq'
 -- a real hash table (Redis never converts one back).
 local RUN_SENTINEL = '~'
 local WAKE, EVENTS, WATCH, TOKENS = B .. 'wake', B .. 'events', B .. 'watch', B .. 'tok'
+-- Flow control (src/redis/keys.rs has the layout): lanes of ready jobs that name a group or
+-- limits, limits and their windows, running counts per limit, paused queues, group weights.
+local LANES, LIMITS, LIMRUN, PAUSED, WEIGHTS = B .. 'lanes', B .. 'limits', B .. 'limrun', B .. 'paused', B .. 'gw'
+local function lane_key(member) return B .. 'lane:' .. member end
+local function limit_key(name) return B .. 'lim:' .. name end
+local function window_key(name) return B .. 'lw:' .. name end
+local function turns_key(queue) return B .. 'gp:' .. queue end
 
 -- The table under `k` in `t`, made (empty) on first use.
 local function table_at(t, k)
@@ -112,11 +121,37 @@ local function listing_key(queue, st) return named('ls:' .. STATUS[st] .. ':', q
 -- Records --------------------------------------------------------------------------------------
 
 local function decode(id, v)
-  local _, st, fl, _, a, m, pr, pend, tok, c, u, s, f, ra, lk, lq, li, ld, lw, le, lr, lp, lh =
+  local _, st, fl, _, a, m, pr, pend, co, lf, c, u, s, f, ra, lk, lq, li, ld, lw, le, lr, lp, lh =
     struct.unpack(HDR, v)
-  return { id = id, v = v, st = st, fl = fl, a = a, m = m, pr = pr, pend = pend, tok = tok,
-    c = c, u = u, s = s, f = f, ra = ra, lk = lk, lq = lq, li = li, ld = ld, lw = lw, le = le,
-    lr = lr, lp = lp, lh = lh }
+  return { id = id, v = v, st = st, fl = fl, a = a, m = m, pr = pr, pend = pend, co = co,
+    lf = lf, c = c, u = u, s = s, f = f, ra = ra, lk = lk, lq = lq, li = li, ld = ld, lw = lw,
+    le = le, lr = lr, lp = lp, lh = lh }
+end
+
+-- The flow section of a record (`<group>|<limits>`; '' for a job with neither).
+local function flow_of(j)
+  if j.lf == 0 then return '' end
+  return string.sub(j.v, #j.v - j.lf + 1)
+end
+
+-- The lane of jobs of `queue` and `kind` with flow section `flow` (non-empty) and `cost`:
+-- `<queue>|<group>|<limits>|<cost>|<kind>`, cost 1 for jobs under no limit (as
+-- keys::lane_member in Rust). nil for a job without flow: it goes to the fresh lists and
+-- ready sets.
+local function lane_member(queue, kind, flow, cost)
+  if flow == '' then return nil end
+  if string.sub(flow, -1) == '|' then cost = 1 end
+  return queue .. '|' .. flow .. '|' .. math.max(cost, 1) .. '|' .. kind
+end
+
+-- The limits a flow section names.
+local function limits_of(flow)
+  local names = {}
+  local list = string.match(flow, '|(.*)$')
+  if list then
+    for name in string.gmatch(list, '[^,]+') do names[#names + 1] = name end
+  end
+  return names
 end
 
 local function kind_of(j)
@@ -165,9 +200,9 @@ local function encode(j)
   local p = j.p or string.sub(v, o + 1, o + j.lp)
   o = o + j.lp
   local h = j.h or string.sub(v, o + 1, o + j.lh)
-  return struct.pack(HDR, VERSION, j.st, j.fl, 0, j.a, j.m, j.pr, j.pend, 0, j.c, j.u, j.s, j.f,
-    j.ra, j.lk, j.lq, j.li, j.ld, #w, #e, #r, #p, #h) .. string.sub(v, HDR_LEN + 1, fixed) ..
-    w .. e .. r .. p .. h
+  return struct.pack(HDR, VERSION, j.st, j.fl, 0, j.a, j.m, j.pr, j.pend, j.co, j.lf, j.c, j.u,
+    j.s, j.f, j.ra, j.lk, j.lq, j.li, j.ld, #w, #e, #r, #p, #h) ..
+    string.sub(v, HDR_LEN + 1, fixed) .. w .. e .. r .. p .. h .. flow_of(j)
 end
 
 -- The most entries a history keeps (the latest), as JobRecord::MAX_HISTORY.
@@ -236,8 +271,10 @@ end
 local adds, rems, counts, writes, done = {}, {}, {}, {}, {}
 -- Jobs entered in (ids) and removed from (a number) the index of every job, per queue and slice.
 local listed, unlisted = {}, {}
--- Ready sets entered in this call (`<queue>:<kind>`), for the registry claims read.
-local ready_sets = {}
+-- Ready sets entered in this call (`<queue>:<kind>`), and lanes, for the registries claims read.
+local ready_sets, lanes_entered = {}, {}
+-- Changes of the running counts per limit.
+local limit_running = {}
 
 local function zadd(key, score, member)
   local t = table_at(adds, key)
@@ -291,6 +328,10 @@ local function flush_indexes()
   for key, t in pairs(adds) do apply('ZADD', key, t) end
   for queue, ids in pairs(done) do file_done(queue, ids) end
   for set in pairs(ready_sets) do redis.call('SADD', READY_SETS, set) end
+  for lane in pairs(lanes_entered) do redis.call('SADD', LANES, lane) end
+  for name, delta in pairs(limit_running) do
+    if delta ~= 0 and redis.call('HINCRBY', LIMRUN, name, delta) <= 0 then redis.call('HDEL', LIMRUN, name) end
+  end
   for queue, slices in pairs(listed) do
     local entries = {}
     for slice, ids in pairs(slices) do
@@ -316,6 +357,7 @@ local function flush_indexes()
     end
   end
   adds, rems, counts, done, ready_sets, listed, unlisted = {}, {}, {}, {}, {}, {}, {}
+  lanes_entered, limit_running = {}, {}
 end
 
 -- Writes every changed record and applies the index changes.
@@ -345,12 +387,17 @@ local function ready_score(j)
 end
 
 -- Enters job `id` of `queue` in the index of status `st`; `score` is its ready score (queued)
--- or run_at (scheduled), `now` its finish time (terminal).
-local function enter_index(id, queue, kind, st, score, now)
+-- or run_at (scheduled), `now` its finish time (terminal); `lane` its lane when it has one.
+local function enter_index(id, queue, kind, st, score, now, lane)
   if st == QUEUED then
-    local entry = ready_entry(queue, kind)
-    zadd(entry[1], score, id)
-    ready_sets[entry[2]] = true
+    if lane then
+      zadd(lane_key(lane), score, id)
+      lanes_entered[lane] = true
+    else
+      local entry = ready_entry(queue, kind)
+      zadd(entry[1], score, id)
+      ready_sets[entry[2]] = true
+    end
     changes.ready = changes.ready + 1
   elseif st == SCHEDULED then
     zadd(DELAYED, score, id)
@@ -370,9 +417,12 @@ end
 local function leave(j)
   local st = j.st
   if st == QUEUED then
-    -- In its ready set, or else in the fresh list it was submitted to.
+    -- In its lane, its ready set, or else in the fresh list it was submitted to.
     local queue, kind = queue_of(j), kind_of(j)
-    if redis.call('ZREM', ready_key(queue, kind), j.id) == 0 then
+    local lane = lane_member(queue, kind, flow_of(j), j.co)
+    if lane then
+      redis.call('ZREM', lane_key(lane), j.id)
+    elseif redis.call('ZREM', ready_key(queue, kind), j.id) == 0 then
       redis.call('SADD', skips_key(queue, kind, j.pr), j.id)
     end
   elseif st == SCHEDULED then
@@ -386,7 +436,18 @@ end
 local function enter(j, now)
   local st = j.st
   local score = (st == QUEUED and ready_score(j)) or (st == SCHEDULED and j.ra) or 0
-  enter_index(j.id, queue_of(j), kind_of(j), st, score, now)
+  local lane = st == QUEUED and lane_member(queue_of(j), kind_of(j), flow_of(j), j.co) or nil
+  enter_index(j.id, queue_of(j), kind_of(j), st, score, now, lane)
+end
+
+-- An attempt of job `j` ended (or never ran): the limits it names count one running job fewer,
+-- and idle instances look again (a concurrency limit may have freed a place).
+local function release_limits(j)
+  if j.lf == 0 then return end
+  local names = limits_of(flow_of(j))
+  if #names == 0 then return end
+  for _, name in ipairs(names) do limit_running[name] = (limit_running[name] or 0) - 1 end
+  changes.ready = changes.ready + 1
 end
 
 -- The one place a stored (not running) job changes status: indexes, counters, timestamps.
@@ -405,6 +466,7 @@ end
 -- counted when `counted`, its worker, start and progress go into the record.
 local function stop_running(j, run, to, now, counted, progress)
   local _, started, worker = string.match(run, '^([^|]*)|([^|]*)|(.*)$')
+  release_limits(j)
   count(queue_of(j), RUNNING, -1)
   count(queue_of(j), to, 1)
   if counted then j.a = j.a + 1 end
@@ -595,4 +657,120 @@ local function forget_running(by_token)
   apply('HDEL', RUN, all)
   if redis.call('EXISTS', CANCELS) == 1 then apply('SREM', CANCELS, all) end
   if redis.call('EXISTS', PROGRESS) == 1 then apply('HDEL', PROGRESS, all) end
+end
+
+-- Limits ---------------------------------------------------------------------------------------
+
+-- What each limit allows in this call (false: no such limit), read once (`budget`); `jobs` and
+-- `taken` count what the call took under it. `limits_free_at` is the earliest time a limit
+-- that said no frees (a rate's next token, or the end of a hold).
+local budgets, limits_free_at = {}, nil
+
+-- Slides the window of limit `name` (rate: `per` ms) to `now`: the entries whose tokens came
+-- back go, and `used` (the tokens in it) goes down by theirs. Returns the tokens still used and
+-- when the oldest of them comes back (nil: none out).
+local function slide_window(name, per, used, now)
+  local key = window_key(name)
+  local gone, freed, next_token = 0, 0, nil
+  while true do
+    local entries = redis.call('LRANGE', key, gone, gone + 31)
+    for _, entry in ipairs(entries) do
+      local at, tokens = string.match(entry, '^(%d+):(%d+)$')
+      at = tonumber(at)
+      if at + per > now then
+        next_token = at + per
+        break
+      end
+      gone = gone + 1
+      freed = freed + tonumber(tokens)
+    end
+    if next_token or #entries < 32 then break end
+  end
+  if gone > 0 then
+    redis.call('LTRIM', key, gone, -1)
+    used = math.max(used - freed, 0)
+    redis.call('HSET', limit_key(name), 'used', string.format('%d', used))
+  end
+  return used, next_token
+end
+
+-- Limit `name` as of `now`: `held` (until, when in the future), `slots` (places left under its
+-- concurrency), `tokens` (left in its rate's window), `next` (when the next token comes back),
+-- `running`, and the fields as stored; false when there is no such limit.
+local function budget(name, now)
+  local b = budgets[name]
+  if b ~= nil then return b end
+  local l = redis.call('HMGET', limit_key(name), 'created', 'tokens', 'per_ms', 'concurrency', 'held', 'used', 'updated')
+  if not l[1] then
+    budgets[name] = false
+    return false
+  end
+  b = { jobs = 0, taken = 0, created = l[1], updated = l[7], rate = l[2], per = l[3], concurrency = l[4] }
+  local held = tonumber(l[5])
+  if held and held > now then b.held = held end
+  b.running = tonumber(redis.call('HGET', LIMRUN, name)) or 0
+  if l[4] then b.slots = tonumber(l[4]) - b.running end
+  if l[2] then
+    local used
+    used, b.next = slide_window(name, tonumber(l[3]), tonumber(l[6]) or 0, now)
+    b.tokens = tonumber(l[2]) - used
+  end
+  budgets[name] = b
+  return b
+end
+
+-- Whether `limits` (names) let a job of `cost` start at `now`; when not, notes in
+-- limits_free_at when they may (a lane waits for the last of its limits to free; a concurrency
+-- limit frees when a job ends, which wakes the instances anyway). Limits that do not exist
+-- (deleted) allow anything.
+local function allowed(limits, cost, now)
+  local blocked, free_at = false, nil
+  for _, name in ipairs(limits) do
+    local b = budget(name, now)
+    if b then
+      local no, at = false, nil
+      if b.held then
+        no, at = true, b.held
+      elseif b.slots and b.slots <= 0 then
+        no = true
+      elseif b.tokens and b.tokens < cost then
+        no, at = true, b.next or now + 1
+      end
+      if no then
+        blocked = true
+        if at and (not free_at or at > free_at) then free_at = at end
+      end
+    end
+  end
+  if blocked and free_at and (not limits_free_at or free_at < limits_free_at) then
+    limits_free_at = free_at
+  end
+  return not blocked
+end
+
+-- Takes (sign 1) or gives back (sign -1) what one job of `cost` uses of `limits`.
+local function take(limits, cost, sign)
+  for _, name in ipairs(limits) do
+    local b = budgets[name]
+    if b then
+      if b.tokens then b.tokens = b.tokens - sign * cost end
+      if b.slots then b.slots = b.slots - sign end
+      b.taken = b.taken + sign * cost
+      b.jobs = b.jobs + sign
+    end
+  end
+end
+
+-- Writes what this call took under each limit: its running count, and an entry of its rate's
+-- window.
+local function record_taken()
+  for name, b in pairs(budgets) do
+    if b and b.jobs > 0 then
+      redis.call('HINCRBY', LIMRUN, name, b.jobs)
+      if b.tokens then
+        redis.call('RPUSH', window_key(name), NOW_TEXT .. ':' .. string.format('%d', b.taken))
+        redis.call('HINCRBY', limit_key(name), 'used', b.taken)
+      end
+    end
+  end
 end

@@ -44,6 +44,7 @@ for _, id in ipairs(lost) do
       stop_running(j, runs[id], CANCELLED, now, false, nil)
     else
       -- Never run: the record stays as it was; only its running state goes.
+      release_limits(j)
       count(queue_of(j), RUNNING, -1)
       count(queue_of(j), QUEUED, 1)
       enter(j, now)

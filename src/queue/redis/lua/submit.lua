@@ -4,17 +4,22 @@
 -- ARGV[2]   'B' (bulk) or 'J' (job by job)
 -- ARGV[3]   the most jobs waiting to run (waiting, scheduled, queued) a queue may hold: a batch
 --           that would take a queue past it is refused whole ('queue_full <queue>')
+-- ARGV[4]   l, then l times: a limit the batch's jobs name and the highest cost among them:
+--           a limit that does not exist refuses the batch ('unknown_limit <name>'), and so does
+--           a cost above its rate's tokens ('cost_over_limit <name>,<cost>,<tokens>')
+-- Then, from A = 5 + 2l:
 --
 -- 'B': a batch of jobs without dependencies or idempotency keys, which Rust prepared whole:
---   ARGV[4]   the first job's key (a retried call that did run finds it stored)
---   ARGV[5]   how many jobs are queued, ARGV[6] the earliest run_at of the scheduled ones (0)
---   ARGV[7]   q, then q times: a queue and how many jobs the batch adds to it
+--   ARGV[A]     the first job's key (a retried call that did run finds it stored)
+--   ARGV[A + 1] how many jobs are queued, ARGV[A + 2] the earliest run_at of the scheduled
+--               ones (0)
+--   ARGV[A + 3] q, then q times: a queue and how many jobs the batch adds to it
 --   then prepared commands (see `prepared` in lib.lua): the records (MSET), the index entries
---   (ready sets, delayed, listings), the registries and the counters.
+--   (lanes, ready sets, delayed, listings), the registries and the counters.
 --
 -- 'J': then, per job: id, kind, queue, status (queued or scheduled, as Rust found it), score
---   (the ready score when queued, run_at in ms when scheduled), idempotency key ('' none),
---   number of dependencies n, n dependency ids, the record.
+--   (the ready score when queued, run_at in ms when scheduled), idempotency key ('' none), its
+--   lane ('' none), number of dependencies n, n dependency ids, the record.
 --   A job whose idempotency key belongs to a stored job is not inserted: that job answers for
 --   it. Every dependency must be a stored job or a job of the batch; an unknown one refuses the
 --   whole batch before anything is written. A job with unfinished dependencies is stored
@@ -28,10 +33,26 @@
 -- ids...}. 'B': results is {} ('stored' instead of changes when the batch was stored already:
 -- the caller reads it back). 'J': results = {the job's id in the request, created (1/0), id
 -- of the job that answers, its record ('' when stored as sent), its running attempt ('' none)}
--- per job. Errors: 'unknown_dependency <id>', 'queue_full <queue>'.
+-- per job. Errors: 'unknown_dependency <id>', 'queue_full <queue>', 'unknown_limit <name>',
+-- 'cost_over_limit <name>,<cost>,<tokens>' (names hold no comma).
 
 local now = tonumber(ARGV[1])
 local max_queued = tonumber(ARGV[3])
+local A = 5 + 2 * tonumber(ARGV[4])
+
+-- Why the limits the batch names refuse it, if they do (checked once the batch is known not
+-- to be stored already, so that a retried call that did run is answered).
+local function refused_by_limits()
+  for k = 5, A - 1, 2 do
+    local name, cost = ARGV[k], tonumber(ARGV[k + 1])
+    local limit = redis.call('HMGET', limit_key(name), 'created', 'tokens')
+    if not limit[1] then return 'unknown_limit ' .. name end
+    if limit[2] and tonumber(limit[2]) < cost then
+      return 'cost_over_limit ' .. name .. ',' .. cost .. ',' .. limit[2]
+    end
+  end
+  return nil
+end
 
 -- The queue that `added` more jobs waiting to run would take past the limit, if one would.
 local function over_limit(added)
@@ -44,30 +65,33 @@ local function over_limit(added)
 end
 
 if ARGV[2] == 'B' then
-  if redis.call('EXISTS', ARGV[4]) == 1 then return { 'stored', {} } end
-  local added, at = {}, 8
-  for _ = 1, tonumber(ARGV[7]) do
+  if redis.call('EXISTS', ARGV[A]) == 1 then return { 'stored', {} } end
+  local refused = refused_by_limits()
+  if refused then return redis.error_reply(refused) end
+  local added, at = {}, A + 4
+  for _ = 1, tonumber(ARGV[A + 3]) do
     added[ARGV[at]] = tonumber(ARGV[at + 1])
     at = at + 2
   end
   local full = over_limit(added)
   if full then return redis.error_reply('queue_full ' .. full) end
   prepared(at)
-  local ready = tonumber(ARGV[5])
+  local ready = tonumber(ARGV[A + 1])
   if ready > 0 then wake() end
-  return { { ready, tonumber(ARGV[6]) }, {} }
+  return { { ready, tonumber(ARGV[A + 2]) }, {} }
 end
 
 local slow_jobs = {}
-local i = 4
+local i = A
 while i <= #ARGV do
-  local n = tonumber(ARGV[i + 6])
+  local n = tonumber(ARGV[i + 7])
   local deps = {}
-  for k = 1, n do deps[k] = ARGV[i + 6 + k] end
+  for k = 1, n do deps[k] = ARGV[i + 7 + k] end
+  local lane = ARGV[i + 6]
   slow_jobs[#slow_jobs + 1] = { id = ARGV[i], kind = ARGV[i + 1], queue = ARGV[i + 2],
     st = tonumber(ARGV[i + 3]), score = ARGV[i + 4], idem = ARGV[i + 5], deps = deps,
-    blob = ARGV[i + 7 + n] }
-  i = i + 8 + n
+    lane = lane ~= '' and lane or nil, blob = ARGV[i + 8 + n] }
+  i = i + 9 + n
 end
 
 -- A stored job's record and running attempt, as a result.
@@ -96,6 +120,8 @@ if first and redis.call('EXISTS', job_key(first)) == 1 then
   end
   return { { 0, 0 }, results }
 end
+local refused = refused_by_limits()
+if refused then return redis.error_reply(refused) end
 
 -- New jobs of the batch (needed only to check dependencies within it).
 local fresh = {}
@@ -152,7 +178,7 @@ for _, job in ipairs(slow_jobs) do
       writes[#writes + 1] = job_key(id)
       writes[#writes + 1] = job.blob
       count(job.queue, job.st, 1)
-      enter_index(id, job.queue, job.kind, job.st, job.score, now)
+      enter_index(id, job.queue, job.kind, job.st, job.score, now, job.lane)
       results[#results + 1] = { id, 1, id, '', '' }
     else
       local j = decode(id, job.blob)
