@@ -4,6 +4,7 @@
 //! cargo run --release --example throughput -- --backend memory --jobs 200000
 //! cargo run --release --example throughput -- --backend memory --latency
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example throughput -- --backend redis --jobs 100000
+//! cargo run --release --example throughput -- --backend memory --limit   # every job under a limit
 //! ```
 //! Throughput: submits `--jobs` `noop` jobs in batches of `--batch` through the runtime's
 //! client, and measures from the first submit until the last job has succeeded. Latency: on an
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use clap::Parser;
 use jobyard::config::{CacheBackendKind, QueueBackendKind, RedisUrl};
 use jobyard::job::record::json_from_str;
+use jobyard::queue::flow::{LimitSpec, Rate};
 use jobyard::queue::RedisQueue;
 use jobyard::redis::{RedisClient, RedisSettings};
 use jobyard::{Config, Job, JobContext, JobError, JobSpec, Runtime};
@@ -64,6 +66,10 @@ struct Args {
     /// Install the server's log subscriber (level from RUST_LOG, default info), as `serve` does.
     #[arg(long)]
     log: bool,
+    /// Every job runs under one generous limit (a rate of a billion tokens a second and a
+    /// concurrency of a million, never exhausted): what checking and counting a limit costs.
+    #[arg(long)]
+    limit: bool,
 }
 
 /// Nanoseconds since `EPOCH` at which the last probe started.
@@ -130,7 +136,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Some((queue, server)) => Some((queue.link_stats(), RedisFigures::read(server).await?)),
             None => None,
         };
-        throughput(&runtime, args.jobs, args.batch, args.payload_bytes).await?;
+        let limit = if args.limit {
+            let rate = Rate { tokens: 1_000_000_000, per_ms: 1_000 };
+            let spec = LimitSpec { rate: Some(rate), concurrency: Some(1_000_000) };
+            runtime.client().put_limit("generous", spec).await?;
+            Some("generous")
+        } else {
+            None
+        };
+        throughput(&runtime, args.jobs, args.batch, args.payload_bytes, limit).await?;
         if let (Some((queue, server)), Some((link, figures))) = (&redis, before) {
             let after = RedisFigures::read(server).await?;
             let jobs = args.jobs as f64;
@@ -206,9 +220,11 @@ async fn throughput(
     jobs: usize,
     batch: usize,
     payload_bytes: usize,
+    limit: Option<&str>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let payload = json_from_str(&payload_of(payload_bytes))?;
-    let spec = JobSpec { payload: Some(payload), ..JobSpec::new("noop") };
+    let limits = limit.map(|name| vec![name.to_owned()]);
+    let spec = JobSpec { payload: Some(payload), limits, ..JobSpec::new("noop") };
     let started = Instant::now();
     let mut submitted = 0;
     while submitted < jobs {

@@ -10,6 +10,8 @@ mod cli;
 mod embedding;
 mod errors;
 mod flow_control;
+mod flow_http;
+mod flow_instances;
 mod handler_threads;
 mod hostile;
 mod http_kind;

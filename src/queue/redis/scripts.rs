@@ -11,6 +11,8 @@ use ::redis::{Cmd, Script, ToRedisArgs};
 use crate::queue::SETTLE_LIMIT;
 
 const LIB: &str = include_str!("lua/lib.lua");
+/// What the scripts that read limits share, on top of `LIB`.
+const LIMITS: &str = include_str!("lua/limits.lua");
 
 /// Every script of the queue.
 pub(super) struct Scripts {
@@ -38,8 +40,17 @@ pub(super) struct Lua {
 }
 
 fn with_lib(body: &str) -> Lua {
+    with_libs("", body)
+}
+
+/// A script that reads limits: `LIB`, then `LIMITS`, then its body.
+fn with_limits(body: &str) -> Lua {
+    with_libs(LIMITS, body)
+}
+
+fn with_libs(extra: &str, body: &str) -> Lua {
     // The library's constants shared with Rust come first, from their one definition.
-    let source = format!("local SETTLE_LIMIT = {SETTLE_LIMIT}\n{LIB}\n{body}");
+    let source = format!("local SETTLE_LIMIT = {SETTLE_LIMIT}\n{LIB}\n{extra}\n{body}");
     let sha = Script::new(&source).get_hash().to_owned();
     Lua { source, sha }
 }
@@ -68,7 +79,7 @@ impl Scripts {
     pub fn new() -> Self {
         Scripts {
             submit: with_lib(include_str!("lua/submit.lua")),
-            claim: with_lib(include_str!("lua/claim.lua")),
+            claim: with_limits(include_str!("lua/claim.lua")),
             complete: with_lib(include_str!("lua/complete.lua")),
             renew: with_lib(include_str!("lua/renew.lua")),
             release: with_lib(include_str!("lua/release.lua")),
@@ -80,8 +91,8 @@ impl Scripts {
             purge: with_lib(include_str!("lua/purge.lua")),
             schedule_put: with_lib(include_str!("lua/schedule_put.lua")),
             schedule_fire: with_lib(include_str!("lua/schedule_fire.lua")),
-            limit: with_lib(include_str!("lua/limit.lua")),
-            throttled: with_lib(include_str!("lua/throttled.lua")),
+            limit: with_limits(include_str!("lua/limit.lua")),
+            throttled: with_limits(include_str!("lua/throttled.lua")),
         }
     }
 }
