@@ -72,10 +72,12 @@ async fn backend(
         "memory" => Ok((Arc::new(MemoryQueue::new()), None)),
         "redis" => {
             let url = std::env::var("REDIS_URL").map_err(|_| "--backend redis needs REDIS_URL")?;
-            let mut config = Config::default();
-            config.redis_url = Some(RedisUrl::parse(&url)?);
-            config.redis_prefix = format!("throttled-{}", fastrand::u32(..));
-            config.max_queued = 10_000_000;
+            let config = Config {
+                redis_url: Some(RedisUrl::parse(&url)?),
+                redis_prefix: format!("throttled-{}", fastrand::u32(..)),
+                max_queued: 10_000_000,
+                ..Config::default()
+            };
             let queue = RedisQueue::connect(&config).await?;
             let mut settings = RedisSettings::from_config(&config).ok_or("no REDIS_URL")?;
             settings.command_timeout = Duration::from_secs(5);
