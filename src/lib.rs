@@ -82,6 +82,7 @@ pub mod cache;
 pub mod cli;
 mod clock;
 pub mod config;
+pub mod instance;
 pub mod job;
 pub mod kinds;
 pub mod metadata;
