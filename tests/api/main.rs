@@ -18,4 +18,5 @@ mod lifecycle;
 mod queue_backends;
 mod queue_outage;
 mod redis_support;
+mod registry_backends;
 mod schedules;

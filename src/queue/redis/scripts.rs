@@ -27,6 +27,9 @@ pub(super) struct Scripts {
     pub purge: Lua,
     pub schedule_put: Lua,
     pub schedule_fire: Lua,
+    pub heartbeat: Lua,
+    pub leave: Lua,
+    pub takeover: Lua,
 }
 
 /// One script: its source (to load it when Redis does not know it) and its SHA.
@@ -78,6 +81,9 @@ impl Scripts {
             purge: with_lib(include_str!("lua/purge.lua")),
             schedule_put: with_lib(include_str!("lua/schedule_put.lua")),
             schedule_fire: with_lib(include_str!("lua/schedule_fire.lua")),
+            heartbeat: with_lib(include_str!("lua/heartbeat.lua")),
+            leave: with_lib(include_str!("lua/leave.lua")),
+            takeover: with_lib(include_str!("lua/takeover.lua")),
         }
     }
 }
