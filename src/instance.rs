@@ -86,6 +86,38 @@ impl Naming {
 /// How many `<host>-<pid>-<n>` names a default naming tries before giving up.
 const MAX_FALLBACKS: usize = 64;
 
+/// Why an instance could not take a name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// `JOBYARD_INSTANCE` names an instance that is alive.
+    #[error(
+        "JOBYARD_INSTANCE={name} is taken: a live instance holds this name (run {run_id}, \
+         started {started_at}, last seen {last_seen}); give each instance a name of its own, or \
+         stop that one first"
+    )]
+    Taken {
+        /// The name asked for.
+        name: String,
+        /// The run holding it.
+        run_id: String,
+        /// When that run started.
+        started_at: chrono::DateTime<chrono::Utc>,
+        /// Its latest heartbeat.
+        last_seen: chrono::DateTime<chrono::Utc>,
+    },
+    /// Every default name was held by a live instance.
+    #[error(
+        "no free instance name: {first} and its {tried} fallbacks are held by live instances; \
+         set JOBYARD_INSTANCE"
+    )]
+    Exhausted {
+        /// The first name tried (the host name).
+        first: String,
+        /// How many fallbacks were tried.
+        tried: usize,
+    },
+}
+
 /// A new run id: one per started runtime (so one per `jobyard serve` process), telling a
 /// restarted instance from the one before it under the same name.
 pub fn new_run_id() -> String {

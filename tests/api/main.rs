@@ -19,4 +19,5 @@ mod queue_backends;
 mod queue_outage;
 mod redis_support;
 mod registry_backends;
+mod registry_http;
 mod schedules;
