@@ -1,9 +1,9 @@
 //! The presence actor: this instance in the backend's instance registry.
 //!
-//! At start it claims the instance's name ([`claim`]), takes back whatever a dead run of that
-//! name left running (`QueueBackend::take_over`: a restarted instance does not wait for its
-//! old leases), and only then names the worker pool, which claims nothing before: none of the
-//! attempts taken back can be the pool's own. Every [`HEARTBEAT_EVERY`] it heartbeats what the
+//! At start it claims the instance's name (`presence/claim.rs`), takes back whatever a dead
+//! run of that name left running (`QueueBackend::take_over`: a restarted instance does not wait
+//! for its old leases), and only then names the worker pool, which claims nothing before: none
+//! of the attempts taken back can be the pool's own. Every [`HEARTBEAT_EVERY`] it heartbeats what the
 //! pool is doing, and reads which kinds the live instances handle, for submits
 //! ([`ClusterKinds`]). At shutdown ([`Leave`]) it removes the instance's entry. It is off the
 //! job pipeline: nothing a job does waits on it.
