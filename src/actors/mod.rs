@@ -49,6 +49,7 @@ pub(crate) mod testing {
         super::queue::QueueActor,
         super::worker::WorkerPool,
         super::scheduler::Scheduler,
-        super::cache::CacheActor
+        super::cache::CacheActor,
+        super::presence::Presence
     );
 }

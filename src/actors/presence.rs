@@ -66,6 +66,9 @@ pub struct Presence {
     settings: PresenceSettings,
     /// A claim is under way (dropped, and made again, if the actor restarts).
     claiming: bool,
+    /// The takeover after the claim is under way (likewise), or done: the pool has its name.
+    taking_back: bool,
+    pool_named: bool,
     /// Left the registry: no more heartbeats.
     left: bool,
     /// Logged that another run took the name, until it is ours again.
@@ -82,7 +85,17 @@ impl Presence {
         settings: PresenceSettings,
     ) -> Self {
         let run = LocalRun::enter(&settings.entry.run_id);
-        Presence { queue, pool, settings, claiming: false, left: false, lost: false, _run: run }
+        Presence {
+            queue,
+            pool,
+            settings,
+            claiming: false,
+            taking_back: false,
+            pool_named: false,
+            left: false,
+            lost: false,
+            _run: run,
+        }
     }
 
     /// The entry of a new run of this process, with no name yet.
@@ -155,7 +168,15 @@ impl Presence {
             ),
             None => tracing::info!(instance = %name, "instance {name} started"),
         }
+        self.take_back(ctx);
+    }
+
+    /// Takes back what a dead run of this instance's name left running, then names the pool.
+    /// Safe to repeat until then (after a restart of this actor): the pool has claimed nothing.
+    fn take_back(&mut self, ctx: &mut Context<Self>) {
+        self.taking_back = true;
         let queue = self.queue.clone();
+        let name = self.settings.entry.name.clone();
         let takeover_name = name.clone();
         let take_back = async move {
             loop {
@@ -173,6 +194,8 @@ impl Presence {
             }
         };
         ctx.spawn(take_back.into_actor(self).map(move |(), act, _| {
+            act.taking_back = false;
+            act.pool_named = true;
             let name: Arc<str> = Arc::from(name);
             act.pool.do_send(Named(name.clone()));
             act.settings.state.send_replace(NameState::Named(name));
@@ -229,6 +252,8 @@ impl Actor for Presence {
     fn started(&mut self, ctx: &mut Context<Self>) {
         if !self.named() && !self.claiming && !self.left {
             self.claim(ctx);
+        } else if self.named() && !self.pool_named && !self.taking_back {
+            self.take_back(ctx);
         }
         self.beat(ctx);
         ctx.run_interval(HEARTBEAT_EVERY, |act, ctx| act.beat(ctx));
@@ -238,8 +263,10 @@ impl Actor for Presence {
 impl Supervised for Presence {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("presence restarting");
-        // A claim in flight was dropped with the actor's futures: `started` makes it again.
+        // A claim or takeover in flight was dropped with the actor's futures: `started` makes
+        // it again.
         self.claiming = false;
+        self.taking_back = false;
     }
 }
 

@@ -210,12 +210,14 @@ impl Handler<Shutdown> for RuntimeSupervisor {
     }
 }
 
-/// Tests cannot address the scheduler and the cache actor: a `Panic` sent here goes to both.
+/// Tests cannot address the scheduler, the cache actor and the presence: a `Panic` sent here
+/// goes to all three.
 #[cfg(test)]
 impl Handler<super::testing::Panic> for RuntimeSupervisor {
     type Result = ();
     fn handle(&mut self, _: super::testing::Panic, _: &mut Context<Self>) {
         self.scheduler.do_send(super::testing::Panic);
         self.cache.do_send(super::testing::Panic);
+        self.presence.do_send(super::testing::Panic);
     }
 }

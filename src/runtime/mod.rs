@@ -1138,6 +1138,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(busy, slots, "every slot takes a job after the restart");
+        // The presence keeps its name (no second claim, no takeover of its own jobs) and its
+        // heartbeats.
+        let name = runtime.instance().expect("named");
+        let listed = runtime.instances().await.unwrap();
+        assert_eq!(listed.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), [name.as_str()]);
+        assert_eq!(runtime.stats().await.unwrap().takeovers.instance_restarted, 0);
     }
 
     #[actix::test]
