@@ -59,6 +59,8 @@
 //! - [`cache`]: the [`Cache`] trait and its memory, Redis and hybrid backends; a handler gets
 //!   the runtime's as a [`CacheHandle`] extension. [`metadata`]: a small file-based store.
 //! - [`schedule`]: cron schedules; [`config`]: the configuration and its builder.
+//! - [`instance`]: what names an instance among those sharing a backend (its name, run id,
+//!   fallbacks); the registry itself is part of [`queue`], and [`Client::instances`] lists it.
 //! - [`testing`]: run one handler in a test, or a whole runtime on a clock the test moves.
 //! - With the `server` feature: [`api`] (mount the HTTP API in an actix-web app) and
 //!   [`startup`] (the whole server, with room for routes of one's own).
@@ -82,6 +84,7 @@ pub mod cache;
 pub mod cli;
 mod clock;
 pub mod config;
+pub mod instance;
 pub mod job;
 pub mod kinds;
 pub mod metadata;

@@ -1,12 +1,13 @@
 //! The actors of a runtime, one per file: [`supervisor`] starts the others; [`queue`] is the
 //! gateway to the job store (with its flow-control messages in [`flow`]); [`scheduler`] wakes for due jobs, leases, retention and cron;
 //! [`worker`] keeps the books of attempts, which run on the handler threads of [`executor`];
-//! [`cache`] owns the cache. [`resilient`] starts each of them so
+//! [`cache`] owns the cache; [`presence`] keeps the instance in the backend's registry. [`resilient`] starts each of them so
 //! that a stop or a panic restarts it behind the same address.
 
 pub mod cache;
 pub mod executor;
 pub mod flow;
+pub mod presence;
 pub mod queue;
 pub mod resilient;
 pub mod scheduler;
@@ -49,6 +50,7 @@ pub(crate) mod testing {
         super::queue::QueueActor,
         super::worker::WorkerPool,
         super::scheduler::Scheduler,
-        super::cache::CacheActor
+        super::cache::CacheActor,
+        super::presence::Presence
     );
 }

@@ -25,6 +25,10 @@ use crate::schedule::{Fire, Schedule};
 
 use super::cache::StoreResults;
 
+mod registry;
+
+pub use registry::{GetTakeovers, LeaveRegistry, ListInstances, RecordHeartbeat, TakeOver};
+
 /// Jobs became `queued`: a worker pool with free slots should fetch.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
@@ -222,6 +226,9 @@ impl QueueActor {
             scheduler.do_send(WakeAt(at));
         }
         self.wake_waiters(&changes.finished);
+        for taken in &changes.taken_over {
+            registry::log_takeover(taken);
+        }
     }
 
     /// Runs a backend call whose changes must be published, on this actor's context.

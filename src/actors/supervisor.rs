@@ -23,10 +23,12 @@ use crate::redis::RedisClient;
 use crate::runtime::{Client, ClientParts};
 
 use super::cache::{CacheActor, PersistHotKeys, WarmingDoc, WARMING_DOC};
+use super::presence::{Leave, NameState, Presence, PresenceSettings};
 use super::queue::{QueueActor, Subscribe, WakeAt};
 use super::resilient;
 use super::scheduler::{Scheduler, StopScheduling};
 use super::worker::{Drain, PoolSettings, WorkerPool};
+use crate::instance::{new_run_id, ClusterKinds, Naming};
 
 /// Stop taking jobs, let running attempts finish for up to `grace`, hand the rest back.
 /// Answers how many running jobs were handed back to `queued`.
@@ -52,6 +54,7 @@ pub struct RuntimeSupervisor {
     pool: Addr<WorkerPool>,
     scheduler: Addr<Scheduler>,
     cache: Addr<CacheActor>,
+    presence: Addr<Presence>,
 }
 
 impl RuntimeSupervisor {
@@ -73,7 +76,8 @@ impl RuntimeSupervisor {
         });
         extensions.insert(CacheHandle::new(cache.clone()));
         let settings = PoolSettings {
-            instance: instance_name(),
+            // Named by the presence actor once the instance holds its name.
+            instance: String::new(),
             concurrency: config.concurrency,
             lease: config.lease,
             cancel_grace: config.cancel_grace,
@@ -87,6 +91,8 @@ impl RuntimeSupervisor {
         };
         let (pool_queue, pool_registry) = (queue.clone(), registry.clone());
         let pool = resilient::start(move |_| WorkerPool::new(pool_queue, pool_registry, settings));
+        let (presence, name_state, cluster) =
+            start_presence(config, &registry, &queue, &pool, &clock);
         let limits = crate::runtime::Limits::from(config);
         let parts = ClientParts {
             cache,
@@ -96,6 +102,9 @@ impl RuntimeSupervisor {
             backends,
             limits,
             clock: clock.clone(),
+            cluster,
+            accept_kinds: config.accept_kinds.clone(),
+            name_state,
         };
         let client = Client::new(queue.clone(), pool.clone(), parts);
         let scheduler_client = client.clone();
@@ -107,9 +116,39 @@ impl RuntimeSupervisor {
         clock.on_advance(move || wake.do_send(WakeAt(chrono::DateTime::<chrono::Utc>::MIN_UTC)));
         queue.do_send(Subscribe::Results(cache_actor.clone().recipient()));
         actix_rt::spawn(warm(client.cache().clone(), MetadataStore::new(&config.data_dir)));
-        let supervisor = RuntimeSupervisor { pool, scheduler, cache: cache_actor }.start();
+        let supervisor =
+            RuntimeSupervisor { pool, scheduler, cache: cache_actor, presence }.start();
         (supervisor, client)
     }
+}
+
+/// Starts the presence actor (see [`super::presence`]): it claims the instance's name, then
+/// names the pool. Answers its address, where its state with its name is told, and the kinds
+/// the live instances handle, which it keeps.
+fn start_presence(
+    config: &Config,
+    registry: &Registry,
+    queue: &Addr<QueueActor>,
+    pool: &Addr<WorkerPool>,
+    clock: &Clock,
+) -> (Addr<Presence>, tokio::sync::watch::Receiver<NameState>, ClusterKinds) {
+    // An instance that runs no jobs handles no kind, whatever it has handlers for.
+    let kinds = match config.concurrency {
+        0 => Vec::new(),
+        _ => registry.kinds().iter().map(|k| k.to_string()).collect(),
+    };
+    let entry = Presence::entry(new_run_id(), kinds, config.concurrency, clock);
+    let (state, name_state) = tokio::sync::watch::channel(NameState::Claiming);
+    let cluster = ClusterKinds::default();
+    let settings = PresenceSettings {
+        naming: Naming::from_config(config.instance.as_deref()),
+        entry,
+        cluster: cluster.clone(),
+        state,
+    };
+    let (queue, pool) = (queue.clone(), pool.clone());
+    let presence = resilient::start(move |_| Presence::new(queue, pool, settings));
+    (presence, name_state, cluster)
 }
 
 /// Handlers read other jobs' results straight from the backend, on their own threads: no
@@ -150,17 +189,6 @@ async fn warm(cache: Arc<dyn Cache>, metadata: MetadataStore) {
     tracing::info!(asked = keys.len(), loaded, "cache warmed");
 }
 
-/// `host-pid`, naming this instance in each job's `worker` field.
-pub fn instance_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "jobyard".into());
-    format!("{host}-{}", std::process::id())
-}
-
 impl Actor for RuntimeSupervisor {
     type Context = Context<Self>;
 }
@@ -169,23 +197,27 @@ impl Handler<Shutdown> for RuntimeSupervisor {
     type Result = ResponseFuture<usize>;
     fn handle(&mut self, Shutdown { grace }: Shutdown, _: &mut Context<Self>) -> Self::Result {
         let (pool, scheduler) = (self.pool.clone(), self.scheduler.clone());
-        let cache = self.cache.clone();
+        let (cache, presence) = (self.cache.clone(), self.presence.clone());
         Box::pin(async move {
             scheduler.do_send(StopScheduling);
             let handed_back = pool.send(Drain { grace }).await.unwrap_or(0);
             let _ = cache.send(PersistHotKeys).await;
+            // Last: until now its heartbeats said it was draining.
+            let _ = presence.send(Leave).await;
             tracing::info!(handed_back, "runtime stopped");
             handed_back
         })
     }
 }
 
-/// Tests cannot address the scheduler and the cache actor: a `Panic` sent here goes to both.
+/// Tests cannot address the scheduler, the cache actor and the presence: a `Panic` sent here
+/// goes to all three.
 #[cfg(test)]
 impl Handler<super::testing::Panic> for RuntimeSupervisor {
     type Result = ();
     fn handle(&mut self, _: super::testing::Panic, _: &mut Context<Self>) {
         self.scheduler.do_send(super::testing::Panic);
         self.cache.do_send(super::testing::Panic);
+        self.presence.do_send(super::testing::Panic);
     }
 }

@@ -89,7 +89,8 @@ pub struct PoolStats {
 /// Settings of a pool.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
-    /// Names this instance in `worker` fields (`host-pid`).
+    /// Names this instance in `worker` fields (`<instance>/w<N>`); empty until the instance
+    /// holds its name ([`Named`]): the pool has no slots, and claims nothing, before.
     pub instance: String,
     pub concurrency: usize,
     pub lease: Duration,
@@ -819,9 +820,29 @@ impl Supervised for WorkerPool {
     }
 }
 
-/// The names of a pool's worker slots, the last one first (slots are taken from the back).
+/// The names of a pool's worker slots, the last one first (slots are taken from the back);
+/// none while the instance has no name.
 fn slot_names(settings: &PoolSettings) -> impl Iterator<Item = Arc<str>> + '_ {
-    (0..settings.concurrency).rev().map(|n| Arc::from(format!("{}/w{n}", settings.instance)))
+    let slots = if settings.instance.is_empty() { 0 } else { settings.concurrency };
+    (0..slots).rev().map(|n| Arc::from(format!("{}/w{n}", settings.instance)))
+}
+
+/// The instance holds its name, and what a dead run of it left running was taken back: the
+/// pool names its slots after it and starts claiming.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Named(pub Arc<str>);
+
+impl Handler<Named> for WorkerPool {
+    type Result = ();
+    fn handle(&mut self, Named(name): Named, ctx: &mut Context<Self>) {
+        if !self.settings.instance.is_empty() {
+            return; // named once, for the life of the runtime
+        }
+        self.settings.instance = name.to_string();
+        self.free = slot_names(&self.settings).collect();
+        self.fetch(ctx);
+    }
 }
 
 impl Handler<JobsReady> for WorkerPool {

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod flow;
 mod health;
+mod instances;
 mod jobs;
 pub(crate) mod limits;
 mod schedules;
@@ -97,6 +98,7 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
                 web::scope("/v1")
                     .wrap(middleware::from_fn(auth::require_token))
                     .service(Routes::new("/stats").get(health::stats))
+                    .service(Routes::new("/instances").get(instances::list))
                     .service(Routes::new("/jobs").post(jobs::submit).get(jobs::list))
                     .service(Routes::new("/jobs/batch").post(jobs::submit_batch))
                     .service(Routes::new("/jobs/{id}").get(jobs::get))

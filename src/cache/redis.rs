@@ -122,11 +122,7 @@ impl RedisCache {
             memory,
             layering,
             compress_min,
-            origin: format!(
-                "{}-{:016x}",
-                crate::actors::supervisor::instance_name(),
-                fastrand::u64(..)
-            ),
+            origin: format!("{}-{:016x}", crate::instance::host_pid(), fastrand::u64(..)),
             tag_script: Script::new(INVALIDATE_TAG_BATCH),
             epoch: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),

@@ -113,6 +113,17 @@ impl ConfigBuilder {
         self.var("JOBYARD_CONCURRENCY", jobs.to_string())
     }
 
+    /// `JOBYARD_INSTANCE`: this instance's name (default: the host name).
+    pub fn instance(self, name: impl Into<String>) -> Self {
+        self.var("JOBYARD_INSTANCE", name)
+    }
+
+    /// `JOBYARD_ACCEPT_KINDS`: kinds accepted at submit though no live instance handles them.
+    pub fn accept_kinds<K: AsRef<str>>(self, kinds: impl IntoIterator<Item = K>) -> Self {
+        let kinds: Vec<String> = kinds.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        self.var("JOBYARD_ACCEPT_KINDS", kinds.join(","))
+    }
+
     /// `JOBYARD_WORKER_THREADS`: threads that run handlers.
     pub fn worker_threads(self, threads: usize) -> Self {
         self.var("JOBYARD_WORKER_THREADS", threads.to_string())
@@ -189,12 +200,17 @@ mod tests {
             .unwrap();
         assert_eq!(memory.queue_backend, QueueBackendKind::Memory);
         assert_eq!((memory.concurrency, memory.lease), (3, Duration::from_secs(2)));
+        let named = Config::builder().instance("w-1").accept_kinds(["mail", "sms"]).build();
+        let named = named.unwrap();
+        assert_eq!((named.instance.as_deref(), named.accept_kinds.len()), (Some("w-1"), 2));
     }
 
     #[test]
     fn settings_given_in_code_are_checked_as_variables_are() {
-        let err = Config::builder().concurrency(0).build().unwrap_err();
+        let err = Config::builder().concurrency(100_001).build().unwrap_err();
         assert_eq!(err.var, "JOBYARD_CONCURRENCY");
+        let err = Config::builder().instance("a b").build().unwrap_err();
+        assert_eq!(err.var, "JOBYARD_INSTANCE");
         let err = Config::builder().queue_backend("redis").build().unwrap_err();
         assert_eq!(err.var, "JOBYARD_QUEUE_BACKEND");
         let err = Config::builder().lease(Duration::MAX).build().unwrap_err();

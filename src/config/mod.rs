@@ -182,7 +182,16 @@ pub struct Config {
     /// The longest a call of the Redis job queue waits before it fails (the submit then answers
     /// 503); the cache has its own, shorter timeout.
     pub queue_timeout: Duration,
-    /// Jobs this instance runs at once.
+    /// This instance's name among those sharing the backend (`JOBYARD_INSTANCE`: 1 to 128
+    /// characters of `[A-Za-z0-9_.:@-]`); `None`: the host name, or `<host>-<pid>` while
+    /// another live instance holds it. Workers are named `<instance>/w<N>`; restarted under its
+    /// name after a crash, an instance takes the jobs it left running back at once.
+    pub instance: Option<String>,
+    /// Kinds this instance accepts at submit although neither it nor any live instance handles
+    /// them (`JOBYARD_ACCEPT_KINDS`, comma-separated): their jobs wait until an instance that
+    /// handles them runs.
+    pub accept_kinds: Vec<String>,
+    /// Jobs this instance runs at once; 0: it serves the API and submits but runs no jobs.
     pub concurrency: usize,
     /// Threads that run handlers (the runtime's own work runs apart from them).
     pub worker_threads: usize,
@@ -352,7 +361,9 @@ impl Config {
                 500,
                 50..=60_000,
             )?),
-            concurrency: number(&var, "JOBYARD_CONCURRENCY", 16, 1..=100_000)? as usize,
+            instance: instance(&var)?,
+            accept_kinds: accept_kinds(&var)?,
+            concurrency: number(&var, "JOBYARD_CONCURRENCY", 16, 0..=100_000)? as usize,
             worker_threads: number(&var, "JOBYARD_WORKER_THREADS", cores() as u64, 1..=1_024)?
                 as usize,
             blocking_threshold: Duration::from_millis(number(
@@ -494,6 +505,34 @@ fn api_token(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Secret>, Co
     }
 }
 
+/// `JOBYARD_INSTANCE`: unset means the host name (decided at start, see [`crate::instance`]).
+fn instance(var: &impl Fn(&'static str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+    match var("JOBYARD_INSTANCE").map(|name| name.trim().to_owned()) {
+        Some(name) if !crate::instance::valid_name(&name) => {
+            Err(invalid("JOBYARD_INSTANCE", &name, crate::instance::NAME_RULE))
+        }
+        name => Ok(name),
+    }
+}
+
+/// `JOBYARD_ACCEPT_KINDS`: comma-separated kinds, blanks around them and empty entries ignored.
+fn accept_kinds(var: &impl Fn(&'static str) -> Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = var("JOBYARD_ACCEPT_KINDS") else { return Ok(Vec::new()) };
+    let mut kinds: Vec<String> =
+        raw.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();
+    let max = crate::job::spec::MAX_KIND_BYTES;
+    if let Some(long) = kinds.iter().find(|k| k.len() > max) {
+        return Err(invalid(
+            "JOBYARD_ACCEPT_KINDS",
+            &raw,
+            format!("expected comma-separated kinds of at most {max} bytes ('{long}' is longer)"),
+        ));
+    }
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
+}
+
 fn invalid(var: &str, value: &str, allowed: impl Into<String>) -> ConfigError {
     ConfigError { var: var.to_owned(), value: value.to_owned(), allowed: allowed.into() }
 }
@@ -568,10 +607,33 @@ mod tests {
         let err = config(&[("JOBYARD_CONCURRENCY", "lots")]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "JOBYARD_CONCURRENCY=lots is invalid: expected an integer from 1 to 100000"
+            "JOBYARD_CONCURRENCY=lots is invalid: expected an integer from 0 to 100000"
         );
         let err = config(&[("JOBYARD_QUEUE_BACKEND", "postgres")]).unwrap_err();
         assert_eq!(err.var, "JOBYARD_QUEUE_BACKEND");
+    }
+
+    #[test]
+    fn instance_names_and_accepted_kinds_are_checked() {
+        let c = config(&[]).unwrap();
+        assert_eq!((c.instance, c.accept_kinds.len()), (None, 0), "the host name; none");
+        let c = config(&[
+            ("JOBYARD_INSTANCE", " worker-0 "),
+            ("JOBYARD_ACCEPT_KINDS", "b, a,,a ,"),
+            ("JOBYARD_CONCURRENCY", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.instance.as_deref(), Some("worker-0"));
+        assert_eq!(c.accept_kinds, ["a", "b"]);
+        assert_eq!(c.concurrency, 0, "an instance that runs no jobs");
+        let err = config(&[("JOBYARD_INSTANCE", "pod/1")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "JOBYARD_INSTANCE=pod/1 is invalid: expected 1 to 128 characters of A-Z a-z 0-9 _ . : @ -"
+        );
+        let long = "k".repeat(129);
+        let err = config(&[("JOBYARD_ACCEPT_KINDS", &long)]).unwrap_err();
+        assert_eq!(err.var, "JOBYARD_ACCEPT_KINDS");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! pure function of its calls and lets tests step time.
 
 pub mod flow;
+pub mod instances;
 #[doc(hidden)]
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -26,6 +27,9 @@ use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
 use crate::schedule::{Fire, Schedule};
 use flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
 
+pub use instances::{
+    InstanceInfo, InstanceWorkers, Registration, Takeover, TakeoverCause, TakeoverCounts,
+};
 pub use memory::MemoryQueue;
 #[cfg(feature = "redis")]
 pub use redis::{RedisQueue, RedisQueueError};
@@ -232,6 +236,9 @@ pub struct Changes {
     pub stale: usize,
     /// A periodic step stopped at its bound on work per call: call it again at once.
     pub more: bool,
+    /// Running attempts this call took from workers that are gone (leases that expired, an
+    /// instance restarted under its name): each is logged.
+    pub taken_over: Vec<Takeover>,
 }
 
 impl Changes {
@@ -656,5 +663,45 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// Asks to hear (through [`QueueBackend::listen`]) when job `id` ends, until `until`.
     async fn watch(&self, _id: JobId, _until: DateTime<Utc>) -> Result<(), QueueError> {
         Ok(())
+    }
+
+    // The instance registry and takeovers (see [`instances`]). The defaults are a backend
+    // without a registry: every name is free, no instance is listed, nothing is taken over.
+
+    /// Records a heartbeat: `instance`'s entry under its name, with `now` as its last sighting,
+    /// unless another run holds the name and was seen within [`instances::GONE_AFTER`]
+    /// ([`Registration::Held`]); `displace` names a run that may be replaced all the same (one
+    /// found dead by watching it). Entries gone for [`instances::PRUNE_AFTER`] are removed.
+    async fn heartbeat(
+        &self,
+        _instance: &InstanceInfo,
+        _displace: Option<&str>,
+        _now: DateTime<Utc>,
+    ) -> Result<Registration, QueueError> {
+        Ok(Registration::Recorded { replaced: None })
+    }
+
+    /// The instances seen within [`instances::GONE_AFTER`] of `now`, by name.
+    async fn instances(&self, _now: DateTime<Utc>) -> Result<Vec<InstanceInfo>, QueueError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the entry of instance `name` if run `run_id` still holds it (a clean shutdown).
+    async fn leave(&self, _name: &str, _run_id: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// Takes back the running attempts of the workers of instance `name` (`<name>/...`), left by
+    /// a run of it that died: each counts as a failed attempt with error
+    /// [`instances::restarted_error`], as after an expired lease, and is reported in
+    /// [`Changes::taken_over`]. At most [`STEP_LIMIT`] per call ([`Changes::more`] when more are
+    /// left). The caller must not have claimed anything under that name yet.
+    async fn take_over(&self, _name: &str, _now: DateTime<Utc>) -> Result<Changes, QueueError> {
+        Ok(Changes::default())
+    }
+
+    /// Attempts taken over since the backend's data began, per cause.
+    async fn takeovers(&self) -> Result<TakeoverCounts, QueueError> {
+        Ok(TakeoverCounts::default())
     }
 }

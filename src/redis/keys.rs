@@ -73,6 +73,13 @@
 //!   group).
 //! - `<p>:{q}:sched:<name>`: hash of one schedule (`spec`, `created`, `next`, `last`,
 //!   `last_job`); `<p>:{q}:schedules`: set of schedule names.
+//! - `<p>:{q}:instances`: hash of the instance registry, name → `<run id>|<entry as JSON>`
+//!   (written by each heartbeat, removed at a clean shutdown).
+//!   `<p>:{q}:alive`: sorted set of instance names by last heartbeat (ms). An instance unseen
+//!   for 3 heartbeats is gone; heartbeats remove the entries of instances gone for an hour
+//!   (no TTL, as on every queue key: the registry must not be evicted under `volatile-*`).
+//! - `<p>:{q}:takeovers`: hash of running attempts taken from workers that are gone, per cause
+//!   (`lease_expired`, `instance_restarted`), counted by the scripts that take them.
 
 /// Builds the keys of one deployment.
 #[derive(Clone, Debug)]
@@ -297,6 +304,21 @@ impl QueueKeys {
     /// The set of every schedule name.
     pub fn schedules(&self) -> String {
         format!("{}schedules", self.base)
+    }
+
+    /// The instance registry: name → `<run id>|<entry as JSON>`.
+    pub fn instances(&self) -> String {
+        format!("{}instances", self.base)
+    }
+
+    /// Instance names by last heartbeat, in milliseconds.
+    pub fn alive(&self) -> String {
+        format!("{}alive", self.base)
+    }
+
+    /// Attempts taken over, per cause.
+    pub fn takeovers(&self) -> String {
+        format!("{}takeovers", self.base)
     }
 }
 

@@ -28,21 +28,24 @@ use chrono::{DateTime, Utc};
 use crate::clock::Clock;
 use serde::Serialize;
 
+use crate::actors::presence::NameState;
 use crate::actors::queue::{
-    Cancel, DeleteSchedule, GetJob, GetQueuedByKind, GetSchedule, GetStats, ListJobs,
-    ListSchedules, Ping, PutSchedule, QueueActor, Submit, WaitFor,
+    Cancel, DeleteSchedule, GetJob, GetQueuedByKind, GetSchedule, GetStats, GetTakeovers,
+    ListInstances, ListJobs, ListSchedules, Ping, PutSchedule, QueueActor, Submit, WaitFor,
 };
 use crate::actors::supervisor::{RuntimeParts, RuntimeSupervisor, Shutdown};
 use crate::actors::worker::{GetPoolStats, WorkerPool};
 use crate::cache::{Cache, CacheHealth, CacheStats, MemoryCache};
 use crate::config::{CacheBackendKind, Config, QueueBackendKind};
+use crate::instance::{ClusterKinds, NameError};
 use crate::job::spec::{plan, SpecErrorKind};
 use crate::job::{
     Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults, SpecError,
 };
 use crate::metadata::MetadataStore;
 use crate::queue::{
-    CancelOutcome, ListQuery, MemoryQueue, Page, QueueBackend, QueueError, QueueStats, SubmitResult,
+    CancelOutcome, InstanceInfo, ListQuery, MemoryQueue, Page, QueueBackend, QueueError,
+    QueueStats, SubmitResult, TakeoverCounts,
 };
 #[cfg(feature = "redis")]
 use crate::queue::{RedisQueue, RedisQueueError};
@@ -51,7 +54,10 @@ use crate::redis::{RedisClient, RedisError, RedisSettings};
 use crate::schedule::{validate_name, CronExpr, Schedule, ScheduleSpec};
 
 mod flow;
+mod kinds;
 mod typed;
+
+use kinds::SubmitKinds;
 
 pub use typed::{
     Batch, Dependency, JobHandle, JobOptions, Planned, ScheduleBuilder, SubmitBuilder,
@@ -107,6 +113,9 @@ pub enum RuntimeError {
     /// The runtime could not be started.
     #[error("cannot start: {0}")]
     Start(String),
+    /// The instance could not take a name (`JOBYARD_INSTANCE` names a live instance).
+    #[error(transparent)]
+    Instance(#[from] NameError),
     /// Redis, which the configuration names, could not be used.
     #[cfg(feature = "redis")]
     #[error(transparent)]
@@ -137,6 +146,9 @@ pub struct Stats {
     pub limits: Limits,
     /// The queues holding `max_queued` jobs waiting to run, or more.
     pub full_queues: Vec<String>,
+    /// Running attempts taken from their workers, per cause, by every instance sharing the
+    /// backend: leases that expired, and instances that restarted under their name.
+    pub takeovers: TakeoverCounts,
 }
 
 /// The bounds a runtime keeps on its jobs.
@@ -244,10 +256,13 @@ pub struct Client {
     #[cfg(feature = "redis")]
     redis: Option<RedisClient>,
     registry: Arc<Registry>,
+    /// What submits accept: `registry`'s kinds, the live instances', the configured ones.
+    kinds: Arc<SubmitKinds>,
     defaults: Arc<SpecDefaults>,
     backends: (&'static str, &'static str),
     limits: Limits,
     clock: Clock,
+    name_state: tokio::sync::watch::Receiver<NameState>,
 }
 
 /// What a [`Client`] is made of besides the actors' addresses.
@@ -259,11 +274,18 @@ pub(crate) struct ClientParts {
     pub backends: (&'static str, &'static str),
     pub limits: Limits,
     pub clock: Clock,
+    /// The kinds the live instances handle, kept by the presence actor.
+    pub cluster: ClusterKinds,
+    /// `JOBYARD_ACCEPT_KINDS`.
+    pub accept_kinds: Vec<String>,
+    /// Where the presence actor tells how the instance stands with its name.
+    pub name_state: tokio::sync::watch::Receiver<NameState>,
 }
 
 impl Client {
     pub(crate) fn new(queue: Addr<QueueActor>, pool: Addr<WorkerPool>, parts: ClientParts) -> Self {
         let defaults = Arc::new(SpecDefaults::default());
+        let kinds = SubmitKinds::new(parts.registry.clone(), parts.cluster, &parts.accept_kinds);
         Client {
             queue,
             pool,
@@ -271,11 +293,52 @@ impl Client {
             #[cfg(feature = "redis")]
             redis: parts.redis,
             registry: parts.registry,
+            kinds: Arc::new(kinds),
             defaults,
             backends: parts.backends,
             limits: parts.limits,
             clock: parts.clock,
+            name_state: parts.name_state,
         }
+    }
+
+    /// This instance's name, once it holds one (its workers are `<name>/w<N>`); `None` while
+    /// it claims it, or when it could not take one.
+    pub fn instance(&self) -> Option<String> {
+        match &*self.name_state.borrow() {
+            NameState::Named(name) => Some(name.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Waits until the instance holds its name, could not take one (the error), or its
+    /// registry does not answer (then it claims the name in the background, running no job
+    /// until it holds it).
+    pub(crate) async fn name_settled(&self) -> Result<(), NameError> {
+        let mut state = self.name_state.clone();
+        let settled = state.wait_for(|state| *state != NameState::Claiming).await;
+        match settled.as_deref() {
+            Ok(NameState::Refused(err)) => Err(err.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every live instance sharing this backend, this one included, by name: what each one's
+    /// latest heartbeat said. An instance unseen for 3 heartbeats (3 s) is gone.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &jobyard::Client) -> Result<(), jobyard::RuntimeError> {
+    /// for instance in client.instances().await? {
+    ///     println!(
+    ///         "{} ({}): {}/{} workers busy, kinds {:?}",
+    ///         instance.name, instance.version, instance.workers.busy, instance.workers.total,
+    ///         instance.kinds
+    ///     );
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn instances(&self) -> Result<Vec<InstanceInfo>, RuntimeError> {
+        Ok(self.call(ListInstances).await??)
     }
 
     /// The runtime's now (see [`crate::testing::TestClock`]).
@@ -403,7 +466,7 @@ impl Client {
         specs: Vec<JobSpec>,
         batch: bool,
     ) -> Result<Vec<SubmitResult>, RuntimeError> {
-        let jobs = plan(specs, batch, &*self.registry, &self.defaults, self.now())?;
+        let jobs = plan(specs, batch, &*self.kinds, &self.defaults, self.now())?;
         Ok(self.call(Submit(jobs)).await??.jobs)
     }
 
@@ -498,7 +561,7 @@ impl Client {
             SpecError::invalid("cron", format!("cron expression '{}' never fires", spec.cron))
         })?;
         // The template must be submittable: checked now rather than failing at every tick.
-        let planned = plan(vec![spec.job.clone()], false, &*self.registry, &self.defaults, now)
+        let planned = plan(vec![spec.job.clone()], false, &*self.kinds, &self.defaults, now)
             .map_err(|err| prefix_field(err, "job"))?;
         for &dep in planned.iter().flat_map(|job| &job.depends_on) {
             match self.status(dep).await {
@@ -569,21 +632,23 @@ impl Client {
     /// ```
     pub async fn stats(&self) -> Result<Stats, RuntimeError> {
         let queues = self.call(GetStats).await??;
+        let workers = self.workers().await?;
         let mut kinds: BTreeMap<String, KindStats> = BTreeMap::new();
-        for kind in self.registry.kinds().iter() {
+        // An instance without workers (`JOBYARD_CONCURRENCY=0`) runs none of its kinds.
+        for kind in self.registry.kinds().iter().filter(|_| workers.total > 0) {
             kinds.entry(kind.to_string()).or_default().handled_here = true;
         }
         for (kind, queued) in self.call(GetQueuedByKind).await?? {
             kinds.entry(kind).or_default().queued = queued;
         }
-        let workers = self.workers().await?;
+        let takeovers = self.call(GetTakeovers).await??;
         let (cache, backends, limits) = (self.cache.stats(), self.backends(), self.limits);
         let full_queues = queues
             .iter()
             .filter(|(_, c)| c.waiting + c.scheduled + c.queued >= limits.max_queued)
             .map(|(name, _)| name.clone())
             .collect();
-        Ok(Stats { queues, kinds, workers, cache, backends, limits, full_queues })
+        Ok(Stats { queues, kinds, workers, cache, backends, limits, full_queues, takeovers })
     }
 
     /// How busy this instance's worker slots are (answered without the queue backend).
@@ -782,7 +847,13 @@ impl RuntimeBuilder {
                 ));
             }
         }
-        self.start()
+        let runtime = self.start()?;
+        // A name another live instance holds stops the start here, as a bad setting would.
+        if let Err(err) = runtime.client.name_settled().await {
+            runtime.shutdown().await;
+            return Err(err.into());
+        }
+        Ok(runtime)
     }
 
     /// Starts the runtime on a thread of its own, with its own actix system, and returns
@@ -836,6 +907,10 @@ impl RuntimeBuilder {
     /// Starts the actors on the current actix system with the queue backend and cache given
     /// to the builder (or the memory ones). It connects nothing: a configuration that names
     /// Redis is refused here; use [`RuntimeBuilder::connect`] for it.
+    ///
+    /// The instance claims its name in the background (its pool runs no job before it holds
+    /// it): a name another live instance holds is logged, and the runtime then runs no jobs.
+    /// [`RuntimeBuilder::connect`] waits for the claim and fails instead.
     pub fn start(self) -> Result<Runtime, RuntimeError> {
         in_actix_system()?;
         let backend = match (self.queue_backend, self.config.queue_backend) {
@@ -1064,6 +1139,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(busy, slots, "every slot takes a job after the restart");
+        // The presence keeps its name (no second claim, no takeover of its own jobs) and its
+        // heartbeats.
+        let name = runtime.instance().expect("named");
+        let listed = runtime.instances().await.unwrap();
+        assert_eq!(listed.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), [name.as_str()]);
+        assert_eq!(runtime.stats().await.unwrap().takeovers.instance_restarted, 0);
     }
 
     #[actix::test]

@@ -1,14 +1,16 @@
 //! Several real `jobyard serve` processes sharing one private Redis under one prefix: they share
-//! their jobs. Each test starts its own processes and kills them on drop (their logs are printed
-//! when the test fails).
+//! their jobs, and each is listed in the instance registry under a name of its own. Each test
+//! starts its own processes and kills them on drop (their logs are printed when the test
+//! fails). Unless a test says otherwise, each process gets a name of its own
+//! (`JOBYARD_INSTANCE=inst-<n>`), so a job's `worker` tells which process ran it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -42,12 +44,13 @@ fn prefix(test: &str) -> String {
     format!("inst-{test}-{}", fastrand::u32(..))
 }
 
-/// The pid named by a job's `worker` (`host-pid/wN`).
-fn worker_pid(job: &Value) -> Option<u32> {
-    let worker = job["worker"].as_str()?;
-    let (instance, _) = worker.split_once('/')?;
-    instance.rsplit_once('-')?.1.parse().ok()
+/// The instance named by a job's `worker` (`<instance>/w<N>`).
+fn worker_instance(job: &Value) -> Option<&str> {
+    Some(job["worker"].as_str()?.split_once('/')?.0)
 }
+
+/// Names the instances of these tests, unique in the test process.
+static NEXT_NAME: AtomicU32 = AtomicU32::new(0);
 
 fn id_of(job: &Value) -> String {
     job["id"].as_str().expect("job id").to_owned()
@@ -57,6 +60,8 @@ fn id_of(job: &Value) -> String {
 struct Instance {
     child: Child,
     pid: u32,
+    /// Its `JOBYARD_INSTANCE`; empty when it was started with the default name.
+    name: String,
     base: String,
     http: awc::Client,
     /// stdout and stderr, as they came.
@@ -67,9 +72,14 @@ struct Instance {
 
 impl Instance {
     /// Launches `jobyard serve` on a free loopback port, sharing `redis` under `prefix`, with a
-    /// clean environment plus `extra`, in a scratch directory (no `.env.local` is read).
+    /// clean environment plus `extra`, in a scratch directory (no `.env.local` is read). It is
+    /// named `inst-<n>` unless `extra` names it (`JOBYARD_INSTANCE`; empty: the default name).
     fn launch(redis: &TestRedis, prefix: &str, extra: &[(&str, &str)]) -> Instance {
         let dir = tempfile::tempdir().expect("temporary directory");
+        let name = match extra.iter().find(|(var, _)| *var == "JOBYARD_INSTANCE") {
+            Some((_, name)) => name.to_string(),
+            None => format!("inst-{}", NEXT_NAME.fetch_add(1, Ordering::SeqCst)),
+        };
         let mut command = Command::new(env!("CARGO_BIN_EXE_jobyard"));
         command
             .arg("serve")
@@ -85,7 +95,8 @@ impl Instance {
             // may take longer than the default 500 ms; a 503 then would be right, but is not
             // what the tests are about. (The outage test still sees 503s: a dead Redis refuses
             // connections at once.)
-            .env("JOBYARD_QUEUE_TIMEOUT_MS", "5000");
+            .env("JOBYARD_QUEUE_TIMEOUT_MS", "5000")
+            .env("JOBYARD_INSTANCE", &name);
         // Coverage runs collect the child's profile too.
         if let Ok(profile) = std::env::var("LLVM_PROFILE_FILE") {
             command.env("LLVM_PROFILE_FILE", profile);
@@ -133,6 +144,7 @@ impl Instance {
         Instance {
             child,
             pid,
+            name,
             base: String::new(),
             http: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
             log,
@@ -287,6 +299,33 @@ impl Instance {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The live instances it lists (`GET /v1/instances`), by name.
+    async fn instances(&self) -> Vec<Value> {
+        let resp = self.get("/v1/instances").await;
+        assert_eq!(resp.status, 200, "instances: {}", resp.body);
+        resp.body["instances"].as_array().expect("instances array").clone()
+    }
+
+    async fn instance_names(&self) -> Vec<String> {
+        let listed = self.instances().await;
+        listed.iter().filter_map(|i| i["name"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// What it printed so far (stdout and stderr).
+    fn output(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit on its own; its exit status.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        let what = format!("instance {} exits", self.pid);
+        eventually(DEADLINE, &what, || {
+            let exited = self.child.try_wait().expect("try_wait");
+            async move { exited }
+        })
+        .await
+    }
+
     /// SIGKILL, and waits for the process to be gone.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -298,12 +337,7 @@ impl Instance {
         let pid = self.pid.to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
         assert!(status.success(), "kill -TERM {pid} failed");
-        let what = format!("instance {pid} exits after SIGTERM");
-        let exit = eventually(DEADLINE, &what, || {
-            let exited = self.child.try_wait().expect("try_wait");
-            async move { exited }
-        })
-        .await;
+        let exit = self.exited().await;
         assert!(exit.success(), "instance {pid} exited with {exit} after SIGTERM");
     }
 }
@@ -419,12 +453,12 @@ async fn jobs_run_exactly_once_spread_over_three_instances() {
     assert_eq!(listed.len(), JOBS, "the listing shows every job");
     let listed_ids: HashSet<String> = listed.iter().map(id_of).collect();
     assert_eq!(listed_ids, ids, "the listing shows exactly the submitted jobs");
-    let pids: HashSet<u32> = instances.iter().map(|i| i.pid).collect();
-    let mut per_instance: BTreeMap<u32, usize> = BTreeMap::new();
+    let names: HashSet<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+    let mut per_instance: BTreeMap<&str, usize> = BTreeMap::new();
     for job in &listed {
-        let pid = worker_pid(job).unwrap_or_else(|| panic!("no worker pid in {job}"));
-        assert!(pids.contains(&pid), "worker {} is none of our instances", job["worker"]);
-        *per_instance.entry(pid).or_default() += 1;
+        let name = worker_instance(job).unwrap_or_else(|| panic!("no worker in {job}"));
+        assert!(names.contains(name), "worker {} is none of our instances", job["worker"]);
+        *per_instance.entry(name).or_default() += 1;
     }
     assert!(per_instance.len() > 1, "more than one instance ran jobs: {per_instance:?}");
     upstream_handle.stop(false).await;
@@ -436,7 +470,7 @@ async fn a_killed_instance_loses_no_job() {
     let redis = TestRedis::start();
     let env = [("JOBYARD_LEASE_MS", "1500"), ("JOBYARD_CONCURRENCY", "2")];
     let mut instances = Instance::start(&redis, &prefix("kill"), 3, &env).await;
-    let victim_pid = instances[0].pid;
+    let victim = instances[0].name.clone();
     // Submitted on the victim, so its own pool hears of them first.
     let jobs: Vec<Value> =
         (0..JOBS).map(|_| json!({"kind": "sleep", "payload": {"ms": 500}})).collect();
@@ -446,7 +480,7 @@ async fn a_killed_instance_loses_no_job() {
     let on_victim: Vec<String> = eventually(DEADLINE, "the victim runs jobs", || async {
         let running = instances[1].list_all("status=running").await;
         let mine: Vec<String> =
-            running.iter().filter(|j| worker_pid(j) == Some(victim_pid)).map(id_of).collect();
+            running.iter().filter(|j| worker_instance(j) == Some(&victim)).map(id_of).collect();
         (!mine.is_empty()).then_some(mine)
     })
     .await;
@@ -474,7 +508,7 @@ async fn a_killed_instance_loses_no_job() {
     for id in &on_victim {
         let job = survivor.job(id).await;
         let attempts = job["attempts"].as_u64().unwrap_or(0);
-        if worker_pid(&job) == Some(victim_pid) {
+        if worker_instance(&job) == Some(&victim) {
             assert_eq!(attempts, 1, "finished on the victim before the kill: {job}");
         } else {
             assert!(attempts >= 2, "re-run after the victim died counts a new attempt: {job}");
@@ -534,10 +568,10 @@ async fn a_cancel_reaches_the_instance_running_the_job() {
 
     let runner = eventually(DEADLINE, "the job runs", || async {
         let job = instances[0].job(&id).await;
-        (job["status"] == "running").then(|| worker_pid(&job)).flatten()
+        (job["status"] == "running").then(|| worker_instance(&job).map(str::to_owned)).flatten()
     })
     .await;
-    let runs_on = instances.iter().position(|i| i.pid == runner).expect("one of ours runs it");
+    let runs_on = instances.iter().position(|i| i.name == runner).expect("one of ours runs it");
     let other = &instances[1 - runs_on];
 
     let cancel = other.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
@@ -553,7 +587,7 @@ async fn a_cancel_reaches_the_instance_running_the_job() {
     })
     .await;
     assert_eq!(ended["status"], "cancelled", "{ended}");
-    assert_eq!(worker_pid(&ended), Some(runner), "the runner stopped it: {ended}");
+    assert_eq!(worker_instance(&ended), Some(runner.as_str()), "the runner stopped it: {ended}");
     let seen_by_runner = instances[runs_on].job(&id).await;
     assert_eq!(seen_by_runner["status"], "cancelled", "{seen_by_runner}");
 }
@@ -572,7 +606,7 @@ async fn a_delayed_job_survives_the_restart_of_every_instance() {
     for instance in &mut old {
         instance.terminate().await;
     }
-    let old_pids: Vec<u32> = old.iter().map(|i| i.pid).collect();
+    let old_names: Vec<String> = old.iter().map(|i| i.name.clone()).collect();
     let all_gone_before_due = Utc::now() < run_at;
     drop(old);
 
@@ -588,10 +622,10 @@ async fn a_delayed_job_survives_the_restart_of_every_instance() {
     assert!(started >= run_at, "started {started} before its run_at {run_at}");
     if all_gone_before_due {
         // Nobody but the new instances was alive when it fell due.
-        let pid = worker_pid(&done);
+        let name = worker_instance(&done);
         assert!(
-            pid.is_some_and(|p| new.iter().any(|i| i.pid == p)),
-            "run by a new instance (old ones: {old_pids:?}): {done}"
+            name.is_some_and(|n| new.iter().any(|i| i.name == n)),
+            "run by a new instance (old ones: {old_names:?}): {done}"
         );
     }
 }
@@ -743,4 +777,204 @@ async fn redis_restart_with_aof_loses_no_acknowledged_job() {
     for instance in &mut instances {
         assert!(instance.alive(), "instance {} still runs (never restarted)", instance.pid);
     }
+}
+
+/// Every instance heartbeats into the registry: each of three lists all three (the one that
+/// runs no jobs with no kinds and no workers); a killed one is gone once it has missed 3
+/// heartbeats, and not before.
+#[actix_web::test]
+async fn the_registry_lists_live_instances_and_forgets_a_killed_one() {
+    let redis = TestRedis::start();
+    let prefix = prefix("registry");
+    let mut instances: Vec<Instance> = (0..2)
+        .map(|_| Instance::launch(&redis, &prefix, &[]))
+        .chain([Instance::launch(&redis, &prefix, &[("JOBYARD_CONCURRENCY", "0")])])
+        .collect();
+    for instance in &mut instances {
+        instance.until_ready().await;
+    }
+    let names: BTreeSet<String> = instances.iter().map(|i| i.name.clone()).collect();
+    let api_only = instances[2].name.clone();
+    for instance in &instances {
+        let listed = eventually(DEADLINE, "all three listed", || async {
+            let listed = instance.instances().await;
+            (listed.len() == 3).then_some(listed)
+        })
+        .await;
+        let seen: BTreeSet<String> =
+            listed.iter().map(|i| i["name"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(seen, names, "as {} sees them", instance.name);
+        for entry in &listed {
+            assert_eq!(entry["version"], env!("CARGO_PKG_VERSION"), "{entry}");
+            assert_eq!(entry["draining"], false, "{entry}");
+            if entry["name"] == *api_only {
+                assert_eq!(entry["kinds"], json!([]), "{entry}");
+                assert_eq!(entry["workers"], json!({"busy": 0, "total": 0}), "{entry}");
+            } else {
+                let kinds = entry["kinds"].as_array().unwrap();
+                assert!(kinds.contains(&json!("http")) && kinds.contains(&json!("sleep")));
+                assert_eq!(entry["workers"]["total"], 16, "{entry}");
+            }
+        }
+    }
+
+    let gone = instances[0].name.clone();
+    instances[0].kill();
+    let killed = Instant::now();
+    let left = eventually(Duration::from_secs(15), "the killed instance gone", || async {
+        let listed = instances[1].instance_names().await;
+        (!listed.contains(&gone)).then_some(listed)
+    })
+    .await;
+    assert!(killed.elapsed() > Duration::from_secs(1), "listed until its heartbeats stopped");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(instances[2].instance_names().await, left, "every instance sees the same");
+}
+
+/// Two instances on one host, both with the default name: one takes the host name, the other
+/// `<host>-<pid>` and says so. A start with an explicit name a live instance holds stops with
+/// one line naming the variable.
+#[actix_web::test]
+async fn instances_on_one_host_never_share_a_name() {
+    let redis = TestRedis::start();
+    let prefix = prefix("names");
+    let instances = Instance::start(&redis, &prefix, 2, &[("JOBYARD_INSTANCE", "")]).await;
+    let listed = eventually(DEADLINE, "both listed", || async {
+        let listed = instances[0].instance_names().await;
+        (listed.len() == 2).then_some(listed)
+    })
+    .await;
+    let host = jobyard::instance::host_name();
+    assert!(listed.contains(&host), "{listed:?}");
+    let fell_back = instances
+        .iter()
+        .find(|i| listed.contains(&format!("{host}-{}", i.pid)))
+        .unwrap_or_else(|| panic!("one of them is <host>-<pid>: {listed:?}"));
+    assert!(
+        fell_back.output().contains("another live instance holds the name"),
+        "the fallback is logged: {}",
+        fell_back.output()
+    );
+
+    let mut clash = Instance::launch(&redis, &prefix, &[("JOBYARD_INSTANCE", &host)]);
+    let status = clash.exited().await;
+    assert!(!status.success(), "a start under a live instance's name fails: {status}");
+    let line = eventually(DEADLINE, "the error line", || async {
+        let output = clash.output();
+        let line = output.lines().find(|l| l.starts_with("error: JOBYARD_INSTANCE="));
+        line.map(str::to_owned)
+    })
+    .await;
+    assert!(line.contains(&format!("JOBYARD_INSTANCE={host} is taken")), "{line}");
+}
+
+/// A kind of a service's own: the binary has only the built-in kinds, so the instance that
+/// registers this one is a server in the test process, on the same Redis and prefix.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Shout {
+    text: String,
+}
+
+impl jobyard::Job for Shout {
+    const KIND: &'static str = "instances.shout";
+    type Output = String;
+    async fn run(self, _: jobyard::JobContext) -> Result<String, jobyard::JobError> {
+        Ok(self.text.to_uppercase())
+    }
+}
+
+/// An instance that runs no jobs (`JOBYARD_CONCURRENCY=0`) accepts a kind only another live
+/// instance registers, and that instance runs it; before it runs, the kind is unknown. A kind
+/// in `JOBYARD_ACCEPT_KINDS` is accepted with no instance handling it.
+#[actix_web::test]
+async fn an_api_only_instance_accepts_a_kind_another_instance_handles() {
+    let redis = TestRedis::start();
+    let prefix = prefix("kinds");
+    let env = [("JOBYARD_CONCURRENCY", "0"), ("JOBYARD_ACCEPT_KINDS", "later.kind")];
+    let mut api = Instance::launch(&redis, &prefix, &env);
+    api.until_ready().await;
+    let spec = json!({"kind": "instances.shout", "payload": {"text": "hi"}});
+    let refused = api.post("/v1/jobs", spec.clone()).await;
+    assert_eq!((refused.status, refused.code()), (400, "unknown_kind"), "{}", refused.body);
+    let later = api.post("/v1/jobs", json!({"kind": "later.kind", "payload": [1]})).await;
+    assert_eq!((later.status, later.body["status"].as_str()), (201, Some("queued")));
+
+    let mut config = crate::helpers::test_config();
+    config.redis_url = Some(jobyard::config::RedisUrl::parse(&redis.url()).unwrap());
+    config.queue_backend = jobyard::config::QueueBackendKind::Redis;
+    config.redis_prefix = prefix.clone();
+    config.instance = Some("embedded".into());
+    let runtime = jobyard::Runtime::builder().with_builtin_kinds().register::<Shout>();
+    let embedded = crate::helpers::spawn_app_from(config, runtime).await;
+
+    let created = eventually(DEADLINE, "the kind accepted", || async {
+        let resp = api.post("/v1/jobs", spec.clone()).await;
+        (resp.status == 201).then_some(resp.body)
+    })
+    .await;
+    let id = id_of(&created);
+    let done = eventually(DEADLINE, "the job ends", || async {
+        let job = api.job(&id).await;
+        is_terminal(&job).then_some(job)
+    })
+    .await;
+    assert_eq!((done["status"].as_str(), done["result"].as_str()), (Some("succeeded"), Some("HI")));
+    assert_eq!(worker_instance(&done), Some("embedded"), "{done}");
+    embedded.shutdown().await;
+}
+
+/// An instance killed (SIGKILL) with jobs running and restarted under its name takes them back
+/// at once: they run again within seconds, not after their 30 s lease; each interrupted attempt
+/// counts as failed ('instance <name> restarted'), is logged as a takeover and counted.
+#[actix_web::test]
+async fn a_killed_instance_restarted_under_its_name_runs_its_jobs_again_at_once() {
+    let redis = TestRedis::start();
+    let prefix = prefix("takeover");
+    let victim_env = [("JOBYARD_INSTANCE", "victim"), ("JOBYARD_CONCURRENCY", "2")];
+    let mut victim = Instance::launch(&redis, &prefix, &victim_env);
+    let mut watcher = Instance::launch(&redis, &prefix, &[("JOBYARD_CONCURRENCY", "0")]);
+    victim.until_ready().await;
+    watcher.until_ready().await;
+    let jobs = vec![json!({"kind": "sleep", "payload": {"ms": 3_000}}); 2];
+    let ids: Vec<String> = watcher.submit_batch(jobs).await.iter().map(id_of).collect();
+    eventually(DEADLINE, "both jobs run on the victim", || async {
+        for id in &ids {
+            let job = watcher.job(id).await;
+            if job["status"] != "running" || worker_instance(&job) != Some("victim") {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    victim.kill();
+    let killed_at = Utc::now();
+    let mut restarted = Instance::launch(&redis, &prefix, &victim_env);
+    restarted.until_ready().await;
+
+    for id in &ids {
+        let done = eventually(Duration::from_secs(20), "the job ends", || async {
+            let job = watcher.job(id).await;
+            is_terminal(&job).then_some(job)
+        })
+        .await;
+        assert_eq!(
+            (done["status"].as_str(), done["attempts"].as_u64()),
+            (Some("succeeded"), Some(2))
+        );
+        assert_eq!(done["history"][0]["error"], "instance victim restarted", "{done}");
+        assert_eq!(worker_instance(&done), Some("victim"), "{done}");
+        let started: DateTime<Utc> = serde_json::from_value(done["started_at"].clone()).unwrap();
+        let after = (started - killed_at).to_std().unwrap_or_default();
+        assert!(after < Duration::from_secs(15), "ran again {after:?} after the kill: {done}");
+    }
+    let log = restarted.output();
+    for id in &ids {
+        let warned = log
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("taken over") && l.contains(id.as_str()));
+        assert!(warned, "the takeover of {id} is logged:\n{log}");
+    }
+    let stats = watcher.get("/v1/stats").await.body;
+    assert_eq!(stats["takeovers"]["instance_restarted"], 2, "{}", stats["takeovers"]);
 }

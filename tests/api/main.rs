@@ -21,4 +21,6 @@ mod lifecycle;
 mod queue_backends;
 mod queue_outage;
 mod redis_support;
+mod registry_backends;
+mod registry_http;
 mod schedules;

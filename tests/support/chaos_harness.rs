@@ -235,6 +235,10 @@ struct Instance {
     generation: usize,
     child: Child,
     pid: u32,
+    /// Its `JOBYARD_INSTANCE`: the slot's (`chaos-<slot>`), so a restarted slot takes its
+    /// victim's jobs back at once; with one instance, the generation's too, since the running
+    /// set of a killed sole instance can only be read after its restart.
+    name: String,
     port: Arc<Mutex<Option<u16>>>,
     base: String,
     log: PathBuf,
@@ -300,11 +304,9 @@ fn redis_latency_latest(redis: &TestRedis) -> Vec<String> {
     lines
 }
 
-/// The pid named by a job's `worker` (`host-pid/wN`).
-fn worker_pid(job: &Value) -> Option<u32> {
-    let worker = job["worker"].as_str()?;
-    let (instance, _) = worker.split_once('/')?;
-    instance.rsplit_once('-')?.1.parse().ok()
+/// The instance named by a job's `worker` (`<instance>/w<N>`).
+fn worker_instance(job: &Value) -> Option<&str> {
+    Some(job["worker"].as_str()?.split_once('/')?.0)
 }
 
 /// The job number of a record (the `n` of its URL).
@@ -924,14 +926,14 @@ impl Ctx {
         }
     }
 
-    /// The ids of the jobs that `pid` is running, as the store says (tries for up to 5 s).
-    async fn running_on(&self, slot: usize, pid: u32) -> Option<Vec<String>> {
+    /// The ids of the jobs instance `name` is running, as the store says (tries for up to 5 s).
+    async fn running_on(&self, slot: usize, name: &str) -> Option<Vec<String>> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if let Some(jobs) = self.list_all(slot, "status=running").await {
                 return Some(
                     jobs.iter()
-                        .filter(|j| worker_pid(j) == Some(pid))
+                        .filter(|j| worker_instance(j) == Some(name))
                         .filter_map(|j| j["id"].as_str().map(str::to_owned))
                         .collect(),
                 );
@@ -949,11 +951,16 @@ impl Ctx {
         std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
         let log = self.opts.out_dir.join(format!("instance-{slot}.{generation}.log"));
         let file = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let name = match self.opts.instances {
+            1 => format!("chaos-{slot}-{generation}"),
+            _ => format!("chaos-{slot}"),
+        };
         let mut command = Command::new(&self.opts.binary);
         command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("JOBYARD_INSTANCE", &name)
             .env("JOBYARD_ADDR", "127.0.0.1:0")
             .env("JOBYARD_DATA_DIR", &data)
             .env("JOBYARD_LEASE_MS", self.opts.lease_ms.to_string())
@@ -1003,7 +1010,7 @@ impl Ctx {
         });
         self.pids.borrow_mut()[slot] = pid;
         self.event(format!("slot {slot}: started jobyard pid {pid} (log {})", log.display()));
-        Ok(Instance { slot, generation, child, pid, port, base: String::new(), log })
+        Ok(Instance { slot, generation, child, pid, name, port, base: String::new(), log })
     }
 
     /// Waits until `instance` said where it listens and `/ready` answers 200.
@@ -1438,7 +1445,7 @@ async fn inject(
         Fault::KillInstance => {
             let slot = kills_before % ctx.opts.instances;
             let victim = &mut procs.instances[slot];
-            let pid = victim.pid;
+            let (pid, name) = (victim.pid, victim.name.clone());
             let mut record = FaultRecord::new(number, fault, format!("#{slot} pid {pid}"), at);
             record.victim_pid = Some(pid);
             if let Some(kib) = vm_hwm_kib(pid) {
@@ -1449,11 +1456,12 @@ async fn inject(
             victim.kill();
             ctx.event(format!("fault #{number}: SIGKILL jobyard #{slot} pid {pid}"));
             // What it was running when it died is still in the store (as running, under its
-            // worker name) until its leases expire: read it from a survivor at once, or from the
+            // worker name) until its leases expire, or until it restarts under its name: read it
+            // from a survivor at once, or (a sole instance, restarted under a new name) from the
             // restarted process.
             let mut running = None;
             if ctx.opts.instances > 1 {
-                running = ctx.running_on((slot + 1) % ctx.opts.instances, pid).await;
+                running = ctx.running_on((slot + 1) % ctx.opts.instances, &name).await;
             }
             let generation = procs.instances[slot].generation + 1;
             let mut fresh = ctx.launch(slot, generation)?;
@@ -1461,7 +1469,7 @@ async fn inject(
             procs.instances[slot] = fresh;
             record.lasted = t0.elapsed().as_secs_f64();
             if running.is_none() {
-                running = ctx.running_on(slot, pid).await;
+                running = ctx.running_on(slot, &name).await;
             }
             let lease = Duration::from_millis(ctx.opts.lease_ms);
             if t0.elapsed() > lease / 2 {
@@ -1735,9 +1743,10 @@ async fn check(ctx: &Ctx, faults: &[FaultRecord]) -> Result<Report, String> {
                         .collect::<Vec<_>>(),
                     job["worker"]
                 );
-                // Explained: the job was running on a killed instance (so it ran again after
-                // its lease), it was executed before that kill, and each execution is an
-                // attempt the store counted.
+                // Explained: the job was running on a killed instance (so it ran again, taken
+                // back by the instance restarted under its name, or after its lease), it was
+                // executed before that kill, and each execution is an attempt the store
+                // counted.
                 let first = hits[0].as_secs_f64();
                 let before_a_kill =
                     kills.is_some_and(|k| k.iter().any(|(_, killed_at)| first <= *killed_at));

@@ -6,6 +6,7 @@
 
 mod flow;
 mod index;
+mod instances;
 mod store;
 
 use std::collections::BTreeMap;
@@ -19,11 +20,13 @@ pub use store::Store;
 
 use super::flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
 use super::{
-    CancelOutcome, Changes, Claim, Completion, LeaseRef, LeaseState, ListQuery, Page, QueueBackend,
-    QueueError, QueueLimits, QueueStats, Submitted,
+    CancelOutcome, Changes, Claim, Completion, InstanceInfo, LeaseRef, LeaseState, ListQuery,
+    Page, QueueBackend, QueueError, QueueLimits, QueueStats, Registration, Submitted,
+    TakeoverCounts,
 };
 use crate::job::{JobId, JobRecord, Json, NewJob};
 use crate::schedule::{Fire, Schedule};
+use instances::InstanceTable;
 
 /// The in-memory [`QueueBackend`].
 ///
@@ -43,6 +46,8 @@ use crate::schedule::{Fire, Schedule};
 #[derive(Default)]
 pub struct MemoryQueue {
     store: Mutex<Store>,
+    /// The instance registry, apart from the jobs: a heartbeat never waits on a job call.
+    instances: Mutex<InstanceTable>,
 }
 
 impl MemoryQueue {
@@ -53,13 +58,17 @@ impl MemoryQueue {
 
     /// A memory queue keeping `limits`.
     pub fn with_limits(limits: QueueLimits) -> Self {
-        MemoryQueue { store: Mutex::new(Store::with_limits(limits)) }
+        MemoryQueue { store: Mutex::new(Store::with_limits(limits)), ..Self::default() }
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave a half-applied transition visible to
         // callers that matter more than the panic itself; keep serving.
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn instance_table(&self) -> MutexGuard<'_, InstanceTable> {
+        self.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -214,5 +223,31 @@ impl QueueBackend for MemoryQueue {
 
     async fn record_fire(&self, name: &str, fire: Fire) -> Result<(), QueueError> {
         self.store().record_fire(name, fire)
+    }
+
+    async fn heartbeat(
+        &self,
+        instance: &InstanceInfo,
+        displace: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Registration, QueueError> {
+        Ok(self.instance_table().heartbeat(instance, displace, now))
+    }
+
+    async fn instances(&self, now: DateTime<Utc>) -> Result<Vec<InstanceInfo>, QueueError> {
+        Ok(self.instance_table().live(now))
+    }
+
+    async fn leave(&self, name: &str, run_id: &str) -> Result<(), QueueError> {
+        self.instance_table().leave(name, run_id);
+        Ok(())
+    }
+
+    async fn take_over(&self, name: &str, now: DateTime<Utc>) -> Result<Changes, QueueError> {
+        Ok(self.store().take_over(name, now))
+    }
+
+    async fn takeovers(&self) -> Result<TakeoverCounts, QueueError> {
+        Ok(self.store().takeovers())
     }
 }

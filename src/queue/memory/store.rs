@@ -15,10 +15,11 @@ use chrono::{DateTime, Utc};
 
 use crate::job::{JobId, JobRecord, JobStatus, Json, NewJob};
 use crate::queue::flow::{Budget, Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
+use crate::queue::instances::{restarted_error, worker_prefix};
 use crate::queue::{
     CancelOutcome, Changes, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, Outcome,
-    Page, QueueError, QueueLimits, QueueStats, StateCounts, SubmitResult, Submitted, LIST_EXAMINE,
-    SETTLE_LIMIT, STEP_LIMIT,
+    Page, QueueError, QueueLimits, QueueStats, StateCounts, SubmitResult, Submitted, Takeover,
+    TakeoverCause, TakeoverCounts, LIST_EXAMINE, SETTLE_LIMIT, STEP_LIMIT,
 };
 use crate::schedule::{Fire, Schedule};
 
@@ -80,6 +81,8 @@ pub struct Store {
     schedules: BTreeMap<String, Schedule>,
     next_seq: u64,
     flow: Flow,
+    /// Attempts taken from workers that are gone, per cause.
+    takeovers: TakeoverCounts,
 }
 
 /// A lane a claim may take from, and what it knows of it.
@@ -813,21 +816,71 @@ impl Store {
             if expires > now_ms {
                 break;
             }
-            let record = &self.jobs[&id].record;
-            let (to, error) = if record.cancel_requested {
-                (JobStatus::Cancelled, "cancelled (lease expired)")
-            } else if record.attempts < record.max_attempts {
-                (JobStatus::Queued, "lease expired")
-            } else {
-                (JobStatus::Failed, "lease expired")
-            };
-            self.transition(id, to, now, changes, |e| {
-                e.record.push_failure(error, now);
-                e.record.error = to.is_terminal().then(|| error.into());
-            });
+            self.lose_attempt(id, "lease expired", TakeoverCause::LeaseExpired, now, changes);
         }
         changes.more |= self.idx.leases.first().is_some_and(|&(expires, _)| expires <= now_ms);
         self.settle(mark, now, changes);
+    }
+
+    /// Takes back the running attempts of instance `name`'s workers, at most [`STEP_LIMIT`]
+    /// (see [`crate::queue::QueueBackend::take_over`]).
+    pub fn take_over(&mut self, name: &str, now: DateTime<Utc>) -> Changes {
+        let prefix = worker_prefix(name);
+        let mut changes = Changes::default();
+        let mut left: Vec<JobId> = (self.idx.leases.iter())
+            .map(|&(_, id)| id)
+            .filter(|id| {
+                let worker = self.jobs[id].record.worker.as_deref();
+                worker.is_some_and(|w| w.starts_with(&prefix))
+            })
+            .collect();
+        changes.more = left.len() > STEP_LIMIT;
+        left.truncate(STEP_LIMIT);
+        let reason = restarted_error(name);
+        for id in left {
+            self.lose_attempt(id, &reason, TakeoverCause::InstanceRestarted, now, &mut changes);
+        }
+        self.settle(0, now, &mut changes);
+        changes
+    }
+
+    /// Ends the attempt of running job `id`, whose worker is gone: the attempt counts and enters
+    /// the history; the job goes back to `queued` with attempts left, else ends `failed` with
+    /// `reason`, or `cancelled` when its cancel was requested. Reported and counted as a
+    /// takeover for `cause`.
+    fn lose_attempt(
+        &mut self,
+        id: JobId,
+        reason: &str,
+        cause: TakeoverCause,
+        now: DateTime<Utc>,
+        changes: &mut Changes,
+    ) {
+        let record = &self.jobs[&id].record;
+        let taken = Takeover {
+            id,
+            kind: record.kind.clone(),
+            worker: record.worker.as_deref().unwrap_or_default().to_owned(),
+            cause,
+        };
+        let (to, error) = if record.cancel_requested {
+            (JobStatus::Cancelled, format!("cancelled ({reason})"))
+        } else if record.attempts < record.max_attempts {
+            (JobStatus::Queued, reason.to_owned())
+        } else {
+            (JobStatus::Failed, reason.to_owned())
+        };
+        self.transition(id, to, now, changes, |e| {
+            e.record.push_failure(&error, now);
+            e.record.error = to.is_terminal().then_some(error);
+        });
+        changes.taken_over.push(taken);
+        self.takeovers.add(cause, 1);
+    }
+
+    /// Attempts taken over so far, per cause.
+    pub fn takeovers(&self) -> TakeoverCounts {
+        self.takeovers
     }
 
     /// Removes terminal jobs finished before the retention period or beyond the count kept

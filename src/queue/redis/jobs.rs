@@ -13,6 +13,7 @@ use super::{bulk, RedisQueue, STEP_LIMIT};
 use crate::job::{JobId, JobRecord, JobStatus, NewJob};
 use crate::queue::{
     CancelOutcome, Changes, QueueError, QueueStats, StateCounts, SubmitResult, Submitted,
+    TakeoverCause,
 };
 
 impl RedisQueue {
@@ -212,7 +213,8 @@ impl RedisQueue {
         Ok(by_kind)
     }
 
-    /// One periodic script (promote or reap): `{more, changes}`.
+    /// One periodic script (promote or reap): `{more, changes}`, and from reap the attempts it
+    /// took (`{id, kind, worker, ...}`).
     pub(super) async fn step(
         &self,
         script: &super::scripts::Lua,
@@ -221,9 +223,16 @@ impl RedisQueue {
         let mut invocation = self.invocation(script);
         invocation.arg(ms(now) as i64).arg(STEP_LIMIT);
         let reply = self.run(&invocation, true).await?;
-        let [more, changes] = array(&reply)? else { return Err(malformed("step")) };
+        let (more, changes, taken) = match array(&reply)? {
+            [more, changes] => (more, changes, None),
+            [more, changes, taken] => (more, changes, Some(taken)),
+            _ => return Err(malformed("step")),
+        };
         let mut changes = reply::changes(changes)?;
         changes.more = int(more)? == 1;
+        if let Some(taken) = taken {
+            changes.taken_over = reply::taken(taken, TakeoverCause::LeaseExpired)?;
+        }
         Ok(changes)
     }
 

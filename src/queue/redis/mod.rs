@@ -17,6 +17,7 @@ mod attempts;
 mod bulk;
 mod events;
 mod flow;
+mod instances;
 mod jobs;
 mod listing;
 mod record;
@@ -35,8 +36,9 @@ use chrono::{DateTime, Utc};
 
 use super::flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
 use super::{
-    CancelOutcome, Changes, Claim, Completion, EventSink, LeaseRef, LeaseState, ListQuery, Page,
-    QueueBackend, QueueError, QueueLimits, QueueStats, Submitted,
+    CancelOutcome, Changes, Claim, Completion, EventSink, InstanceInfo, LeaseRef, LeaseState,
+    ListQuery, Page, QueueBackend, QueueError, QueueLimits, QueueStats, Registration, Submitted,
+    TakeoverCounts,
 };
 use crate::config::Config;
 use crate::job::{JobId, JobRecord, Json, NewJob};
@@ -492,5 +494,30 @@ impl QueueBackend for RedisQueue {
             .to_owned();
         let _: i64 = self.cmd(&cmd).await?;
         Ok(())
+    }
+
+    async fn heartbeat(
+        &self,
+        instance: &InstanceInfo,
+        displace: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Registration, QueueError> {
+        self.record_heartbeat(instance, displace, now).await
+    }
+
+    async fn instances(&self, now: DateTime<Utc>) -> Result<Vec<InstanceInfo>, QueueError> {
+        self.live_instances(now).await
+    }
+
+    async fn leave(&self, name: &str, run_id: &str) -> Result<(), QueueError> {
+        self.leave_registry(name, run_id).await
+    }
+
+    async fn take_over(&self, name: &str, now: DateTime<Utc>) -> Result<Changes, QueueError> {
+        self.take_over_instance(name, now).await
+    }
+
+    async fn takeovers(&self) -> Result<TakeoverCounts, QueueError> {
+        self.takeover_counts().await
     }
 }

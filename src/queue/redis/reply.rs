@@ -4,7 +4,7 @@ use ::redis::Value;
 use chrono::{DateTime, Utc};
 
 use crate::job::{JobId, JobStatus};
-use crate::queue::{Changes, QueueError};
+use crate::queue::{Changes, QueueError, Takeover, TakeoverCause};
 use crate::redis::RedisError;
 
 /// An answer that does not have the shape the script promises: a bug, not bad luck.
@@ -66,6 +66,22 @@ pub(super) fn changes(value: &Value) -> Result<Changes, QueueError> {
     })
 }
 
+/// The attempts a script took from workers that are gone, `{id, kind, worker, ...}`, all for
+/// `cause`.
+pub(super) fn taken(value: &Value, cause: TakeoverCause) -> Result<Vec<Takeover>, QueueError> {
+    let items = array(value)?;
+    if items.len() % 3 != 0 {
+        return Err(malformed("taken attempts"));
+    }
+    items
+        .chunks_exact(3)
+        .map(|t| {
+            let (kind, worker) = (text(&t[1])?, text(&t[2])?);
+            Ok(Takeover { id: id(&t[0])?, kind: kind.into(), worker: worker.to_owned(), cause })
+        })
+        .collect()
+}
+
 /// Adds what another call changed to `into`.
 pub(super) fn merge(into: &mut Changes, more: Changes) {
     into.finished.extend(more.finished);
@@ -73,6 +89,7 @@ pub(super) fn merge(into: &mut Changes, more: Changes) {
     into.note_due(more.next_due);
     into.stale += more.stale;
     into.more |= more.more;
+    into.taken_over.extend(more.taken_over);
 }
 
 /// The queue's view of a failed Redis call: the link's troubles make the backend unavailable

@@ -31,6 +31,9 @@ pub(super) struct Scripts {
     pub schedule_fire: Lua,
     pub limit: Lua,
     pub throttled: Lua,
+    pub heartbeat: Lua,
+    pub leave: Lua,
+    pub takeover: Lua,
 }
 
 /// One script: its source (to load it when Redis does not know it) and its SHA.
@@ -93,6 +96,9 @@ impl Scripts {
             schedule_fire: with_lib(include_str!("lua/schedule_fire.lua")),
             limit: with_limits(include_str!("lua/limit.lua")),
             throttled: with_limits(include_str!("lua/throttled.lua")),
+            heartbeat: with_lib(include_str!("lua/heartbeat.lua")),
+            leave: with_lib(include_str!("lua/leave.lua")),
+            takeover: with_lib(include_str!("lua/takeover.lua")),
         }
     }
 }

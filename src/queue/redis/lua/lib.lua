@@ -60,6 +60,9 @@ local WAKE, EVENTS, WATCH, TOKENS = B .. 'wake', B .. 'events', B .. 'watch', B 
 local LANES, LIMITS, LIMRUN, PAUSED, WEIGHTS = B .. 'lanes', B .. 'limits', B .. 'limrun', B .. 'paused', B .. 'gw'
 local function lane_key(member) return B .. 'lane:' .. member end
 local function limit_key(name) return B .. 'lim:' .. name end
+-- The instance registry (name -> '<run id>|<entry JSON>'), instances by last heartbeat, and the
+-- attempts taken from workers that are gone, per cause.
+local INSTANCES, ALIVE, TAKEOVERS = B .. 'instances', B .. 'alive', B .. 'takeovers'
 
 -- The table under `k` in `t`, made (empty) on first use.
 local function table_at(t, k)
@@ -657,3 +660,38 @@ local function forget_running(by_token)
   if redis.call('EXISTS', PROGRESS) == 1 then apply('HDEL', PROGRESS, all) end
 end
 
+-- Attempts this call took from workers that are gone, for the caller: id, kind and worker of
+-- each, one after the other.
+local taken = {}
+
+-- Ends the attempt of running job `j` (`run`, its run entry) whose worker is gone: its lease
+-- expired, or its instance restarted. The attempt counts and enters the history; the job goes
+-- back to `queued` with attempts left, else ends `failed` with `reason`, or `cancelled` when
+-- its cancel was requested (`cancelled`). It is reported in `taken`. The caller forgets its
+-- running state (forget_running) and counts the takeovers (count_taken).
+local function lose_attempt(j, run, cancelled, progress, now, reason)
+  local err = reason
+  if cancelled then
+    err = 'cancelled (' .. reason .. ')'
+    j.e, j.fl = err, FLAG_CANCEL
+    stop_running(j, run, CANCELLED, now, true, progress)
+  elseif j.a + 1 < j.m then
+    j.e = ''
+    stop_running(j, run, QUEUED, now, true, progress)
+  else
+    j.e = reason
+    stop_running(j, run, FAILED, now, true, progress)
+  end
+  add_failure(j, j.a, err)
+  local _, _, worker = string.match(run, '^([^|]*)|([^|]*)|(.*)$')
+  taken[#taken + 1] = j.id
+  taken[#taken + 1] = kind_of(j)
+  taken[#taken + 1] = worker or ''
+end
+
+-- Counts the attempts this call took under `cause` (a field of TAKEOVERS) and returns them for
+-- the caller (`taken`).
+local function count_taken(cause)
+  if #taken > 0 then redis.call('HINCRBY', TAKEOVERS, cause, #taken / 3) end
+  return taken
+end

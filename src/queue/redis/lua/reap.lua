@@ -7,7 +7,11 @@
 -- ARGV[1]   now (ms)
 -- ARGV[2]   the most attempts handled by this call
 --
--- Safe to retry. Returns {more (1/0), {ready count, earliest due (0: none), finished ids...}}.
+-- Every attempt taken is counted (`lease_expired` in the takeovers hash) and returned with its
+-- job's kind and its worker, for the caller to log.
+--
+-- Safe to retry (a second run finds the attempts gone). Returns {more (1/0), {ready count,
+-- earliest due (0: none), finished ids...}, {id, kind, worker, ...}}.
 
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tokens = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
@@ -27,17 +31,7 @@ for _, token in ipairs(tokens) do
     for n, id in ipairs(ids) do
       local j = load(id)
       if j and holds(run[n], token) then
-        if cancel[n] then
-          j.e, j.fl = 'cancelled (lease expired)', FLAG_CANCEL
-          stop_running(j, run[n], CANCELLED, now, true, progress[n])
-        elseif j.a + 1 < j.m then
-          j.e = ''
-          stop_running(j, run[n], QUEUED, now, true, progress[n])
-        else
-          j.e = 'lease expired'
-          stop_running(j, run[n], FAILED, now, true, progress[n])
-        end
-        add_failure(j, j.a, cancel[n] and 'cancelled (lease expired)' or 'lease expired')
+        lose_attempt(j, run[n], cancel[n], progress[n], now, 'lease expired')
         ended[#ended + 1] = id
       end
     end
@@ -47,4 +41,5 @@ for _, token in ipairs(tokens) do
   if redis.call('EXISTS', key) == 0 then redis.call('ZREM', LEASES, token) end
 end
 if #tokens == limit then more = true end
-return { more and 1 or 0, finish(now) }
+local lost = count_taken('lease_expired')
+return { more and 1 or 0, finish(now), lost }
