@@ -20,9 +20,8 @@ pub use store::Store;
 
 use super::flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
 use super::{
-    CancelOutcome, Changes, Claim, Completion, InstanceInfo, LeaseRef, LeaseState, ListQuery,
-    Page, QueueBackend, QueueError, QueueLimits, QueueStats, Registration, Submitted,
-    TakeoverCounts,
+    CancelOutcome, Changes, Claim, Completion, InstanceInfo, LeaseRef, LeaseState, ListQuery, Page,
+    QueueBackend, QueueError, QueueLimits, QueueStats, Registration, Submitted, TakeoverCounts,
 };
 use crate::job::{JobId, JobRecord, Json, NewJob};
 use crate::schedule::{Fire, Schedule};

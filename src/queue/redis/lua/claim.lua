@@ -186,13 +186,23 @@ end
 
 -- Merge ---------------------------------------------------------------------------------------
 
--- Each step takes, at the best priority among the heads its limits let through, the best head
--- of each queue (the group whose turn it is, then the oldest), then the oldest of those.
--- `used` counts each source's prefix (claimed or passed over), `taken` its claimed jobs.
+-- Each step takes, at the best priority among the heads their limits let through, the best head
+-- of each queue (the group whose turn it is, then the oldest), then the oldest of those; with
+-- no turns to take, simply the oldest at the best priority. `used` counts each source's prefix
+-- (claimed or passed over), `taken` its claimed jobs. A step allocates nothing: it runs once
+-- per claimed job.
 local ids, from = {}, {}
 for _, source in ipairs(sources) do source.used, source.taken = 0, 0 end
-while #ids < w do
-  local top_band, best, order = nil, {}, {}
+local with_turns = next(turns) ~= nil
+-- With turns: each queue's best head in this step (source, pass, id), and the queues that have
+-- one (the first `nq` of `named`).
+local best_source, best_pass, best_id, named, nq = {}, {}, {}, {}, 0
+
+-- The head the next step takes (source and id), or nil when no source may give one.
+local function next_head()
+  local top_band, pick, pick_id = nil, nil, nil
+  for k = 1, nq do best_source[named[k]] = nil end
+  nq = 0
   for _, source in ipairs(sources) do
     local at = source.used + 1
     local id = not source.blocked and source.top[at]
@@ -202,24 +212,40 @@ while #ids < w do
         if source.limits and not allowed(source.limits, source.cost, now) then
           source.blocked = true
         else
-          if not top_band or band < top_band then top_band, best, order = band, {}, {} end
-          local pass = source.turns and pass_of(source.queue, source.group) or 0
-          local current = best[source.queue]
-          if not current then order[#order + 1] = source.queue end
-          if not current or pass < current[2] or (pass == current[2] and id < current[3]) then
-            best[source.queue] = { source, pass, id }
+          if top_band and band < top_band then
+            pick = nil
+            for k = 1, nq do best_source[named[k]] = nil end
+            nq = 0
+          end
+          top_band = band
+          if not with_turns then
+            if not pick or id < pick_id then pick, pick_id = source, id end
+          else
+            local queue = source.queue
+            local pass = source.turns and pass_of(queue, source.group) or 0
+            local current = best_source[queue]
+            if not current then
+              nq = nq + 1
+              named[nq] = queue
+            end
+            if not current or pass < best_pass[queue] or (pass == best_pass[queue] and id < best_id[queue]) then
+              best_source[queue], best_pass[queue], best_id[queue] = source, pass, id
+            end
           end
         end
       end
     end
   end
-  if #order == 0 then break end
-  local pick = nil
-  for _, queue in ipairs(order) do
-    local head = best[queue]
-    if not pick or head[3] < pick[3] then pick = head end
+  if with_turns then
+    for k = 1, nq do
+      local queue = named[k]
+      if not pick or best_id[queue] < pick_id then pick, pick_id = best_source[queue], best_id[queue] end
+    end
   end
-  local source, id = pick[1], pick[3]
+  return pick, pick_id
+end
+
+local function take_head(source, id)
   source.used = source.used + 1
   if source.skip and source.skip[source.used] == 1 then
     redis.call('SREM', source.skips, id)
@@ -229,6 +255,31 @@ while #ids < w do
     from[#ids] = source
     if source.limits then take(source.limits, source.cost, 1) end
     if source.turns then served(source.queue, source.group) end
+  end
+end
+
+if #sources == 1 and not sources[1].limits then
+  -- One source and nothing to check (the common case): its first w, in its own order, with no
+  -- merge (a merge step per job was a tenth of a claim's time).
+  local source = sources[1]
+  local top, skip, used, n = source.top, source.skip, 0, 0
+  for at = 1, #top do
+    if n == w then break end
+    used = at
+    if skip and skip[at] == 1 then
+      redis.call('SREM', source.skips, top[at])
+    else
+      n = n + 1
+      ids[n] = top[at]
+      from[n] = source
+    end
+  end
+  source.used, source.taken = used, n
+else
+  while #ids < w do
+    local source, id = next_head()
+    if not source then break end
+    take_head(source, id)
   end
 end
 -- Each source's share is a prefix of it: remove it by rank.
