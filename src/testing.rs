@@ -293,7 +293,7 @@ impl TestContext {
             reports.lock().unwrap_or_else(PoisonError::into_inner).push(value);
         });
         let holds = self.holds.clone();
-        let hold = Arc::new(move |limit: &str, until: DateTime<Utc>| {
+        let hold = Arc::new(move |_: JobId, limit: &str, until: DateTime<Utc>| {
             holds.lock().unwrap_or_else(PoisonError::into_inner).push((limit.to_owned(), until));
         });
         JobContext::new(

@@ -430,7 +430,7 @@ mod tests {
             Extensions::default(),
             crate::job::handler::Flow {
                 limits: crate::job::spec::no_limits(),
-                hold: Arc::new(|_, _| {}),
+                hold: Arc::new(|_, _, _| {}),
             },
         );
         Start {

@@ -194,6 +194,8 @@ pub struct WorkerPool {
     ran_kinds: HashSet<Arc<str>>,
     /// Attempts seen holding their thread, per kind.
     blocking: BTreeMap<String, u64>,
+    /// Where handlers' limit holds go.
+    holds: HoldSink,
 }
 
 impl WorkerPool {
@@ -202,6 +204,7 @@ impl WorkerPool {
         let kinds = registry.kinds();
         let executors = Executors::start(settings.threads, registry, settings.blocking_threshold);
         WorkerPool {
+            holds: hold_sink(queue.clone()),
             executors,
             stopping: HashMap::new(),
             ran_kinds: HashSet::new(),
@@ -495,7 +498,6 @@ impl WorkerPool {
                 queue.do_send(ReportProgress { lease, progress })
             }
         });
-        let hold = hold_sink(self.queue.clone(), id);
         let job_ctx = JobContext::new(
             id,
             (attempts, max_attempts),
@@ -504,7 +506,7 @@ impl WorkerPool {
             cancel.clone(),
             progress,
             self.settings.extensions.clone(),
-            Flow { limits, hold },
+            Flow { limits, hold: self.holds.clone() },
         );
         let (abort, registration) = AbortHandle::new_pair();
         let pack = self.ran_kinds.contains(&*kind) && !self.executors.is_slow(&kind);
@@ -573,7 +575,7 @@ impl WorkerPool {
                 retry(message, retry_after)
             }
             Ending::Returned(Err(JobError::LimitExhausted { limit, until })) => {
-                hold_sink(self.queue.clone(), run.lease.id)(&limit, until);
+                (self.holds)(run.lease.id, &limit, until);
                 let wait = (until - self.settings.clock.now()).to_std().unwrap_or_default();
                 retry(JobError::LimitExhausted { limit, until }.to_string(), Some(wait))
             }
@@ -727,10 +729,11 @@ impl WorkerPool {
 pub const MAX_ERROR_BYTES: usize = 4096;
 
 /// `error` cut to [`MAX_ERROR_BYTES`] on a character boundary, saying how long it was.
-/// Where a handler's holds go: to the queue, which holds the limit on every instance (a hold
-/// that fails is logged; the job's own retry still waits).
-fn hold_sink(queue: Addr<QueueActor>, id: JobId) -> HoldSink {
-    Arc::new(move |limit: &str, until: DateTime<Utc>| {
+/// Where handlers' holds go: to the queue, which holds the limit on every instance (a hold
+/// that fails is logged; the job's own retry still waits). One per pool: an attempt only
+/// clones it.
+fn hold_sink(queue: Addr<QueueActor>) -> HoldSink {
+    Arc::new(move |id: JobId, limit: &str, until: DateTime<Utc>| {
         let hold = queue.send(HoldLimit { name: limit.to_owned(), until });
         let limit = limit.to_owned();
         actix_rt::spawn(async move {

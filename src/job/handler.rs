@@ -176,8 +176,9 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
 pub type ProgressSink = Arc<dyn Fn(Json) + Send + Sync>;
 
 /// Holds every job under a limit until a time, on every instance (see
-/// [`JobContext::limit_exhausted`]).
-pub type HoldSink = Arc<dyn Fn(&str, DateTime<Utc>) + Send + Sync>;
+/// [`JobContext::limit_exhausted`]); told which job asked. One per worker pool, shared by its
+/// attempts.
+pub type HoldSink = Arc<dyn Fn(JobId, &str, DateTime<Utc>) + Send + Sync>;
 
 /// What an attempt knows of the flow control it runs under: the limits its job names, and
 /// where holds go.
@@ -376,7 +377,7 @@ impl JobContext {
     /// # }
     /// ```
     pub fn limit_exhausted(&self, limit: &str, until: DateTime<Utc>) {
-        (self.flow.hold)(limit, until)
+        (self.flow.hold)(self.id, limit, until)
     }
 
     /// A shared value of type `T` the runtime was given (see [`Extensions`]).

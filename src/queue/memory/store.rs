@@ -711,11 +711,11 @@ impl Store {
     ) {
         let from = self.jobs.get(&id).map(|e| e.record.status);
         if from == Some(JobStatus::Running) && to != JobStatus::Running {
+            // A concurrency limit may have freed a place: the pool that ran the attempt claims
+            // once it has recorded its end.
             let limits = self.jobs[&id].record.limits.clone();
             if !limits.is_empty() {
-                // A concurrency limit may have freed a place: idle workers look again.
                 self.flow.ended(&limits);
-                changes.ready += 1;
             }
         }
         let run_at = self.update(id, |e| {

@@ -238,6 +238,9 @@ pub(super) fn lane(
     limits: &[std::sync::Arc<str>],
     cost: u32,
 ) -> Option<String> {
+    if group.is_none() && limits.is_empty() {
+        return None;
+    }
     let flow = super::record::flow_text(group, limits);
     (!flow.is_empty()).then(|| lane_member(queue, kind, &flow, cost))
 }
@@ -355,10 +358,6 @@ pub(super) fn complete(
         for limit in end.limits.iter() {
             *running.entry(limit).or_default() -= 1;
         }
-        if !end.limits.is_empty() {
-            // A concurrency limit may have freed a place: idle instances look again.
-            effects.ready += 1;
-        }
         if lease.as_ref().is_none_or(|(token, _)| *token != end.token) {
             lease = Some((end.token, keys.lease(end.token)));
         }
@@ -368,6 +367,8 @@ pub(super) fn complete(
         prepared.count(&end.queue, end.status, 1);
         effects.note(end.status, end.score);
     }
+    // A concurrency limit may have freed a place: an idle instance looks again.
+    let freed = if running.is_empty() { "0" } else { "1" };
     for (limit, delta) in running {
         prepared.increment(keys.limits_running(), limit.to_owned(), delta);
     }
@@ -378,7 +379,7 @@ pub(super) fn complete(
             invocation.arg(id);
         }
     }
-    invocation.arg(effects.ready).arg(effects.due);
+    invocation.arg(effects.ready).arg(effects.due).arg(freed);
     prepared.append_to(invocation, keys);
 }
 

@@ -258,13 +258,18 @@ local function take_head(source, id)
   end
 end
 
-if #sources == 1 and not sources[1].limits then
-  -- One source and nothing to check (the common case): its first w, in its own order, with no
-  -- merge (a merge step per job was a tenth of a claim's time).
+if #sources == 1 then
+  -- One source (the common case): its first jobs, in its own order, as many as there are slots
+  -- and as its limits allow, with no merge (a merge step per job was a tenth of a claim's time).
   local source = sources[1]
   local top, skip, used, n = source.top, source.skip, 0, 0
+  local room = w
+  if source.limits then
+    room = allowance(source.limits, source.cost, w, now)
+    source.blocked = room == 0
+  end
   for at = 1, #top do
-    if n == w then break end
+    if n == room then break end
     used = at
     if skip and skip[at] == 1 then
       redis.call('SREM', source.skips, top[at])
@@ -275,6 +280,11 @@ if #sources == 1 and not sources[1].limits then
     end
   end
   source.used, source.taken = used, n
+  if source.limits and n > 0 then
+    take(source.limits, source.cost, n)
+    -- Jobs left behind its limits: note when they free (and wake no other instance for them).
+    if used < #top and not allowed(source.limits, source.cost, now) then source.blocked = true end
+  end
 else
   while #ids < w do
     local source, id = next_head()

@@ -9,7 +9,8 @@
 -- statuses (status codes)
 -- then the terminal jobs per queue: q, then q times: queue, m, m ids (filed together in the
 -- queue's retention index)
--- then how many jobs become queued and the earliest run_at of those scheduled again (0: none)
+-- then how many jobs become queued, the earliest run_at of those scheduled again (0: none), and
+-- '1' when some attempt ran under limits (an idle instance is woken: a place may have freed)
 -- then prepared commands (see `prepared` in lib.lua), the first being the MSET of the records
 --
 -- Nothing is written when an attempt is stale (its job no longer runs under it: the lease
@@ -36,7 +37,7 @@ end
 local groups_at = 3 + 3 * n
 local at = groups_at + 1
 for _ = 1, tonumber(ARGV[groups_at]) do at = at + 2 + tonumber(ARGV[at + 1]) end
-local counts_at, records = at, at + 2
+local counts_at, records = at, at + 3
 local function record_of(k) return ARGV[records + 3 + 2 * k] end
 
 local stale, cancelled = {}, {}
@@ -78,6 +79,7 @@ for _ = 1, tonumber(ARGV[groups_at]) do
 end
 for k = 1, n do final_status[ids[k]] = statuses[k] end
 changes.ready, changes.due = tonumber(ARGV[counts_at]), tonumber(ARGV[counts_at + 1])
+changes.freed = ARGV[counts_at + 2] == '1'
 
 prepared(records)
 

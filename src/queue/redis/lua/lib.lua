@@ -336,7 +336,8 @@ end
 
 -- What a call changed, for the caller (queue::Changes): ids that became terminal, how many
 -- became queued, the earliest run_at of jobs it scheduled.
-local changes = { finished = {}, ready = 0, due = 0 }
+-- `freed`: an attempt under limits ended (idle instances are woken, though no job became queued).
+local changes = { finished = {}, ready = 0, due = 0, freed = false }
 
 local function ready_score(j)
   local id = j.id
@@ -398,13 +399,14 @@ local function enter(j, now)
 end
 
 -- An attempt of job `j` ended (or never ran): the limits it names count one running job fewer,
--- and idle instances look again (a concurrency limit may have freed a place).
+-- and an idle instance looks again (a concurrency limit may have freed a place; the instance
+-- that ran the attempt claims after recording it anyway).
 local function release_limits(j)
   if j.lf == 0 then return end
   local names = limits_of(flow_of(j))
   if #names == 0 then return end
   for _, name in ipairs(names) do limit_running[name] = (limit_running[name] or 0) - 1 end
-  changes.ready = changes.ready + 1
+  changes.freed = true
 end
 
 -- The one place a stored (not running) job changes status: indexes, counters, timestamps.
@@ -535,7 +537,7 @@ end
 local function finish(now)
   changes.unsettled = settle(1, now)
   commit()
-  if changes.ready > 0 then wake() end
+  if changes.ready > 0 or changes.freed then wake() end
   notify_finished(changes.finished)
   local out = { changes.ready, changes.due }
   for _, id in ipairs(changes.finished) do out[#out + 1] = id end

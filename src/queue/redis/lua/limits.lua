@@ -92,17 +92,31 @@ local function allowed(limits, cost, now)
   return not blocked
 end
 
--- Takes (sign 1) or gives back (sign -1) what one job of `cost` uses of `limits`.
-local function take(limits, cost, sign)
+-- Takes (n > 0) or gives back (n < 0) what n jobs of `cost` use of `limits`.
+local function take(limits, cost, n)
   for _, name in ipairs(limits) do
     local b = budgets[name]
     if b then
-      if b.tokens then b.tokens = b.tokens - sign * cost end
-      if b.slots then b.slots = b.slots - sign end
-      b.taken = b.taken + sign * cost
-      b.jobs = b.jobs + sign
+      if b.tokens then b.tokens = b.tokens - n * cost end
+      if b.slots then b.slots = b.slots - n end
+      b.taken = b.taken + n * cost
+      b.jobs = b.jobs + n
     end
   end
+end
+
+-- How many jobs of `cost` `limits` let start at `now`, at most `most` (checked with `allowed`,
+-- so a lane they hold back notes when it frees).
+local function allowance(limits, cost, most, now)
+  if not allowed(limits, cost, now) then return 0 end
+  for _, name in ipairs(limits) do
+    local b = budgets[name]
+    if b then
+      if b.slots then most = math.min(most, b.slots) end
+      if b.tokens then most = math.min(most, math.floor(b.tokens / cost)) end
+    end
+  end
+  return most
 end
 
 -- Writes what this call took under each limit: its running count, and an entry of its rate's
