@@ -5,7 +5,7 @@
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use crate::queue::flow::{GroupWeight, Limit, LimitSpec, QueueInfo};
+use crate::queue::flow::{GroupWeight, Limit, LimitSpec, QueueInfo, MAX_HOLD};
 use crate::queue::QueueError;
 
 use super::queue::{JobsReady, QueueActor};
@@ -33,7 +33,7 @@ pub struct ListLimits;
 #[rtype(result = "Result<bool, QueueError>")]
 pub struct DeleteLimit(pub String);
 
-/// Hold every job under a limit until a time (an upstream said so).
+/// Hold every job under a limit until a time (an upstream said so), at most [`MAX_HOLD`] ahead.
 #[derive(Message)]
 #[rtype(result = "Result<(), QueueError>")]
 pub struct HoldLimit {
@@ -97,7 +97,9 @@ flow_call!(PutLimit => (Limit, bool), wakes: |_| true, |backend, msg, now| backe
 flow_call!(GetLimit => Option<Limit>, wakes: |_| false, |backend, msg, now| backend.get_limit(&msg.0, now));
 flow_call!(ListLimits => Vec<Limit>, wakes: |_| false, |backend, msg, now| backend.list_limits(now));
 flow_call!(DeleteLimit => bool, wakes: |_| true, |backend, msg, now| backend.delete_limit(&msg.0));
-flow_call!(HoldLimit => (), wakes: |_| false, |backend, msg, now| backend.hold_limit(&msg.name, msg.until, now));
+flow_call!(HoldLimit => (), wakes: |_| false, |backend, msg, now| {
+    backend.hold_limit(&msg.name, msg.until.min(now + MAX_HOLD), now)
+});
 flow_call!(PauseQueue => (), wakes: |msg| !msg.paused, |backend, msg, now| backend.pause_queue(&msg.queue, msg.paused));
 flow_call!(ListQueues => Vec<QueueInfo>, wakes: |_| false, |backend, msg, now| backend.queues(now));
 flow_call!(SetGroupWeight => (), wakes: |_| false, |backend, msg, now| backend.set_group_weight(&msg.group, msg.weight));

@@ -728,7 +728,6 @@ impl WorkerPool {
 /// payload, and every one of them is stored with the job.
 pub const MAX_ERROR_BYTES: usize = 4096;
 
-/// `error` cut to [`MAX_ERROR_BYTES`] on a character boundary, saying how long it was.
 /// Where handlers' holds go: to the queue, which holds the limit on every instance (a hold
 /// that fails is logged; the job's own retry still waits). One per pool: an attempt only
 /// clones it.
@@ -746,6 +745,7 @@ fn hold_sink(queue: Addr<QueueActor>) -> HoldSink {
     })
 }
 
+/// `error` cut to [`MAX_ERROR_BYTES`] on a character boundary, saying how long it was.
 fn cut(error: String) -> String {
     if error.len() <= MAX_ERROR_BYTES {
         return error;

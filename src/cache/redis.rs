@@ -50,14 +50,17 @@ for i = 1, #popped, 2 do
   if value then
     local names = true
     if string.sub(value, 1, 2) == 'JY' and #value >= 8 then
-      local ok, tags = pcall(function()
+      local ok, meta = pcall(function()
         local len = struct.unpack('<I4', value, 5)
-        return cjson.decode(string.sub(value, 9, 8 + len)).tags
+        return cjson.decode(string.sub(value, 9, 8 + len))
       end)
-      if ok and type(tags) == 'table' then
+      -- A value's metadata leaves out empty tags (format 2): no tags names no tag.
+      if ok and type(meta) == 'table' then
         names = false
-        for _, t in ipairs(tags) do
-          if t == ARGV[2] then names = true break end
+        if type(meta.tags) == 'table' then
+          for _, t in ipairs(meta.tags) do
+            if t == ARGV[2] then names = true break end
+          end
         end
       end
     end

@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{Job, JobContext, JobError};
+use crate::queue::flow::MAX_HOLD;
 
 /// Most body bytes kept in the result.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -216,20 +217,26 @@ fn exhausted_until(
 ) -> Option<chrono::DateTime<chrono::Utc>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let now = chrono::Utc::now();
+    // Never further than the longest hold (an absurd header cannot hold a limit for good, nor
+    // overflow a date).
+    let latest = now + chrono::Duration::from_std(MAX_HOLD).expect("a day fits");
     let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()).and_then(|n| {
-        // Epoch seconds, or seconds from now when too small to be a date.
-        if n > 1_000_000_000 {
-            chrono::DateTime::from_timestamp(n, 0)
-        } else {
-            Some(now + chrono::Duration::seconds(n.max(0)))
+        // Epoch milliseconds or seconds, or seconds from now when too small to be a date.
+        match n {
+            n if n > 100_000_000_000 => chrono::DateTime::from_timestamp_millis(n),
+            n if n > 1_000_000_000 => chrono::DateTime::from_timestamp(n, 0),
+            n => now.checked_add_signed(chrono::Duration::seconds(n.clamp(0, 86_400))),
         }
     });
-    if status == StatusCode::TOO_MANY_REQUESTS {
+    let until = if status == StatusCode::TOO_MANY_REQUESTS {
         let after = header("retry-after").and_then(parse_retry_after);
+        let after = after.map(|d| d.min(MAX_HOLD));
         let after = after.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| now + d);
-        return after.or(reset);
-    }
-    (header("x-ratelimit-remaining") == Some("0")).then_some(reset).flatten()
+        after.or(reset)
+    } else {
+        (header("x-ratelimit-remaining") == Some("0")).then_some(reset).flatten()
+    };
+    until.map(|until| until.min(latest))
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
@@ -290,12 +297,15 @@ mod tests {
             }
             map
         };
-        let reset = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1900000000")]);
-        let at = chrono::DateTime::from_timestamp(1_900_000_000, 0);
+        // GitHub's reset: epoch seconds, within the hour.
+        let soon = (chrono::Utc::now() + chrono::Duration::minutes(30)).timestamp();
+        let soon_text = soon.to_string();
+        let reset = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &soon_text)]);
+        let at = chrono::DateTime::from_timestamp(soon, 0);
         assert_eq!(exhausted_until(StatusCode::OK, &reset), at, "the last call allowed");
-        let left = headers(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", "1900000000")]);
+        let left = headers(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", &soon_text)]);
         assert_eq!(exhausted_until(StatusCode::OK, &left), None);
-        let delay = headers(&[("retry-after", "30"), ("x-ratelimit-reset", "1900000000")]);
+        let delay = headers(&[("retry-after", "30"), ("x-ratelimit-reset", &soon_text)]);
         let until = exhausted_until(StatusCode::TOO_MANY_REQUESTS, &delay).unwrap();
         let wait = until - chrono::Utc::now();
         assert!(wait <= chrono::Duration::seconds(30) && wait > chrono::Duration::seconds(25));
@@ -303,6 +313,17 @@ mod tests {
         let until = exhausted_until(StatusCode::TOO_MANY_REQUESTS, &seconds).unwrap();
         assert!(until > chrono::Utc::now() + chrono::Duration::seconds(55), "seconds from now");
         assert_eq!(exhausted_until(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new()), None);
+        // Absurd answers hold a day at most, and never overflow a date.
+        let day = chrono::Utc::now() + chrono::Duration::days(1) + chrono::Duration::seconds(5);
+        for absurd in ["10000000000000", "99999999999999999"] {
+            let huge = headers(&[("retry-after", absurd)]);
+            let until = exhausted_until(StatusCode::TOO_MANY_REQUESTS, &huge).unwrap();
+            assert!(until <= day, "{absurd}: {until}");
+        }
+        let millis_text = (soon * 1_000).to_string();
+        let millis =
+            headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &millis_text)]);
+        assert_eq!(exhausted_until(StatusCode::OK, &millis), at, "epoch milliseconds");
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub const MAX_WINDOW_MS: u64 = 365 * 86_400_000;
 pub const MAX_CONCURRENCY: u64 = 1_000_000;
 /// Highest weight of a group.
 pub const MAX_WEIGHT: u32 = 1_000;
+/// The longest a limit is held at once: a hold further ahead (a reset misread, an upstream's
+/// error) is cut to this, so that no limit is held for good by mistake.
+pub const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// At most `tokens` tokens taken in any window of `per_ms` milliseconds (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +205,11 @@ pub struct Budget {
     pub held_until: Option<i64>,
     /// Tokens left in the window (`None`: no rate).
     pub tokens: Option<u64>,
+    /// No token of the window is out: a job costing more than the rate's tokens (the rate was
+    /// lowered after it was submitted) may run, alone in its window.
+    pub idle: bool,
+    /// The rate's window, in ms (0 without a rate).
+    pub per_ms: i64,
     /// Jobs that may still start (`None`: no concurrency).
     pub slots: Option<u64>,
     /// When the oldest token out comes back (ms).
@@ -219,15 +227,18 @@ impl Budget {
             return Err(None);
         }
         match self.tokens {
-            Some(tokens) if tokens < cost => Err(self.next_token.or(Some(now_ms + 1))),
+            Some(tokens) if tokens < cost && !self.idle => Err(self.next_token),
             _ => Ok(()),
         }
     }
 
-    /// Takes what a job of `cost` uses.
-    pub fn take(&mut self, cost: u64) {
+    /// Takes what a job of `cost` uses, at `now_ms`.
+    pub fn take(&mut self, cost: u64, now_ms: i64) {
         if let Some(tokens) = self.tokens.as_mut() {
             *tokens -= cost.min(*tokens);
+            self.idle = false;
+            // What is taken now comes back one window later.
+            self.next_token = self.next_token.or(Some(now_ms + self.per_ms));
         }
         if let Some(slots) = self.slots.as_mut() {
             *slots = slots.saturating_sub(1);
@@ -295,10 +306,16 @@ mod tests {
         assert_eq!(held.allows(1, 500), Ok(()));
         let mut rate = Budget { tokens: Some(3), next_token: Some(900), ..Budget::default() };
         assert_eq!(rate.allows(3, 0), Ok(()));
-        rate.take(3);
+        rate.take(3, 0);
         assert_eq!(rate.allows(1, 0), Err(Some(900)));
         let mut slots = Budget { slots: Some(1), ..Budget::default() };
-        slots.take(1);
+        slots.take(1, 0);
         assert_eq!(slots.allows(1, 0), Err(None));
+        // A rate lowered below a queued job's cost: it runs alone, once no token is out.
+        let mut lowered =
+            Budget { tokens: Some(3), idle: true, per_ms: 1_000, ..Budget::default() };
+        assert_eq!(lowered.allows(5, 0), Ok(()));
+        lowered.take(5, 10);
+        assert_eq!(lowered.allows(1, 20), Err(Some(1_010)), "back a window after it was taken");
     }
 }

@@ -121,6 +121,11 @@ async fn tag_invalidation(cache: &dyn Cache) {
     cache.set("d", entry("v", MINUTE, &["x"])).await;
     assert_eq!(cache.invalidate_tags(&["jira".into(), "nothing".into()]).await, 1);
     assert!(cache.get("d").await.is_some(), "d no longer names jira");
+    // Nor one re-stored with no tag at all (stored without a tags field).
+    cache.set("e", entry("v", MINUTE, &["gitlab"])).await;
+    cache.set("e", entry("v", MINUTE, &[])).await;
+    assert_eq!(cache.invalidate_tags(&["gitlab".into()]).await, 0);
+    assert!(cache.get("e").await.is_some(), "e names no tag any more");
 }
 
 async fn tag_invalidation_spans_many_batches(cache: &dyn Cache) {

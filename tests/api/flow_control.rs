@@ -143,12 +143,23 @@ async fn a_job_takes_its_cost(q: &dyn QueueBackend) {
     let state = q.get_limit("api", t(10)).await.unwrap().unwrap().state;
     assert_eq!(state.tokens_left, Some(5));
     assert_eq!(state.next_token_at, Some(t(1_010)));
-    assert_eq!(claim(q, 5, t(20)).await.len(), 1, "the second heavy job takes the rest");
-    let waiting = q.claim(claim_of(5), t(30)).await.unwrap();
+    assert_eq!(claim(q, 5, t(200)).await.len(), 1, "the second heavy job takes the rest");
+    let waiting = q.claim(claim_of(5), t(300)).await.unwrap();
     assert!(waiting.jobs.is_empty());
     assert_eq!(waiting.retry_at, Some(t(1_010)), "when the first tokens come back");
-    assert_eq!(q.get_limit("api", t(30)).await.unwrap().unwrap().state.tokens_left, Some(0));
+    assert_eq!(q.get_limit("api", t(300)).await.unwrap().unwrap().state.tokens_left, Some(0));
     assert_eq!(claim(q, 5, t(1_010)).await.len(), 1);
+}
+
+/// Claims close together share a window entry, at the later one's time: their tokens come back
+/// a little late, never early.
+async fn close_claims_share_a_window_entry(q: &dyn QueueBackend) {
+    put(q, "api", rate(2, 1_000)).await;
+    submit_all(q, vec![under(&["api"]); 3], t(0)).await;
+    assert_eq!(claim(q, 1, t(0)).await.len(), 1);
+    assert_eq!(claim(q, 1, t(10)).await.len(), 1, "within a hundredth of the window");
+    assert!(claim(q, 1, t(1_000)).await.is_empty(), "the first token comes back with the second");
+    assert_eq!(claim(q, 1, t(1_010)).await.len(), 1);
 }
 
 /// An exhausted limit holds only its own jobs: jobs of higher and lower priority, under no
@@ -319,6 +330,37 @@ async fn flow_fields_are_kept(q: &dyn QueueBackend) {
     assert_eq!(ids(&claim(q, 1, t(3)).await), vec![id]);
 }
 
+/// A job costing more than its rate allows (the rate was lowered after it was submitted) runs
+/// alone in a window rather than waiting for good; what it takes comes back a window later.
+async fn a_job_costlier_than_a_lowered_rate_runs_alone(q: &dyn QueueBackend) {
+    put(q, "api", rate(10, 1_000)).await;
+    submit_all(q, vec![JobSpec { cost: Some(8), ..under(&["api"]) }, under(&["api"])], t(0)).await;
+    q.put_limit("api", rate(3, 1_000), t(1)).await.unwrap();
+    let first = claim(q, 1, t(2)).await;
+    assert_eq!(first.len(), 1, "an idle window lets the costly job through");
+    assert_eq!(first[0].record.cost, 8);
+    let after = q.claim(claim_of(1), t(3)).await.unwrap();
+    assert!(after.jobs.is_empty(), "nothing more in that window");
+    assert_eq!(after.retry_at, Some(t(1_002)));
+    assert_eq!(claim(q, 1, t(1_002)).await.len(), 1);
+}
+
+/// A limit deleted and created again while its jobs run still counts them: their ends bring
+/// the count back to zero, never below, and the concurrency holds.
+async fn a_limit_recreated_while_its_jobs_run_counts_them(q: &dyn QueueBackend) {
+    put(q, "db", concurrency(1)).await;
+    submit_all(q, vec![under(&["db"]); 4], t(0)).await;
+    assert!(q.delete_limit("db").await.unwrap());
+    let running = claim(q, 2, t(1)).await;
+    assert_eq!(running.len(), 2, "no limit: both start");
+    put(q, "db", concurrency(1)).await;
+    assert_eq!(q.get_limit("db", t(2)).await.unwrap().unwrap().state.running, 2);
+    assert!(claim(q, 2, t(2)).await.is_empty(), "two run under a concurrency of one");
+    succeed(q, &running, t(3)).await;
+    assert_eq!(q.get_limit("db", t(4)).await.unwrap().unwrap().state.running, 0);
+    assert_eq!(claim(q, 2, t(4)).await.len(), 1, "one place, one job");
+}
+
 macro_rules! flow_suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -350,4 +392,7 @@ flow_suite!(
     unknown_limits_and_costs_are_refused,
     limits_are_stored,
     flow_fields_are_kept,
+    a_job_costlier_than_a_lowered_rate_runs_alone,
+    close_claims_share_a_window_entry,
+    a_limit_recreated_while_its_jobs_run_counts_them,
 );

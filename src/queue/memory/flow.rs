@@ -11,6 +11,10 @@ use crate::job::NewJob;
 use crate::queue::flow::{Budget, GroupWeight, Limit, LimitSpec, LimitState, Turns};
 use crate::queue::QueueError;
 
+/// The window's entries are joined within a hundredth of the window (see [`Flow::took`]; the
+/// Redis claim script does the same).
+const WINDOW_SLOTS: i64 = 100;
+
 /// One limit as stored.
 struct Stored {
     spec: LimitSpec,
@@ -142,18 +146,30 @@ impl Flow {
         Some(Budget {
             held_until: stored.held_until.filter(|&until| until > now_ms),
             tokens: stored.spec.rate.map(|r| r.tokens.saturating_sub(stored.used)),
+            idle: stored.window.is_empty(),
+            per_ms: stored.spec.rate.map_or(0, |r| r.per_ms as i64),
             slots: stored.spec.concurrency.map(|c| c.saturating_sub(running)),
             next_token: stored.next_token(),
         })
     }
 
-    /// Records what a claim took under limit `name`: `jobs` jobs costing `tokens` in all.
+    /// Records what a claim took under limit `name`: `jobs` jobs costing `tokens` in all. A
+    /// claim within a hundredth of the window after the newest entry joins it, moved to the
+    /// later time (those tokens come back a little late, never early), so a window holds about
+    /// a hundred entries at most whatever the rate of claims.
     pub fn took(&mut self, name: &Arc<str>, jobs: u64, tokens: u64, now_ms: i64) {
         *self.running.entry(name.clone()).or_default() += jobs;
-        if let Some(stored) = self.limits.get_mut(&**name).filter(|s| s.spec.rate.is_some()) {
-            stored.window.push_back((now_ms, tokens));
-            stored.used += tokens;
+        let Some(stored) = self.limits.get_mut(&**name) else { return };
+        let Some(rate) = stored.spec.rate else { return };
+        let slot = rate.per_ms as i64 / WINDOW_SLOTS;
+        match stored.window.back_mut() {
+            Some((at, taken)) if *at >= now_ms - slot => {
+                *at = now_ms.max(*at);
+                *taken += tokens;
+            }
+            _ => stored.window.push_back((now_ms, tokens)),
         }
+        stored.used += tokens;
     }
 
     /// An attempt under `limits` ended: their running counts go down.

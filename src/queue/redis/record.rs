@@ -4,7 +4,7 @@
 //! Layout (big-endian), mirrored by `lua/lib.lua`:
 //! ```text
 //! offset  size  field
-//!  0      1     format version (2)
+//!  0      1     format version (3; 2 is read)
 //!  1      1     status (JobStatus::index)
 //!  2      1     flags: bit 0 = cancel requested
 //!  3      1     reserved (0)

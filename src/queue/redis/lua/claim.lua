@@ -253,7 +253,7 @@ local function take_head(source, id)
     source.taken = source.taken + 1
     ids[#ids + 1] = id
     from[#ids] = source
-    if source.limits then take(source.limits, source.cost, 1) end
+    if source.limits then take(source.limits, source.cost, 1, now) end
     if source.turns then served(source.queue, source.group) end
   end
 end
@@ -281,7 +281,7 @@ if #sources == 1 then
   end
   source.used, source.taken = used, n
   if source.limits and n > 0 then
-    take(source.limits, source.cost, n)
+    take(source.limits, source.cost, n, now)
     -- Jobs left behind its limits: note when they free (and wake no other instance for them).
     if used < #top and not allowed(source.limits, source.cost, now) then source.blocked = true end
   end
@@ -370,7 +370,7 @@ for k, id in ipairs(ids) do
   else
     local source = from[k]
     source.taken = source.taken - 1
-    if source.limits then take(source.limits, source.cost, -1) end
+    if source.limits then take(source.limits, source.cost, -1, now) end
   end
 end
 for _, source in ipairs(sources) do

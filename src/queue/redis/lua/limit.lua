@@ -14,7 +14,7 @@
 --   'read' name...: each limit as of now: {name, created, updated, tokens, per_ms, concurrency,
 --        held (0: not held), tokens left (-1: no rate), next token (0: none), running}, or {}
 --        for a name with no limit.
--- 'put', 'delete' and 'hold' wake an idle instance: what a limit lets through may change.
+-- 'put' and 'delete' wake an idle instance: what a limit lets through may have grown.
 --
 -- Safe to retry: each operation sets a state, and 'read' only slides windows.
 
