@@ -61,6 +61,9 @@
 //!   ready sets. Every job of a lane is held back or let through by the same limits, so a claim
 //!   checks a lane once, never each job behind a throttled one. `<p>:{q}:lanes`: set of the
 //!   lanes that exist, by their names after `lane:` (claims read it and drop the empty ones).
+//!   As for jobs without flow, what a bulk submit queued waits in lists instead:
+//!   `<p>:{q}:flane:<priority>|<lane>` in arrival order, registered in `<p>:{q}:flanes` as
+//!   `<priority>|<lane>`, with `<p>:{q}:fskip:<priority>|<lane>` the ids cancelled there.
 //! - `<p>:{q}:limits`: set of the names of the limits; `<p>:{q}:lim:<name>`: hash of one limit
 //!   (`tokens`, `per_ms`, `concurrency` as given, `held` until when in ms, `used` tokens in
 //!   its window, `created`, `updated`); `<p>:{q}:lw:<name>`: list of what claims took under a
@@ -264,6 +267,21 @@ impl QueueKeys {
     /// The registry of lanes, by their members.
     pub fn lanes(&self) -> String {
         format!("{}lanes", self.base)
+    }
+
+    /// The jobs a bulk submit queued in lane `member` at `priority`, in arrival order.
+    pub fn fresh_lane(&self, priority: i32, member: &str) -> String {
+        format!("{}flane:{priority}|{member}", self.base)
+    }
+
+    /// The ids of a fresh lane whose jobs were cancelled while they waited there.
+    pub fn fresh_lane_skips(&self, priority: i32, member: &str) -> String {
+        format!("{}fskip:{priority}|{member}", self.base)
+    }
+
+    /// The registry of fresh lanes, as `<priority>|<member>`.
+    pub fn fresh_lanes(&self) -> String {
+        format!("{}flanes", self.base)
     }
 
     /// The names of every limit.

@@ -361,6 +361,29 @@ async fn a_limit_recreated_while_its_jobs_run_counts_them(q: &dyn QueueBackend) 
     assert_eq!(claim(q, 2, t(4)).await.len(), 1, "one place, one job");
 }
 
+/// Jobs under a limit cancelled while they wait are passed over by claims and no longer counted
+/// (queued, throttled or by kind), however they were submitted.
+async fn cancelled_jobs_under_limits_are_passed_over(q: &dyn QueueBackend) {
+    put(q, "one", concurrency(1)).await;
+    // A batch (queued together) and a job alone (with an idempotency key: queued one by one).
+    let batch = submit_all(q, vec![under(&["one"]); 4], t(0)).await;
+    let alone = JobSpec { idempotency_key: Some("k".into()), ..under(&["one"]) };
+    let single = submit(q, alone, t(1)).await;
+    let first = claim(q, 1, t(2)).await;
+    assert_eq!(ids(&first), vec![batch[0]]);
+    q.cancel(batch[1], t(3)).await.unwrap();
+    q.cancel(single, t(3)).await.unwrap();
+    assert_eq!(q.throttled(t(4)).await.unwrap().get("default"), Some(&2), "two left held");
+    assert_eq!(q.queued_by_kind().await.unwrap().get("noop"), Some(&2));
+    succeed(q, &first, t(5)).await;
+    let next = claim(q, 1, t(6)).await;
+    assert_eq!(ids(&next), vec![batch[2]], "the cancelled one is passed over");
+    succeed(q, &next, t(7)).await;
+    assert_eq!(ids(&claim(q, 5, t(8)).await), vec![batch[3]]);
+    assert!(claim(q, 5, t(9)).await.is_empty());
+    assert!(q.queued_by_kind().await.unwrap().is_empty());
+}
+
 macro_rules! flow_suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -394,5 +417,6 @@ flow_suite!(
     flow_fields_are_kept,
     a_job_costlier_than_a_lowered_rate_runs_alone,
     close_claims_share_a_window_entry,
+    cancelled_jobs_under_limits_are_passed_over,
     a_limit_recreated_while_its_jobs_run_counts_them,
 );

@@ -130,8 +130,15 @@ impl Prepared {
     ) {
         let (queue, kind, priority) = (&*job.queue, &*job.kind, job.priority);
         let lane = lane_of(job);
-        if status != JobStatus::Queued || lane.is_some() {
+        if status != JobStatus::Queued {
             return self.enter(keys, id, queue, kind, lane.as_deref(), status, score);
+        }
+        if let Some(lane) = lane {
+            // Queued in its lane's fresh list (see `QueueKeys::fresh_lane`).
+            let list = keys.fresh_lane(priority, &lane);
+            let name = || format!("{priority}|{lane}");
+            self.add_registered("RPUSH", &list, &keys.fresh_lanes(), name, [text(id)]);
+            return;
         }
         let list = keys.fresh(queue, kind, priority);
         let name = || format!("{queue}:{kind}:{priority}");

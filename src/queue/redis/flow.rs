@@ -85,8 +85,10 @@ impl RedisQueue {
     ) -> Result<BTreeMap<String, u64>, QueueError> {
         // Most deployments have no lane at all: one cheap command rather than a script (stats
         // are read often, by dashboards polling them).
-        let lanes: u64 = self.cmd(::redis::cmd("SCARD").arg(self.keys.lanes())).await?;
-        if lanes == 0 {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("SCARD").arg(self.keys.lanes()).cmd("SCARD").arg(self.keys.fresh_lanes());
+        let (lanes, fresh): (u64, u64) = self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
+        if lanes + fresh == 0 {
             return Ok(BTreeMap::new());
         }
         let mut invocation = self.invocation(&self.scripts.throttled);

@@ -174,9 +174,11 @@ impl RedisQueue {
         pipe.cmd("SMEMBERS").arg(self.keys.ready_sets());
         pipe.cmd("SMEMBERS").arg(self.keys.fresh_lists());
         pipe.cmd("SMEMBERS").arg(self.keys.lanes());
-        let (sets, lists, lanes): (Vec<String>, Vec<String>, Vec<String>) =
+        pipe.cmd("SMEMBERS").arg(self.keys.fresh_lanes());
+        type Names = Vec<String>;
+        let (sets, lists, lanes, fresh_lanes): (Names, Names, Names, Names) =
             self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
-        if sets.is_empty() && lists.is_empty() && lanes.is_empty() {
+        if sets.is_empty() && lists.is_empty() && lanes.is_empty() && fresh_lanes.is_empty() {
             return Ok(BTreeMap::new());
         }
         // The jobs of each ready set and lane (ZCARD), then of each fresh list: its length less
@@ -193,13 +195,21 @@ impl RedisQueue {
             // `<queue>|<group>|<limits>|<cost>|<kind>`: the kind is what follows the fourth `|`.
             set_kinds.push(lane.splitn(5, '|').nth(4).unwrap_or(""));
         }
-        let list_kinds: Vec<&str> = (lists.iter().filter_map(|list| fresh_list_name(list)))
+        let mut list_kinds: Vec<&str> = (lists.iter().filter_map(|list| fresh_list_name(list)))
             .map(|(queue, kind, priority)| {
                 pipe.cmd("LLEN").arg(self.keys.fresh(queue, kind, priority));
                 pipe.cmd("SCARD").arg(self.keys.skips(queue, kind, priority));
                 kind
             })
             .collect();
+        // Fresh lanes, `<priority>|<lane>`: the same, their kind ending the lane's name.
+        for entry in &fresh_lanes {
+            let Some((priority, lane)) = entry.split_once('|') else { continue };
+            let Ok(priority) = priority.parse::<i32>() else { continue };
+            pipe.cmd("LLEN").arg(self.keys.fresh_lane(priority, lane));
+            pipe.cmd("SCARD").arg(self.keys.fresh_lane_skips(priority, lane));
+            list_kinds.push(lane.splitn(5, '|').nth(4).unwrap_or(""));
+        }
         let sizes: Vec<i64> = self.redis.pipe(&pipe, true).await.map_err(redis_error)?;
         let (in_sets, in_lists) = sizes.split_at(set_kinds.len().min(sizes.len()));
         let counted = (set_kinds.into_iter().zip(in_sets.iter().copied()))

@@ -8,12 +8,13 @@
 -- ARGV[3]   number of worker slots w; ARGV[4 .. 3 + w] their names
 -- ARGV[4 + w ..] the kinds this instance has handlers for
 --
--- Ready jobs wait in three kinds of sources. Jobs without group or limits: in fresh lists (jobs
+-- Ready jobs wait in four kinds of sources. Jobs without group or limits: in fresh lists (jobs
 -- queued by a bulk submit, per queue, kind and priority, in arrival order; the registry
 -- READY_LISTS names them) and in ready sets (every other way to become queued: retries, due
 -- jobs, released dependents, per queue and kind, by score; the registry READY_SETS names them).
--- Jobs with a group or limits: in lanes, one per queue, group, limits, cost and kind, by score
--- (the registry LANES names them). The first w of every claimable source are merged.
+-- Jobs with a group or limits, per lane (queue, group, limits, cost and kind) the same way: in
+-- fresh lanes, per priority, in arrival order (FRESH_LANES), and in lanes by score (LANES). The
+-- first w of every claimable source are merged.
 --
 -- A lane's limits are checked for the lane, not per job: every job in it names the same limits
 -- at the same cost. A lane they hold back is passed over whole (its jobs are not even read), so
@@ -54,7 +55,7 @@ end
 -- Sources --------------------------------------------------------------------------------------
 
 -- The claimable sources that hold jobs, each with its first w: ready sets (one per queue and
--- kind), fresh lists (one per queue, kind and priority) and lanes. With one source, those are
+-- kind), fresh lists (one per queue, kind and priority), fresh lanes and lanes. With one source, those are
 -- the claim, in its order; with several, they are merged (see the header): a list's priority
 -- is in its name, a ready set's is read from its scores, which are read only then (Redis
 -- formats each score as text, which costs more than reading the member). Each source gives a
@@ -76,53 +77,77 @@ for _, set in ipairs(redis.call('SMEMBERS', READY_SETS)) do
   end
 end
 local skip_budget = SKIPS_PER_CLAIM
+
+-- Reads the head of a list source (a fresh list or a fresh lane: `key`, its cancelled ids in
+-- `skips`, its priority) into `source` and adds it to the sources; when the list is empty,
+-- forgets it in `registry` (as `name`) with its skips. Room is made for the ids to pass over
+-- too (a bounded number per claim: a claim left short by them wakes the next one, see below).
+local function add_list(source, key, skips, priority, registry, name)
+  local cancelled = redis.call('SCARD', skips)
+  local extra = math.min(cancelled, skip_budget)
+  skip_budget = skip_budget - extra
+  local window = w + extra
+  local top = redis.call('LRANGE', key, 0, window - 1)
+  if #top > 0 then
+    -- Which of them were cancelled while they waited: passed over (and forgotten) when
+    -- reached.
+    source.skip = cancelled > 0 and redis.call('SMISMEMBER', skips, unpack(top)) or nil
+    source.key, source.top, source.list, source.skips = key, top, true, skips
+    source.band, source.more = 1000 - tonumber(priority), #top == window
+    sources[#sources + 1] = source
+  else
+    -- Emptied, as above; none of its ids waits any more, so its skips are moot.
+    redis.call('SREM', registry, name)
+    if cancelled > 0 then redis.call('DEL', skips) end
+  end
+end
+
 for _, list in ipairs(redis.call('SMEMBERS', READY_LISTS)) do
   local queue, kind, priority = string.match(list, '^([^:]*):(.*):(-?%d+)$')
   if claimable[kind] and not paused[queue] then
     local key, skips = fresh_key(queue, kind, priority), skips_key(queue, kind, priority)
-    -- Room for the ids to pass over too (a bounded number per claim: a claim left short by
-    -- them wakes the next one, see below).
-    local cancelled = redis.call('SCARD', skips)
-    local extra = math.min(cancelled, skip_budget)
-    skip_budget = skip_budget - extra
-    local window = w + extra
-    local top = redis.call('LRANGE', key, 0, window - 1)
-    if #top > 0 then
-      -- Which of them were cancelled while they waited: passed over (and forgotten) when
-      -- reached.
-      local skip = cancelled > 0 and redis.call('SMISMEMBER', skips, unpack(top)) or nil
-      sources[#sources + 1] = { key = key, queue = queue, group = '', top = top, list = true,
-        band = 1000 - tonumber(priority), skips = skips, skip = skip, more = #top == window }
-    else
-      -- Emptied, as above; none of its ids waits any more, so its skips are moot.
-      redis.call('SREM', READY_LISTS, list)
-      if cancelled > 0 then redis.call('DEL', skips) end
-    end
+    add_list({ queue = queue, group = '' }, key, skips, priority, READY_LISTS, list)
+  end
+end
+
+-- A lane's source (its queue, group, limits and cost) when a claim may take from it now: of a
+-- kind the instance runs, in a queue not paused, let through by its limits (a lane they hold
+-- back is passed over unread; an empty one is dropped by the next claim they let through).
+local function lane_source(lane)
+  local queue, group, limits, cost, kind = string.match(lane, '^([^|]*)|([^|]*)|([^|]*)|(%d+)|(.*)$')
+  if not queue or not claimable[kind] or paused[queue] then return nil end
+  local source = { queue = queue, group = group, cost = tonumber(cost) }
+  if limits ~= '' then
+    source.limits = {}
+    for name in string.gmatch(limits, '[^,]+') do source.limits[#source.limits + 1] = name end
+    if not allowed(source.limits, source.cost, now) then return nil end
+  end
+  return source
+end
+
+for _, entry in ipairs(redis.call('SMEMBERS', FRESH_LANES)) do
+  local priority, lane = string.match(entry, '^(-?%d+)|(.*)$')
+  local source = lane and lane_source(lane)
+  if source then
+    local key, skips = fresh_lane_key(priority, lane), fresh_lane_skips(priority, lane)
+    add_list(source, key, skips, priority, FRESH_LANES, entry)
   end
 end
 for _, member in ipairs(redis.call('SMEMBERS', LANES)) do
-  local queue, group, limits, cost, kind = string.match(member, '^([^|]*)|([^|]*)|([^|]*)|(%d+)|(.*)$')
-  if queue and claimable[kind] and not paused[queue] then
-    local source = { key = lane_key(member), queue = queue, group = group, cost = tonumber(cost) }
-    if limits ~= '' then
-      source.limits = {}
-      for name in string.gmatch(limits, '[^,]+') do source.limits[#source.limits + 1] = name end
-    end
-    -- A lane its limits hold back is passed over unread (an empty one is dropped by the next
-    -- claim they let through).
-    if not source.limits or allowed(source.limits, source.cost, now) then
-      local top = redis.call('ZRANGE', source.key, 0, w - 1, 'WITHSCORES')
-      if #top > 0 then
-        local ids, bands = {}, {}
-        for k = 1, #top, 2 do
-          ids[#ids + 1] = top[k]
-          bands[#bands + 1] = math.floor(tonumber(top[k + 1]) / PRIO_SPAN)
-        end
-        source.top, source.bands = ids, bands
-        sources[#sources + 1] = source
-      else
-        redis.call('SREM', LANES, member)
+  local source = lane_source(member)
+  if source then
+    source.key = lane_key(member)
+    local top = redis.call('ZRANGE', source.key, 0, w - 1, 'WITHSCORES')
+    if #top > 0 then
+      local ids, bands = {}, {}
+      for k = 1, #top, 2 do
+        ids[#ids + 1] = top[k]
+        bands[#bands + 1] = math.floor(tonumber(top[k + 1]) / PRIO_SPAN)
       end
+      source.top, source.bands = ids, bands
+      sources[#sources + 1] = source
+    else
+      redis.call('SREM', LANES, member)
     end
   end
 end

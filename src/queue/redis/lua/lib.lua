@@ -379,7 +379,10 @@ local function leave(j)
     local queue, kind = queue_of(j), kind_of(j)
     local lane = lane_member(queue, kind, flow_of(j), j.co)
     if lane then
-      redis.call('ZREM', lane_key(lane), j.id)
+      -- In its lane, or else in the fresh lane it was submitted to.
+      if redis.call('ZREM', lane_key(lane), j.id) == 0 then
+        redis.call('SADD', fresh_lane_skips(j.pr, lane), j.id)
+      end
     elseif redis.call('ZREM', ready_key(queue, kind), j.id) == 0 then
       redis.call('SADD', skips_key(queue, kind, j.pr), j.id)
     end

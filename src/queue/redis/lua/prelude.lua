@@ -46,6 +46,12 @@ local WAKE, EVENTS, WATCH, TOKENS = B .. 'wake', B .. 'events', B .. 'watch', B 
 -- limits, limits and their windows, running counts per limit, paused queues, group weights.
 local LANES, LIMITS, LIMRUN, PAUSED, WEIGHTS = B .. 'lanes', B .. 'limits', B .. 'limrun', B .. 'paused', B .. 'gw'
 local function lane_key(member) return B .. 'lane:' .. member end
+-- The fresh lanes: the jobs a bulk submit queued in a lane, per priority, in arrival order
+-- (lists, as the fresh lists of jobs without flow; the registry FRESH_LANES names them as
+-- `<priority>|<lane>`), and the ids cancelled while they waited there (claims pass over them).
+local FRESH_LANES = B .. 'flanes'
+local function fresh_lane_key(priority, lane) return B .. 'flane:' .. priority .. '|' .. lane end
+local function fresh_lane_skips(priority, lane) return B .. 'fskip:' .. priority .. '|' .. lane end
 local function limit_key(name) return B .. 'lim:' .. name end
 -- The instance registry (name -> '<run id>|<entry JSON>'), instances by last heartbeat, and the
 -- attempts taken from workers that are gone, per cause.

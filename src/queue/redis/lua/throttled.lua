@@ -1,5 +1,5 @@
--- throttled: counts the queued jobs limits hold back now, per queue: the jobs of every lane
--- whose limits say no (see `allowed` in lib.lua). Reads lanes, not jobs.
+-- throttled: counts the queued jobs limits hold back now, per queue: the jobs of every lane and
+-- fresh lane whose limits say no (see `allowed` in limits.lua). Reads lanes, not jobs.
 --
 -- ARGV[1]   now (ms)
 --
@@ -8,14 +8,29 @@
 
 local now = tonumber(ARGV[1])
 local held = {}
-for _, member in ipairs(redis.call('SMEMBERS', LANES)) do
+
+-- The queue of lane `member` when its limits hold it back now.
+local function held_queue(member)
   local queue, _, limits, cost = string.match(member, '^([^|]*)|([^|]*)|([^|]*)|(%d+)|')
-  if queue and limits ~= '' then
-    local names = {}
-    for name in string.gmatch(limits, '[^,]+') do names[#names + 1] = name end
-    if not allowed(names, tonumber(cost), now) then
-      held[queue] = (held[queue] or 0) + redis.call('ZCARD', lane_key(member))
-    end
+  if not queue or limits == '' then return nil end
+  local names = {}
+  for name in string.gmatch(limits, '[^,]+') do names[#names + 1] = name end
+  if allowed(names, tonumber(cost), now) then return nil end
+  return queue
+end
+
+for _, member in ipairs(redis.call('SMEMBERS', LANES)) do
+  local queue = held_queue(member)
+  if queue then held[queue] = (held[queue] or 0) + redis.call('ZCARD', lane_key(member)) end
+end
+-- Fresh lanes: their length less the ids cancelled there.
+for _, entry in ipairs(redis.call('SMEMBERS', FRESH_LANES)) do
+  local priority, member = string.match(entry, '^(-?%d+)|(.*)$')
+  local queue = member and held_queue(member)
+  if queue then
+    local n = redis.call('LLEN', fresh_lane_key(priority, member))
+      - redis.call('SCARD', fresh_lane_skips(priority, member))
+    held[queue] = (held[queue] or 0) + n
   end
 end
 local out = {}
