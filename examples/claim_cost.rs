@@ -5,7 +5,7 @@
 //! ```text
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example claim_cost -- --jobs 30000 --slots 100
 //! ```
-//! Submits `--jobs` `noop` jobs in batches of 1 000, then claims `--slots` at a time and
+//! Submits `--jobs` `noop` jobs in batches of 1 000 (with `--limit`, under one generous limit), then claims `--slots` at a time and
 //! completes each claim's jobs, until all are done. Prints Redis's CPU per job in each phase,
 //! from `INFO cpu` read around each call (the `INFO` calls themselves included, the same in
 //! every build). Under `valgrind --tool=callgrind redis-server ...` the instructions Redis ran
@@ -21,6 +21,7 @@ use jobyard::config::RedisUrl;
 use jobyard::job::record::json_null;
 use jobyard::job::spec::{plan, KindLookup, SpecDefaults};
 use jobyard::job::JobSpec;
+use jobyard::queue::flow::{LimitSpec, Rate};
 use jobyard::queue::{Claim, Completion, Outcome, QueueBackend, RedisQueue};
 use jobyard::redis::{RedisClient, RedisSettings};
 use jobyard::Config;
@@ -32,6 +33,10 @@ struct Args {
     /// Slots per claim.
     #[arg(long, default_value_t = 100)]
     slots: usize,
+    /// Every job under one generous limit (never exhausted): what checking and counting a limit
+    /// costs Redis.
+    #[arg(long)]
+    limit: bool,
 }
 
 struct AnyKind;
@@ -71,12 +76,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = RedisClient::new(settings)?;
     server.start().await;
 
+    let mut spec = JobSpec::new("noop");
+    if args.limit {
+        let rate = Rate { tokens: 1_000_000_000, per_ms: 1_000 };
+        let limit = LimitSpec { rate: Some(rate), concurrency: Some(1_000_000) };
+        queue.put_limit("generous", limit, Utc::now()).await?;
+        spec.limits = Some(vec!["generous".into()]);
+    }
     let before = cpu(&server).await?;
     let mut left = args.jobs;
     while left > 0 {
         let n = left.min(1_000);
         let now = Utc::now();
-        let specs = vec![JobSpec::new("noop"); n];
+        let specs = vec![spec.clone(); n];
         queue.submit(plan(specs, true, &AnyKind, &SpecDefaults::default(), now)?, now).await?;
         left -= n;
     }
