@@ -189,7 +189,17 @@ impl Server {
             signal = shutdown_signal() => tracing::info!("{signal} received; shutting down"),
             _ = self.trigger.0.notified() => tracing::info!("shutdown requested"),
         }
-        let (_, handed_back) = tokio::join!(handle.stop(true), self.runtime.shutdown());
+        let graceful = async { tokio::join!(handle.stop(true), self.runtime.shutdown()).1 };
+        let handed_back = tokio::select! {
+            handed_back = graceful => handed_back,
+            // A second signal while running jobs finish: the person wants out now. The jobs
+            // still running are handed back to the queue, not lost.
+            signal = shutdown_signal() => {
+                tracing::warn!("{signal} received again; stopping at once, running jobs handed back");
+                let (_, handed_back) = tokio::join!(handle.stop(false), self.runtime.shutdown_now());
+                handed_back
+            }
+        };
         tracing::info!(handed_back, "shutdown complete");
         match serving.await {
             Ok(result) => result,

@@ -323,7 +323,7 @@ impl Config {
         if addr.to_socket_addrs().map_or(true, |mut a| a.next().is_none()) {
             return Err(invalid("JOBYARD_ADDR", &addr, "expected host:port, e.g. 127.0.0.1:8080"));
         }
-        let url = var("JOBYARD_URL").unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let url = var("JOBYARD_URL").unwrap_or_else(|| DEFAULT_URL.into());
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(invalid("JOBYARD_URL", &url, "expected an http:// or https:// URL"));
         }
@@ -431,6 +431,10 @@ impl Config {
         })
     }
 }
+
+/// Where the client commands find the server when `JOBYARD_URL` does not say (where `serve`
+/// listens by default).
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 /// The process environment over `.env.local` in the working directory.
 pub(crate) struct EnvVars {

@@ -1064,7 +1064,17 @@ impl Runtime {
     /// started by [`RuntimeBuilder::spawn`] then stops its thread, and this returns once it
     /// ended.
     pub async fn shutdown(&self) -> usize {
-        let grace = self.config.shutdown_grace;
+        self.stop_within(self.config.shutdown_grace).await
+    }
+
+    /// Stops at once: running attempts are stopped and handed back to `queued` without a grace
+    /// period (what a second Ctrl-C asks for). Safe while a [`shutdown`](Self::shutdown) is
+    /// under way: each job is handed back once.
+    pub async fn shutdown_now(&self) -> usize {
+        self.stop_within(Duration::ZERO).await
+    }
+
+    async fn stop_within(&self, grace: Duration) -> usize {
         let handed_back = self.supervisor.send(Shutdown { grace }).await.unwrap_or(0);
         if let Some(OwnedSystem { system, ended }) = &self.owned_system {
             system.stop();

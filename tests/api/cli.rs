@@ -2,6 +2,7 @@
 //! server.
 
 use std::process::Output;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -202,4 +203,185 @@ async fn serve_refuses_a_bad_configuration_with_one_line() {
         stderr.trim(),
         "error: JOBYARD_QUEUE_BACKEND=postgres is invalid: expected memory or redis"
     );
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[actix_web::test]
+async fn wait_exits_with_how_the_job_ended() {
+    let app = spawn_app().await;
+    let env = [("JOBYARD_URL", app.base.as_str())];
+    let payload = r#"{"retryable": false, "message": "upstream said no"}"#;
+    let out = jobyard(&["submit", "--kind", "fail", "--payload", payload, "--wait"], &env).await;
+    assert_eq!(out.status.code(), Some(3), "a failed job exits 3: {}", stderr(&out));
+    let job = stdout_json(&out);
+    assert_eq!(
+        (job["status"].as_str(), job["error"].as_str()),
+        (Some("failed"), Some("upstream said no"))
+    );
+
+    let sleep = r#"{"ms": 60000}"#;
+    let out = jobyard(
+        &["submit", "--kind", "sleep", "--payload", sleep, "--wait", "--wait-ms", "200"],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "a job still running exits 5: {}", stderr(&out));
+    let job = stdout_json(&out);
+    assert!(stderr(&out).contains("has not ended"), "{}", stderr(&out));
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    // `cancel` waits for the job to stop and says how it ended.
+    let out = jobyard(&["cancel", &id], &env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["status"], "cancelled");
+}
+
+#[actix_web::test]
+async fn errors_are_one_line_with_a_status_that_says_so() {
+    let app = spawn_app().await;
+    let env = [("JOBYARD_URL", app.base.as_str())];
+    let out = jobyard(&["status", "0193a4b2-0000-7000-8000-000000000000"], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+
+    let out = jobyard(&["submit", "--kind", "noop", "--payload", "{nope"], &env).await;
+    assert_eq!(out.status.code(), Some(2), "bad input is a usage error");
+    assert!(stderr(&out).contains("--payload is not JSON"), "{}", stderr(&out));
+
+    let out = jobyard(&["submit", "--kind", "noop", "--priority", "5000"], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("400") && stderr(&out).contains("priority"), "{}", stderr(&out));
+}
+
+#[actix_web::test]
+async fn jobs_filters_by_kind_and_queue_and_pages_with_a_cursor() {
+    let app = spawn_app().await;
+    let env = [("JOBYARD_URL", app.base.as_str())];
+    for (kind, queue) in [("noop", "a"), ("noop", "b"), ("sleep", "a"), ("noop", "a")] {
+        let payload = if kind == "sleep" { r#"{"ms": 1}"# } else { "{}" };
+        let args = ["submit", "--kind", kind, "--queue", queue, "--payload", payload, "--wait"];
+        assert!(jobyard(&args, &env).await.status.success());
+    }
+    let out = jobyard(&["jobs", "--kind", "noop", "--queue", "a", "--limit", "1"], &env).await;
+    let page = stdout_json(&out);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    let first = page["jobs"][0].clone();
+    assert_eq!((first["kind"].as_str(), first["queue"].as_str()), (Some("noop"), Some("a")));
+    let cursor = page["next_cursor"].as_str().expect("a second page").to_owned();
+    let out = jobyard(
+        &["jobs", "--kind", "noop", "--queue", "a", "--limit", "1", "--cursor", &cursor],
+        &env,
+    )
+    .await;
+    let page = stdout_json(&out);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    assert_ne!(page["jobs"][0]["id"], first["id"]);
+    assert_eq!(
+        (page["jobs"][0]["kind"].as_str(), page["jobs"][0]["queue"].as_str()),
+        (Some("noop"), Some("a"))
+    );
+}
+
+#[actix_web::test]
+async fn schedules_and_cache_subcommands_cover_their_routes() {
+    let app = spawn_app().await;
+    let env = [("JOBYARD_URL", app.base.as_str())];
+    let out = jobyard(
+        &["schedules", "put", "nightly", "--cron", "0 0 3 * * *", "--job", r#"{"kind":"noop"}"#],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["cron"], "0 0 3 * * *");
+    let out = jobyard(&["schedules", "list"], &env).await;
+    let names: Vec<Value> = stdout_json(&out)["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].clone())
+        .collect();
+    assert!(names.contains(&json!("nightly")), "{names:?}");
+    assert!(jobyard(&["schedules", "delete", "nightly"], &env).await.status.success());
+    assert_eq!(jobyard(&["schedules", "get", "nightly"], &env).await.status.code(), Some(1));
+
+    let out =
+        jobyard(&["cache", "put", "dash/a:b", "--value", r#"{"x":1}"#, "--tag", "dash"], &env)
+            .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = jobyard(&["cache", "get", "dash/a:b"], &env).await;
+    assert_eq!(stdout_json(&out), json!({"x": 1}));
+    let out = jobyard(&["cache", "invalidate", "--tag", "dash"], &env).await;
+    assert_eq!(stdout_json(&out)["removed"], 1);
+    assert_eq!(jobyard(&["cache", "get", "dash/a:b"], &env).await.status.code(), Some(1));
+}
+
+/// A proxy in front of `app` that answers the first submit 503 (after passing it on, as a
+/// server that stored the job but could not say so would), and passes everything else on.
+async fn flaky_proxy(app: &TestApp) -> (String, Arc<Mutex<Vec<Value>>>) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let submits: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let (target, seen) = (app.base.clone(), submits.clone());
+    let server = HttpServer::new(move || {
+        let (target, seen) = (target.clone(), seen.clone());
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (target, seen) = (target.clone(), seen.clone());
+            async move {
+                let url = format!("{target}{}", req.uri());
+                let mut forward = awc::Client::new().request(req.method().clone(), url);
+                for (name, value) in req.headers() {
+                    if !matches!(name.as_str(), "host" | "content-length") {
+                        forward = forward.insert_header((name.clone(), value.clone()));
+                    }
+                }
+                let mut answer = forward.send_body(body.clone()).await.expect("the app answers");
+                let bytes = answer.body().await.expect("the app's body");
+                if req.path() == "/v1/jobs" && req.method() == actix_web::http::Method::POST {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(serde_json::from_slice(&body).expect("a JSON submit"));
+                    if seen.len() == 1 {
+                        return HttpResponse::ServiceUnavailable()
+                            .insert_header(("Retry-After", "0"))
+                            .json(json!({"error": {"code": "backend_unavailable", "message": "try again"}}));
+                    }
+                }
+                let mut reply = HttpResponse::build(answer.status());
+                for (name, value) in answer.headers() {
+                    if name.as_str() != "content-length" {
+                        reply.insert_header((name.clone(), value.clone()));
+                    }
+                }
+                reply.body(bytes)
+            }
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .expect("a free port");
+    let port = server.addrs()[0].port();
+    actix_rt::spawn(server.run());
+    (format!("http://127.0.0.1:{port}"), submits)
+}
+
+#[actix_web::test]
+async fn a_submit_answered_503_is_retried_without_a_second_job() {
+    let app = spawn_app().await;
+    let (proxy, submits) = flaky_proxy(&app).await;
+    let out = jobyard(
+        &["submit", "--kind", "noop", "--payload", "{}"],
+        &[("JOBYARD_URL", proxy.as_str())],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = stdout_json(&out);
+    let submits = submits.lock().unwrap().clone();
+    assert_eq!(submits.len(), 2, "the 503 was retried: {submits:?}");
+    let key = submits[0]["idempotency_key"].as_str().expect("a key is made up");
+    assert_eq!(submits[1]["idempotency_key"], key, "the retry carries the same key");
+    let listed = app.get("/v1/jobs?limit=10").await.body;
+    let ids: Vec<&Value> = listed["jobs"].as_array().unwrap().iter().map(|j| &j["id"]).collect();
+    assert_eq!(ids, vec![&job["id"]], "one job, the one printed");
 }

@@ -978,3 +978,37 @@ async fn a_killed_instance_restarted_under_its_name_runs_its_jobs_again_at_once(
     let stats = watcher.get("/v1/stats").await.body;
     assert_eq!(stats["takeovers"]["instance_restarted"], 2, "{}", stats["takeovers"]);
 }
+
+#[actix_web::test]
+async fn a_second_signal_stops_at_once_and_hands_running_jobs_back() {
+    let redis = TestRedis::start();
+    let prefix = prefix("second-signal");
+    // A grace period far longer than the test: only the second signal can end the process.
+    let env = [("JOBYARD_SHUTDOWN_GRACE_MS", "3600000")];
+    let mut server = Instance::launch(&redis, &prefix, &env);
+    let mut watcher = Instance::launch(&redis, &prefix, &[("JOBYARD_CONCURRENCY", "0")]);
+    server.until_ready().await;
+    watcher.until_ready().await;
+    let job = json!({"kind": "sleep", "payload": {"ms": 3_600_000}, "timeout_ms": 3_600_000});
+    let id = id_of(&watcher.submit_batch(vec![job]).await[0]);
+    eventually(DEADLINE, "the job runs", || async {
+        (watcher.job(&id).await["status"] == "running").then_some(())
+    })
+    .await;
+    let interrupt = |pid: u32| {
+        let status = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+        assert!(status.expect("kill runs").success(), "kill -INT {pid} failed");
+    };
+    interrupt(server.pid);
+    eventually(DEADLINE, "the pool drains", || {
+        let draining = server.output().contains("draining worker pool");
+        async move { draining.then_some(()) }
+    })
+    .await;
+    interrupt(server.pid);
+    let exit = server.exited().await;
+    assert!(exit.success(), "exited with {exit}:\n{}", server.output());
+    assert!(server.output().contains("received again"), "{}", server.output());
+    let job = watcher.job(&id).await;
+    assert_eq!(job["status"], "queued", "handed back, not left running: {job}");
+}
