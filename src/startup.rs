@@ -1,6 +1,7 @@
 //! Builds a whole server (runtime + HTTP API) from a [`Config`] and runs it until a signal or
-//! a [`ShutdownTrigger`] stops it, gracefully: HTTP stops accepting, running attempts get the
-//! shutdown grace period, unfinished ones go back to `queued`.
+//! a [`ShutdownTrigger`] stops it, gracefully: running attempts get the shutdown grace period
+//! while the API still answers (`/ready` and submits say `draining`), unfinished ones go back
+//! to `queued`, then the listener closes. A second signal stops at once.
 
 use std::io;
 use std::net::TcpListener;
@@ -189,7 +190,13 @@ impl Server {
             signal = shutdown_signal() => tracing::info!("{signal} received; shutting down"),
             _ = self.trigger.0.notified() => tracing::info!("shutdown requested"),
         }
-        let graceful = async { tokio::join!(handle.stop(true), self.runtime.shutdown()).1 };
+        // The API keeps answering while running jobs finish, so the drain can be watched:
+        // `/ready` and submits answer 503 `draining`. It stops once the runtime has.
+        let graceful = async {
+            let handed_back = self.runtime.shutdown().await;
+            handle.stop(true).await;
+            handed_back
+        };
         let handed_back = tokio::select! {
             handed_back = graceful => handed_back,
             // A second signal while running jobs finish: the person wants out now. The jobs

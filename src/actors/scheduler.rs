@@ -137,7 +137,9 @@ impl Scheduler {
             .into_actor(self)
             .map(|result, act, ctx| {
                 let next = result.unwrap_or_else(|err| {
-                    tracing::warn!("scheduler pass failed: {err}");
+                    if crate::telemetry::repeated::admit("scheduler passes failed") {
+                        tracing::warn!("scheduler pass failed (retrying): {err}");
+                    }
                     act.client.now() + MAX_SLEEP
                 });
                 act.plan(next, ctx);

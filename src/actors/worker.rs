@@ -315,7 +315,9 @@ impl WorkerPool {
                         }
                     }
                     Ok(Err(err)) => {
-                        tracing::warn!("fetching jobs failed: {err}");
+                        if crate::telemetry::repeated::admit("claims failed") {
+                            tracing::warn!("claiming jobs failed (retrying): {err}");
+                        }
                         ctx.run_later(RETRY_AFTER, |act, ctx| act.fetch(ctx));
                     }
                     Err(err) => tracing::warn!("queue actor unreachable: {err}"),
@@ -706,7 +708,11 @@ impl WorkerPool {
                         }
                     }
                 }
-                Ok(Err(err)) => tracing::warn!("renewing leases failed: {err}"),
+                Ok(Err(err)) => {
+                    if crate::telemetry::repeated::admit("lease renewals failed") {
+                        tracing::warn!("renewing leases failed (retrying): {err}");
+                    }
+                }
                 Err(err) => tracing::warn!("queue actor unreachable: {err}"),
             })
             .spawn(ctx);

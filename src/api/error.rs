@@ -124,6 +124,18 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable", message)
     }
 
+    /// A 503 `draining`: this instance is shutting down (running jobs finish, it takes no new
+    /// work). Answered with a `Retry-After` header: another instance, or this one restarted,
+    /// will take it.
+    pub fn draining() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this instance is shutting down: its running jobs finish, new jobs go to another \
+             instance; retry shortly",
+        )
+    }
+
     /// A failure of ours: logged with its cause, answered without it.
     pub fn internal(cause: &dyn fmt::Display) -> Self {
         tracing::error!("internal error: {}", Escaped(cause));
@@ -207,7 +219,10 @@ impl From<QueueError> for ApiError {
             QueueError::InvalidCursor(_) => ApiError::invalid("cursor", err.to_string()),
             QueueError::Internal(_) => ApiError::internal(&err),
             QueueError::Unavailable(_) => {
-                tracing::warn!("{}", Escaped(&err));
+                let kind = "requests answered 503 while the queue backend is unavailable";
+                if crate::telemetry::repeated::admit(kind) {
+                    tracing::warn!("{}; answering 503", Escaped(&err));
+                }
                 ApiError::unavailable("the queue backend is unavailable; retry shortly")
             }
             QueueError::QueueFull { .. } => {

@@ -12,12 +12,18 @@ pub async fn health() -> HttpResponse {
 }
 
 /// 200 while the queue answers: `ready`, or `degraded` when the cache fell back to memory;
-/// 503 naming the queue when it does not answer.
+/// 503 naming the queue when it does not answer, and 503 `draining` while the instance shuts
+/// down (so a load balancer stops sending it work while its running jobs finish).
 pub async fn ready(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
+    if client.draining() {
+        return Err(ApiError::draining());
+    }
     let readiness = client.readiness().await;
     if let Err(err) = readiness.queue {
         // The cause goes to the log, not to the answer (as for every other route).
-        tracing::warn!("not ready: queue backend: {}", crate::telemetry::Escaped(&err));
+        if crate::telemetry::repeated::admit("readiness probes answered 503") {
+            tracing::warn!("not ready: queue backend: {}", crate::telemetry::Escaped(&err));
+        }
         return Err(ApiError::unavailable("not ready: the queue backend does not answer"));
     }
     let (status, cache) = match readiness.cache {

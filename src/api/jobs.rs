@@ -50,10 +50,20 @@ fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid("id", format!("'{raw}' is not a job id (a UUID)")))
 }
 
+/// A draining instance takes no new jobs: the client retries after `Retry-After`, by when a
+/// load balancer that reads `/ready` sends it to another instance.
+fn refuse_while_draining(client: &Client) -> Result<(), ApiError> {
+    if client.draining() {
+        return Err(ApiError::draining());
+    }
+    Ok(())
+}
+
 pub async fn submit(
     client: web::Data<Client>,
     JsonBody(spec): JsonBody<JobSpec>,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_while_draining(&client)?;
     let submitted = client.submit_spec(spec).await?;
     let record = submitted.record;
     if submitted.created {
@@ -69,6 +79,7 @@ pub async fn submit_batch(
     client: web::Data<Client>,
     JsonBody(batch): JsonBody<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_while_draining(&client)?;
     let jobs: Vec<JobRecord> =
         client.submit_batch(batch.jobs).await?.into_iter().map(|s| s.record).collect();
     Ok(HttpResponse::Created().json(json!({ "jobs": jobs })))

@@ -61,6 +61,9 @@ pub struct RedisSettings {
     /// fast). The cache wants that; the job queue, which has its own link and a longer timeout,
     /// does not: a slow script is not a dead Redis.
     pub mark_down_on_timeout: bool,
+    /// What the link's user does while Redis is away, as the log says it ("the cache serves
+    /// from memory").
+    pub while_down: &'static str,
 }
 
 impl RedisSettings {
@@ -75,6 +78,7 @@ impl RedisSettings {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             mark_down_on_timeout: true,
+            while_down: "the cache serves from memory",
         })
     }
 
@@ -84,6 +88,7 @@ impl RedisSettings {
         let mut settings = Self::from_config(config)?;
         settings.command_timeout = config.queue_timeout;
         settings.mark_down_on_timeout = false;
+        settings.while_down = "the queue answers submits and reads 503 and runs no new jobs";
         Some(settings)
     }
 }
@@ -172,7 +177,9 @@ impl RedisClient {
         let connected = match self.inner.connect().await {
             Ok(()) => true,
             Err(err) => {
-                tracing::warn!(redis = %self.inner.settings.url.redacted(), "redis unreachable at start ({err}); running degraded, retrying in the background");
+                let (redis, does) =
+                    (self.inner.settings.url.redacted(), self.inner.settings.while_down);
+                tracing::warn!(%redis, "redis unreachable at start ({err}); {does}, retrying in the background");
                 false
             }
         };
@@ -443,13 +450,15 @@ impl Inner {
         }
         self.generation.send_modify(|g| *g += 1);
         tracing::info!(redis = %self.settings.url.redacted(), rtt_us = rtt.as_micros() as u64, "redis up");
+        crate::telemetry::repeated::settle();
         Ok(())
     }
 
     fn mark_down(&self, why: &RedisError) {
         *self.pool.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(Vec::new());
         if self.up.swap(false, Ordering::AcqRel) {
-            tracing::warn!(redis = %self.settings.url.redacted(), "redis down ({why}); serving from memory until it returns");
+            let (redis, does) = (self.settings.url.redacted(), self.settings.while_down);
+            tracing::warn!(%redis, "redis down ({why}); {does} until it returns");
         }
     }
 

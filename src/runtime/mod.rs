@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -263,6 +264,8 @@ pub struct Client {
     limits: Limits,
     clock: Clock,
     name_state: tokio::sync::watch::Receiver<NameState>,
+    /// Set once the runtime starts shutting down (shared by every clone).
+    draining: Arc<AtomicBool>,
 }
 
 /// What a [`Client`] is made of besides the actors' addresses.
@@ -299,7 +302,14 @@ impl Client {
             limits: parts.limits,
             clock: parts.clock,
             name_state: parts.name_state,
+            draining: Arc::default(),
         }
+    }
+
+    /// Whether the runtime is shutting down: it runs no new attempts, and the HTTP API takes
+    /// no new jobs (`/ready` and submits answer 503 `draining`).
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// This instance's name, once it holds one (its workers are `<name>/w<N>`); `None` while
@@ -1075,6 +1085,7 @@ impl Runtime {
     }
 
     async fn stop_within(&self, grace: Duration) -> usize {
+        self.client.draining.store(true, Ordering::Relaxed);
         let handed_back = self.supervisor.send(Shutdown { grace }).await.unwrap_or(0);
         if let Some(OwnedSystem { system, ended }) = &self.owned_system {
             system.stop();

@@ -8,6 +8,7 @@
 
 use std::fmt::{self, Write as _};
 
+pub mod repeated;
 #[cfg(feature = "server")]
 mod subscriber;
 

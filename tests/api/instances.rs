@@ -1012,3 +1012,92 @@ async fn a_second_signal_stops_at_once_and_hands_running_jobs_back() {
     let job = watcher.job(&id).await;
     assert_eq!(job["status"], "queued", "handed back, not left running: {job}");
 }
+
+#[actix_web::test]
+async fn a_draining_instance_answers_draining_until_its_running_jobs_finish() {
+    let redis = TestRedis::start();
+    let prefix = prefix("draining");
+    let mut server = Instance::launch(&redis, &prefix, &[("JOBYARD_SHUTDOWN_GRACE_MS", "60000")]);
+    let mut watcher = Instance::launch(&redis, &prefix, &[("JOBYARD_CONCURRENCY", "0")]);
+    server.until_ready().await;
+    watcher.until_ready().await;
+    let job = json!({"kind": "sleep", "payload": {"ms": 3_000}});
+    let id = id_of(&watcher.submit_batch(vec![job]).await[0]);
+    eventually(DEADLINE, "the job runs", || async {
+        (watcher.job(&id).await["status"] == "running").then_some(())
+    })
+    .await;
+    let pid = server.pid.to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    assert!(status.success());
+    // Until the process is gone, every answer of /ready is 503 `draining`; while the job still
+    // runs, the API answers: /health 200, a submit 503 with Retry-After.
+    let mut drained_answers = 0;
+    let mut checked_while_running = false;
+    loop {
+        let running = watcher.job(&id).await["status"] == "running";
+        let Ok(ready) = server.try_request(Method::GET, "/ready", None).await else { break };
+        if ready.status == 200 && drained_answers == 0 {
+            continue; // the signal has not been handled yet
+        }
+        assert_eq!((ready.status, ready.code()), (503, "draining"), "{}", ready.body);
+        drained_answers += 1;
+        if running && !checked_while_running {
+            let health = server.get("/health").await;
+            assert_eq!(health.status, 200);
+            let submit = server.post("/v1/jobs", json!({"kind": "noop"})).await;
+            assert_eq!((submit.status, submit.code()), (503, "draining"), "{}", submit.body);
+            assert!(submit.headers.contains_key("retry-after"));
+            checked_while_running = true;
+        }
+        if !server.alive() {
+            break;
+        }
+    }
+    assert!(checked_while_running, "the API answered draining while the job ran");
+    let exit = server.exited().await;
+    assert!(exit.success(), "exited with {exit}");
+    assert_eq!(watcher.job(&id).await["status"], "succeeded", "the running job finished");
+}
+
+#[actix_web::test]
+async fn a_redis_outage_logs_each_kind_of_warning_once_then_counts_them() {
+    let mut redis = TestRedis::start();
+    let prefix = prefix("quiet-outage");
+    let mut server = Instance::launch(&redis, &prefix, &[("JOBYARD_QUEUE_TIMEOUT_MS", "500")]);
+    server.until_ready().await;
+    let before = server.output().lines().count();
+    redis.stop();
+    let mut refused = 0;
+    for _ in 0..200 {
+        let submit = server.post("/v1/jobs", json!({"kind": "noop"})).await;
+        assert_eq!(submit.status, 503, "{}", submit.body);
+        refused += 1;
+        let ready = server.get("/ready").await;
+        assert_eq!(ready.status, 503, "{}", ready.body);
+    }
+    redis.restart();
+    eventually(DEADLINE, "the counts are logged once Redis is back", || {
+        let log = server.output();
+        async move { log.contains("more while it was away").then_some(()) }
+    })
+    .await;
+    let log = server.output();
+    let during: Vec<&str> = log.lines().skip(before).filter(|l| l.contains("WARN")).collect();
+    assert!(
+        during.len() <= 12,
+        "{} warnings for {refused} refused submits:\n{}",
+        during.len(),
+        during.join("\n")
+    );
+    assert!(
+        during.iter().any(|l| l.contains("the queue answers submits and reads 503")),
+        "the queue's link says what the queue does:\n{log}"
+    );
+    let counted: u64 = log
+        .lines()
+        .filter(|l| l.contains("requests answered 503") && l.contains("more while it was away"))
+        .filter_map(|l| l.split("repeats=").nth(1)?.trim().parse::<u64>().ok())
+        .sum();
+    assert!(counted >= refused - 1, "{counted} counted of {refused} refused:\n{log}");
+}
