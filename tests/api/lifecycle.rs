@@ -303,10 +303,30 @@ async fn graceful_shutdown_returns_running_jobs_to_queued(on: &On) {
 }
 
 /// Rule 10: an attempt that ends within the grace period is recorded as usual.
+/// Reports progress as soon as its handler starts, then sleeps: a job whose progress is stored
+/// has started in its handler, which a `running` status alone does not say (the store shows it
+/// before the pool has the claim's answer, and a drain hands such a job back unstarted).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announced {
+    ms: u64,
+}
+
+impl jobyard::Job for Announced {
+    const KIND: &'static str = "announced";
+    type Output = ();
+    async fn run(self, ctx: jobyard::JobContext) -> Result<(), jobyard::JobError> {
+        ctx.progress(&"started");
+        tokio::time::sleep(std::time::Duration::from_millis(self.ms)).await;
+        Ok(())
+    }
+}
+
 async fn graceful_shutdown_waits_for_attempts_within_the_grace_period(on: &On) {
-    let app = on.spawn(|c| c.shutdown_grace = std::time::Duration::from_secs(30)).await;
-    let short = app.submit(json!({"kind": "sleep", "payload": {"ms": 300}})).await;
-    app.wait_until(&id(&short), "running", |j| j["status"] == "running").await;
+    let runtime = jobyard::Runtime::builder().with_builtin_kinds().register::<Announced>();
+    let grace = |c: &mut jobyard::Config| c.shutdown_grace = std::time::Duration::from_secs(30);
+    let app = on.spawn_runtime(&format!("t{}", fastrand::u32(..)), grace, runtime).await;
+    let short = app.submit(json!({"kind": "announced", "payload": {"ms": 300}})).await;
+    app.wait_until(&id(&short), "started in its handler", |j| j["progress"] == "started").await;
     let runtime = app.shutdown().await;
     let record = runtime.status(id(&short).parse().unwrap()).await.unwrap();
     assert_eq!(record.status, jobyard::JobStatus::Succeeded);
