@@ -164,6 +164,11 @@ impl ClusterKinds {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = kinds;
     }
 
+    /// Every kind a live instance handles.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+    }
+
     /// The shared name of `kind` when a live instance handles it.
     pub fn get(&self, kind: &str) -> Option<Arc<str>> {
         self.0.read().unwrap_or_else(PoisonError::into_inner).get(kind).cloned()

@@ -98,6 +98,7 @@ pub mod startup;
 #[doc(hidden)]
 pub mod telemetry;
 pub mod testing;
+mod wording;
 
 pub use cache::{Cache, CacheExt, CacheHandle};
 pub use config::{Config, ConfigBuilder};

@@ -150,7 +150,8 @@ impl CronExpr {
         let fields = expr.split_whitespace().count();
         let normalized = if fields == 5 { format!("0 {expr}") } else { expr.to_owned() };
         let schedule = cron::Schedule::from_str(&normalized).map_err(|err| {
-            SpecError::invalid("cron", format!("invalid cron expression '{expr}': {err}"))
+            let message = crate::wording::cron_error(expr, &normalized, &err.to_string());
+            SpecError::invalid("cron", message)
         })?;
         let tz = match timezone {
             None => Tz::UTC,

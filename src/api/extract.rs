@@ -113,7 +113,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             None if path == "." => "body".to_owned(),
             None => path,
         };
-        ApiError::invalid(field, strip_position(&message))
+        let said = crate::wording::field_error(&field, &message);
+        ApiError::invalid(field, said)
     })?;
     de.end().map_err(|err| ApiError::invalid("body", format!("invalid JSON: {err}")))?;
     Ok(value)
@@ -124,26 +125,29 @@ fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
 }
 
-/// Drops serde_json's " at line L column C" suffix, which means nothing to the client's field.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message.to_owned(),
-    }
+/// Answers query-string errors with the error body, naming the parameter at fault.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, req| query_error(&err.to_string(), req).into())
 }
 
-/// Answers query-string errors with the error body.
-pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err, _| {
-        let message = err.to_string();
-        let field = message
-            .split('`')
-            .nth(1)
-            .filter(|_| message.contains("field"))
-            .unwrap_or("query")
-            .to_owned();
-        ApiError::invalid(field, format!("invalid query string: {message}")).into()
-    })
+/// The query parameters that take a whole number.
+const NUMERIC_PARAMETERS: [&str; 4] = ["timeout_ms", "wait_ms", "limit", "ttl_secs"];
+
+/// The error of a query string the handler's type refused with `message`: a numeric parameter
+/// that is not a number is named; otherwise serde's words, rewritten.
+fn query_error(message: &str, req: &HttpRequest) -> ApiError {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string());
+    let pairs = pairs.map(web::Query::into_inner).unwrap_or_default();
+    let not_a_number = pairs.iter().find(|(name, value)| {
+        NUMERIC_PARAMETERS.contains(&name.as_str()) && value.parse::<u64>().is_err()
+    });
+    if let Some((name, value)) = not_a_number {
+        let message = format!("{name} must be a whole number (0 or more); got '{value}'");
+        return ApiError::invalid(name.as_str(), message);
+    }
+    let message = message.strip_prefix("Query deserialize error: ").unwrap_or(message);
+    let field = message.split('`').nth(1).filter(|_| message.contains("field")).unwrap_or("query");
+    ApiError::invalid(field, crate::wording::field_error(field, message))
 }
 
 /// Answers path errors with the error body.

@@ -104,12 +104,17 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     let system = actix_rt::System::new();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => match Config::from_env() {
-            Ok(config) => system.block_on(serve(config)),
+        Command::Serve => match server_config() {
+            Ok((config, unknown)) => system.block_on(serve(config, unknown)),
             Err(err) => fail(2, err),
         },
-        Command::Check => match Config::from_env() {
-            Ok(config) => system.block_on(check::check(&config)),
+        Command::Check => match server_config() {
+            Ok((config, unknown)) => {
+                for warning in unknown {
+                    eprintln!("warning: {warning}");
+                }
+                system.block_on(check::check(&config))
+            }
             Err(err) => fail(2, err),
         },
         command => {
@@ -129,8 +134,19 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> ExitCode {
+/// The whole configuration, with a warning for each `JOBYARD_*` variable set that it does not
+/// read (a misspelt name is otherwise silently ignored).
+fn server_config() -> Result<(Config, Vec<String>), crate::config::ConfigError> {
+    let env = EnvVars::read()?;
+    let config = Config::from_lookup(|name| env.get(name))?;
+    Ok((config, env.unknown()))
+}
+
+async fn serve(config: Config, unknown: Vec<String>) -> ExitCode {
     crate::telemetry::init(config.log_format);
+    for warning in unknown {
+        tracing::warn!("{warning}");
+    }
     let host = config.addr.rsplit_once(':').map_or("127.0.0.1", |(host, _)| host).to_owned();
     let server = match Server::build(config).await {
         Ok(server) => server,

@@ -321,6 +321,23 @@ pub trait KindLookup {
     fn check_payload(&self, _kind: &str, _payload: &Json) -> Result<(), String> {
         Ok(())
     }
+
+    /// Every kind it accepts, sorted (for the error naming an unknown kind).
+    fn names(&self) -> Vec<Arc<str>> {
+        Vec::new()
+    }
+}
+
+/// The message of a kind no instance handles, listing those that are.
+fn unknown_kind(kind: &str, known: &[Arc<str>]) -> String {
+    let known: Vec<&str> = known.iter().map(|k| &**k).collect();
+    match known.is_empty() {
+        true => format!("no handler is registered for kind '{kind}'"),
+        false => format!(
+            "no handler is registered for kind '{kind}'; the kinds accepted are {}",
+            known.join(", ")
+        ),
+    }
 }
 
 /// Validates one spec or a whole batch and resolves it into [`NewJob`]s, in request order.
@@ -466,7 +483,7 @@ fn validate(
     }
     let kind = kinds.lookup(&spec.kind).ok_or_else(|| SpecError {
         kind: SpecErrorKind::UnknownKind,
-        message: format!("no handler is registered for kind '{}'", spec.kind),
+        message: unknown_kind(&spec.kind, &kinds.names()),
         field: Some("kind".into()),
     })?;
     let queue = validate_queue(spec.queue.as_deref())?;
@@ -524,9 +541,9 @@ fn validate(
     let group = spec.group.map(|g| validate_flow_name("group", &g).map(|()| Arc::from(g)));
     let group = group.transpose()?;
     let payload = spec.payload.unwrap_or_else(json_null);
-    kinds.check_payload(&kind, &payload).map_err(|why| {
-        SpecError::invalid("payload", format!("invalid payload for kind '{kind}': {why}"))
-    })?;
+    kinds
+        .check_payload(&kind, &payload)
+        .map_err(|why| SpecError::invalid("payload", crate::wording::payload_error(&kind, &why)))?;
     Ok(NewJob {
         id,
         kind,

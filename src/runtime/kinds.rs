@@ -38,6 +38,15 @@ impl KindLookup for SubmitKinds {
         // Kinds without a handler here pass unchecked.
         self.registry.check_payload(kind, payload)
     }
+
+    fn names(&self) -> Vec<Arc<str>> {
+        let mut names: Vec<Arc<str>> = self.registry.kinds().to_vec();
+        names.extend(self.cluster.names());
+        names.extend(self.accepted.values().cloned());
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
 }
 
 #[cfg(test)]

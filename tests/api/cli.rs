@@ -9,6 +9,12 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 async fn jobyard(args: &[&str], env: &[(&str, &str)]) -> Output {
+    // A scratch directory, so no `.env.local` of the developer's is read.
+    jobyard_in(&std::env::temp_dir(), args, env).await
+}
+
+/// `jobyard` run in `dir` (where it reads `.env.local`).
+async fn jobyard_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobyard"));
     command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     // Coverage runs collect the child's profile too.
@@ -18,8 +24,7 @@ async fn jobyard(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (name, value) in env {
         command.env(name, value);
     }
-    // A scratch directory, so no `.env.local` of the developer's is read.
-    command.current_dir(std::env::temp_dir());
+    command.current_dir(dir);
     within(DEADLINE, command.output()).await.expect("command ends in time").expect("command runs")
 }
 
@@ -384,4 +389,26 @@ async fn a_submit_answered_503_is_retried_without_a_second_job() {
     let listed = app.get("/v1/jobs?limit=10").await.body;
     let ids: Vec<&Value> = listed["jobs"].as_array().unwrap().iter().map(|j| &j["id"]).collect();
     assert_eq!(ids, vec![&job["id"]], "one job, the one printed");
+}
+
+#[actix_web::test]
+async fn check_points_at_a_bad_env_file_line_and_a_misspelt_variable() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = "JOBYARD_ADDR=127.0.0.1:0\n# a comment\nJOBYARD_LEASE_MS 5000\n";
+    std::fs::write(dir.path().join(".env.local"), file).unwrap();
+    let out = jobyard_in(dir.path(), &["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let said = stderr(&out);
+    assert!(said.contains("line 3, column 18: 'JOBYARD_LEASE_MS 5000'"), "{said}");
+
+    std::fs::write(dir.path().join(".env.local"), "JOBYARD_ADDR=127.0.0.1:0\n").unwrap();
+    let out = jobyard_in(dir.path(), &["check"], &[("JOBYARD_CONCURENCY", "4")]).await;
+    assert!(out.status.success(), "a warning, not a failure: {}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(
+            "JOBYARD_CONCURENCY is not a variable jobyard reads; did you mean JOBYARD_CONCURRENCY?"
+        ),
+        "{said}"
+    );
 }

@@ -547,3 +547,84 @@ async fn a_cancel_that_arrives_while_the_claim_is_in_flight_is_not_lost() {
     let done = app.wait_terminal(&id).await;
     assert_eq!(done["status"], "cancelled");
 }
+
+/// Each message says the field, what it allows and what was sent, in the API's words: never a
+/// Rust type, a parser's position or a caret diagram.
+#[actix_web::test]
+async fn every_400_says_what_is_allowed_in_the_apis_words() {
+    let app = spawn_app().await;
+    let post = |body: Value| app.post("/v1/jobs", body);
+    let cases: Vec<(Resp, &str, &[&str])> = vec![
+        (
+            post(json!({"kind": "noop", "priority": 1e20})).await,
+            "priority",
+            &["priority must be an integer from -1000 to 1000", "got 1e+20"],
+        ),
+        (
+            post(json!({"kind": "noop", "delay_ms": -5})).await,
+            "delay_ms",
+            &["delay_ms must be a whole number of milliseconds", "got -5"],
+        ),
+        (
+            post(json!({"kind": "noop", "max_attempts": "3"})).await,
+            "max_attempts",
+            &["max_attempts must be an integer from 1 to 100", "got \"3\""],
+        ),
+        (
+            post(json!({"kind": "sleep"})).await,
+            "payload",
+            &["the payload of kind 'sleep' must be a JSON object; got null"],
+        ),
+        (
+            post(json!({"kind": "sleep", "payload": {}})).await,
+            "payload",
+            &["the payload of kind 'sleep': ms is required"],
+        ),
+        (
+            post(json!({"kind": "noop", "run_at": "tomorrow"})).await,
+            "run_at",
+            &["run_at must be an RFC 3339 date-time such as 2026-12-24T18:00:00Z"],
+        ),
+        (
+            post(json!({"kind": "nope"})).await,
+            "kind",
+            &["no handler is registered for kind 'nope'; the kinds accepted are fail, http, noop, sleep"],
+        ),
+        (
+            post(json!({"kind": "noop", "backoff": {"kind": "linear"}})).await,
+            "backoff.kind",
+            &["unknown field 'kind'; the fields are initial_ms, max_ms, multiplier, jitter"],
+        ),
+        (
+            app.get("/v1/jobs/01a2529b-e49b-74b9-bb1d-735d1c8999e0/wait?timeout_ms=soon").await,
+            "timeout_ms",
+            &["timeout_ms must be a whole number (0 or more); got 'soon'"],
+        ),
+        (
+            app.put("/v1/schedules/s", json!({"cron": "0 0 25 * * *", "job": {"kind": "noop"}})).await,
+            "cron",
+            &["the hours field '25' is not valid (0-23"],
+        ),
+        (
+            app.put("/v1/schedules/s", json!({"cron": "* * *", "job": {"kind": "noop"}})).await,
+            "cron",
+            &["it has 3 fields; expected 6 fields"],
+        ),
+        (
+            app.put("/v1/limits/l", json!({"rate": {"tokens": "many", "per_ms": 1000}})).await,
+            "rate.tokens",
+            &["tokens must be an integer from 1 to", "got \"many\""],
+        ),
+    ];
+    for (resp, field, says) in cases {
+        assert_eq!(resp.status, 400, "{}", resp.body);
+        assert_eq!(resp.body["error"]["field"], field, "{}", resp.body);
+        let message = resp.body["error"]["message"].as_str().expect("a message");
+        for said in says {
+            assert!(message.contains(said), "{field}: {message:?} should say {said:?}");
+        }
+        for rust in ["i32", "u32", "u64", "struct ", " at line ", "^", "Query deserialize"] {
+            assert!(!message.contains(rust), "{field}: {message:?} names {rust:?}");
+        }
+    }
+}
