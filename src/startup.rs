@@ -17,7 +17,7 @@ use crate::runtime::{Runtime, RuntimeBuilder, RuntimeError};
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// The HTTP listener cannot be bound or set up.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({source}); set JOBYARD_ADDR to a free address (port 0 takes any free port)")]
     Bind {
         /// The address asked for (`JOBYARD_ADDR`).
         addr: String,

@@ -20,15 +20,9 @@ pub async fn check(config: &Config) -> ExitCode {
     println!("  queue backend:  {}", config.queue_backend_name());
     println!("  cache backend:  {}", config.cache_backend.as_str());
     println!("  concurrency:    {}", config.concurrency);
-    if let Err(err) = std::net::TcpListener::bind(&config.addr) {
-        return fail(
-            1,
-            format!(
-                "cannot listen on {} ({err}); set JOBYARD_ADDR to a free address (port 0 takes \
-                 any free port)",
-                config.addr
-            ),
-        );
+    if let Err(source) = std::net::TcpListener::bind(&config.addr) {
+        let addr = config.addr.clone();
+        return fail(1, crate::startup::StartupError::Bind { addr, source });
     }
     check_redis(config).await
 }

@@ -412,3 +412,19 @@ async fn check_points_at_a_bad_env_file_line_and_a_misspelt_variable() {
         "{said}"
     );
 }
+
+#[actix_web::test]
+async fn a_busy_port_names_the_variable_to_change() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for command in ["serve", "check"] {
+        let out = jobyard(&[command], &[("JOBYARD_ADDR", addr.as_str())]).await;
+        assert!(!out.status.success(), "{command} on a busy port fails");
+        let said = stderr(&out);
+        assert_eq!(said.trim().lines().count(), 1, "{command}: {said}");
+        assert!(
+            said.contains(&format!("cannot listen on {addr}")) && said.contains("set JOBYARD_ADDR"),
+            "{command}: {said}"
+        );
+    }
+}
