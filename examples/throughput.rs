@@ -5,6 +5,7 @@
 //! cargo run --release --example throughput -- --backend memory --latency
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example throughput -- --backend redis --jobs 100000
 //! cargo run --release --example throughput -- --backend memory --limit   # every job under a limit
+//! cargo run --release --example throughput -- --backend memory --metrics # recording metrics
 //! ```
 //! Throughput: submits `--jobs` `noop` jobs in batches of `--batch` through the runtime's
 //! client, and measures from the first submit until the last job has succeeded. Latency: on an
@@ -70,6 +71,10 @@ struct Args {
     /// concurrency of a million, never exhausted): what checking and counting a limit costs.
     #[arg(long)]
     limit: bool,
+    /// Record metrics into the Prometheus recorder, as `serve` does (without it, the metrics
+    /// macros find no recorder and cost next to nothing): what recording costs.
+    #[arg(long)]
+    metrics: bool,
 }
 
 /// Nanoseconds since `EPOCH` at which the last probe started.
@@ -94,6 +99,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if args.log {
         jobyard::telemetry::init(jobyard::config::LogFormat::Text);
+    }
+    if args.metrics {
+        jobyard::telemetry::prometheus::install().ok_or("a metrics recorder is installed")?;
     }
     let mut config = Config { concurrency: args.concurrency, ..Config::default() };
     if let Some(threads) = args.threads {

@@ -146,6 +146,8 @@ impl Server {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr: config.addr.clone(), source })?
             .port();
+        // Before the runtime starts, so that the metrics it registers go to this recorder.
+        crate::telemetry::prometheus::install();
         let runtime = runtime.config(config.clone()).connect().await?;
         let client = runtime.client().clone();
         let settings = ApiSettings::from(&config);

@@ -24,6 +24,7 @@ use crate::job::handler::{Flow, HoldSink, RecordLookup};
 use crate::job::spec::MAX_DELAY_MS;
 use crate::job::{Extensions, JobContext, JobError, JobId, JobRecord, Json, Registry};
 use crate::queue::{Claim, Claimed, Completion, LeaseRef, LeaseState, Outcome};
+use crate::telemetry::jobs::{self as meters, JobMeters};
 use crate::telemetry::Escaped;
 
 use super::executor::{AttemptsEnded, Blocking, Ending, Executors, Start};
@@ -116,6 +117,9 @@ struct Running {
     lease: LeaseRef,
     slot: Arc<str>,
     kind: Arc<str>,
+    queue: Arc<str>,
+    /// When the attempt was handed to its thread (for the run-time histogram).
+    started: Instant,
     attempt: u32,
     max_attempts: u32,
     backoff: crate::job::Backoff,
@@ -196,6 +200,8 @@ pub struct WorkerPool {
     blocking: BTreeMap<String, u64>,
     /// Where handlers' limit holds go.
     holds: HoldSink,
+    /// Attempts started and ended, per kind and queue.
+    meters: JobMeters,
 }
 
 impl WorkerPool {
@@ -208,6 +214,7 @@ impl WorkerPool {
             executors,
             stopping: HashMap::new(),
             ran_kinds: HashSet::new(),
+            meters: JobMeters::default(),
             blocking: BTreeMap::new(),
             queue,
             kinds,
@@ -482,8 +489,16 @@ impl WorkerPool {
             cancel_requested,
             depends_on,
             limits,
+            queue: job_queue,
+            created_at,
+            run_at,
             ..
         } = record;
+        // Waiting since it was due: its run time (a delay or a retry's backoff), else its
+        // creation (a job that waited for dependencies counts that time too).
+        let due = run_at.map_or(created_at, |at| at.max(created_at));
+        let waited = (self.settings.clock.now() - due).to_std().unwrap_or_default();
+        self.meters.started(&kind, &job_queue, waited);
         let slot = match worker.and_then(|w| self.free.iter().position(|s| *s == w)) {
             Some(at) => self.free.swap_remove(at),
             // The backend named a slot we do not have free (cannot happen with a well-behaved
@@ -531,6 +546,8 @@ impl WorkerPool {
                 lease,
                 slot,
                 kind,
+                queue: job_queue,
+                started: Instant::now(),
                 attempt: attempts,
                 max_attempts,
                 backoff,
@@ -623,6 +640,13 @@ impl WorkerPool {
     /// Records how an attempt ended, to be sent with the next batch of completions.
     fn record(&mut self, run: Running, outcome: Outcome, ctx: &mut Context<Self>) {
         let id = run.lease.id;
+        let ending = match &outcome {
+            Outcome::Succeeded(_) => meters::Ending::Succeeded,
+            Outcome::Failed { retry_at: Some(_), .. } => meters::Ending::Retried,
+            Outcome::Failed { retry_at: None, .. } => meters::Ending::Failed,
+            Outcome::Cancelled(_) => meters::Ending::Cancelled,
+        };
+        self.meters.ended(&run.kind, &run.queue, run.started.elapsed(), ending);
         match &outcome {
             Outcome::Succeeded(_) => {
                 tracing::debug!(job_id = %id, kind = %run.kind, "attempt succeeded")

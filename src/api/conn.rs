@@ -72,6 +72,7 @@ pub fn serve(
     let builder = builder.listen(format!("jobyard-http-{addr}"), listener, move || {
         let routes = routes.clone();
         let app = App::new()
+            .wrap(actix_web::middleware::from_fn(super::metrics::record_request))
             .configure(move |cfg| routes(cfg))
             .configure(super::configure(client.clone(), settings.clone()));
         let graceful = graceful.clone();

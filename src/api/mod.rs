@@ -12,6 +12,7 @@ mod health;
 mod instances;
 mod jobs;
 pub(crate) mod limits;
+mod metrics;
 mod schedules;
 
 use actix_web::dev::{AppService, HttpServiceFactory};
@@ -94,6 +95,7 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
             .app_data(extract::path_config())
             .service(Routes::new("/health").get(health::health))
             .service(Routes::new("/ready").get(health::ready))
+            .service(Routes::new("/metrics").get(metrics::metrics))
             .service(
                 web::scope("/v1")
                     .wrap(middleware::from_fn(auth::require_token))

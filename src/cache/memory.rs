@@ -162,7 +162,7 @@ impl MemoryCache {
     fn set_timed(&self, key: String, entry: Entry) {
         let started = Instant::now();
         self.store(key, Arc::new(entry));
-        self.metrics.set_latency.record(started.elapsed());
+        self.metrics.latency.set(started.elapsed());
     }
 
     /// The counters this layer keeps (shared with a Redis backend using it as its L1).
@@ -288,7 +288,7 @@ impl Cache for MemoryCache {
         let started = Instant::now();
         self.note_read(key);
         let found = self.lookup(key);
-        self.metrics.get_latency.record(started.elapsed());
+        self.metrics.latency.get(started.elapsed());
         found
     }
 
@@ -342,8 +342,6 @@ impl Cache for MemoryCache {
             memory,
             #[cfg(feature = "redis")]
             redis: None,
-            get_latency: self.metrics.get_latency.snapshot(),
-            set_latency: self.metrics.set_latency.snapshot(),
         }
     }
 

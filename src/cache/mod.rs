@@ -34,7 +34,7 @@ use crate::redis::{RedisClient, RedisStats};
 
 pub use hot::HotKeys;
 pub use memory::MemoryCache;
-pub use metrics::{CacheMetrics, HistogramSnapshot};
+pub use metrics::CacheMetrics;
 #[cfg(feature = "redis")]
 pub use redis::{Layering, RedisCache};
 
@@ -359,10 +359,6 @@ pub struct CacheStats {
     #[cfg(feature = "redis")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisLayerStats>,
-    /// Latency of reads ([`Cache::get`]).
-    pub get_latency: HistogramSnapshot,
-    /// Latency of writes ([`Cache::set`]).
-    pub set_latency: HistogramSnapshot,
 }
 
 /// The cache interface every backend implements.

@@ -286,7 +286,7 @@ impl RedisCache {
                 self.memory.insert(key, Arc::new(entry));
             }
         }
-        self.metrics().set_latency.record(started.elapsed());
+        self.metrics().latency.set(started.elapsed());
     }
 
     async fn store(&self, key: &str, entry: &Entry, announce: bool) -> Result<(), RedisError> {
@@ -427,7 +427,7 @@ impl Cache for RedisCache {
             },
         };
         bump(if found.is_some() { &self.metrics().hits } else { &self.metrics().misses });
-        self.metrics().get_latency.record(started.elapsed());
+        self.metrics().latency.get(started.elapsed());
         found
     }
 
@@ -571,8 +571,6 @@ impl Cache for RedisCache {
                 warmed: read(&metrics.warmed),
                 link: self.redis.stats(),
             }),
-            get_latency: metrics.get_latency.snapshot(),
-            set_latency: metrics.set_latency.snapshot(),
         }
     }
 

@@ -477,7 +477,11 @@ impl Client {
         batch: bool,
     ) -> Result<Vec<SubmitResult>, RuntimeError> {
         let jobs = plan(specs, batch, &*self.kinds, &self.defaults, self.now())?;
-        Ok(self.call(Submit(jobs)).await??.jobs)
+        let submitted = self.call(Submit(jobs)).await??.jobs;
+        for job in submitted.iter().filter(|job| job.created) {
+            crate::telemetry::jobs::submitted(&job.record.kind, &job.record.queue);
+        }
+        Ok(submitted)
     }
 
     /// The job as it is now.
@@ -510,7 +514,11 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, RuntimeError> {
-        Ok(self.call(Cancel(id)).await??)
+        let outcome = self.call(Cancel(id)).await??;
+        if let CancelOutcome::Cancelled(job) = &outcome {
+            crate::telemetry::jobs::cancelled_before_running(&job.kind, &job.queue);
+        }
+        Ok(outcome)
     }
 
     /// Lists jobs, newest first.

@@ -8,6 +8,9 @@
 
 use std::fmt::{self, Write as _};
 
+pub mod jobs;
+#[cfg(feature = "server")]
+pub mod prometheus;
 pub mod repeated;
 #[cfg(feature = "server")]
 mod subscriber;

@@ -176,7 +176,6 @@ async fn stats_count_hits_and_misses(cache: &dyn Cache) {
     assert_eq!(after.hits - before.hits, 1);
     assert_eq!(after.misses - before.misses, 1);
     assert!(after.hit_ratio > 0.0);
-    assert_eq!(after.get_latency.count - before.get_latency.count, 2);
     assert_eq!(after.backend, cache.backend());
 }
 

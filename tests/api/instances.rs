@@ -1101,3 +1101,80 @@ async fn a_redis_outage_logs_each_kind_of_warning_once_then_counts_them() {
         .sum();
     assert!(counted >= refused - 1, "{counted} counted of {refused} refused:\n{log}");
 }
+
+/// The samples of a Prometheus text scrape, by `name{labels}` as written.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn metrics_count_what_the_instance_did() {
+    let redis = TestRedis::start();
+    let mut server = Instance::launch(&redis, &prefix("metrics"), &[("JOBYARD_CONCURRENCY", "4")]);
+    server.until_ready().await;
+    let mut jobs = vec![json!({"kind": "noop"}); 5];
+    jobs.extend(vec![json!({"kind": "fail", "payload": {"retryable": false}}); 2]);
+    jobs.push(json!({"kind": "fail", "payload": {"times": 1}, "backoff": {"initial_ms": 1, "jitter": false}}));
+    let ids: Vec<String> = server.submit_batch(jobs).await.iter().map(id_of).collect();
+    let delayed = server.post("/v1/jobs", json!({"kind": "noop", "delay_ms": 600000})).await;
+    let cancel = server.post(&format!("/v1/jobs/{}/cancel", id_of(&delayed.body)), json!({})).await;
+    assert_eq!(cancel.status, 200, "{}", cancel.body);
+    for id in &ids {
+        eventually(DEADLINE, "the job ends", || async {
+            is_terminal(&server.job(id).await).then_some(())
+        })
+        .await;
+    }
+    let mut scrape =
+        server.http.get(format!("{}/metrics", server.base)).send().await.expect("scrape");
+    assert_eq!(scrape.status().as_u16(), 200);
+    let text = String::from_utf8(scrape.body().limit(1 << 20).await.unwrap().to_vec()).unwrap();
+    let found = samples(&text);
+    let value = |series: &str| {
+        found.get(series).copied().unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+    };
+    let noop = r#"{kind="noop",queue="default"}"#;
+    let fail = r#"{kind="fail",queue="default"}"#;
+    assert_eq!(
+        value(&format!("jobyard_jobs_submitted_total{noop}")),
+        6.0,
+        "5 in the batch, 1 delayed"
+    );
+    assert_eq!(value(&format!("jobyard_jobs_submitted_total{fail}")), 3.0);
+    assert_eq!(value(&format!("jobyard_jobs_started_total{noop}")), 5.0);
+    assert_eq!(value(&format!("jobyard_jobs_succeeded_total{noop}")), 5.0);
+    assert_eq!(value(&format!("jobyard_jobs_started_total{fail}")), 4.0, "one retried");
+    assert_eq!(value(&format!("jobyard_jobs_failed_total{fail}")), 2.0);
+    assert_eq!(value(&format!("jobyard_jobs_retried_total{fail}")), 1.0);
+    assert_eq!(value(&format!("jobyard_jobs_succeeded_total{fail}")), 1.0);
+    assert_eq!(value(&format!("jobyard_jobs_cancelled_total{noop}")), 1.0, "the delayed one");
+    assert_eq!(value(r#"jobyard_job_run_seconds_count{kind="noop"}"#), 5.0);
+    assert_eq!(value(r#"jobyard_job_queue_wait_seconds_count{kind="fail"}"#), 4.0);
+    assert!(
+        found.contains_key(r#"jobyard_job_run_seconds_bucket{kind="noop",le="0.001"}"#),
+        "{text}"
+    );
+    assert_eq!(value(r#"jobyard_queue_jobs{queue="default",state="succeeded"}"#), 6.0);
+    assert_eq!(value(r#"jobyard_queue_jobs{queue="default",state="failed"}"#), 2.0);
+    assert_eq!(value(r#"jobyard_queue_jobs{queue="default",state="cancelled"}"#), 1.0);
+    assert_eq!(value("jobyard_workers_total"), 4.0);
+    assert_eq!(value("jobyard_redis_up"), 1.0);
+    assert!(value(r#"jobyard_cache_hits_total{layer="redis"}"#) >= 0.0);
+    let batches =
+        r#"jobyard_http_requests_total{route="/v1/jobs/batch",method="POST",status="201"}"#;
+    assert_eq!(value(batches), 1.0);
+    let reads = r#"jobyard_http_requests_total{route="/v1/jobs/{id}",method="GET",status="200"}"#;
+    assert!(value(reads) >= 8.0, "by route template, not by path");
+    // Every family says what it is.
+    for family in
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap())
+    {
+        assert!(text.contains(&format!("# HELP {family} ")), "{family} has no HELP");
+    }
+}

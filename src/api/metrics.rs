@@ -1,0 +1,58 @@
+//! `GET /metrics` (Prometheus text format) and the HTTP request metrics: requests by route
+//! template (never the raw path, whose ids would make a series per job), method and status,
+//! with a latency histogram.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+
+use super::ApiError;
+use crate::runtime::Client;
+
+/// The route a request matched (`/v1/jobs/{id}`), or `unmatched`.
+fn route_of(pattern: Option<String>) -> String {
+    pattern.unwrap_or_else(|| "unmatched".to_owned())
+}
+
+/// Counts each request and times it, by route template, method and status.
+pub async fn record_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let answered = next.call(req).await;
+    let (route, status) = match &answered {
+        Ok(res) => (route_of(res.request().match_pattern()), res.status()),
+        // An error a middleware answered (a 401): its route is not known yet.
+        Err(err) => ("unmatched".to_owned(), err.as_response_error().status_code()),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = status.as_u16().to_string();
+    metrics::counter!("jobyard_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("jobyard_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(elapsed);
+    answered
+}
+
+/// The metrics, in Prometheus text format.
+pub async fn metrics(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
+    let Some(handle) = crate::telemetry::prometheus::install() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this program installed its own metrics recorder: read the metrics there",
+        ));
+    };
+    // A queue that does not answer still leaves the process's own metrics worth reading.
+    let text = match client.stats().await {
+        Ok(stats) => crate::telemetry::prometheus::render(&handle, &stats),
+        Err(_) => handle.render(),
+    };
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
+}
