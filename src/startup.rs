@@ -148,6 +148,9 @@ impl Server {
             .port();
         // Before the runtime starts, so that the metrics it registers go to this recorder.
         crate::telemetry::prometheus::install();
+        if let Some(url) = &config.otlp_traces_endpoint {
+            crate::telemetry::otlp::start(url.clone(), config.service_name.clone());
+        }
         let runtime = runtime.config(config.clone()).connect().await?;
         let client = runtime.client().clone();
         let settings = ApiSettings::from(&config);

@@ -336,6 +336,7 @@ fn new_record(id: JobId, kind: &str) -> JobRecord {
         limits: crate::job::spec::no_limits(),
         cost: 1,
         group: None,
+        trace: Default::default(),
     };
     job.into_record(JobStatus::Queued, Utc::now())
 }

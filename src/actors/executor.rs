@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use actix_rt::Arbiter;
@@ -33,8 +33,10 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::resilient::panic_text;
+use crate::job::trace::TraceContext;
 use crate::job::{JobContext, JobError, JobId, Json, Registry};
 use crate::queue::LeaseRef;
+use crate::telemetry::spans::{self, FinishedSpan, SpanKind};
 
 /// How an attempt's task ended.
 pub enum Ending {
@@ -60,6 +62,9 @@ pub struct Start {
     /// The attempt's number, for its log span (made on the thread that runs it, where it
     /// also closes: a span crossing threads costs the log subscriber several times more).
     pub attempt: u32,
+    /// The job's trace: its id goes on the attempt's log span, and the attempt's own span is
+    /// exported as a child of the submit's when an exporter runs.
+    pub trace: Option<TraceContext>,
     /// Lets the pool drop the attempt's task (after the cancel grace, a lost lease, shutdown).
     pub abort: AbortRegistration,
 }
@@ -246,10 +251,51 @@ impl Drop for Executors {
     }
 }
 
+/// The exported span of an attempt that started at `start` and ended now, child of its
+/// submit's span.
+fn attempt_span(
+    trace: TraceContext,
+    start: SystemTime,
+    kind: &str,
+    lease: LeaseRef,
+    attempt: u32,
+    ending: &Ending,
+) -> FinishedSpan {
+    let error = match ending {
+        Ending::Returned(Ok(_)) => None,
+        Ending::Returned(Err(err)) => Some(err.to_string()),
+        Ending::Panicked(message) => Some(format!("handler panicked: {message}")),
+        Ending::TimedOut => Some("timed out".to_owned()),
+        Ending::Aborted => Some("aborted".to_owned()),
+    };
+    FinishedSpan {
+        trace_id: trace.trace_id,
+        span_id: trace.child().span_id,
+        parent: Some(trace.span_id),
+        name: format!("job {kind}"),
+        kind: SpanKind::Consumer,
+        start,
+        end: SystemTime::now(),
+        attributes: vec![
+            ("job.id", lease.id.to_string()),
+            ("job.kind", kind.to_owned()),
+            ("job.attempt", attempt.to_string()),
+        ],
+        error,
+    }
+}
+
 /// Starts one attempt as a task of this thread. Runs on the executor thread.
 fn run(start: Start, registry: &Registry, watch: &Arc<Watch>, pool: &Rc<Recipient<AttemptsEnded>>) {
-    let Start { lease, kind, payload, ctx, timeout, attempt, abort } = start;
-    let span = tracing::info_span!("job", job_id = %lease.id, kind = %kind, attempt);
+    let Start { lease, kind, payload, ctx, timeout, attempt, trace, abort } = start;
+    let span = match &trace {
+        Some(trace) => tracing::info_span!(
+            "job", job_id = %lease.id, kind = %kind, attempt, trace_id = %trace.trace_id
+        ),
+        None => tracing::info_span!("job", job_id = %lease.id, kind = %kind, attempt),
+    };
+    let exported = trace.filter(|_| spans::exporting()).map(|trace| (trace, SystemTime::now()));
+    let span_kind = kind.clone();
     // Building the handler's future runs none of its code, but a panic here must not take
     // the thread down: it fails the attempt like any panic.
     let built = catch_unwind(AssertUnwindSafe(|| registry.start(&kind, payload, ctx)));
@@ -268,6 +314,9 @@ fn run(start: Start, registry: &Registry, watch: &Arc<Watch>, pool: &Rc<Recipien
                 }
             }
         };
+        if let Some((trace, start)) = exported {
+            spans::record(attempt_span(trace, start, &span_kind, lease, attempt, &ending));
+        }
         report(&report_watch, &report_to, lease, ending);
     };
     let watched = Watched {
@@ -440,6 +489,7 @@ mod tests {
             ctx,
             timeout: Duration::from_secs(1),
             attempt: 1,
+            trace: None,
             abort,
         }
     }

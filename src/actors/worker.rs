@@ -492,6 +492,7 @@ impl WorkerPool {
             queue: job_queue,
             created_at,
             run_at,
+            trace,
             ..
         } = record;
         // Waiting since it was due: its run time (a delay or a retry's backoff), else its
@@ -535,6 +536,7 @@ impl WorkerPool {
                 ctx: job_ctx,
                 timeout: Duration::from_millis(timeout_ms),
                 attempt: attempts,
+                trace,
                 abort: registration,
             },
             pack,

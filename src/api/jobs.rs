@@ -1,7 +1,7 @@
 //! `/v1/jobs`: submit (one or a batch), read (with `ETag`/`Last-Modified` and 304), long-poll
 //! wait, list and cancel.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,9 +12,11 @@ use super::conditional::{not_modified, validators};
 use super::extract::JsonBody;
 use super::ApiError;
 use crate::cache::etag_of;
+use crate::job::trace::{SpanId, TraceContext};
 use crate::job::{JobId, JobRecord, JobSpec, JobStatus};
 use crate::queue::{CancelOutcome, ListQuery};
 use crate::runtime::Client;
+use crate::telemetry::spans::{self, FinishedSpan, SpanKind};
 
 /// Longest long poll.
 pub const MAX_WAIT_MS: u64 = 60_000;
@@ -60,29 +62,85 @@ fn refuse_while_draining(client: &Client) -> Result<(), ApiError> {
 }
 
 pub async fn submit(
+    req: HttpRequest,
     client: web::Data<Client>,
-    JsonBody(spec): JsonBody<JobSpec>,
+    JsonBody(mut spec): JsonBody<JobSpec>,
 ) -> Result<HttpResponse, ApiError> {
     refuse_while_draining(&client)?;
-    let submitted = client.submit_spec(spec).await?;
+    let span = SubmitSpan::begin(&req, "POST /v1/jobs");
+    spec.trace = Some(span.trace);
+    let submitted = client.submit_spec(spec).await.map_err(ApiError::from);
+    let submitted = span.end(submitted)?;
     let record = submitted.record;
-    if submitted.created {
-        Ok(HttpResponse::Created()
-            .insert_header((header::LOCATION, format!("/v1/jobs/{}", record.id)))
-            .json(record))
+    let mut answer = if submitted.created {
+        let mut created = HttpResponse::Created();
+        created.insert_header((header::LOCATION, format!("/v1/jobs/{}", record.id)));
+        created
     } else {
-        Ok(HttpResponse::Ok().json(record))
-    }
+        HttpResponse::Ok()
+    };
+    answer.insert_header(("traceparent", span.trace.traceparent()));
+    Ok(answer.json(record))
 }
 
 pub async fn submit_batch(
+    req: HttpRequest,
     client: web::Data<Client>,
-    JsonBody(batch): JsonBody<BatchRequest>,
+    JsonBody(mut batch): JsonBody<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     refuse_while_draining(&client)?;
-    let jobs: Vec<JobRecord> =
-        client.submit_batch(batch.jobs).await?.into_iter().map(|s| s.record).collect();
-    Ok(HttpResponse::Created().json(json!({ "jobs": jobs })))
+    let span = SubmitSpan::begin(&req, "POST /v1/jobs/batch");
+    for spec in &mut batch.jobs {
+        spec.trace = Some(span.trace);
+    }
+    let submitted = client.submit_batch(batch.jobs).await.map_err(ApiError::from);
+    let jobs: Vec<JobRecord> = span.end(submitted)?.into_iter().map(|s| s.record).collect();
+    Ok(HttpResponse::Created()
+        .insert_header(("traceparent", span.trace.traceparent()))
+        .json(json!({ "jobs": jobs })))
+}
+
+/// The span of a submit: it joins the caller's trace (`traceparent`) or starts one; the jobs
+/// it creates keep its ids, and their attempts' spans are its children.
+struct SubmitSpan {
+    trace: TraceContext,
+    parent: Option<SpanId>,
+    name: &'static str,
+    start: SystemTime,
+}
+
+impl SubmitSpan {
+    fn begin(req: &HttpRequest, name: &'static str) -> Self {
+        let incoming = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::from_traceparent);
+        SubmitSpan {
+            trace: incoming.map_or_else(TraceContext::new, |t| t.child()),
+            parent: incoming.map(|t| t.span_id),
+            name,
+            start: SystemTime::now(),
+        }
+    }
+
+    /// Exports the span (when an exporter runs) with how the submit ended.
+    fn end<T>(&self, result: Result<T, ApiError>) -> Result<T, ApiError> {
+        if spans::exporting() {
+            spans::record(FinishedSpan {
+                trace_id: self.trace.trace_id,
+                span_id: self.trace.span_id,
+                parent: self.parent,
+                name: self.name.to_owned(),
+                kind: SpanKind::Server,
+                start: self.start,
+                end: SystemTime::now(),
+                attributes: Vec::new(),
+                error: result.as_ref().err().map(ToString::to_string),
+            });
+        }
+        result
+    }
 }
 
 pub async fn get(

@@ -238,6 +238,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How log lines are written (`JOBYARD_LOG_FORMAT`: `text` or `json`, default `text`).
     pub log_format: LogFormat,
+    /// Where the server exports trace spans (OTLP/HTTP JSON): the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`;
+    /// `None` exports nothing.
+    pub otlp_traces_endpoint: Option<String>,
+    /// The `service.name` of exported spans (`OTEL_SERVICE_NAME`, default `jobyard`).
+    pub service_name: String,
 }
 
 /// The cores this process may use: the default number of handler threads.
@@ -428,6 +434,11 @@ impl Config {
             )? as usize,
             data_dir: PathBuf::from(var("JOBYARD_DATA_DIR").unwrap_or_else(|| "./data".into())),
             log_format,
+            otlp_traces_endpoint: otlp_endpoint(
+                var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+                var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            )?,
+            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "jobyard".into()),
         })
     }
 }
@@ -435,6 +446,25 @@ impl Config {
 /// Where the client commands find the server when `JOBYARD_URL` does not say (where `serve`
 /// listens by default).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// The OTLP traces URL from the two standard variables (the traces one is a whole URL, the
+/// other a base to which `/v1/traces` is appended).
+fn otlp_endpoint(
+    traces: Option<String>,
+    base: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let (var, url) = match (traces, base) {
+        (Some(url), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url),
+        (None, Some(base)) => {
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("{}/v1/traces", base.trim_end_matches('/')))
+        }
+        (None, None) => return Ok(None),
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid(var, &url, "expected an http:// or https:// URL"));
+    }
+    Ok(Some(url))
+}
 
 /// Every variable the configuration reads (a test checks this list against what
 /// [`Config::from_lookup`] asks for).
@@ -467,6 +497,9 @@ pub const VARIABLES: &[&str] = &[
     "JOBYARD_SHUTDOWN_GRACE_MS",
     "JOBYARD_URL",
     "JOBYARD_WORKER_THREADS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SERVICE_NAME",
 ];
 
 /// A warning for each `JOBYARD_*` variable among `names` that jobyard does not read (a typo

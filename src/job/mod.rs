@@ -5,6 +5,7 @@ pub mod handler;
 pub(crate) mod non_null;
 pub mod record;
 pub mod spec;
+pub mod trace;
 
 pub use handler::{Extensions, Job, JobContext, JobError, Registry};
 pub use record::{Backoff, FailedAttempt, JobId, JobRecord, JobStatus, Json, NoOutput};

@@ -315,6 +315,10 @@ pub struct JobRecord {
     /// Its group, for fair share within its queue and priority.
     #[serde(default)]
     pub group: Option<Arc<str>>,
+    /// The trace it belongs to and the span of its submit (`None` for jobs stored before
+    /// traces were kept).
+    #[serde(default)]
+    pub trace: Option<crate::job::trace::TraceContext>,
     /// When the job was submitted.
     pub created_at: DateTime<Utc>,
     /// When its record last changed.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::non_null;
 use super::record::{json_null, Backoff, JobId, JobRecord, JobStatus, Json};
+use super::trace::TraceContext;
 
 /// Longest accepted `kind`, in bytes.
 pub const MAX_KIND_BYTES: usize = 128;
@@ -168,6 +169,10 @@ pub struct JobSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub reference: Option<String>,
+    /// The trace the job joins (from a submit's `traceparent` header): not part of the JSON
+    /// spec. A job submitted without one starts a trace of its own.
+    #[serde(skip)]
+    pub trace: Option<TraceContext>,
 }
 
 impl JobSpec {
@@ -208,6 +213,8 @@ pub struct NewJob {
     pub cost: u32,
     /// Its group, for fair share within its queue and priority.
     pub group: Option<Arc<str>>,
+    /// Its trace, and the span of the submit that created it.
+    pub trace: TraceContext,
 }
 
 impl NewJob {
@@ -235,6 +242,7 @@ impl NewJob {
             limits: self.limits,
             cost: self.cost,
             group: self.group,
+            trace: Some(self.trace),
             created_at: now,
             updated_at: now,
             started_at: None,
@@ -559,6 +567,7 @@ fn validate(
         limits,
         cost,
         group,
+        trace: spec.trace.unwrap_or_default(),
     })
 }
 

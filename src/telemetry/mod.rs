@@ -10,8 +10,11 @@ use std::fmt::{self, Write as _};
 
 pub mod jobs;
 #[cfg(feature = "server")]
+pub mod otlp;
+#[cfg(feature = "server")]
 pub mod prometheus;
 pub mod repeated;
+pub mod spans;
 #[cfg(feature = "server")]
 mod subscriber;
 

@@ -1178,3 +1178,83 @@ async fn metrics_count_what_the_instance_did() {
         assert!(text.contains(&format!("# HELP {family} ")), "{family} has no HELP");
     }
 }
+
+/// A loopback OTLP/HTTP receiver keeping every span it is sent.
+async fn otlp_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let spans: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let kept = spans.clone();
+    let server = HttpServer::new(move || {
+        let kept = kept.clone();
+        App::new().route(
+            "/v1/traces",
+            web::post().to(move |body: web::Json<Value>| {
+                let kept = kept.clone();
+                async move {
+                    for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+                        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                            let spans = scope["spans"].as_array().cloned().unwrap_or_default();
+                            kept.lock().unwrap().extend(spans);
+                        }
+                    }
+                    HttpResponse::Ok().json(json!({}))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .expect("a free port");
+    let port = server.addrs()[0].port();
+    actix_rt::spawn(server.run());
+    (format!("http://127.0.0.1:{port}"), spans)
+}
+
+#[actix_web::test]
+async fn a_trace_goes_from_the_submit_to_every_attempt() {
+    let redis = TestRedis::start();
+    let (collector, spans) = otlp_receiver().await;
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str())];
+    let mut server = Instance::launch(&redis, &prefix("traces"), &env);
+    server.until_ready().await;
+    let (trace_id, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let job = json!({"kind": "fail", "payload": {"times": 1}, "backoff": {"initial_ms": 1, "jitter": false}});
+    let mut answer = server
+        .http
+        .post(format!("{}/v1/jobs", server.base))
+        .insert_header(("traceparent", format!("00-{trace_id}-{caller_span}-01")))
+        .send_json(&job)
+        .await
+        .expect("submit");
+    assert_eq!(answer.status().as_u16(), 201);
+    let traceparent = answer.headers().get("traceparent").expect("traceparent answered");
+    let traceparent = traceparent.to_str().unwrap().to_owned();
+    let submitted: Value = answer.json().await.unwrap();
+    assert_eq!(submitted["trace"]["trace_id"], trace_id, "{submitted}");
+    let submit_span = submitted["trace"]["span_id"].as_str().unwrap().to_owned();
+    assert_eq!(traceparent, format!("00-{trace_id}-{submit_span}-01"));
+    let id = id_of(&submitted);
+    eventually(DEADLINE, "the job ends", || async {
+        is_terminal(&server.job(&id).await).then_some(())
+    })
+    .await;
+    let exported = eventually(DEADLINE, "the submit and both attempts exported", || {
+        let spans = spans.lock().unwrap().clone();
+        async move { (spans.len() >= 3).then_some(spans) }
+    })
+    .await;
+    assert!(exported.iter().all(|s| s["traceId"] == trace_id), "one trace: {exported:?}");
+    let submit: Vec<&Value> = exported.iter().filter(|s| s["name"] == "POST /v1/jobs").collect();
+    assert_eq!(submit.len(), 1, "{exported:?}");
+    assert_eq!(
+        (&submit[0]["spanId"], &submit[0]["parentSpanId"]),
+        (&json!(submit_span), &json!(caller_span))
+    );
+    let attempts: Vec<&Value> = exported.iter().filter(|s| s["name"] == "job fail").collect();
+    assert_eq!(attempts.len(), 2, "the attempt that failed and its retry: {exported:?}");
+    for attempt in &attempts {
+        assert_eq!(attempt["parentSpanId"], json!(submit_span), "children of the submit");
+    }
+    let statuses: BTreeSet<i64> =
+        attempts.iter().filter_map(|a| a["status"]["code"].as_i64()).collect();
+    assert_eq!(statuses, BTreeSet::from([1, 2]), "one failed, one succeeded");
+}

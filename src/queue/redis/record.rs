@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::job::spec::no_limits;
+use crate::job::trace::TraceContext;
 use crate::job::{Backoff, FailedAttempt, JobId, JobRecord, JobStatus, Json, NewJob, SpecDefaults};
 
 const VERSION: u8 = 3;
@@ -76,6 +77,7 @@ struct DataOut<'a> {
     timeout_ms: u64,
     #[serde(skip_serializing_if = "<[JobId]>::is_empty")]
     depends_on: &'a [JobId],
+    trace: &'a TraceContext,
 }
 
 /// An entry of the history section.
@@ -97,6 +99,9 @@ struct DataIn {
     timeout_ms: u64,
     #[serde(default)]
     depends_on: Vec<JobId>,
+    /// Absent in records written before traces were kept.
+    #[serde(default)]
+    trace: Option<TraceContext>,
 }
 
 fn is_default_backoff(backoff: &&Backoff) -> bool {
@@ -120,6 +125,7 @@ pub fn encode_new(job: &NewJob, now: DateTime<Utc>) -> Vec<u8> {
         backoff: &job.backoff,
         timeout_ms: job.timeout_ms,
         depends_on: &job.depends_on,
+        trace: &job.trace,
     })
     .expect("job data serialises");
     let now_ms = ms(now);
@@ -446,6 +452,7 @@ pub fn decode(id: JobId, bytes: &[u8]) -> Result<JobRecord, RecordError> {
         limits,
         cost,
         group,
+        trace: data.trace,
         created_at: time(f64_at(CREATED)).ok_or_else(|| fail("no creation time"))?,
         updated_at: time(f64_at(UPDATED)).ok_or_else(|| fail("no update time"))?,
         started_at: time(f64_at(STARTED)),
@@ -489,6 +496,7 @@ mod tests {
             limits: Arc::from(vec![Arc::from("github"), Arc::from("github:acme")]),
             cost: 3,
             group: Some(Arc::from("acme")),
+            trace: Default::default(),
         }
     }
 
