@@ -238,6 +238,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How log lines are written (`JOBYARD_LOG_FORMAT`: `text` or `json`, default `text`).
     pub log_format: LogFormat,
+    /// The environment variables a tool's headers may reference as `${NAME}`
+    /// (`JOBYARD_TOOL_SECRETS`, comma-separated); no other variable is ever resolved, so API
+    /// access cannot send `${REDIS_URL}` to a URL of one's choosing.
+    pub tool_secrets: Vec<String>,
+    /// The hosts the `http` kind and tools may call (`JOBYARD_HTTP_ALLOWED_HOSTS`,
+    /// comma-separated); `None` (unset): any host.
+    pub http_allowed_hosts: Option<crate::kinds::upstream::AllowedHosts>,
 }
 
 /// The cores this process may use: the default number of handler threads.
@@ -428,6 +435,17 @@ impl Config {
             )? as usize,
             data_dir: PathBuf::from(var("JOBYARD_DATA_DIR").unwrap_or_else(|| "./data".into())),
             log_format,
+            tool_secrets: var("JOBYARD_TOOL_SECRETS")
+                .map(|raw| {
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            http_allowed_hosts: var("JOBYARD_HTTP_ALLOWED_HOSTS")
+                .map(|raw| crate::kinds::upstream::AllowedHosts::parse(&raw)),
         })
     }
 }

@@ -1,11 +1,13 @@
 //! The built-in job kinds the server registers: [`noop`], [`sleep`], [`fail`] and, with the
-//! `http-kind` feature, `http`.
+//! `http-kind` feature, `http` and `tool.refresh` (see [`crate::tools`]). [`upstream`] holds what
+//! every call to an upstream API shares: allowed hosts and rate-limit headers.
 
 pub mod fail;
 #[cfg(feature = "http-kind")]
 pub mod http;
 pub mod noop;
 pub mod sleep;
+pub mod upstream;
 
 use crate::job::Registry;
 
@@ -16,4 +18,6 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register::<fail::Fail>();
     #[cfg(feature = "http-kind")]
     registry.register::<http::HttpRequest>();
+    #[cfg(feature = "http-kind")]
+    registry.register::<crate::tools::refresh::RefreshTool>();
 }

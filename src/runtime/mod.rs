@@ -263,6 +263,7 @@ pub struct Client {
     limits: Limits,
     clock: Clock,
     name_state: tokio::sync::watch::Receiver<NameState>,
+    tools: crate::tools::Tools,
 }
 
 /// What a [`Client`] is made of besides the actors' addresses.
@@ -280,12 +281,17 @@ pub(crate) struct ClientParts {
     pub accept_kinds: Vec<String>,
     /// Where the presence actor tells how the instance stands with its name.
     pub name_state: tokio::sync::watch::Receiver<NameState>,
+    /// The tools service (its documents in Redis when configured).
+    pub tools: crate::tools::Tools,
+    /// `JOBYARD_HTTP_ALLOWED_HOSTS`, checked on `http` jobs at submit.
+    pub allowed_hosts: Option<crate::kinds::upstream::AllowedHosts>,
 }
 
 impl Client {
     pub(crate) fn new(queue: Addr<QueueActor>, pool: Addr<WorkerPool>, parts: ClientParts) -> Self {
         let defaults = Arc::new(SpecDefaults::default());
-        let kinds = SubmitKinds::new(parts.registry.clone(), parts.cluster, &parts.accept_kinds);
+        let kinds = SubmitKinds::new(parts.registry.clone(), parts.cluster, &parts.accept_kinds)
+            .allowed_hosts(parts.allowed_hosts);
         Client {
             queue,
             pool,
@@ -299,6 +305,7 @@ impl Client {
             limits: parts.limits,
             clock: parts.clock,
             name_state: parts.name_state,
+            tools: parts.tools,
         }
     }
 
@@ -344,6 +351,11 @@ impl Client {
     /// The runtime's now (see [`crate::testing::TestClock`]).
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// The tools service: upstream data kept fresh in the cache (see [`crate::tools`]).
+    pub fn tools(&self) -> &crate::tools::Tools {
+        &self.tools
     }
 
     /// The runtime's cache (thread-safe: read and write it from anywhere).
