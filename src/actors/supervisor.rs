@@ -129,7 +129,7 @@ impl RuntimeSupervisor {
         clock.on_advance(move || wake.do_send(WakeAt(chrono::DateTime::<chrono::Utc>::MIN_UTC)));
         queue.do_send(Subscribe::Results(cache_actor.clone().recipient()));
         actix_rt::spawn(warm(client.cache().clone(), MetadataStore::new(&config.data_dir)));
-        actix_rt::spawn(refresh_missing_tools(tools, client.clone()));
+        actix_rt::spawn(start_tools(tools, client.clone()));
         let supervisor =
             RuntimeSupervisor { pool, scheduler, cache: cache_actor, presence }.start();
         (supervisor, client)
@@ -203,12 +203,12 @@ async fn warm(cache: Arc<dyn Cache>, metadata: MetadataStore) {
     tracing::info!(asked = keys.len(), loaded, "cache warmed");
 }
 
-/// At start, a refresh of every tool with nothing cached, so that a fresh deployment shows data
-/// at once; data already in Redis is served as it is. Every instance does it, and the
-/// refreshes' idempotency keys make one job of them.
-async fn refresh_missing_tools(tools: Tools, client: Client) {
+/// At start, every tool's limit and schedule, and a refresh of every tool with nothing cached,
+/// so that a fresh deployment shows data at once; data already in Redis is served as it is.
+/// Every instance does it, and the refreshes' idempotency keys make one job of them.
+async fn start_tools(tools: Tools, client: Client) {
     // Jobs wait for the instance's name; the submit does not.
-    match tools.refresh_missing(&client).await {
+    match tools.start(&client).await {
         Ok(0) => {}
         Ok(triggered) => tracing::info!(triggered, "refreshes of tools with no data submitted"),
         Err(err) => tracing::warn!("tools with no data could not be refreshed at start: {err}"),

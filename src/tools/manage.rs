@@ -175,6 +175,24 @@ impl Tools {
         if let Some(old) = &existing {
             tool.created_at = old.created_at;
         }
+        self.install(client, &tool).await?;
+        let created = self.docs.put(Namespace::Tools, name, &tool).await?;
+        let changed = existing.as_ref().is_some_and(|old| {
+            (&old.url, &old.method, &old.headers) != (&tool.url, &tool.method, &tool.headers)
+        });
+        if changed {
+            client.cache().invalidate_tags(&[tag(name)]).await;
+            self.docs.delete(Namespace::ToolState, name).await?;
+        }
+        Ok((tool, created))
+    }
+
+    /// Creates or replaces what `tool` owns in the queue backend: its limit and its schedule.
+    /// Idempotent (a replaced limit keeps what it counted), so a start may call it for every
+    /// tool: the memory backend forgets limits and schedules when the process ends, while
+    /// the tools themselves are kept in files.
+    pub async fn install(&self, client: &Client, tool: &Tool) -> Result<(), ToolError> {
+        let name = &tool.name;
         let rate = tool.rate_limit.map(|r| Rate { tokens: r.requests, per_ms: r.per_secs * 1_000 });
         client.put_limit(&limit_name(name), LimitSpec { rate, concurrency: Some(1) }).await?;
         match &tool.refresh {
@@ -189,15 +207,7 @@ impl Tools {
             }
             None => ignore_missing(client.delete_schedule(&schedule_name(name)).await)?,
         }
-        let created = self.docs.put(Namespace::Tools, name, &tool).await?;
-        let changed = existing.as_ref().is_some_and(|old| {
-            (&old.url, &old.method, &old.headers) != (&tool.url, &tool.method, &tool.headers)
-        });
-        if changed {
-            client.cache().invalidate_tags(&[tag(name)]).await;
-            self.docs.delete(Namespace::ToolState, name).await?;
-        }
-        Ok((tool, created))
+        Ok(())
     }
 
     /// Removes tool `name` with its schedule, limit, cached data and state.
@@ -232,11 +242,13 @@ impl Tools {
         Ok(client.submit_spec(spec).await?)
     }
 
-    /// At start: a refresh of every tool with nothing cached, so that a fresh deployment has
-    /// data at once (the data already in Redis is served as it is).
-    pub async fn refresh_missing(&self, client: &Client) -> Result<usize, ToolError> {
+    /// At start: every tool's limit and schedule installed (see [`Tools::install`]), and a
+    /// refresh of every tool with nothing cached, so that a fresh deployment has data at once
+    /// (the data already in Redis is served as it is). Answers how many were refreshed.
+    pub async fn start(&self, client: &Client) -> Result<usize, ToolError> {
         let mut triggered = 0;
         for tool in self.list().await? {
+            self.install(client, &tool).await?;
             if client.cache().get(&data_key(&tool.name)).await.is_some() {
                 continue;
             }
