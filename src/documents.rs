@@ -241,6 +241,42 @@ impl Documents {
     }
 }
 
+/// The user metadata documents (preferences, dashboard layouts) as the embedding API reads and
+/// writes them: the same documents `/v1/metadata/{name}` serves, so in Redis when it is
+/// configured (every instance reads the same), in files under `JOBYARD_DATA_DIR` otherwise.
+///
+/// ```no_run
+/// # async fn demo(runtime: jobyard::Runtime) -> Result<(), jobyard::documents::DocumentError> {
+/// let prefs = serde_json::json!({"theme": "dark"});
+/// runtime.metadata().save("preferences", &prefs).await?;
+/// assert_eq!(runtime.metadata().load::<serde_json::Value>("preferences").await?, Some(prefs));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Metadata(Documents);
+
+impl Metadata {
+    /// The metadata documents of `docs`.
+    pub fn new(docs: Documents) -> Self {
+        Metadata(docs)
+    }
+
+    /// The document `name` as a `T`, or `None`.
+    pub async fn load<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, DocumentError> {
+        self.0.get(Namespace::Metadata, name).await
+    }
+
+    /// Replaces the document `name` with `value`; true when it was created.
+    pub async fn save<T: Serialize>(&self, name: &str, value: &T) -> Result<bool, DocumentError> {
+        self.0.put(Namespace::Metadata, name, value).await
+    }
+
+    /// Removes the document `name`; true when it existed.
+    pub async fn delete(&self, name: &str) -> Result<bool, DocumentError> {
+        self.0.delete(Namespace::Metadata, name).await
+    }
+}
+
 fn typed<T: DeserializeOwned>(name: &str, value: Value) -> Result<T, DocumentError> {
     serde_json::from_value(value)
         .map_err(|err| DocumentError::Decode { name: name.to_owned(), message: err.to_string() })

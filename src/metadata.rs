@@ -71,7 +71,8 @@ pub fn validate_name(name: &str) -> Result<(), MetadataError> {
 /// }
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// // A runtime's store is `runtime.metadata()`, under `JOBYARD_DATA_DIR`.
+/// // A runtime's user documents (`runtime.metadata()`) are kept here, under
+/// // `JOBYARD_DATA_DIR`, when it runs without Redis.
 /// let dir = std::env::temp_dir().join(format!("jobyard-metadata-{}", std::process::id()));
 /// let store = MetadataStore::new(&dir);
 /// store.save("prefs", &Prefs { theme: "dark".into() })?;

@@ -42,7 +42,6 @@ use crate::job::spec::{plan, SpecErrorKind};
 use crate::job::{
     Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults, SpecError,
 };
-use crate::metadata::MetadataStore;
 use crate::queue::{
     CancelOutcome, InstanceInfo, ListQuery, MemoryQueue, Page, QueueBackend, QueueError,
     QueueStats, SubmitResult, TakeoverCounts,
@@ -351,6 +350,11 @@ impl Client {
     /// The runtime's now (see [`crate::testing::TestClock`]).
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// The user metadata documents (see [`Runtime::metadata`]).
+    pub fn metadata(&self) -> crate::documents::Metadata {
+        crate::documents::Metadata::new(self.tools.documents().clone())
     }
 
     /// The tools service: upstream data kept fresh in the cache (see [`crate::tools`]).
@@ -1002,7 +1006,7 @@ fn in_actix_system() -> Result<(), RuntimeError> {
 /// println!("{} jobs at once", runtime.config().concurrency);
 /// let client = runtime.client().clone();
 /// tokio::spawn(async move { client.ping().await });
-/// runtime.metadata().save("last-start", &chrono::Utc::now())?;
+/// runtime.metadata().save("last-start", &chrono::Utc::now()).await?;
 ///
 /// // At the end: running attempts get the grace period, the rest go back to the queue.
 /// let handed_back = runtime.shutdown().await;
@@ -1065,10 +1069,11 @@ impl Runtime {
         &self.config
     }
 
-    /// The file-based metadata store under `JOBYARD_DATA_DIR`: user preferences, tool
-    /// configurations and the like, one atomically written JSON document per name.
-    pub fn metadata(&self) -> MetadataStore {
-        MetadataStore::new(&self.config.data_dir)
+    /// The user metadata documents (preferences, dashboard layouts): those
+    /// `/v1/metadata/{name}` serves, in Redis when it is configured (shared by every instance),
+    /// in files under `JOBYARD_DATA_DIR` otherwise.
+    pub fn metadata(&self) -> crate::documents::Metadata {
+        self.client.metadata()
     }
 
     /// Stops taking jobs, lets running attempts finish within the configured shutdown grace

@@ -448,4 +448,7 @@ async fn three_instances_make_one_upstream_request_per_tick() {
     // Metadata written through one instance is read through another.
     assert_eq!(c.put("/v1/metadata/layout", json!({"cols": 3})).await.status, 201);
     assert_eq!(b.get("/v1/metadata/layout").await.body, json!({"cols": 3}));
+    // The embedding API reads the same documents.
+    let doc = a.runtime.metadata().load::<Value>("layout").await.unwrap();
+    assert_eq!(doc, Some(json!({"cols": 3})));
 }
