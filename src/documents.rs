@@ -135,6 +135,7 @@ impl Documents {
         value: &Value,
     ) -> Result<bool, DocumentError> {
         validate_name(name)?;
+        reserved(ns, name)?;
         match &self.backend {
             Backend::File(dir) => {
                 let store = Self::store(dir, ns);
@@ -158,6 +159,7 @@ impl Documents {
     /// Removes the document `name`; true when it existed.
     pub async fn delete(&self, ns: Namespace, name: &str) -> Result<bool, DocumentError> {
         validate_name(name)?;
+        reserved(ns, name)?;
         match &self.backend {
             Backend::File(dir) => {
                 let store = Self::store(dir, ns);
@@ -277,6 +279,15 @@ impl Metadata {
     }
 }
 
+/// User metadata shares the data directory with the cache warming's own document: its name is
+/// not one a user may write.
+fn reserved(ns: Namespace, name: &str) -> Result<(), DocumentError> {
+    if ns == Namespace::Metadata && name == crate::metadata::WARMING_DOC {
+        return Err(MetadataError::InvalidName(name.to_owned()).into());
+    }
+    Ok(())
+}
+
 fn typed<T: DeserializeOwned>(name: &str, value: Value) -> Result<T, DocumentError> {
     serde_json::from_value(value)
         .map_err(|err| DocumentError::Decode { name: name.to_owned(), message: err.to_string() })
@@ -320,6 +331,9 @@ mod tests {
         assert_eq!(docs.list::<u32>(Namespace::Tools).await.unwrap(), [("gh".to_owned(), 1)]);
         assert!(docs.delete(Namespace::Tools, "gh").await.unwrap());
         assert!(!docs.delete(Namespace::Tools, "gh").await.unwrap());
+        let one = serde_json::json!(1);
+        let warming = docs.put_value(Namespace::Metadata, "cache-warming", &one).await;
+        assert!(warming.is_err(), "reserved");
         assert!(matches!(
             docs.get_value(Namespace::Tools, "../x").await,
             Err(DocumentError::Metadata(MetadataError::InvalidName(_)))

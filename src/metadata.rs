@@ -46,6 +46,10 @@ pub enum MetadataError {
     },
 }
 
+/// The document holding the cache keys to warm at the next start (written by the cache
+/// actor); no user document may take its name.
+pub const WARMING_DOC: &str = "cache-warming";
+
 /// Checks a document name: 1 to 64 of `[a-z0-9_-]`, so that no path can sneak in.
 pub fn validate_name(name: &str) -> Result<(), MetadataError> {
     let valid = !name.is_empty()

@@ -129,7 +129,8 @@ impl RuntimeSupervisor {
         clock.on_advance(move || wake.do_send(WakeAt(chrono::DateTime::<chrono::Utc>::MIN_UTC)));
         queue.do_send(Subscribe::Results(cache_actor.clone().recipient()));
         actix_rt::spawn(warm(client.cache().clone(), MetadataStore::new(&config.data_dir)));
-        actix_rt::spawn(start_tools(tools, client.clone()));
+        let metadata = MetadataStore::new(&config.data_dir);
+        actix_rt::spawn(start_tools(tools, client.clone(), metadata));
         let supervisor =
             RuntimeSupervisor { pool, scheduler, cache: cache_actor, presence }.start();
         (supervisor, client)
@@ -206,9 +207,15 @@ async fn warm(cache: Arc<dyn Cache>, metadata: MetadataStore) {
 /// At start, every tool's limit and schedule, and a refresh of every tool with nothing cached,
 /// so that a fresh deployment shows data at once; data already in Redis is served as it is.
 /// Every instance does it, and the refreshes' idempotency keys make one job of them.
-async fn start_tools(tools: Tools, client: Client) {
+async fn start_tools(tools: Tools, client: Client, metadata: MetadataStore) {
+    // The keys the warming records as hottest: those tools are refreshed first.
+    let doc = tokio::task::spawn_blocking(move || metadata.load::<WarmingDoc>(WARMING_DOC)).await;
+    let hot: Vec<String> = match doc {
+        Ok(Ok(Some(doc))) => doc.keys.into_iter().map(|k| k.key).collect(),
+        _ => Vec::new(),
+    };
     // Jobs wait for the instance's name; the submit does not.
-    match tools.start(&client).await {
+    match tools.start(&client, &hot).await {
         Ok(0) => {}
         Ok(triggered) => tracing::info!(triggered, "refreshes of tools with no data submitted"),
         Err(err) => tracing::warn!("tools with no data could not be refreshed at start: {err}"),

@@ -42,11 +42,6 @@ thread_local! {
         .finish();
 }
 
-/// Runs `f` with this thread's pooled client (the one `tool.refresh` uses too).
-pub(crate) fn with_client<R>(f: impl FnOnce(&awc::Client) -> R) -> R {
-    CLIENT.with(f)
-}
-
 /// The payload: a request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawRequest")]

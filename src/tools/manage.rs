@@ -244,10 +244,15 @@ impl Tools {
 
     /// At start: every tool's limit and schedule installed (see [`Tools::install`]), and a
     /// refresh of every tool with nothing cached, so that a fresh deployment has data at once
-    /// (the data already in Redis is served as it is). Answers how many were refreshed.
-    pub async fn start(&self, client: &Client) -> Result<usize, ToolError> {
+    /// (the data already in Redis is served as it is). `hot` lists the cache keys read most in
+    /// the previous run, hottest first: the tools whose data was read most are refreshed
+    /// first. Answers how many were refreshed.
+    pub async fn start(&self, client: &Client, hot: &[String]) -> Result<usize, ToolError> {
+        let mut tools = self.list().await?;
+        let rank = |tool: &Tool| hot.iter().position(|k| *k == data_key(&tool.name));
+        tools.sort_by_key(|tool| rank(tool).unwrap_or(usize::MAX));
         let mut triggered = 0;
-        for tool in self.list().await? {
+        for tool in tools {
             self.install(client, &tool).await?;
             if client.cache().get(&data_key(&tool.name)).await.is_some() {
                 continue;

@@ -38,6 +38,17 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 /// A refresh refused for rate limiting without a time to retry at waits this long.
 const DEFAULT_HOLD: chrono::Duration = chrono::Duration::seconds(60);
 
+thread_local! {
+    /// One client per handler thread, so connections are pooled across refreshes (awc's
+    /// client is not `Send`). Unlike the `http` kind's, it follows no redirect: a tool names
+    /// its URL, and a redirect could lead its headers (and their secrets) to a host outside
+    /// `JOBYARD_HTTP_ALLOWED_HOSTS`. A 3xx is a failed refresh that says so.
+    static CLIENT: awc::Client = awc::Client::builder()
+        .disable_timeout()
+        .disable_redirects()
+        .finish();
+}
+
 /// The payload: which tool.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,8 +138,7 @@ async fn request(
 ) -> Result<Answer, JobError> {
     let method = Method::from_bytes(tool.method.as_bytes())
         .map_err(|_| JobError::fatal(format!("invalid method '{}'", tool.method)))?;
-    let mut request =
-        crate::kinds::http::with_client(|c| c.request(method, &tool.url)).timeout(REQUEST_TIMEOUT);
+    let mut request = CLIENT.with(|c| c.request(method, &tool.url)).timeout(REQUEST_TIMEOUT);
     let env = crate::config::EnvVars::read().map_err(JobError::fatal)?;
     for (name, value) in &tool.headers {
         let value = secrets::resolve(value, allowed, |var| env.get(var))
@@ -232,7 +242,10 @@ async fn settle(
         return Err(JobError::limit_exhausted(limit, until));
     }
     state.requests.errors += 1;
-    let message = format!("HTTP {status}");
+    let mut message = format!("HTTP {status}");
+    if status.is_redirection() {
+        message.push_str(" (redirects are not followed: give the tool the final URL)");
+    }
     if status.is_server_error() {
         Err(JobError::retryable(message))
     } else {

@@ -357,6 +357,24 @@ async fn a_failing_upstream_leaves_the_last_good_data_served() {
 }
 
 #[actix_web::test]
+async fn redirects_are_not_followed() {
+    let upstream = FakeUpstream::start("{}").await;
+    upstream.set(|b| {
+        b.status = Some(302);
+        b.headers = vec![("location".into(), "http://169.254.169.254/latest".into())];
+    });
+    let (app, _dir) = app_with(|_| {}).await;
+    put_tool(&app, "moved", json!({"url": upstream.url})).await;
+    let resp = app.get("/v1/tools/moved/data?wait_ms=0").await;
+    let done = app.wait_terminal(resp.body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let state = tool_state(&app, "moved").await;
+    let error = state["last_error"].as_str().unwrap();
+    assert!(error.contains("redirects are not followed"), "{error}");
+    assert_eq!(upstream.count(), 1);
+}
+
+#[actix_web::test]
 async fn metadata_documents_are_stored_validated_and_bounded() {
     let (app, dir) = app_with(|_| {}).await;
     let doc = json!({"layout": ["github", "ci"]});
@@ -366,6 +384,8 @@ async fn metadata_documents_are_stored_validated_and_bounded() {
     // The file store the embedding API reads.
     assert!(dir.path().join("dashboard.json").exists());
     assert_eq!(app.put("/v1/metadata/Bad%20Name", doc.clone()).await.field(), Some("name"));
+    let reserved = app.put("/v1/metadata/cache-warming", doc.clone()).await;
+    assert_eq!(reserved.field(), Some("name"), "the warming's own document");
     let big = json!({"x": "y".repeat(70 * 1024)});
     assert_eq!(app.put("/v1/metadata/big", big).await.status, 413);
     let put = app.http.put(format!("{}/v1/metadata/x", app.base));
