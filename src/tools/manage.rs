@@ -232,14 +232,21 @@ impl Tools {
         tool: &Tool,
         state: &ToolState,
     ) -> Result<SubmitResult, ToolError> {
-        let mut spec = refresh_spec(&tool.name);
-        spec.idempotency_key = Some(format!(
-            "tool:{}:{}:{}",
-            tool.name,
-            tool.created_at.timestamp_millis(),
-            state.generation
-        ));
-        Ok(client.submit_spec(spec).await?)
+        let submitted = client.submit_spec(keyed_refresh(tool, state.generation)).await?;
+        if submitted.created || !submitted.record.status.is_terminal() {
+            return Ok(submitted);
+        }
+        // The job of this generation ended. When it moved the state on, it is the refresh this
+        // trigger asked for (it just ran). When it did not (its attempt timed out, or the state
+        // could not be saved), move the state on here, or every later trigger would get that
+        // ended job back for as long as it is kept.
+        let mut current = self.state(&tool.name).await?;
+        if current.generation != state.generation {
+            return Ok(submitted);
+        }
+        current.generation += 1;
+        self.save_state(&tool.name, &current).await?;
+        Ok(client.submit_spec(keyed_refresh(tool, current.generation)).await?)
     }
 
     /// At start: every tool's limit and schedule installed (see [`Tools::install`]), and a
@@ -274,6 +281,14 @@ pub fn refresh_spec(name: &str) -> JobSpec {
         max_attempts: Some(REFRESH_ATTEMPTS),
         ..JobSpec::new(REFRESH_KIND)
     }
+}
+
+/// The refresh every trigger that saw `generation` shares.
+fn keyed_refresh(tool: &Tool, generation: u64) -> JobSpec {
+    let mut spec = refresh_spec(&tool.name);
+    let created = tool.created_at.timestamp_millis();
+    spec.idempotency_key = Some(format!("tool:{}:{created}:{generation}", tool.name));
+    spec
 }
 
 /// A schedule or limit that is already gone is what removing it wants.

@@ -100,7 +100,6 @@ impl Job for RefreshTool {
             _ = ctx.cancelled() => return Err(JobError::Cancelled),
         };
         let now = Utc::now();
-        state.generation += 1;
         state.last_refresh_at = Some(now);
         state.last_job_id = Some(ctx.job_id());
         state.last_duration_ms = Some(started.elapsed().as_millis() as u64);
@@ -114,6 +113,15 @@ impl Job for RefreshTool {
         if let Err(err) = &outcome {
             state.last_error = Some(err.to_string());
             state.last_error_at = Some(now);
+        }
+        // A refresh that will be retried is still the one in flight: triggers keep sharing
+        // it (through the generation in their idempotency key) rather than adding another
+        // call to a failing upstream. Once it ended, the next trigger makes a new one.
+        let retried =
+            matches!(outcome, Err(JobError::Retryable { .. } | JobError::LimitExhausted { .. }))
+                && ctx.attempt() < ctx.max_attempts();
+        if !retried {
+            state.generation += 1;
         }
         tools.save_state(&tool.name, &state).await?;
         outcome

@@ -19,8 +19,9 @@ use crate::job::JobId;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ToolState {
-    /// Bumped by every refresh attempt that reached its end: the refresh trigger's idempotency
-    /// key names it, so every trigger that saw the same state shares one job.
+    /// Bumped by every refresh job that ended (succeeded, or failed for good): the refresh
+    /// trigger's idempotency key names it, so every trigger that saw the same state shares one
+    /// job, retries included.
     pub generation: u64,
     /// When the latest refresh attempt ended, whatever its outcome.
     pub last_refresh_at: Option<DateTime<Utc>>,

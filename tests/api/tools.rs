@@ -357,6 +357,24 @@ async fn a_failing_upstream_leaves_the_last_good_data_served() {
 }
 
 #[actix_web::test]
+async fn a_refresh_that_ended_without_a_trace_does_not_block_the_next() {
+    let upstream = FakeUpstream::start("{}").await;
+    let (app, _dir) = app_with(|_| {}).await;
+    put_tool(&app, "lost", json!({"url": upstream.url})).await;
+    assert_eq!(read(&app, "lost", &[]).await.0, 200);
+    // As if that refresh had timed out before it could record its end.
+    let tools = app.runtime.tools();
+    let mut state = tools.state("lost").await.unwrap();
+    assert_eq!(state.generation, 1);
+    state.generation = 0;
+    tools.save_state("lost", &state).await.unwrap();
+    let forced = app.post_empty("/v1/tools/lost/refresh").await;
+    assert_eq!(app.wait_terminal(forced.body["id"].as_str().unwrap()).await["status"], "succeeded");
+    assert_eq!(upstream.count(), 2, "a new refresh, not the ended one");
+    assert_eq!(tools.state("lost").await.unwrap().generation, 2);
+}
+
+#[actix_web::test]
 async fn redirects_are_not_followed() {
     let upstream = FakeUpstream::start("{}").await;
     upstream.set(|b| {
