@@ -165,23 +165,29 @@ async fn serve(
     ));
     let served = served.unwrap_or(if freshness.stale { Served::Stale } else { Served::Fresh });
     if freshness.stale {
-        let tools = client.tools();
-        let state = tools.state(&tool.name).await?;
         let stale_for = freshness.age_secs.saturating_sub(tool.ttl_secs);
         response
             .insert_header((header::WARNING, "110 - \"Response is Stale\""))
             .insert_header(("x-jobyard-stale-secs", stale_for.to_string()));
-        // The last refresh failed after these data were confirmed: stale-if-error.
-        let confirmed = now - chrono::Duration::seconds(freshness.age_secs as i64);
-        if state.last_error_at.is_some_and(|at| at >= confirmed) {
-            response.append_header((header::WARNING, "111 - \"Revalidation Failed\""));
-        }
-        let (client, tool) = (client.clone(), tool.clone());
-        actix_rt::spawn(async move {
-            if let Err(err) = client.tools().trigger(&client, &tool, &state).await {
-                tracing::warn!(tool = %tool.name, "stale data could not trigger a refresh: {err}");
+        // Stale data at hand is served whatever happens to the state and the trigger.
+        match client.tools().state(&tool.name).await {
+            Ok(state) => {
+                // The last refresh failed after these data were confirmed: stale-if-error.
+                let confirmed = now - chrono::Duration::seconds(freshness.age_secs as i64);
+                if state.last_error_at.is_some_and(|at| at >= confirmed) {
+                    response.append_header((header::WARNING, "111 - \"Revalidation Failed\""));
+                }
+                let (client, tool) = (client.clone(), tool.clone());
+                actix_rt::spawn(async move {
+                    if let Err(err) = client.tools().trigger(&client, &tool, &state).await {
+                        tracing::warn!(tool = %tool.name, "stale data could not trigger a refresh: {err}");
+                    }
+                });
             }
-        });
+            Err(err) => {
+                tracing::warn!(tool = %tool.name, "stale data served without a refresh: {err}")
+            }
+        }
     }
     client.tools().served().count(&tool.name, served, unchanged);
     if unchanged {
