@@ -99,6 +99,12 @@ impl Job for RefreshTool {
             answer = request(&tool, tools.secrets(), conditional.map(|_| &state)) => answer,
             _ = ctx.cancelled() => return Err(JobError::Cancelled),
         };
+        // Deleted (or deleted and created again) while the request ran: what it brought
+        // belongs to no tool, and storing it would bring back data and state the delete removed.
+        let current = tools.get(&tool.name).await?;
+        if current.is_none_or(|current| current.created_at != tool.created_at) {
+            return Ok(RefreshOutcome::skipped("the tool was deleted during the request"));
+        }
         let now = Utc::now();
         state.last_refresh_at = Some(now);
         state.last_job_id = Some(ctx.job_id());

@@ -375,6 +375,25 @@ async fn a_refresh_that_ended_without_a_trace_does_not_block_the_next() {
 }
 
 #[actix_web::test]
+async fn a_tool_deleted_during_its_refresh_stays_deleted() {
+    let upstream = FakeUpstream::start("{}").await;
+    upstream.set(|b| b.delay = Duration::from_millis(500));
+    let (app, _dir) = app_with(|_| {}).await;
+    put_tool(&app, "gone", json!({"url": upstream.url})).await;
+    let resp = app.get("/v1/tools/gone/data?wait_ms=0").await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    assert!(poll(|| async { (upstream.count() == 1).then_some(()) }).await.is_some());
+    assert_eq!(app.delete("/v1/tools/gone").await.status, 204);
+    let done = app.wait_terminal(resp.body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(done["result"]["skipped"].is_string(), "{done}");
+    assert!(app.runtime.cache().get("tool:gone:data").await.is_none(), "no data brought back");
+    let docs = app.runtime.tools().documents();
+    let state = docs.get_value(jobyard::documents::Namespace::ToolState, "gone").await.unwrap();
+    assert_eq!(state, None, "no state brought back");
+}
+
+#[actix_web::test]
 async fn redirects_are_not_followed() {
     let upstream = FakeUpstream::start("{}").await;
     upstream.set(|b| {
