@@ -19,7 +19,7 @@ struct RefreshTool {
 }
 
 impl Job for RefreshTool {
-    const KIND: &'static str = "tool.refresh";
+    const KIND: &'static str = "repo.refresh";
     /// How many items were fetched.
     type Output = u32;
 
@@ -41,7 +41,7 @@ impl Job for RefreshTool {
 struct Summarise;
 
 impl Job for Summarise {
-    const KIND: &'static str = "tool.summarise";
+    const KIND: &'static str = "repo.summarise";
     type Output = u32;
 
     async fn run(self, ctx: JobContext) -> Result<u32, JobError> {

@@ -59,6 +59,9 @@
 //! - [`cache`]: the [`Cache`] trait and its memory, Redis and hybrid backends; a handler gets
 //!   the runtime's as a [`CacheHandle`] extension. [`metadata`]: a small file-based store.
 //! - [`schedule`]: cron schedules; [`config`]: the configuration and its builder.
+//! - [`tools`]: upstream APIs kept fresh in the cache by `tool.refresh` jobs within their rate
+//!   limits; [`documents`]: small JSON documents (tools, user metadata) shared by every
+//!   instance through Redis when it is configured.
 //! - [`instance`]: what names an instance among those sharing a backend (its name, run id,
 //!   fallbacks); the registry itself is part of [`queue`], and [`Client::instances`] lists it.
 //! - [`testing`]: run one handler in a test, or a whole runtime on a clock the test moves.
@@ -84,6 +87,7 @@ pub mod cache;
 pub mod cli;
 mod clock;
 pub mod config;
+pub mod documents;
 pub mod instance;
 pub mod job;
 pub mod kinds;
@@ -99,6 +103,7 @@ pub mod startup;
 pub mod telemetry;
 pub mod testing;
 mod wording;
+pub mod tools;
 
 pub use cache::{Cache, CacheExt, CacheHandle};
 pub use config::{Config, ConfigBuilder};

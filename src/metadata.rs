@@ -46,6 +46,23 @@ pub enum MetadataError {
     },
 }
 
+/// The document holding the cache keys to warm at the next start (written by the cache
+/// actor); no user document may take its name.
+pub const WARMING_DOC: &str = "cache-warming";
+
+/// Checks a document name: 1 to 64 of `[a-z0-9_-]`, so that no path can sneak in.
+pub fn validate_name(name: &str) -> Result<(), MetadataError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(MetadataError::InvalidName(name.to_owned()));
+    }
+    Ok(())
+}
+
 /// The store: a directory of JSON documents.
 ///
 /// ```
@@ -58,7 +75,8 @@ pub enum MetadataError {
 /// }
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// // A runtime's store is `runtime.metadata()`, under `JOBYARD_DATA_DIR`.
+/// // A runtime's user documents (`runtime.metadata()`) are kept here, under
+/// // `JOBYARD_DATA_DIR`, when it runs without Redis.
 /// let dir = std::env::temp_dir().join(format!("jobyard-metadata-{}", std::process::id()));
 /// let store = MetadataStore::new(&dir);
 /// store.save("prefs", &Prefs { theme: "dark".into() })?;
@@ -91,15 +109,35 @@ impl MetadataStore {
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, MetadataError> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !valid {
-            return Err(MetadataError::InvalidName(name.to_owned()));
-        }
+        validate_name(name)?;
         Ok(self.dir.join(format!("{name}.json")))
+    }
+
+    /// Removes the document `name`; true when it existed.
+    pub fn delete(&self, name: &str) -> Result<bool, MetadataError> {
+        let path = self.path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(MetadataError::Io { path, source }),
+        }
+    }
+
+    /// The names of the documents in the store, sorted (none when the directory does not
+    /// exist yet).
+    pub fn names(&self) -> Result<Vec<String>, MetadataError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(MetadataError::Io { path: self.dir.clone(), source }),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|file| file.strip_suffix(".json").map(str::to_owned))
+            .filter(|name| validate_name(name).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// The document `name`, or `None` when it does not exist (or was corrupt, and set aside).
@@ -226,5 +264,18 @@ mod tests {
         let store = MetadataStore::new("/tmp/unused");
         assert!(matches!(store.load::<Prefs>("../etc/passwd"), Err(MetadataError::InvalidName(_))));
         assert!(matches!(store.save("", &1), Err(MetadataError::InvalidName(_))));
+    }
+
+    #[test]
+    fn documents_are_listed_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::new(dir.path().join("docs"));
+        assert_eq!(store.names().unwrap(), Vec::<String>::new());
+        store.save("b", &1).unwrap();
+        store.save("a", &2).unwrap();
+        assert_eq!(store.names().unwrap(), ["a", "b"]);
+        assert!(store.delete("a").unwrap());
+        assert!(!store.delete("a").unwrap());
+        assert_eq!(store.names().unwrap(), ["b"]);
     }
 }

@@ -217,8 +217,8 @@ async fn the_metadata_store_keeps_documents_under_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(|c| c.data_dir = dir.path().to_owned());
     let prefs = serde_json::json!({"theme": "dark", "tools": ["github", "jira"]});
-    rt.metadata().save("preferences", &prefs).unwrap();
-    assert_eq!(rt.metadata().load::<serde_json::Value>("preferences").unwrap(), Some(prefs));
+    assert!(rt.metadata().save("preferences", &prefs).await.unwrap(), "created");
+    assert_eq!(rt.metadata().load::<serde_json::Value>("preferences").await.unwrap(), Some(prefs));
     assert!(dir.path().join("preferences.json").exists());
 }
 

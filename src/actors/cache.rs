@@ -14,8 +14,7 @@ use crate::cache::{result_key, Cache, Entry};
 use crate::job::{JobId, Json};
 use crate::metadata::MetadataStore;
 
-/// The metadata document holding the keys to warm.
-pub const WARMING_DOC: &str = "cache-warming";
+pub use crate::metadata::WARMING_DOC;
 /// How many of the hottest keys are recorded.
 pub const WARM_KEYS: usize = 1_000;
 

@@ -14,6 +14,7 @@ use actix::prelude::*;
 use crate::cache::{Cache, CacheHandle};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::documents::Documents;
 use crate::job::handler::RecordLookup;
 use crate::job::{Extensions, JobError, Registry};
 use crate::metadata::MetadataStore;
@@ -21,6 +22,7 @@ use crate::queue::QueueBackend;
 #[cfg(feature = "redis")]
 use crate::redis::RedisClient;
 use crate::runtime::{Client, ClientParts};
+use crate::tools::Tools;
 
 use super::cache::{CacheActor, PersistHotKeys, WarmingDoc, WARMING_DOC};
 use super::presence::{Leave, NameState, Presence, PresenceSettings};
@@ -75,6 +77,15 @@ impl RuntimeSupervisor {
             CacheActor::new(actor_cache, metadata, retention, HOT_KEYS_EVERY)
         });
         extensions.insert(CacheHandle::new(cache.clone()));
+        #[cfg(feature = "redis")]
+        let documents = match &redis {
+            Some(redis) => Documents::redis(redis.clone(), &config.redis_prefix),
+            None => Documents::files(&config.data_dir),
+        };
+        #[cfg(not(feature = "redis"))]
+        let documents = Documents::files(&config.data_dir);
+        let tools = Tools::new(documents, config);
+        extensions.insert(tools.clone());
         let settings = PoolSettings {
             // Named by the presence actor once the instance holds its name.
             instance: String::new(),
@@ -105,6 +116,8 @@ impl RuntimeSupervisor {
             cluster,
             accept_kinds: config.accept_kinds.clone(),
             name_state,
+            tools: tools.clone(),
+            allowed_hosts: config.http_allowed_hosts.clone(),
         };
         let client = Client::new(queue.clone(), pool.clone(), parts);
         let scheduler_client = client.clone();
@@ -116,6 +129,8 @@ impl RuntimeSupervisor {
         clock.on_advance(move || wake.do_send(WakeAt(chrono::DateTime::<chrono::Utc>::MIN_UTC)));
         queue.do_send(Subscribe::Results(cache_actor.clone().recipient()));
         actix_rt::spawn(warm(client.cache().clone(), MetadataStore::new(&config.data_dir)));
+        let metadata = MetadataStore::new(&config.data_dir);
+        actix_rt::spawn(start_tools(tools, client.clone(), metadata));
         let supervisor =
             RuntimeSupervisor { pool, scheduler, cache: cache_actor, presence }.start();
         (supervisor, client)
@@ -187,6 +202,24 @@ async fn warm(cache: Arc<dyn Cache>, metadata: MetadataStore) {
     }
     let loaded = cache.preload(&keys).await;
     tracing::info!(asked = keys.len(), loaded, "cache warmed");
+}
+
+/// At start, every tool's limit and schedule, and a refresh of every tool with nothing cached,
+/// so that a fresh deployment shows data at once; data already in Redis is served as it is.
+/// Every instance does it, and the refreshes' idempotency keys make one job of them.
+async fn start_tools(tools: Tools, client: Client, metadata: MetadataStore) {
+    // The keys the warming records as hottest: those tools are refreshed first.
+    let doc = tokio::task::spawn_blocking(move || metadata.load::<WarmingDoc>(WARMING_DOC)).await;
+    let hot: Vec<String> = match doc {
+        Ok(Ok(Some(doc))) => doc.keys.into_iter().map(|k| k.key).collect(),
+        _ => Vec::new(),
+    };
+    // Jobs wait for the instance's name; the submit does not.
+    match tools.start(&client, &hot).await {
+        Ok(0) => {}
+        Ok(triggered) => tracing::info!(triggered, "refreshes of tools with no data submitted"),
+        Err(err) => tracing::warn!("tools with no data could not be refreshed at start: {err}"),
+    }
 }
 
 impl Actor for RuntimeSupervisor {

@@ -13,7 +13,9 @@ mod instances;
 mod jobs;
 pub(crate) mod limits;
 mod metrics;
+mod metadata;
 mod schedules;
+mod tools;
 
 use actix_web::dev::{AppService, HttpServiceFactory};
 use actix_web::{
@@ -135,6 +137,21 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
                             .put(flow::put_limit)
                             .get(flow::get_limit)
                             .delete(flow::delete_limit),
+                    )
+                    .service(Routes::new("/tools").get(tools::list))
+                    .service(
+                        Routes::new("/tools/{name}")
+                            .put(tools::put)
+                            .get(tools::get)
+                            .delete(tools::delete),
+                    )
+                    .service(Routes::new("/tools/{name}/data").get(tools::data))
+                    .service(Routes::new("/tools/{name}/refresh").post(tools::refresh))
+                    .service(
+                        Routes::new("/metadata/{name}")
+                            .put(metadata::put)
+                            .get(metadata::get)
+                            .delete(metadata::delete),
                     )
                     .service(Routes::new("/queues").get(flow::list_queues))
                     .service(Routes::new("/queues/{name}/pause").post(flow::pause))

@@ -244,6 +244,13 @@ pub struct Config {
     pub otlp_traces_endpoint: Option<String>,
     /// The `service.name` of exported spans (`OTEL_SERVICE_NAME`, default `jobyard`).
     pub service_name: String,
+    /// The environment variables a tool's headers may reference as `${NAME}`
+    /// (`JOBYARD_TOOL_SECRETS`, comma-separated); no other variable is ever resolved, so API
+    /// access cannot send `${REDIS_URL}` to a URL of one's choosing.
+    pub tool_secrets: Vec<String>,
+    /// The hosts the `http` kind and tools may call (`JOBYARD_HTTP_ALLOWED_HOSTS`,
+    /// comma-separated); `None` (unset): any host.
+    pub http_allowed_hosts: Option<crate::kinds::upstream::AllowedHosts>,
 }
 
 /// The cores this process may use: the default number of handler threads.
@@ -439,6 +446,17 @@ impl Config {
                 var("OTEL_EXPORTER_OTLP_ENDPOINT"),
             )?,
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "jobyard".into()),
+            tool_secrets: var("JOBYARD_TOOL_SECRETS")
+                .map(|raw| {
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            http_allowed_hosts: var("JOBYARD_HTTP_ALLOWED_HOSTS")
+                .map(|raw| crate::kinds::upstream::AllowedHosts::parse(&raw)),
         })
     }
 }
@@ -481,6 +499,7 @@ pub const VARIABLES: &[&str] = &[
     "JOBYARD_CANCEL_GRACE_MS",
     "JOBYARD_CONCURRENCY",
     "JOBYARD_DATA_DIR",
+    "JOBYARD_HTTP_ALLOWED_HOSTS",
     "JOBYARD_INSTANCE",
     "JOBYARD_LEASE_MS",
     "JOBYARD_LOG_FORMAT",
@@ -495,6 +514,7 @@ pub const VARIABLES: &[&str] = &[
     "JOBYARD_RETENTION_MAX_JOBS",
     "JOBYARD_RETENTION_SECS",
     "JOBYARD_SHUTDOWN_GRACE_MS",
+    "JOBYARD_TOOL_SECRETS",
     "JOBYARD_URL",
     "JOBYARD_WORKER_THREADS",
     "OTEL_EXPORTER_OTLP_ENDPOINT",

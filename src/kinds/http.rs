@@ -2,11 +2,12 @@
 //! up to 64 KiB of body. 429 and 5xx are retryable and honour `Retry-After`; other 4xx (and
 //! 3xx left after redirects) fail without retry; a connection error is retryable.
 //!
-//! A job that names limits tells them what the upstream said: a 429 with `Retry-After` or
-//! `X-RateLimit-Reset`, or any answer with `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset`,
-//! holds every limit the job names until then (on every instance), so the jobs behind it wait
-//! instead of spending attempts on calls bound to be refused. `X-RateLimit-Reset` is read as
-//! epoch seconds (GitHub, GitLab), or as seconds from now when it is too small to be a date.
+//! A job that names limits tells them what the upstream said: a 429 (or a 403 with nothing
+//! remaining) with `Retry-After` or a reset, or any answer with a remaining budget of 0 and a
+//! reset, holds every limit the job names until then (on every instance), so the jobs behind it
+//! wait instead of spending attempts on calls bound to be refused. The headers are read as
+//! [`super::upstream::RateLimitInfo`] says. With `JOBYARD_HTTP_ALLOWED_HOSTS` set, a URL naming
+//! another host is refused at submit.
 //! `https://` URLs are verified against the webpki root certificates (rustls with ring).
 
 use std::collections::BTreeMap;
@@ -17,8 +18,8 @@ use awc::http::{Method, StatusCode};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::upstream::{parse_retry_after, RateLimitInfo};
 use crate::job::{Job, JobContext, JobError};
-use crate::queue::flow::MAX_HOLD;
 
 /// Most body bytes kept in the result.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -161,7 +162,9 @@ impl Job for HttpRequest {
                 Some((name.to_owned(), value.to_owned()))
             })
             .collect();
-        let exhausted_until = exhausted_until(status, response.headers());
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+        let exhausted_until =
+            RateLimitInfo::read(header, chrono::Utc::now()).exhausted_until(status.as_u16(), 0);
         if let Some(until) = exhausted_until.filter(|_| !ctx.limits().is_empty()) {
             for limit in ctx.limits() {
                 ctx.limit_exhausted(limit, until);
@@ -209,46 +212,6 @@ fn failure(status: StatusCode, retry_after: Option<&str>) -> JobError {
     }
 }
 
-/// Until when the upstream allows no more calls, when it said so: a 429's `Retry-After` or
-/// `X-RateLimit-Reset`, or `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset` on any answer.
-fn exhausted_until(
-    status: StatusCode,
-    headers: &awc::http::header::HeaderMap,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let now = chrono::Utc::now();
-    // Never further than the longest hold (an absurd header cannot hold a limit for good, nor
-    // overflow a date).
-    let latest = now + chrono::Duration::from_std(MAX_HOLD).expect("a day fits");
-    let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()).and_then(|n| {
-        // Epoch milliseconds or seconds, or seconds from now when too small to be a date.
-        match n {
-            n if n > 100_000_000_000 => chrono::DateTime::from_timestamp_millis(n),
-            n if n > 1_000_000_000 => chrono::DateTime::from_timestamp(n, 0),
-            n => now.checked_add_signed(chrono::Duration::seconds(n.clamp(0, 86_400))),
-        }
-    });
-    let until = if status == StatusCode::TOO_MANY_REQUESTS {
-        let after = header("retry-after").and_then(parse_retry_after);
-        let after = after.map(|d| d.min(MAX_HOLD));
-        let after = after.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| now + d);
-        after.or(reset)
-    } else {
-        (header("x-ratelimit-remaining") == Some("0")).then_some(reset).flatten()
-    };
-    until.map(|until| until.min(latest))
-}
-
-/// `Retry-After` as delay-seconds or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
-    let delay = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delay.to_std().unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,51 +248,5 @@ mod tests {
         );
         assert!(matches!(failure(StatusCode::BAD_GATEWAY, None), JobError::Retryable { .. }));
         assert!(matches!(failure(StatusCode::NOT_FOUND, Some("5")), JobError::Fatal(_)));
-    }
-
-    #[test]
-    fn an_upstream_that_says_stop_is_read() {
-        use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
-        let headers = |pairs: &[(&'static str, &str)]| {
-            let mut map = HeaderMap::new();
-            for (name, value) in pairs {
-                map.insert(HeaderName::from_static(name), HeaderValue::from_str(value).unwrap());
-            }
-            map
-        };
-        // GitHub's reset: epoch seconds, within the hour.
-        let soon = (chrono::Utc::now() + chrono::Duration::minutes(30)).timestamp();
-        let soon_text = soon.to_string();
-        let reset = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &soon_text)]);
-        let at = chrono::DateTime::from_timestamp(soon, 0);
-        assert_eq!(exhausted_until(StatusCode::OK, &reset), at, "the last call allowed");
-        let left = headers(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", &soon_text)]);
-        assert_eq!(exhausted_until(StatusCode::OK, &left), None);
-        let delay = headers(&[("retry-after", "30"), ("x-ratelimit-reset", &soon_text)]);
-        let until = exhausted_until(StatusCode::TOO_MANY_REQUESTS, &delay).unwrap();
-        let wait = until - chrono::Utc::now();
-        assert!(wait <= chrono::Duration::seconds(30) && wait > chrono::Duration::seconds(25));
-        let seconds = headers(&[("x-ratelimit-reset", "60")]);
-        let until = exhausted_until(StatusCode::TOO_MANY_REQUESTS, &seconds).unwrap();
-        assert!(until > chrono::Utc::now() + chrono::Duration::seconds(55), "seconds from now");
-        assert_eq!(exhausted_until(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new()), None);
-        // Absurd answers hold a day at most, and never overflow a date.
-        let day = chrono::Utc::now() + chrono::Duration::days(1) + chrono::Duration::seconds(5);
-        for absurd in ["10000000000000", "99999999999999999"] {
-            let huge = headers(&[("retry-after", absurd)]);
-            let until = exhausted_until(StatusCode::TOO_MANY_REQUESTS, &huge).unwrap();
-            assert!(until <= day, "{absurd}: {until}");
-        }
-        let millis_text = (soon * 1_000).to_string();
-        let millis =
-            headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &millis_text)]);
-        assert_eq!(exhausted_until(StatusCode::OK, &millis), at, "epoch milliseconds");
-    }
-
-    #[test]
-    fn retry_after_accepts_an_http_date() {
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let delay = parse_retry_after(&later).unwrap();
-        assert!(delay <= Duration::from_secs(30) && delay >= Duration::from_secs(25));
     }
 }

@@ -7,6 +7,11 @@
 //! - `<p>:cache:t:<tag>`: sorted set of the cache keys naming a tag, scored by their expiry.
 //! - `<p>:cache:events`: pub/sub channel of invalidations.
 //!
+//! Shared documents (`documents.rs`), without TTL so that no eviction policy drops them:
+//! - `<p>:docs:meta`: hash of the user metadata documents, name → JSON.
+//! - `<p>:docs:tools`: hash of the tool configurations, tool name → JSON.
+//! - `<p>:docs:tool-state`: hash of what each tool's refreshes found out, tool name → JSON.
+//!
 //! The job queue: every key shares the hash tag `{q}`, so all of them live in one Redis Cluster
 //! slot. They must: one script touches jobs of several queues and kinds at once (dependencies
 //! cross queues, a claim spans every kind an instance runs, idempotency keys are global). No
@@ -124,6 +129,12 @@ impl Keys {
     /// The pub/sub channel of cache invalidations.
     pub fn cache_events(&self) -> String {
         format!("{}:cache:events", self.prefix)
+    }
+
+    /// The hash of the shared documents of namespace `ns` (`meta`, `tools`, `tool-state`),
+    /// name to JSON.
+    pub fn documents(&self, ns: &str) -> String {
+        format!("{}:docs:{ns}", self.prefix)
     }
 }
 

@@ -9,6 +9,10 @@ use std::sync::Arc;
 use crate::instance::ClusterKinds;
 use crate::job::spec::KindLookup;
 use crate::job::{Json, Registry};
+use crate::kinds::upstream::AllowedHosts;
+
+/// The built-in kind that calls URLs (checked against the allowed hosts).
+const HTTP_KIND: &str = "http";
 
 /// The kinds a submit accepts; see the module doc.
 pub(crate) struct SubmitKinds {
@@ -16,12 +20,20 @@ pub(crate) struct SubmitKinds {
     /// Kept up to date by the heartbeats: no backend call per submit.
     cluster: ClusterKinds,
     accepted: HashMap<String, Arc<str>>,
+    /// `JOBYARD_HTTP_ALLOWED_HOSTS`: the hosts `http` jobs may call; `None`: any.
+    allowed_hosts: Option<AllowedHosts>,
 }
 
 impl SubmitKinds {
     pub fn new(registry: Arc<Registry>, cluster: ClusterKinds, accepted: &[String]) -> Self {
         let accepted = accepted.iter().map(|k| (k.clone(), Arc::from(k.as_str()))).collect();
-        SubmitKinds { registry, cluster, accepted }
+        SubmitKinds { registry, cluster, accepted, allowed_hosts: None }
+    }
+
+    /// Refuses `http` jobs whose URL names a host outside `hosts`.
+    pub fn allowed_hosts(mut self, hosts: Option<AllowedHosts>) -> Self {
+        self.allowed_hosts = hosts;
+        self
     }
 }
 
@@ -35,6 +47,16 @@ impl KindLookup for SubmitKinds {
     }
 
     fn check_payload(&self, kind: &str, payload: &Json) -> Result<(), String> {
+        // Checked even where no handler is registered: the instance that runs it may have
+        // been started without the list.
+        if let (HTTP_KIND, Some(hosts)) = (kind, &self.allowed_hosts) {
+            #[derive(serde::Deserialize)]
+            struct Url {
+                url: String,
+            }
+            let url = serde_json::from_str::<Url>(payload.get()).map_err(|err| err.to_string())?;
+            hosts.check(&url.url)?;
+        }
         // Kinds without a handler here pass unchecked.
         self.registry.check_payload(kind, payload)
     }

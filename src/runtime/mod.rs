@@ -43,7 +43,6 @@ use crate::job::spec::{plan, SpecErrorKind};
 use crate::job::{
     Extensions, Job, JobId, JobRecord, JobSpec, JobStatus, Registry, SpecDefaults, SpecError,
 };
-use crate::metadata::MetadataStore;
 use crate::queue::{
     CancelOutcome, InstanceInfo, ListQuery, MemoryQueue, Page, QueueBackend, QueueError,
     QueueStats, SubmitResult, TakeoverCounts,
@@ -266,6 +265,7 @@ pub struct Client {
     name_state: tokio::sync::watch::Receiver<NameState>,
     /// Set once the runtime starts shutting down (shared by every clone).
     draining: Arc<AtomicBool>,
+    tools: crate::tools::Tools,
 }
 
 /// What a [`Client`] is made of besides the actors' addresses.
@@ -283,12 +283,17 @@ pub(crate) struct ClientParts {
     pub accept_kinds: Vec<String>,
     /// Where the presence actor tells how the instance stands with its name.
     pub name_state: tokio::sync::watch::Receiver<NameState>,
+    /// The tools service (its documents in Redis when configured).
+    pub tools: crate::tools::Tools,
+    /// `JOBYARD_HTTP_ALLOWED_HOSTS`, checked on `http` jobs at submit.
+    pub allowed_hosts: Option<crate::kinds::upstream::AllowedHosts>,
 }
 
 impl Client {
     pub(crate) fn new(queue: Addr<QueueActor>, pool: Addr<WorkerPool>, parts: ClientParts) -> Self {
         let defaults = Arc::new(SpecDefaults::default());
-        let kinds = SubmitKinds::new(parts.registry.clone(), parts.cluster, &parts.accept_kinds);
+        let kinds = SubmitKinds::new(parts.registry.clone(), parts.cluster, &parts.accept_kinds)
+            .allowed_hosts(parts.allowed_hosts);
         Client {
             queue,
             pool,
@@ -303,6 +308,7 @@ impl Client {
             clock: parts.clock,
             name_state: parts.name_state,
             draining: Arc::default(),
+            tools: parts.tools,
         }
     }
 
@@ -354,6 +360,16 @@ impl Client {
     /// The runtime's now (see [`crate::testing::TestClock`]).
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// The user metadata documents (see [`Runtime::metadata`]).
+    pub fn metadata(&self) -> crate::documents::Metadata {
+        crate::documents::Metadata::new(self.tools.documents().clone())
+    }
+
+    /// The tools service: upstream data kept fresh in the cache (see [`crate::tools`]).
+    pub fn tools(&self) -> &crate::tools::Tools {
+        &self.tools
     }
 
     /// The runtime's cache (thread-safe: read and write it from anywhere).
@@ -1008,7 +1024,7 @@ fn in_actix_system() -> Result<(), RuntimeError> {
 /// println!("{} jobs at once", runtime.config().concurrency);
 /// let client = runtime.client().clone();
 /// tokio::spawn(async move { client.ping().await });
-/// runtime.metadata().save("last-start", &chrono::Utc::now())?;
+/// runtime.metadata().save("last-start", &chrono::Utc::now()).await?;
 ///
 /// // At the end: running attempts get the grace period, the rest go back to the queue.
 /// let handed_back = runtime.shutdown().await;
@@ -1071,10 +1087,11 @@ impl Runtime {
         &self.config
     }
 
-    /// The file-based metadata store under `JOBYARD_DATA_DIR`: user preferences, tool
-    /// configurations and the like, one atomically written JSON document per name.
-    pub fn metadata(&self) -> MetadataStore {
-        MetadataStore::new(&self.config.data_dir)
+    /// The user metadata documents (preferences, dashboard layouts): those
+    /// `/v1/metadata/{name}` serves, in Redis when it is configured (shared by every instance),
+    /// in files under `JOBYARD_DATA_DIR` otherwise.
+    pub fn metadata(&self) -> crate::documents::Metadata {
+        self.client.metadata()
     }
 
     /// Stops taking jobs, lets running attempts finish within the configured shutdown grace
