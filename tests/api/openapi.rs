@@ -306,3 +306,67 @@ async fn answers_of_the_read_routes_validate() {
         assert_valid(&doc, schema, &resp.body, &format!("GET {path}"));
     }
 }
+
+/// A value of `schema` for a query string: the first of an enum, the least integer allowed,
+/// else empty (which every parameter of this API reads as absent).
+fn query_value(doc: &Value, schema: &Value) -> String {
+    let schema = match schema.get("$ref") {
+        Some(reference) => schema::resolve(doc, reference),
+        None => schema,
+    };
+    if let Some(first) = schema["enum"].get(0) {
+        return first.as_str().unwrap().to_owned();
+    }
+    match schema["type"].as_str() {
+        Some("integer") => schema["minimum"].as_u64().unwrap_or(0).to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The documented query parameters are the ones the server reads: it refuses any other
+/// (its query types deny unknown fields), so a request naming every documented one is taken.
+#[actix_web::test]
+async fn documented_query_parameters_are_accepted() {
+    let app = spawn().await;
+    let doc = document(&app).await;
+    let job = app
+        .send(
+            app.http.post(format!("{}/v1/jobs", app.base)).bearer_auth(TOKEN),
+            Some(("application/json", br#"{"kind": "noop"}"#.to_vec())),
+        )
+        .await;
+    let id = job.body["id"].as_str().expect("a job id").to_owned();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
+            let query: Vec<String> = parameters
+                .iter()
+                .filter(|p| p["in"] == "query")
+                .map(|p| {
+                    format!("{}={}", p["name"].as_str().unwrap(), query_value(&doc, &p["schema"]))
+                })
+                .collect();
+            if query.is_empty() {
+                continue;
+            }
+            let path = path.replace("{id}", &id).replace("{key}", "openapi-test");
+            let url = format!("{}{path}?{}", app.base, query.join("&"));
+            let (request, body) = match method.as_str() {
+                "get" => (app.http.get(url), None),
+                "put" => (app.http.put(url), Some(("text/plain", b"hello".to_vec()))),
+                other => panic!("no request made for {other} {path}"),
+            };
+            let resp = app.send(request.bearer_auth(TOKEN), body).await;
+            assert!(
+                resp.status < 300,
+                "{method} {path}?{}: {} {}",
+                query.join("&"),
+                resp.status,
+                resp.body
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "the listing, the long poll and the cache's put take a query");
+}
