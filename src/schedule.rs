@@ -50,6 +50,7 @@ pub const MAX_NAME_BYTES: usize = 128;
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// Cron expression with seconds (`sec min hour day month weekday [year]`); a classic
@@ -61,6 +62,7 @@ pub struct ScheduleSpec {
         deserialize_with = "crate::job::non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub timezone: Option<String>,
     /// The job each tick submits. A job that could never be submitted (an invalid field, a
     /// dependency that does not exist) is refused when the schedule is stored.
@@ -86,6 +88,7 @@ pub struct ScheduleSpec {
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Schedule {
     /// The schedule's name, unique per store: 1 to 128 ASCII letters, digits, `_`, `.`, `:` or `-`.
     pub name: String,

@@ -45,6 +45,8 @@ pub fn cron_error(expr: &str, parsed: &str, message: &str) -> String {
 
 /// What the API's field `name` allows (`priority`, `jobs[2].timeout_ms`, `job.run_at`...),
 /// named by its last segment; `None` for a name this table does not know.
+// Read by the HTTP API only (a build without `server` has no request fields to explain).
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub fn allowed(name: &str) -> Option<String> {
     let field = name.rsplit(['.', ']']).next().unwrap_or(name);
     Some(match field {
@@ -91,6 +93,7 @@ pub fn allowed(name: &str) -> Option<String> {
 
 /// serde's `message` about field `name` (at fault in a request), said in the API's words: the
 /// field, what it allows, what was sent.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub fn field_error(name: &str, message: &str) -> String {
     say(name, message, allowed(name))
 }

@@ -75,6 +75,7 @@ pub struct GetPoolStats;
 
 /// Busy and total worker slots.
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PoolStats {
     pub busy: usize,
     pub total: usize,

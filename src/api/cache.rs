@@ -7,10 +7,10 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::conditional::{not_modified, validators};
+use super::error::ErrorBody;
 use super::extract::{JsonBody, RawBody};
 use super::{ApiError, ApiSettings};
 use crate::cache::{validate_key, validate_tag, CacheError, Entry, MAX_TAGS};
@@ -20,21 +20,40 @@ use crate::runtime::Client;
 /// Longest accepted `ttl_secs`: a year.
 const MAX_TTL_SECS: u64 = 31_536_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PutParams {
+    /// Seconds the entry lives: 1 to 31536000 (`JOBYARD_CACHE_TTL_SECS` when left out).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 31536000)]
     pub ttl_secs: Option<String>,
+    /// Comma-separated tags (at most 32), for invalidation by tag.
     pub tags: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/cache/invalidate`: a prefix, tags, or both.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidateRequest {
+    /// Removes every entry whose key starts with it.
     #[serde(default, deserialize_with = "non_null::deserialize")]
+    #[schema(nullable = false)]
     pub prefix: Option<String>,
+    /// Removes every entry holding one of them (1 to 32 tags).
     #[serde(default, deserialize_with = "non_null::deserialize")]
+    #[schema(nullable = false)]
     pub tags: Option<Vec<String>>,
 }
+
+/// What an invalidation removed.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Invalidated {
+    /// Entries removed.
+    pub removed: u64,
+}
+
+/// The cache key: any path tail, slashes included (`/v1/cache/pages/home`).
+const KEY: &str = "The entry's key (1 to 512 bytes; may contain `/`)";
 
 impl From<CacheError> for ApiError {
     fn from(err: CacheError) -> Self {
@@ -47,6 +66,22 @@ impl From<CacheError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/cache/{key}",
+    operation_id = "put_cache_entry",
+    tag = "cache",
+    params(("key" = String, Path, description = KEY), PutParams),
+    request_body(
+        content(("*/*")),
+        description = "Any bytes; its `Content-Type` is kept and answered back (`application/octet-stream` when none)"
+    ),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "The key, `ttl_secs` or a tag is invalid", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+    )
+)]
 pub async fn put(
     req: HttpRequest,
     client: web::Data<Client>,
@@ -92,6 +127,20 @@ pub async fn put(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/cache/{key}",
+    operation_id = "get_cache_entry",
+    tag = "cache",
+    params(("key" = String, Path, description = KEY)),
+    responses(
+        (status = 200, description = "The bytes stored, with their `Content-Type`, `ETag`, `Last-Modified`, `Age` and `Cache-Control: max-age`",
+         content(("*/*"))),
+        (status = 304, description = "Unchanged since `If-None-Match` / `If-Modified-Since`"),
+        (status = 400, description = "The key is invalid", body = ErrorBody),
+        (status = 404, description = "No such entry (or it expired)", body = ErrorBody),
+    )
+)]
 pub async fn get(
     req: HttpRequest,
     client: web::Data<Client>,
@@ -121,6 +170,18 @@ pub async fn get(
     Ok(response.insert_header((header::CONTENT_TYPE, media)).body(entry.value.to_vec()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/cache/{key}",
+    operation_id = "delete_cache_entry",
+    tag = "cache",
+    params(("key" = String, Path, description = KEY)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The key is invalid", body = ErrorBody),
+        (status = 404, description = "No such entry", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     client: web::Data<Client>,
     key: web::Path<String>,
@@ -133,6 +194,19 @@ pub async fn delete(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/cache/invalidate",
+    operation_id = "invalidate_cache",
+    tag = "cache",
+    request_body = InvalidateRequest,
+    responses(
+        (status = 200, description = "How many entries were removed", body = Invalidated),
+        (status = 400, description = "Neither prefix nor tags, or one is invalid", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    )
+)]
 pub async fn invalidate(
     client: web::Data<Client>,
     JsonBody(request): JsonBody<InvalidateRequest>,
@@ -160,5 +234,5 @@ pub async fn invalidate(
     if let Some(tags) = &request.tags {
         removed += client.cache().invalidate_tags(tags).await;
     }
-    Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
+    Ok(HttpResponse::Ok().json(Invalidated { removed }))
 }

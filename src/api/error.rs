@@ -29,15 +29,24 @@ pub struct ApiError {
     allow: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of error answers, as the OpenAPI document names it.
+pub(super) type ErrorBody = Body<'static>;
+
+/// The body of every error answer (named `Error` in the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(super) struct Body<'a> {
+    #[schema(inline)]
     error: Detail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Detail<'a> {
+    /// Machine-readable: `invalid_request`, `not_found`, `unauthorized`, `draining`, ...
     code: &'a str,
+    /// For people: what is wrong, and what is allowed.
     message: &'a str,
+    /// The request field at fault (`priority`, `jobs[2].kind`, `ttl_secs`), when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }

@@ -2,14 +2,47 @@
 //! queues, group weights).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
+use super::error::ErrorBody;
 use super::extract::JsonBody;
 use super::ApiError;
-use crate::queue::flow::{GroupWeight, LimitSpec, QueueInfo};
+use crate::queue::flow::{GroupWeight, Limit, LimitSpec, QueueInfo};
 use crate::runtime::Client;
 
+/// Every limit.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LimitList {
+    pub limits: Vec<Limit>,
+}
+
+/// Every queue that holds jobs or is paused.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QueueList {
+    pub queues: Vec<QueueInfo>,
+}
+
+/// Every group given a weight.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct GroupList {
+    pub groups: Vec<GroupWeight>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/limits/{name}",
+    operation_id = "put_limit",
+    tag = "flow control",
+    params(("name" = String, Path, description = "The limit's name: 1 to 128 ASCII letters, digits or `_ . : @ / -`")),
+    request_body = LimitSpec,
+    responses(
+        (status = 201, description = "Created", body = Limit),
+        (status = 200, description = "Replaced", body = Limit),
+        (status = 400, description = "The name or a bound is invalid", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    )
+)]
 pub async fn put_limit(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -20,6 +53,17 @@ pub async fn put_limit(
     Ok(response.json(limit))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/limits/{name}",
+    operation_id = "get_limit",
+    tag = "flow control",
+    params(("name" = String, Path, description = "The limit's name: 1 to 128 ASCII letters, digits or `_ . : @ / -`")),
+    responses(
+        (status = 200, description = "The limit and where it stands", body = Limit),
+        (status = 404, description = "No such limit", body = ErrorBody),
+    )
+)]
 pub async fn get_limit(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -27,10 +71,28 @@ pub async fn get_limit(
     Ok(HttpResponse::Ok().json(client.limit(&name).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/limits",
+    operation_id = "list_limits",
+    tag = "flow control",
+    responses((status = 200, description = "Every limit", body = LimitList))
+)]
 pub async fn list_limits(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(json!({"limits": client.limits().await?})))
+    Ok(HttpResponse::Ok().json(LimitList { limits: client.limits().await? }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/limits/{name}",
+    operation_id = "delete_limit",
+    tag = "flow control",
+    params(("name" = String, Path, description = "The limit's name: 1 to 128 ASCII letters, digits or `_ . : @ / -`")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such limit", body = ErrorBody),
+    )
+)]
 pub async fn delete_limit(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -39,10 +101,28 @@ pub async fn delete_limit(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/queues",
+    operation_id = "list_queues",
+    tag = "flow control",
+    responses((status = 200, description = "Every queue, its counts and whether it is paused", body = QueueList))
+)]
 pub async fn list_queues(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(json!({"queues": client.queues().await?})))
+    Ok(HttpResponse::Ok().json(QueueList { queues: client.queues().await? }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{name}/pause",
+    operation_id = "pause_queue",
+    tag = "flow control",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue, paused: it accepts submits and starts nothing", body = QueueInfo),
+        (status = 400, description = "The name is invalid", body = ErrorBody),
+    )
+)]
 pub async fn pause(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -51,6 +131,17 @@ pub async fn pause(
     queue(&client, &name).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{name}/resume",
+    operation_id = "resume_queue",
+    tag = "flow control",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue, running again", body = QueueInfo),
+        (status = 400, description = "The name is invalid", body = ErrorBody),
+    )
+)]
 pub async fn resume(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -69,12 +160,28 @@ async fn queue(client: &Client, name: &str) -> Result<HttpResponse, ApiError> {
 }
 
 /// The body of `PUT /v1/groups/{name}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightBody {
+    /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     weight: u32,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/groups/{name}",
+    operation_id = "put_group_weight",
+    tag = "flow control",
+    params(("name" = String, Path, description = "The group's name: 1 to 128 ASCII letters, digits or `_ . : @ / -`")),
+    request_body = WeightBody,
+    responses(
+        (status = 200, description = "The group's weight", body = GroupWeight),
+        (status = 400, description = "The name or weight is invalid", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    )
+)]
 pub async fn put_group(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -84,10 +191,28 @@ pub async fn put_group(
     Ok(HttpResponse::Ok().json(GroupWeight { name: name.into_inner(), weight: body.weight }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/groups",
+    operation_id = "list_groups",
+    tag = "flow control",
+    responses((status = 200, description = "Every group given a weight", body = GroupList))
+)]
 pub async fn list_groups(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(json!({"groups": client.group_weights().await?})))
+    Ok(HttpResponse::Ok().json(GroupList { groups: client.group_weights().await? }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{name}",
+    operation_id = "delete_group_weight",
+    tag = "flow control",
+    params(("name" = String, Path, description = "The group's name: 1 to 128 ASCII letters, digits or `_ . : @ / -`")),
+    responses(
+        (status = 204, description = "Its weight is back to 1"),
+        (status = 400, description = "The name is invalid", body = ErrorBody),
+    )
+)]
 pub async fn delete_group(
     client: web::Data<Client>,
     name: web::Path<String>,

@@ -5,16 +5,16 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::conditional::{not_modified, validators};
+use super::error::ErrorBody;
 use super::extract::JsonBody;
 use super::ApiError;
 use crate::cache::etag_of;
 use crate::job::trace::{SpanId, TraceContext};
 use crate::job::{JobId, JobRecord, JobSpec, JobStatus};
-use crate::queue::{CancelOutcome, ListQuery};
+use crate::queue::{CancelOutcome, ListQuery, Page};
 use crate::runtime::Client;
 use crate::telemetry::spans::{self, FinishedSpan, SpanKind};
 
@@ -25,26 +25,45 @@ const DEFAULT_WAIT_MS: u64 = 30_000;
 /// Most jobs in one listing page.
 const MAX_LIMIT: usize = 1_000;
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/jobs/batch`: jobs submitted together, all or none.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    /// 1 to 1000 jobs; an entry's `ref` names it for the `depends_on` of the others.
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<JobSpec>,
 }
 
-#[derive(Deserialize)]
+/// Jobs, as a batch submit answers them (in request order).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobRecord>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
+    /// How long to wait for the job to end, in milliseconds: 0 to 60000 (30000 when left out).
     pub timeout_ms: Option<u64>,
 }
 
 /// The listing's query; an empty value (`?status=&limit=`) means the parameter is absent.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
+    /// Only jobs of this kind.
     pub kind: Option<String>,
+    /// Only jobs of this queue.
     pub queue: Option<String>,
+    /// Jobs per page: 1 to 1000 (100 when left out).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// Where the page starts: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -61,6 +80,22 @@ fn refuse_while_draining(client: &Client) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    operation_id = "submit_job",
+    tag = "jobs",
+    request_body = JobSpec,
+    responses(
+        (status = 201, description = "Created; `Location` names it", body = JobRecord,
+         headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 200, description = "The job already holding this `idempotency_key`", body = JobRecord),
+        (status = 400, description = "A field is invalid (`invalid_request`), or `unknown_kind`, `unknown_dependency`, `unknown_limit`", body = ErrorBody),
+        (status = 413, description = "The body is larger than `JOBYARD_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 429, description = "`queue_full`: the queue holds `JOBYARD_MAX_QUEUED` jobs waiting", body = ErrorBody),
+    )
+)]
 pub async fn submit(
     req: HttpRequest,
     client: web::Data<Client>,
@@ -83,6 +118,20 @@ pub async fn submit(
     Ok(answer.json(record))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/batch",
+    operation_id = "submit_batch",
+    tag = "jobs",
+    request_body = BatchRequest,
+    responses(
+        (status = 201, description = "Every job, in request order", body = JobList),
+        (status = 400, description = "An entry is invalid (its field named `jobs[i].field`), or `dependency_cycle`", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 429, description = "`queue_full`", body = ErrorBody),
+    )
+)]
 pub async fn submit_batch(
     req: HttpRequest,
     client: web::Data<Client>,
@@ -97,7 +146,7 @@ pub async fn submit_batch(
     let jobs: Vec<JobRecord> = span.end(submitted)?.into_iter().map(|s| s.record).collect();
     Ok(HttpResponse::Created()
         .insert_header(("traceparent", span.trace.traceparent()))
-        .json(json!({ "jobs": jobs })))
+        .json(JobList { jobs }))
 }
 
 /// The span of a submit: it joins the caller's trace (`traceparent`) or starts one; the jobs
@@ -143,6 +192,19 @@ impl SubmitSpan {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    operation_id = "get_job",
+    tag = "jobs",
+    params(("id" = String, Path, format = "uuid", description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, with `ETag` and `Last-Modified`", body = JobRecord),
+        (status = 304, description = "Unchanged since `If-None-Match` / `If-Modified-Since`"),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn get(
     req: HttpRequest,
     client: web::Data<Client>,
@@ -168,6 +230,18 @@ fn conditional(req: &HttpRequest, record: &JobRecord) -> Result<HttpResponse, Ap
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/wait",
+    operation_id = "wait_for_job",
+    tag = "jobs",
+    params(("id" = String, Path, format = "uuid", description = "The job's id"), WaitQuery),
+    responses(
+        (status = 200, description = "The job once it ended, or as it is when the wait ran out", body = JobRecord),
+        (status = 400, description = "The id or `timeout_ms` is invalid", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn wait(
     client: web::Data<Client>,
     id: web::Path<String>,
@@ -185,6 +259,17 @@ pub async fn wait(
     Ok(HttpResponse::Ok().json(record))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of jobs, newest first", body = Page),
+        (status = 400, description = "A parameter is invalid (named in `field`)", body = ErrorBody),
+    )
+)]
 pub async fn list(
     client: web::Data<Client>,
     params: web::Query<ListParams>,
@@ -215,6 +300,19 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    operation_id = "cancel_job",
+    tag = "jobs",
+    params(("id" = String, Path, format = "uuid", description = "The job's id")),
+    responses(
+        (status = 200, description = "Cancelled, or (running) `cancel_requested`", body = JobRecord),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "`already_finished`", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     client: web::Data<Client>,
     id: web::Path<String>,

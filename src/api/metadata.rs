@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use super::extract::{content_type, RawBody};
+use super::error::ErrorBody;
 use super::ApiError;
 use crate::documents::Namespace;
 use crate::runtime::Client;
@@ -13,6 +14,21 @@ use crate::runtime::Client;
 /// Largest document accepted, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
+#[utoipa::path(
+    put,
+    path = "/v1/metadata/{name}",
+    operation_id = "put_metadata",
+    tag = "metadata",
+    params(("name" = String, Path, description = "The document's name: 1 to 64 of `[a-z0-9_-]`")),
+    request_body(content = serde_json::Value, description = "Any JSON document of at most 64 KiB", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; the document as stored", body = serde_json::Value),
+        (status = 200, description = "Replaced; the document as stored", body = serde_json::Value),
+        (status = 400, description = "The name is invalid or the body is not JSON", body = ErrorBody),
+        (status = 413, description = "The document is larger than 64 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = ErrorBody),
+    )
+)]
 pub async fn put(
     req: HttpRequest,
     client: web::Data<Client>,
@@ -36,6 +52,17 @@ pub async fn put(
     Ok(response.json(value))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/metadata/{name}",
+    operation_id = "get_metadata",
+    tag = "metadata",
+    params(("name" = String, Path, description = "The document's name: 1 to 64 of `[a-z0-9_-]`")),
+    responses(
+        (status = 200, description = "The document", body = serde_json::Value),
+        (status = 404, description = "No such document", body = ErrorBody),
+    )
+)]
 pub async fn get(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -47,6 +74,17 @@ pub async fn get(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/metadata/{name}",
+    operation_id = "delete_metadata",
+    tag = "metadata",
+    params(("name" = String, Path, description = "The document's name: 1 to 64 of `[a-z0-9_-]`")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such document", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     client: web::Data<Client>,
     name: web::Path<String>,

@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 
+use super::error::ErrorBody;
 use super::ApiError;
 use crate::runtime::Client;
 
@@ -41,6 +42,17 @@ pub async fn record_request(
 }
 
 /// The metrics, in Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "probes",
+    security(()),
+    responses(
+        (status = 200, description = "Prometheus text format (0.0.4): jobs, queues, workers, cache, Redis and HTTP metrics", content_type = "text/plain"),
+        (status = 404, description = "The embedding program installed its own metrics recorder", body = ErrorBody),
+    )
+)]
 pub async fn metrics(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
     let Some(handle) = crate::telemetry::prometheus::install() else {
         return Err(ApiError::new(

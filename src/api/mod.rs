@@ -12,8 +12,9 @@ mod health;
 mod instances;
 mod jobs;
 pub(crate) mod limits;
-mod metrics;
 mod metadata;
+mod metrics;
+mod openapi;
 mod schedules;
 mod tools;
 
@@ -95,83 +96,89 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
             .app_data(web::Data::new(settings))
             .app_data(extract::query_config())
             .app_data(extract::path_config())
-            .service(Routes::new("/health").get(health::health))
-            .service(Routes::new("/ready").get(health::ready))
-            .service(Routes::new("/metrics").get(metrics::metrics))
+            .service(open_routes())
             .service(
                 web::scope("/v1")
                     .wrap(middleware::from_fn(auth::require_token))
-                    .service(Routes::new("/stats").get(health::stats))
-                    .service(Routes::new("/instances").get(instances::list))
-                    .service(Routes::new("/jobs").post(jobs::submit).get(jobs::list))
-                    .service(Routes::new("/jobs/batch").post(jobs::submit_batch))
-                    .service(Routes::new("/jobs/{id}").get(jobs::get))
-                    .service(Routes::new("/jobs/{id}/wait").get(jobs::wait))
-                    .service(Routes::new("/jobs/{id}/cancel").post(jobs::cancel))
-                    .service(Routes::new("/schedules").get(schedules::list))
-                    // Only a POST is the invalidation; other methods fall through to the key
-                    // route, so `invalidate` stays usable as a cache key.
-                    .service(
-                        web::resource("/cache/invalidate")
-                            .guard(guard::Post())
-                            .route(web::post().to(cache::invalidate)),
-                    )
-                    .service(
-                        Routes::new("/cache/{key:.+}")
-                            .put(cache::put)
-                            .get(cache::get)
-                            .delete(cache::delete)
-                            .also_allow("POST", |req| {
-                                req.match_info().get("key") == Some("invalidate")
-                            }),
-                    )
-                    .service(
-                        Routes::new("/schedules/{name}")
-                            .put(schedules::put)
-                            .get(schedules::get)
-                            .delete(schedules::delete),
-                    )
-                    .service(Routes::new("/limits").get(flow::list_limits))
-                    .service(
-                        Routes::new("/limits/{name}")
-                            .put(flow::put_limit)
-                            .get(flow::get_limit)
-                            .delete(flow::delete_limit),
-                    )
-                    .service(Routes::new("/tools").get(tools::list))
-                    .service(
-                        Routes::new("/tools/{name}")
-                            .put(tools::put)
-                            .get(tools::get)
-                            .delete(tools::delete),
-                    )
-                    .service(Routes::new("/tools/{name}/data").get(tools::data))
-                    .service(Routes::new("/tools/{name}/refresh").post(tools::refresh))
-                    .service(
-                        Routes::new("/metadata/{name}")
-                            .put(metadata::put)
-                            .get(metadata::get)
-                            .delete(metadata::delete),
-                    )
-                    .service(Routes::new("/queues").get(flow::list_queues))
-                    .service(Routes::new("/queues/{name}/pause").post(flow::pause))
-                    .service(Routes::new("/queues/{name}/resume").post(flow::resume))
-                    .service(Routes::new("/groups").get(flow::list_groups))
-                    .service(
-                        Routes::new("/groups/{name}")
-                            .put(flow::put_group)
-                            .delete(flow::delete_group),
-                    )
+                    .service(v1_routes())
                     .default_service(web::to(not_found)),
             )
             .default_service(web::to(not_found));
     }
 }
 
+/// The routes open to anyone (the probes, and the document describing the API).
+fn open_routes() -> Vec<Routes> {
+    vec![
+        Routes::new("/health").get(health::health),
+        Routes::new("/ready").get(health::ready),
+        Routes::new("/openapi.json").get(openapi::serve),
+        Routes::new("/metrics").get(metrics::metrics),
+    ]
+}
+
+/// The routes under `/v1`, behind the bearer token when one is set.
+fn v1_routes() -> Vec<Routes> {
+    vec![
+        Routes::new("/stats").get(health::stats),
+        Routes::new("/instances").get(instances::list),
+        Routes::new("/jobs").post(jobs::submit).get(jobs::list),
+        Routes::new("/jobs/batch").post(jobs::submit_batch),
+        Routes::new("/jobs/{id}").get(jobs::get),
+        Routes::new("/jobs/{id}/wait").get(jobs::wait),
+        Routes::new("/jobs/{id}/cancel").post(jobs::cancel),
+        Routes::new("/schedules").get(schedules::list),
+        // Only a POST is the invalidation; other methods fall through to the key route (the
+        // guard fails before this resource's 405), so `invalidate` stays usable as a cache key.
+        Routes::new("/cache/invalidate").guard(guard::Post()).post(cache::invalidate),
+        Routes::new("/cache/{key:.+}")
+            .put(cache::put)
+            .get(cache::get)
+            .delete(cache::delete)
+            .also_allow("POST", |req| req.match_info().get("key") == Some("invalidate")),
+        Routes::new("/schedules/{name}")
+            .put(schedules::put)
+            .get(schedules::get)
+            .delete(schedules::delete),
+        Routes::new("/limits").get(flow::list_limits),
+        Routes::new("/limits/{name}")
+            .put(flow::put_limit)
+            .get(flow::get_limit)
+            .delete(flow::delete_limit),
+        Routes::new("/tools").get(tools::list),
+        Routes::new("/tools/{name}").put(tools::put).get(tools::get).delete(tools::delete),
+        Routes::new("/tools/{name}/data").get(tools::data),
+        Routes::new("/tools/{name}/refresh").post(tools::refresh),
+        Routes::new("/metadata/{name}")
+            .put(metadata::put)
+            .get(metadata::get)
+            .delete(metadata::delete),
+        Routes::new("/queues").get(flow::list_queues),
+        Routes::new("/queues/{name}/pause").post(flow::pause),
+        Routes::new("/queues/{name}/resume").post(flow::resume),
+        Routes::new("/groups").get(flow::list_groups),
+        Routes::new("/groups/{name}").put(flow::put_group).delete(flow::delete_group),
+    ]
+}
+
+/// Every (method, path template) the API serves, as registered (`/v1/cache/{key:.+}`): what
+/// the test of the OpenAPI document checks it documents. HEAD is listed with each GET.
+pub fn served_routes() -> Vec<(&'static str, String)> {
+    let open = open_routes().into_iter().map(|r| (String::new(), r));
+    let v1 = v1_routes().into_iter().map(|r| ("/v1".to_owned(), r));
+    open.chain(v1)
+        .flat_map(|(prefix, r)| {
+            let path = format!("{prefix}{}", r.path);
+            r.allow.into_iter().map(move |method| (method, path.clone()))
+        })
+        .collect()
+}
+
 /// A resource that knows the methods it answers: a GET route answers HEAD too (as GET, without
 /// the body: actix-http drops it), and any other method gets 405 with `Allow` and the error
 /// body.
 struct Routes {
+    path: String,
     resource: actix_web::Resource,
     allow: Vec<&'static str>,
     also: Option<AlsoAllowed>,
@@ -182,7 +189,18 @@ type AlsoAllowed = (&'static str, fn(&HttpRequest) -> bool);
 
 impl Routes {
     fn new(path: &str) -> Self {
-        Routes { resource: web::resource(path), allow: Vec::new(), also: None }
+        Routes {
+            path: path.to_owned(),
+            resource: web::resource(path),
+            allow: Vec::new(),
+            also: None,
+        }
+    }
+
+    /// Matches only requests that pass `guard`; others go on to the next resource.
+    fn guard(mut self, guard: impl guard::Guard + 'static) -> Self {
+        self.resource = self.resource.guard(guard);
+        self
     }
 
     fn get<F, Args>(self, handler: F) -> Self
@@ -236,7 +254,7 @@ impl Routes {
 
 impl HttpServiceFactory for Routes {
     fn register(self, config: &mut AppService) {
-        let Routes { resource, allow, also } = self;
+        let Routes { resource, allow, also, .. } = self;
         let not_allowed = move |req: HttpRequest| {
             let mut allow = allow.join(", ");
             if let Some((method, _)) = also.filter(|(_, when)| when(&req)) {

@@ -7,17 +7,19 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::conditional::{not_modified, validators};
 use super::extract::JsonBody;
+use super::error::ErrorBody;
 use super::ApiError;
 use crate::cache::Entry;
+use crate::job::JobRecord;
 use crate::documents::DocumentError;
 use crate::runtime::{Client, RuntimeError};
 use crate::tools::freshness::Freshness;
 use crate::tools::state::Served;
+use crate::tools::manage::ToolView;
 use crate::tools::{data_key, Tool, ToolError, ToolSpec};
 
 /// How long a read of a tool with nothing cached waits for its refresh by default.
@@ -52,6 +54,34 @@ impl From<DocumentError> for ApiError {
     }
 }
 
+/// Every tool, with its state.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ToolList {
+    pub tools: Vec<ToolView>,
+}
+
+/// A read of a tool with nothing cached that its refresh did not fill in time.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DataPending {
+    /// The refresh job to follow.
+    pub job: JobRecord,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/tools/{name}",
+    operation_id = "put_tool",
+    tag = "tools",
+    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`")),
+    request_body = ToolSpec,
+    responses(
+        (status = 201, description = "Created, with its limit `tool:<name>` and its schedule", body = ToolView),
+        (status = 200, description = "Replaced", body = ToolView),
+        (status = 400, description = "A field is invalid, a header names a variable outside `JOBYARD_TOOL_SECRETS`, or the URL's host is not allowed", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    )
+)]
 pub async fn put(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -64,6 +94,17 @@ pub async fn put(
     Ok(response.json(view))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tools/{name}",
+    operation_id = "get_tool",
+    tag = "tools",
+    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`")),
+    responses(
+        (status = 200, description = "The tool, its last and next refresh, the upstream's rate-limit budget, its last error", body = ToolView),
+        (status = 404, description = "No such tool", body = ErrorBody),
+    )
+)]
 pub async fn get(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -73,15 +114,33 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(tools.view(&client, tool).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tools",
+    operation_id = "list_tools",
+    tag = "tools",
+    responses((status = 200, description = "Every tool, with its state", body = ToolList))
+)]
 pub async fn list(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
     let tools = client.tools();
     let mut views = Vec::new();
     for tool in tools.list().await? {
         views.push(tools.view(&client, tool).await?);
     }
-    Ok(HttpResponse::Ok().json(json!({ "tools": views })))
+    Ok(HttpResponse::Ok().json(ToolList { tools: views }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tools/{name}",
+    operation_id = "delete_tool",
+    tag = "tools",
+    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`")),
+    responses(
+        (status = 204, description = "Removed, with its cached data, schedule and limit"),
+        (status = 404, description = "No such tool", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -90,6 +149,17 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tools/{name}/refresh",
+    operation_id = "refresh_tool",
+    tag = "tools",
+    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`")),
+    responses(
+        (status = 202, description = "The refresh job (the one already in flight, if any), with `Location`", body = JobRecord),
+        (status = 404, description = "No such tool", body = ErrorBody),
+    )
+)]
 pub async fn refresh(
     client: web::Data<Client>,
     name: web::Path<String>,
@@ -103,12 +173,30 @@ pub async fn refresh(
         .json(job))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct DataParams {
+    /// How long a read of a tool with nothing cached waits for its refresh, in milliseconds
+    /// (0 to 60 000; default 5 000).
+    #[param(value_type = Option<u64>, maximum = 60000)]
     pub wait_ms: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tools/{name}/data",
+    operation_id = "get_tool_data",
+    tag = "tools",
+    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`"), DataParams),
+    responses(
+        (status = 200, description = "The cached upstream body with its `Content-Type`, `ETag`, `Last-Modified`, `Age` and `Cache-Control: max-age, stale-while-revalidate`; stale data is served at once while a refresh runs, and the last good data while the upstream fails (with a `Warning`)",
+         content(("*/*"))),
+        (status = 304, description = "Unchanged since `If-None-Match`"),
+        (status = 202, description = "Nothing cached, and the refresh did not fill it within `wait_ms`", body = DataPending),
+        (status = 400, description = "`wait_ms` is invalid", body = ErrorBody),
+        (status = 404, description = "No such tool", body = ErrorBody),
+    )
+)]
 pub async fn data(
     req: HttpRequest,
     client: web::Data<Client>,
@@ -142,7 +230,7 @@ pub async fn data(
     let job = client.status(job.id).await.unwrap_or(job);
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/jobs/{}", job.id)))
-        .json(json!({ "job": job })))
+        .json(DataPending { job }))
 }
 
 /// Answers with the cached data; stale data triggers a refresh, which the answer does not

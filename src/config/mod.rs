@@ -623,6 +623,8 @@ impl EnvVars {
 
     /// The warnings about `JOBYARD_*` variables set here (in the environment or the file)
     /// that jobyard does not read.
+    // Read by the command line only (`server`); an embedder reads its own environment.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn unknown(&self) -> Vec<String> {
         let from_env: Vec<String> =
             std::env::vars_os().filter_map(|(n, _)| n.into_string().ok()).collect();

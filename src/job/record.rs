@@ -48,6 +48,7 @@ pub fn json_null() -> Json {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema), schema(value_type = String, format = "uuid"))]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
 
@@ -99,6 +100,7 @@ impl FromStr for JobId {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waits for every job in its `depends_on` to succeed.
@@ -190,6 +192,7 @@ impl FromStr for JobStatus {
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
     /// Delay before the first retry, in milliseconds (default 1000; 1 up to one day).
@@ -276,14 +279,18 @@ impl Backoff {
 /// }
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JobRecord {
     /// The job's id, assigned at submit.
     pub id: JobId,
     /// The kind whose handler runs it (e.g. `http`).
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub kind: Arc<str>,
     /// The handler's input; JSON `null` when none was given.
+    #[cfg_attr(feature = "server", schema(value_type = Value))]
     pub payload: Json,
     /// The queue it belongs to (`default` when none was given).
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub queue: Arc<str>,
     /// From -1000 to 1000: higher runs first; submit order breaks ties.
     pub priority: i32,
@@ -305,15 +312,18 @@ pub struct JobRecord {
     pub depends_on: Vec<JobId>,
     /// The key given at submit: a later submit with the same key gets this job back instead of
     /// creating one.
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
     pub idempotency_key: Option<Arc<str>>,
     /// The limits it runs under: it starts only when every one of them allows it.
     #[serde(default = "crate::job::spec::no_limits")]
+    #[cfg_attr(feature = "server", schema(value_type = Vec<String>))]
     pub limits: Arc<[Arc<str>]>,
     /// Tokens it takes from each rate limit it names.
     #[serde(default = "one")]
     pub cost: u32,
     /// Its group, for fair share within its queue and priority.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
     pub group: Option<Arc<str>>,
     /// The trace it belongs to and the span of its submit (`None` for jobs stored before
     /// traces were kept).
@@ -329,6 +339,7 @@ pub struct JobRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// The handler's output, as JSON, once the job succeeded (at most `JOBYARD_MAX_RESULT_BYTES`);
     /// `None` until then.
+    #[cfg_attr(feature = "server", schema(value_type = Value))]
     pub result: Option<Json>,
     /// Why the job ended `failed` or `cancelled`; `None` while it is not terminal (a retry
     /// clears it: the failure is in [`JobRecord::history`]) and when it succeeded.
@@ -342,8 +353,10 @@ pub struct JobRecord {
     pub cancel_requested: bool,
     /// The instance and worker slot (`<host>-<pid>/w<slot>`) that took its latest attempt; `None`
     /// before the first.
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
     pub worker: Option<Arc<str>>,
     /// The latest progress report of its handler, as JSON; `None` when none was made.
+    #[cfg_attr(feature = "server", schema(value_type = Value))]
     pub progress: Option<Json>,
 }
 
@@ -411,6 +424,7 @@ pub enum NoOutput {
 
 /// One attempt that ended without success: its number (1-based), why, and when it ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct FailedAttempt {
     /// The attempt's number, from 1.
     pub attempt: u32,

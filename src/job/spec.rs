@@ -61,6 +61,7 @@ pub const MAX_FLOW_NAME: usize = 128;
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The registered kind whose handler runs the job (required; 1 to 128 bytes).
@@ -68,6 +69,7 @@ pub struct JobSpec {
     /// The handler's input, any JSON (JSON `null` when left out); checked against the kind's
     /// payload type at submit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "server", schema(value_type = Value))]
     pub payload: Option<Json>,
     /// The queue to put the job in (`default` when left out): 1 to 64 ASCII letters, digits, `_`,
     /// `.` or `-`.
@@ -76,6 +78,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub queue: Option<String>,
     /// From -1000 to 1000, higher runs first; submit order breaks ties (0 when left out).
     #[serde(
@@ -83,6 +86,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false, minimum = -1000, maximum = 1000))]
     pub priority: Option<i32>,
     /// Most attempts, from 1 to 100 (3 when left out).
     #[serde(
@@ -90,6 +94,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false, minimum = 1, maximum = 100))]
     pub max_attempts: Option<u32>,
     /// Delay policy between a failed attempt and its retry (when left out: 1 s, doubling up to 5
     /// minutes, jittered).
@@ -98,6 +103,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub backoff: Option<Backoff>,
     /// Longest an attempt may run, in milliseconds: 1 up to one day (5 minutes when left out).
     #[serde(
@@ -105,6 +111,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false, minimum = 1, maximum = 86_400_000))]
     pub timeout_ms: Option<u64>,
     /// Run no earlier than this many milliseconds after submit, up to one year (0 runs at once).
     /// Give `delay_ms` or `run_at`, not both.
@@ -113,6 +120,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false, maximum = 31_536_000_000_u64))]
     pub delay_ms: Option<u64>,
     /// Run no earlier than this time, up to one year ahead (a time already past runs at once). Give
     /// `delay_ms` or `run_at`, not both.
@@ -121,6 +129,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub run_at: Option<DateTime<Utc>>,
     /// Job ids, or in a batch also the `ref` of another entry of the same batch.
     #[serde(
@@ -128,6 +137,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub depends_on: Option<Vec<String>>,
     /// 1 to 256 bytes: while a job holding this key exists, a submit with the same key gets that
     /// job back instead of creating another. Keys must differ within one batch.
@@ -136,6 +146,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub idempotency_key: Option<String>,
     /// Names of the limits the job runs under (each must exist, at most 8): it starts only when
     /// every one of them allows it.
@@ -144,6 +155,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub limits: Option<Vec<String>>,
     /// Tokens the job takes from each rate limit it names, 1 to 1 000 000 (1 when left out): a
     /// job making three upstream calls costs 3.
@@ -152,6 +164,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false, minimum = 1, maximum = 1_000_000))]
     pub cost: Option<u32>,
     /// The group (a tenant, a user, a tool) the job belongs to: within one queue and priority,
     /// claims take turns between the groups that have jobs ready.
@@ -160,6 +173,7 @@ pub struct JobSpec {
         deserialize_with = "non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub group: Option<String>,
     /// A name other entries of the same batch use in `depends_on`; only valid in a batch.
     #[serde(
@@ -168,6 +182,7 @@ pub struct JobSpec {
         rename = "ref",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub reference: Option<String>,
     /// The trace the job joins (from a submit's `traceparent` header): not part of the JSON
     /// spec. A job submitted without one starts a trace of its own.

@@ -31,10 +31,14 @@ pub struct SpanId(pub [u8; 8]);
 /// assert!(TraceContext::from_traceparent("00-0000-bad").is_none());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TraceContext {
-    /// The trace the job belongs to.
+    /// The trace the job belongs to (32 hex digits).
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub trace_id: TraceId,
-    /// The span of the submit that created the job: its attempts' spans are its children.
+    /// The span of the submit that created the job (16 hex digits): its attempts' spans are
+    /// its children.
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub span_id: SpanId,
 }
 

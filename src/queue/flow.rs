@@ -48,11 +48,14 @@ pub const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(86_400)
 
 /// At most `tokens` tokens taken in any window of `per_ms` milliseconds (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Tokens a window allows (1 to 1 000 000 000). A job takes its `cost` of them.
+    #[cfg_attr(feature = "server", schema(minimum = 1, maximum = 1_000_000_000))]
     pub tokens: u64,
     /// The window's length in milliseconds (1 up to one year).
+    #[cfg_attr(feature = "server", schema(minimum = 1, maximum = 31_536_000_000_u64))]
     pub per_ms: u64,
 }
 
@@ -71,6 +74,7 @@ pub struct Rate {
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitSpec {
     /// Tokens per window, taken by each job's `cost`.
@@ -79,6 +83,7 @@ pub struct LimitSpec {
         deserialize_with = "crate::job::non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false))]
     pub rate: Option<Rate>,
     /// Most jobs under the limit running at once, on every instance together.
     #[serde(
@@ -86,6 +91,7 @@ pub struct LimitSpec {
         deserialize_with = "crate::job::non_null::deserialize",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "server", schema(nullable = false, minimum = 1, maximum = 1_000_000))]
     pub concurrency: Option<u64>,
 }
 
@@ -128,6 +134,7 @@ pub fn validate_limit_name(name: &str) -> Result<(), SpecError> {
 
 /// Where a limit stands now.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct LimitState {
     /// Tokens that may be taken now (`None` without a rate).
     pub tokens_left: Option<u64>,
@@ -141,11 +148,13 @@ pub struct LimitState {
 
 /// A limit as stored, with its state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Limit {
     /// Its name, as jobs name it.
     pub name: String,
     /// What it allows.
     #[serde(flatten)]
+    #[cfg_attr(feature = "server", schema(value_type = LimitBounds))]
     pub spec: LimitSpec,
     /// Where it stands now.
     pub state: LimitState,
@@ -155,8 +164,22 @@ pub struct Limit {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What a [`Limit`] shows of its spec, for the OpenAPI document: [`LimitSpec`]'s fields without
+/// its refusal of other fields, which in the document would refuse the fields of the limit
+/// itself (a flattened schema is one part of an `allOf`).
+#[cfg(feature = "server")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Never built: only its schema is used.
+struct LimitBounds {
+    /// Tokens per window, taken by each job's `cost`.
+    rate: Option<Rate>,
+    /// Most jobs under the limit running at once, on every instance together.
+    concurrency: Option<u64>,
+}
+
 /// A queue, its counts and whether it is paused.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct QueueInfo {
     /// The queue's name.
     pub name: String,
@@ -170,6 +193,7 @@ pub struct QueueInfo {
 /// The weight of a group: served `weight` times as often as a group of weight 1 when both
 /// have jobs ready in the same queue and priority.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct GroupWeight {
     /// The group's name, as jobs name it.
     pub name: String,

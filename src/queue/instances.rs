@@ -31,6 +31,7 @@ pub const PRUNE_AFTER: Duration = Duration::from_secs(3_600);
 
 /// One instance as its latest heartbeat described it (`GET /v1/instances` lists them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct InstanceInfo {
     /// Its name (`JOBYARD_INSTANCE`, or the host name); its workers are `<name>/w<N>`.
     pub name: String,
@@ -53,6 +54,7 @@ pub struct InstanceInfo {
 
 /// Busy and total worker slots of an instance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct InstanceWorkers {
     /// Slots running an attempt.
     pub busy: usize,
@@ -116,6 +118,7 @@ pub struct Takeover {
 /// Attempts taken from their workers since the backend's data began, per cause (`/v1/stats`
 /// shows them as `takeovers`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TakeoverCounts {
     /// Taken because their lease ran out.
     pub lease_expired: u64,

@@ -375,6 +375,7 @@ impl Default for ListQuery {
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Page {
     /// The jobs of this page, newest first.
     pub jobs: Vec<JobRecord>,
@@ -397,6 +398,7 @@ pub struct Page {
 /// assert_eq!(total, 140);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct StateCounts {
     /// Jobs waiting for their dependencies.
     pub waiting: u64,

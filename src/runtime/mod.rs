@@ -128,8 +128,10 @@ pub enum RuntimeError {
 
 /// What `/v1/stats` shows.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Stats {
     /// Jobs per queue and state.
+    #[cfg_attr(feature = "server", schema(value_type = BTreeMap<String, crate::queue::StateCounts>))]
     pub queues: QueueStats,
     /// Per kind: queued jobs, and whether this instance runs it (a job of a kind no instance
     /// runs waits, and shows here).
@@ -137,7 +139,9 @@ pub struct Stats {
     /// This instance's worker slots: busy and total, handler threads, and the kinds seen holding
     /// their thread.
     pub workers: PoolStats,
-    /// Cache figures.
+    /// Cache figures: hits, misses, entries, latencies, and each layer's own figures (see the
+    /// HTTP API's documentation).
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub cache: CacheStats,
     /// Which backends are in use, and how the Redis link is.
     pub backends: Backends,
@@ -153,6 +157,8 @@ pub struct Stats {
 
 /// The bounds a runtime keeps on its jobs.
 #[derive(Clone, Copy, Debug, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "server", schema(as = StatsLimits))]
 pub struct Limits {
     /// Jobs waiting to run per queue.
     pub max_queued: u64,
@@ -174,6 +180,7 @@ impl From<&Config> for Limits {
 
 /// One kind in stats.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct KindStats {
     /// Queued jobs of this kind, in every queue.
     pub queued: u64,
@@ -183,6 +190,7 @@ pub struct KindStats {
 
 /// Which backends are in use, and how the Redis link is.
 #[derive(Clone, Copy, Debug, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Backends {
     /// The queue backend: `memory` or `redis`.
     pub queue: &'static str,

@@ -62,6 +62,7 @@ impl ToolError {
 }
 
 /// A tool with its state, as `GET /v1/tools/{name}` shows it.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct ToolView {
     /// The configuration.
@@ -72,6 +73,7 @@ pub struct ToolView {
 }
 
 /// The state part of [`ToolView`].
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct StateView {
     /// What the refreshes found out.

@@ -25,6 +25,7 @@ const METHODS: [&str; 4] = ["GET", "HEAD", "POST", "OPTIONS"];
 
 /// Our own budget with an upstream, on top of what it enforces: at most `requests` refreshes
 /// in any window of `per_secs` seconds (the rate of the tool's limit).
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
@@ -50,6 +51,7 @@ pub struct RateLimit {
 /// assert_eq!(spec.method, None); // GET
 /// # Ok::<(), serde_json::Error>(())
 /// ```
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
@@ -78,6 +80,7 @@ pub struct ToolSpec {
 }
 
 /// A stored tool, as `GET /v1/tools/{name}` shows it (its state aside).
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tool {
     /// The tool's name: 1 to 64 of `[a-z0-9_-]`.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::job::JobId;
 
 /// The shared state of one tool.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ToolState {
@@ -28,6 +29,7 @@ pub struct ToolState {
     /// When the latest refresh got data or a 304 from the upstream.
     pub last_success_at: Option<DateTime<Utc>>,
     /// The job of the latest refresh attempt.
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
     pub last_job_id: Option<JobId>,
     /// The upstream's status in the latest refresh, when it answered.
     pub last_status: Option<u16>,
@@ -46,6 +48,7 @@ pub struct ToolState {
 }
 
 /// The upstream's rate-limit budget as last seen.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Budget {
@@ -61,6 +64,7 @@ pub struct Budget {
 /// and `If-Modified-Since`, and which cached bytes they describe (our ETag of them): when the
 /// cache entry is gone or holds other bytes, they are not sent, so a 304 always has a body to
 /// keep.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Validators {
@@ -73,6 +77,7 @@ pub struct Validators {
 }
 
 /// Upstream requests by outcome.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Outcomes {
@@ -87,6 +92,7 @@ pub struct Outcomes {
 }
 
 /// What this instance served of one tool.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct ServedCounts {
     /// Reads answered with fresh data (200 or 304).

@@ -19,6 +19,7 @@ mod http_kind;
 mod instances;
 mod jobs;
 mod lifecycle;
+mod openapi;
 mod queue_backends;
 mod queue_outage;
 mod redis_support;
