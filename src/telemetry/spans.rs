@@ -56,6 +56,7 @@ pub fn dropped() -> u64 {
 }
 
 /// Makes `sink` the exporter's queue; false when one was set already (once per process).
+#[cfg(feature = "server")]
 pub(crate) fn set_sink(sink: tokio::sync::mpsc::Sender<FinishedSpan>) -> bool {
     SINK.set(sink).is_ok()
 }
