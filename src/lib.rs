@@ -102,8 +102,8 @@ pub mod startup;
 #[doc(hidden)]
 pub mod telemetry;
 pub mod testing;
-mod wording;
 pub mod tools;
+mod wording;
 
 pub use cache::{Cache, CacheExt, CacheHandle};
 pub use config::{Config, ConfigBuilder};

@@ -102,8 +102,10 @@ pub fn field_error(name: &str, message: &str) -> String {
 pub fn payload_error(kind: &str, message: &str) -> String {
     let said = say("payload", message, None);
     match said.strip_prefix("payload ") {
-        Some(rest) => format!("the payload of kind '{kind}' {rest}"),
-        None => format!("the payload of kind '{kind}': {said}"),
+        Some(rest) if said != strip_position(message) => {
+            format!("the payload of kind '{kind}' {rest}")
+        }
+        _ => format!("the payload of kind '{kind}': {said}"),
     }
 }
 
@@ -131,15 +133,12 @@ fn say(name: &str, message: &str, allows: Option<String>) -> String {
         return format!("{name} cannot be '{variant}'; it is one of {}", known.unwrap_or_default());
     }
     let sent = sent(message);
-    let allows = allows.unwrap_or_else(|| {
-        message
-            .rsplit_once("expected ")
-            .map(|(_, expected)| rust_type(expected))
-            .unwrap_or_else(|| "something else".into())
-    });
-    match sent {
-        Some(sent) => format!("{name} must be {allows}; got {sent}"),
-        None => format!("{name} must be {allows}"),
+    let expected = message.rsplit_once("expected ").map(|(_, expected)| rust_type(expected));
+    match (allows.or(expected), sent) {
+        (Some(allows), Some(sent)) => format!("{name} must be {allows}; got {sent}"),
+        (Some(allows), None) => format!("{name} must be {allows}"),
+        // A type's own words (a custom check of a payload, say): already for people.
+        (None, _) => message.to_owned(),
     }
 }
 
@@ -218,6 +217,11 @@ mod tests {
         let said =
             payload_error("sleep", "invalid type: null, expected struct Sleep at line 1 column 4");
         assert_eq!(said, "the payload of kind 'sleep' must be a JSON object; got null");
+        let said = payload_error("http", "host 'x' is not in JOBYARD_HTTP_ALLOWED_HOSTS");
+        assert_eq!(
+            said,
+            "the payload of kind 'http': host 'x' is not in JOBYARD_HTTP_ALLOWED_HOSTS"
+        );
         let said = payload_error("sleep", "missing field `ms`");
         assert_eq!(said, "the payload of kind 'sleep': ms is required");
         let said = payload_error("sleep", "invalid type: string \"x\", expected u64");

@@ -5,8 +5,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
-use super::extract::{content_type, RawBody};
 use super::error::ErrorBody;
+use super::extract::{content_type, RawBody};
 use super::ApiError;
 use crate::documents::Namespace;
 use crate::runtime::Client;

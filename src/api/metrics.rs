@@ -41,6 +41,18 @@ pub async fn record_request(
     answered
 }
 
+/// Every tool with its state; none when the store does not answer (the scrape goes on).
+async fn tool_views(client: &Client) -> Vec<crate::tools::manage::ToolView> {
+    let tools = client.tools();
+    let mut views = Vec::new();
+    for tool in tools.list().await.unwrap_or_default() {
+        if let Ok(view) = tools.view(client, tool).await {
+            views.push(view);
+        }
+    }
+    views
+}
+
 /// The metrics, in Prometheus text format.
 #[utoipa::path(
     get,
@@ -63,7 +75,10 @@ pub async fn metrics(client: web::Data<Client>) -> Result<HttpResponse, ApiError
     };
     // A queue that does not answer still leaves the process's own metrics worth reading.
     let text = match client.stats().await {
-        Ok(stats) => crate::telemetry::prometheus::render(&handle, &stats),
+        Ok(stats) => {
+            let tools = tool_views(&client).await;
+            crate::telemetry::prometheus::render(&handle, &stats, &tools)
+        }
         Err(_) => handle.render(),
     };
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))

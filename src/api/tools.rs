@@ -10,16 +10,16 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::conditional::{not_modified, validators};
-use super::extract::JsonBody;
 use super::error::ErrorBody;
+use super::extract::JsonBody;
 use super::ApiError;
 use crate::cache::Entry;
-use crate::job::JobRecord;
 use crate::documents::DocumentError;
+use crate::job::JobRecord;
 use crate::runtime::{Client, RuntimeError};
 use crate::tools::freshness::Freshness;
-use crate::tools::state::Served;
 use crate::tools::manage::ToolView;
+use crate::tools::state::Served;
 use crate::tools::{data_key, Tool, ToolError, ToolSpec};
 
 /// How long a read of a tool with nothing cached waits for its refresh by default.

@@ -7,7 +7,7 @@
 //! reset, holds every limit the job names until then (on every instance), so the jobs behind it
 //! wait instead of spending attempts on calls bound to be refused. The headers are read as
 //! [`super::upstream::RateLimitInfo`] says. With `JOBYARD_HTTP_ALLOWED_HOSTS` set, a URL naming
-//! another host is refused at submit.
+//! another host is refused at submit, and redirects are not followed (a 3xx fails the job).
 //! `https://` URLs are verified against the webpki root certificates (rustls with ring).
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use awc::http::{Method, StatusCode};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::upstream::{parse_retry_after, RateLimitInfo};
+use super::upstream::{parse_retry_after, AllowedHosts, RateLimitInfo};
 use crate::job::{Job, JobContext, JobError};
 
 /// Most body bytes kept in the result.
@@ -39,6 +39,12 @@ thread_local! {
     /// thread (awc's client is not `Send`).
     static CLIENT: awc::Client = awc::Client::builder()
         .disable_timeout()
+        .finish();
+    /// The same, following no redirect: used while `JOBYARD_HTTP_ALLOWED_HOSTS` is set, since
+    /// a redirect could lead to a host outside the list.
+    static CLIENT_NO_REDIRECTS: awc::Client = awc::Client::builder()
+        .disable_timeout()
+        .disable_redirects()
         .finish();
 }
 
@@ -137,7 +143,9 @@ impl Job for HttpRequest {
     async fn run(self, ctx: JobContext) -> Result<HttpResponse, JobError> {
         let method =
             Method::from_str(&self.method).map_err(|_| JobError::fatal("invalid method"))?;
-        let mut request = CLIENT
+        let allowed_hosts = ctx.extension::<AllowedHosts>().is_some();
+        let client = if allowed_hosts { &CLIENT_NO_REDIRECTS } else { &CLIENT };
+        let mut request = client
             .with(|client| client.request(method, &self.url))
             .timeout(Duration::from_millis(self.timeout_ms));
         for (name, value) in &self.headers {
@@ -173,6 +181,13 @@ impl Job for HttpRequest {
                 let limit = ctx.limits()[0].to_string();
                 return Err(JobError::limit_exhausted(limit, until));
             }
+        }
+        if status.is_redirection() && allowed_hosts {
+            let to = headers.get("location").map_or("nowhere", String::as_str);
+            return Err(JobError::fatal(format!(
+                "{status} to {to}: redirects are not followed while JOBYARD_HTTP_ALLOWED_HOSTS \
+                 is set (a redirect could lead outside it); call the final URL"
+            )));
         }
         if !status.is_success() {
             return Err(failure(status, headers.get("retry-after").map(String::as_str)));

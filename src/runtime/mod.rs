@@ -982,13 +982,19 @@ impl RuntimeBuilder {
                 )))
             }
         };
+        let mut extensions = self.extensions;
+        // The `http` kind reads it: with allowed hosts, it follows no redirect (one could
+        // lead to any host).
+        if let Some(hosts) = &self.config.http_allowed_hosts {
+            extensions.insert(hosts.clone());
+        }
         let parts = RuntimeParts {
             registry: Arc::new(self.registry),
             backend,
             cache,
             #[cfg(feature = "redis")]
             redis: self.redis,
-            extensions: self.extensions,
+            extensions,
             clock: self.clock,
         };
         let (supervisor, client) = RuntimeSupervisor::start(&self.config, parts);

@@ -11,6 +11,7 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::runtime::Stats;
+use crate::tools::manage::ToolView;
 
 /// Histogram buckets, in seconds: from a cache hit (tens of µs) to a long job (10 min).
 const BUCKETS: [f64; 18] = [
@@ -98,6 +99,23 @@ fn describe() {
     describe_counter!("jobyard_redis_reconnects_total", "Times the Redis link was made again");
     describe_counter!("jobyard_redis_round_trips_total", "Round trips made to Redis");
     describe_counter!(
+        "jobyard_tool_upstream_requests_total",
+        "Upstream requests of each tool by outcome (ok, not_modified, rate_limited, error), all instances"
+    );
+    describe_gauge!(
+        "jobyard_tool_rate_limit_remaining",
+        "The upstream's remaining budget, as last seen"
+    );
+    describe_counter!(
+        "jobyard_tool_reads_total",
+        "Reads of a tool's data served by this instance: fresh, stale (a refresh triggered), miss"
+    );
+    describe_histogram!(
+        "jobyard_tool_refresh_seconds",
+        Unit::Seconds,
+        "Upstream requests of refreshes"
+    );
+    describe_counter!(
         "jobyard_http_requests_total",
         "HTTP requests, by route template, method and status"
     );
@@ -111,10 +129,41 @@ fn describe() {
 /// Queues seen at earlier scrapes: a queue gone from the stats reads 0, not its last depth.
 static QUEUES_SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
-/// The text of a scrape: `stats` set as gauges and counters, then everything rendered.
-pub fn render(handle: &PrometheusHandle, stats: &Stats) -> String {
+/// The text of a scrape: `stats` and the tools' states set as gauges and counters, then
+/// everything rendered.
+pub fn render(handle: &PrometheusHandle, stats: &Stats, tools: &[ToolView]) -> String {
     record_states(stats);
+    record_tools(tools);
     handle.render()
+}
+
+/// Each tool's upstream requests by outcome and its remaining budget (shared by every
+/// instance: read from the store), and what this instance served of it.
+fn record_tools(tools: &[ToolView]) {
+    for view in tools {
+        let tool = view.tool.name.clone();
+        let requests = &view.state.shared.requests;
+        for (outcome, count) in [
+            ("ok", requests.ok),
+            ("not_modified", requests.not_modified),
+            ("rate_limited", requests.rate_limited),
+            ("error", requests.errors),
+        ] {
+            counter!("jobyard_tool_upstream_requests_total", "tool" => tool.clone(), "outcome" => outcome)
+                .absolute(count);
+        }
+        if let Some(remaining) = view.state.shared.rate_limit.remaining {
+            gauge!("jobyard_tool_rate_limit_remaining", "tool" => tool.clone())
+                .set(remaining as f64);
+        }
+        let served = &view.state.served;
+        for (freshness, count) in
+            [("fresh", served.fresh), ("stale", served.stale), ("miss", served.misses)]
+        {
+            counter!("jobyard_tool_reads_total", "tool" => tool.clone(), "served" => freshness)
+                .absolute(count);
+        }
+    }
 }
 
 fn record_states(stats: &Stats) {

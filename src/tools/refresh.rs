@@ -109,6 +109,8 @@ impl Job for RefreshTool {
         state.last_refresh_at = Some(now);
         state.last_job_id = Some(ctx.job_id());
         state.last_duration_ms = Some(started.elapsed().as_millis() as u64);
+        metrics::histogram!("jobyard_tool_refresh_seconds", "tool" => tool.name.clone())
+            .record(started.elapsed().as_secs_f64());
         let outcome = match answer {
             Err(failure) => {
                 state.requests.errors += 1;

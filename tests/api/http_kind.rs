@@ -38,6 +38,15 @@ async fn upstream() -> (String, Arc<AtomicUsize>) {
                 }),
             )
             .route("/missing", web::get().to(|| async { HttpResponse::NotFound().finish() }))
+            // To a host no list allows (a name for loopback the tests never allow).
+            .route(
+                "/elsewhere",
+                web::get().to(|| async {
+                    HttpResponse::Found()
+                        .insert_header(("location", "http://localhost:9/ok"))
+                        .finish()
+                }),
+            )
             .route(
                 "/big",
                 web::get().to(|| async { HttpResponse::Ok().body(vec![b'x'; 100 * 1024]) }),
@@ -138,4 +147,38 @@ async fn a_connection_failure_is_a_retryable_error() {
         assert_eq!(done["attempts"], 2, "retried: {done}");
         assert!(done["error"].as_str().unwrap().starts_with("request failed"), "{done}");
     }
+}
+
+#[actix_web::test]
+async fn with_allowed_hosts_a_redirect_is_not_followed() {
+    let app = spawn_app_with(|c| {
+        c.http_allowed_hosts = Some(jobyard::kinds::upstream::AllowedHosts::parse("127.0.0.1"));
+    })
+    .await;
+    let (base, _) = upstream().await;
+    let refused = app
+        .post("/v1/jobs", json!({"kind": "http", "payload": {"url": "http://localhost:9/ok"}}))
+        .await;
+    assert_eq!(
+        (refused.status, refused.body["error"]["field"].as_str()),
+        (400, Some("payload")),
+        "{}",
+        refused.body
+    );
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("'localhost' is not in JOBYARD_HTTP_ALLOWED_HOSTS"), "{message}");
+    let job = app.submit(json!({"kind": "http", "payload": {"url": format!("{base}/elsewhere")}, "max_attempts": 3})).await;
+    let done = app.wait_terminal(job["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (done["status"].as_str(), done["attempts"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{done}"
+    );
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.contains("302")
+            && error.contains("http://localhost:9/ok")
+            && error.contains("not followed"),
+        "{error}"
+    );
 }

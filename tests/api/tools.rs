@@ -509,3 +509,24 @@ async fn three_instances_make_one_upstream_request_per_tick() {
     let doc = a.runtime.metadata().load::<Value>("layout").await.unwrap();
     assert_eq!(doc, Some(json!({"cols": 3})));
 }
+
+#[actix_web::test]
+async fn a_tools_requests_reads_and_refreshes_are_on_metrics() {
+    let upstream = FakeUpstream::start(r#"{"stars": 1}"#).await;
+    let (app, _dir) = app_with(|_| {}).await;
+    put_tool(&app, "metered", json!({"url": upstream.url, "ttl_secs": 300})).await;
+    for _ in 0..3 {
+        assert_eq!(read(&app, "metered", &[]).await.0, 200);
+    }
+    let mut scrape = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let text = String::from_utf8(scrape.body().limit(4 << 20).await.unwrap().to_vec()).unwrap();
+    for line in [
+        r#"jobyard_tool_upstream_requests_total{tool="metered",outcome="ok"} 1"#,
+        r#"jobyard_tool_upstream_requests_total{tool="metered",outcome="error"} 0"#,
+        r#"jobyard_tool_reads_total{tool="metered",served="miss"} 1"#,
+        r#"jobyard_tool_reads_total{tool="metered",served="fresh"} 2"#,
+        r#"jobyard_tool_refresh_seconds_count{tool="metered"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+}
