@@ -530,3 +530,22 @@ async fn a_tools_requests_reads_and_refreshes_are_on_metrics() {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
 }
+
+#[actix_web::test]
+async fn at_start_the_tools_read_most_are_refreshed_first() {
+    let upstream = FakeUpstream::start(r#"{"n": 1}"#).await;
+    let (app, _dir) = app_with(|_| {}).await;
+    for name in ["alpha", "bravo", "charlie"] {
+        put_tool(&app, name, json!({"url": upstream.url})).await;
+    }
+    // The previous run read charlie most, then alpha; bravo was never read.
+    let hot = ["tool:charlie:data".to_owned(), "tool:alpha:data".to_owned()];
+    let triggered = app.runtime.tools().start(&app.runtime, &hot).await.expect("start");
+    assert_eq!(triggered, 3, "none had data");
+    let listed = app.get("/v1/jobs?kind=tool.refresh&limit=10").await;
+    let mut jobs: Vec<Value> = listed.body["jobs"].as_array().unwrap().clone();
+    // Job ids grow with their submission (UUIDv7); the listing is newest first.
+    jobs.sort_by_key(|j| j["id"].as_str().unwrap().to_owned());
+    let order: Vec<&str> = jobs.iter().map(|j| j["payload"]["tool"].as_str().unwrap()).collect();
+    assert_eq!(order, ["charlie", "alpha", "bravo"]);
+}
