@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example tool_serving -- read --body-bytes 1024
 //! cargo run --release --example tool_serving -- read --body-bytes 102400
+//! cargo run --release --example tool_serving -- read --body-bytes 1024 --rate 5000
 //! cargo run --release --example tool_serving -- dashboards --secs 60
 //! cargo build --release && REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example tool_serving -- cold-start
 //! ```
@@ -11,6 +12,9 @@
 //! it), and one cache entry holding the same bytes; `--connections` clients, each on its own
 //! connection, read the tool's data for `--secs` seconds, then the cache entry as long. Prints
 //! p50, p99 and reads per second of each (the clients run in this process, on the same cores).
+//! Without `--rate` every client reads again as soon as it is answered: the most reads per
+//! second, with latencies that are queueing (64 reads always waiting on 2 cores); with
+//! `--rate N` the clients read N times a second in all, evenly: latency under that load.
 //!
 //! `dashboards`: `--tools` tools refreshed by cron every `--refresh-secs` seconds (their data
 //! fresh for two periods, so the schedule renews it before anyone reads it stale), and `--dashboards` dashboards each reading every
@@ -19,8 +23,10 @@
 //! 304 to a refresh of unchanged data.
 //!
 //! `cold-start`: stores a tool and its data through one `jobyard serve` process on `REDIS_URL`
-//! (under a fresh prefix), stops it, starts another and times from its spawn to the first
-//! answer of the tool's data, and counts the upstream requests made meanwhile (none expected).
+//! (under a fresh prefix), stops it (SIGTERM; SIGKILL with `--crash`, so that the next one
+//! restarts under the name of a run that did not leave), starts another and times from its
+//! spawn to the first answer of the tool's data, and counts the upstream requests made
+//! meanwhile (none expected).
 //! Needs the release binary (`cargo build --release`).
 
 use std::process::{Child, Command, Stdio};
@@ -53,6 +59,10 @@ enum Mode {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         secs: u64,
+        /// Reads per second, all clients together, each client at an even pace (0: as fast as
+        /// each answer allows, which measures the most reads per second, not latency).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
     /// Upstream requests for tools polled by many dashboards.
     Dashboards {
@@ -71,7 +81,12 @@ enum Mode {
         etag: bool,
     },
     /// Time from a process's start to its first answer of tool data Redis holds.
-    ColdStart,
+    ColdStart {
+        /// SIGKILL the first process instead of stopping it: the second restarts after a crash
+        /// under the same name.
+        #[arg(long)]
+        crash: bool,
+    },
 }
 
 /// A fake upstream: `GET /data` answers `body` with an ETag (and 304 to a matching
@@ -130,17 +145,27 @@ async fn put(http: &awc::Client, url: &str, body: Value) -> Result<(), Box<dyn s
     Ok(())
 }
 
-/// Reads `url` from `connections` clients for `secs`; the latencies of every read.
-async fn load(url: &str, connections: usize, secs: u64) -> Vec<Duration> {
-    let until = Instant::now() + Duration::from_secs(secs);
-    let clients = (0..connections).map(|_| {
+/// Reads `url` from `connections` clients for `secs`, at `rate` reads per second in all (0:
+/// each client reads again as soon as it has its answer); the latencies of every read.
+async fn load(url: &str, connections: usize, secs: u64, rate: u64) -> Vec<Duration> {
+    let start = Instant::now();
+    let until = start + Duration::from_secs(secs);
+    let every = (rate > 0).then(|| Duration::from_secs_f64(connections as f64 / rate as f64));
+    let clients = (0..connections).map(|c| {
         let url = url.to_owned();
         async move {
             // One connection per client: each reads after its previous answer, as a browser tab.
             let connector = awc::Connector::new().limit(1);
             let http = awc::Client::builder().connector(connector).finish();
             let mut latencies = Vec::new();
+            // Clients start spread over one interval, so reads arrive evenly.
+            let mut next =
+                start + every.map_or(Duration::ZERO, |e| e.mul_f64(c as f64 / connections as f64));
             while Instant::now() < until {
+                if let Some(every) = every {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += every;
+                }
                 let started = Instant::now();
                 let Ok(mut answer) = http.get(&url).send().await else { continue };
                 let _ = answer.body().limit(16 << 20).await;
@@ -167,6 +192,7 @@ async fn read(
     body_bytes: usize,
     connections: usize,
     secs: u64,
+    rate: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let body = body_of(body_bytes);
     let (source, _) = upstream(body.clone(), false).await;
@@ -186,17 +212,12 @@ async fn read(
     if !cached.status().is_success() {
         return Err("the cache entry was not stored".into());
     }
-    println!("{} bytes, {connections} connections, {secs} s each", body.len());
-    report(
-        "tool data  ",
-        load(&format!("{base}/v1/tools/bench/data"), connections, secs).await,
-        secs,
-    );
-    report(
-        "cache entry",
-        load(&format!("{base}/v1/cache/bench-entry"), connections, secs).await,
-        secs,
-    );
+    let pace = if rate > 0 { format!("{rate} reads/s") } else { "as fast as answered".into() };
+    println!("{} bytes, {connections} connections, {pace}, {secs} s each", body.len());
+    let tool = load(&format!("{base}/v1/tools/bench/data"), connections, secs, rate).await;
+    report("tool data  ", tool, secs);
+    let entry = load(&format!("{base}/v1/cache/bench-entry"), connections, secs, rate).await;
+    report("cache entry", entry, secs);
     Ok(())
 }
 
@@ -293,7 +314,7 @@ fn spawn_serve(
         .spawn()?)
 }
 
-async fn cold_start() -> Result<(), Box<dyn std::error::Error>> {
+async fn cold_start(crash: bool) -> Result<(), Box<dyn std::error::Error>> {
     let redis = std::env::var("REDIS_URL").map_err(|_| "cold-start needs REDIS_URL")?;
     let (source, upstream_requests) = upstream(body_of(1024), false).await;
     let prefix = format!("coldstart{}", std::process::id());
@@ -317,7 +338,12 @@ async fn cold_start() -> Result<(), Box<dyn std::error::Error>> {
     if answer.status() != 200 {
         return Err(format!("the first server answered {}", answer.status()).into());
     }
-    first.kill()?;
+    if crash {
+        first.kill()?;
+    } else {
+        // Stopped as a deployment stops it (SIGTERM): the next one starts as a fresh instance.
+        Command::new("kill").args(["-TERM", &first.id().to_string()]).status()?;
+    }
     first.wait()?;
     let before = upstream_requests.load(Ordering::Relaxed);
     let spawned = Instant::now();
@@ -347,10 +373,12 @@ async fn cold_start() -> Result<(), Box<dyn std::error::Error>> {
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Args::parse().mode {
-        Mode::Read { body_bytes, connections, secs } => read(body_bytes, connections, secs).await,
+        Mode::Read { body_bytes, connections, secs, rate } => {
+            read(body_bytes, connections, secs, rate).await
+        }
         Mode::Dashboards { tools, dashboards: n, poll_secs, refresh_secs, secs, etag } => {
             dashboards(tools, n, poll_secs, refresh_secs, secs, etag).await
         }
-        Mode::ColdStart => cold_start().await,
+        Mode::ColdStart { crash } => cold_start(crash).await,
     }
 }

@@ -210,7 +210,7 @@ pub async fn data(
         })?,
     };
     let tools = client.tools();
-    let tool = tools.require(&name).await?;
+    let tool = tools.for_read(&name).await?;
     let key = data_key(&tool.name);
     if let Some(entry) = client.cache().get(&key).await {
         return serve(&req, &client, &tool, &entry, None).await;

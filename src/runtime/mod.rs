@@ -889,11 +889,17 @@ impl RuntimeBuilder {
                 ));
             }
         }
+        let explicit_name = self.config.instance.is_some();
         let runtime = self.start()?;
-        // A name another live instance holds stops the start here, as a bad setting would.
-        if let Err(err) = runtime.client.name_settled().await {
-            runtime.shutdown().await;
-            return Err(err.into());
+        // An explicit name another live instance holds stops the start here, as a bad setting
+        // would. The default name is never refused (another name is taken when it is held),
+        // so the start does not wait for it: a restart after a crash serves at once while the
+        // name's previous run is watched, and runs jobs once the name is settled.
+        if explicit_name {
+            if let Err(err) = runtime.client.name_settled().await {
+                runtime.shutdown().await;
+                return Err(err.into());
+            }
         }
         Ok(runtime)
     }

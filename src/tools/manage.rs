@@ -11,7 +11,9 @@
 //! tick and a trigger never call the upstream at once; and a refresh that starts after another
 //! one ended since it was created skips the upstream altogether (see `refresh.rs`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -85,6 +87,15 @@ pub struct StateView {
     pub served: super::state::ServedCounts,
 }
 
+/// How long a read of a tool's data trusts this instance's copy of the tool's configuration.
+/// A read must not cost a store lookup (a file read, or a Redis round trip and a parse) when
+/// the data itself is in memory; a change made through another instance reaches this one's
+/// reads within this time, and this instance's own changes at once.
+const CONFIG_FOR: Duration = Duration::from_secs(1);
+
+/// Tools copied for reads, by name, with when they were read from the store.
+type Copies = Arc<Mutex<HashMap<String, (Instant, Arc<Tool>)>>>;
+
 /// The tools service; cheap to clone (a runtime's client and its handlers share one).
 #[derive(Clone)]
 pub struct Tools {
@@ -92,6 +103,7 @@ pub struct Tools {
     secrets: Arc<[String]>,
     allowed_hosts: Option<AllowedHosts>,
     served: ServedCounters,
+    copies: Copies,
 }
 
 impl Tools {
@@ -102,7 +114,29 @@ impl Tools {
             secrets: config.tool_secrets.clone().into(),
             allowed_hosts: config.http_allowed_hosts.clone(),
             served: ServedCounters::default(),
+            copies: Copies::default(),
         }
+    }
+
+    /// Tool `name` for a read of its data: this instance's copy while it is younger than
+    /// [`CONFIG_FOR`], else read from the store (and copied).
+    pub async fn for_read(&self, name: &str) -> Result<Arc<Tool>, ToolError> {
+        if let Some((at, tool)) = self.copies().get(name) {
+            if at.elapsed() < CONFIG_FOR {
+                return Ok(tool.clone());
+            }
+        }
+        let tool = Arc::new(self.require(name).await?);
+        let mut copies = self.copies();
+        if copies.len() >= 1_024 {
+            copies.retain(|_, (at, _)| at.elapsed() < CONFIG_FOR);
+        }
+        copies.insert(name.to_owned(), (Instant::now(), tool.clone()));
+        Ok(tool)
+    }
+
+    fn copies(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<Tool>)>> {
+        self.copies.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Where tools, their state and user metadata are kept.
@@ -179,6 +213,7 @@ impl Tools {
         }
         self.install(client, &tool).await?;
         let created = self.docs.put(Namespace::Tools, name, &tool).await?;
+        self.copies().remove(name);
         let changed = existing.as_ref().is_some_and(|old| {
             (&old.url, &old.method, &old.headers) != (&tool.url, &tool.method, &tool.headers)
         });
@@ -215,6 +250,7 @@ impl Tools {
     /// Removes tool `name` with its schedule, limit, cached data and state.
     pub async fn delete(&self, client: &Client, name: &str) -> Result<(), ToolError> {
         super::spec::validate_name(name)?;
+        self.copies().remove(name);
         if !self.docs.delete(Namespace::Tools, name).await? {
             return Err(ToolError::NotFound(name.to_owned()));
         }
