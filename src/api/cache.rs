@@ -158,6 +158,7 @@ pub async fn get(
     let unchanged = not_modified(&req, &entry.etag, entry.stored_at);
     let mut response = if unchanged { HttpResponse::NotModified() } else { HttpResponse::Ok() };
     validators(&mut response, &entry.etag, entry.stored_at);
+    super::conditional::foreign_content(&mut response);
     response
         .insert_header((header::AGE, age.to_string()))
         .insert_header((header::CACHE_CONTROL, format!("max-age={max_age}")));

@@ -45,3 +45,12 @@ pub fn validators(response: &mut HttpResponseBuilder, etag: &str, modified: Date
         .insert_header((header::ETAG, etag.to_owned()))
         .insert_header((header::LAST_MODIFIED, modified));
 }
+
+/// Headers of an answer whose bytes someone else supplied (a cache entry, an upstream's body):
+/// a browser must neither guess another type for them nor run them as this origin's page, so
+/// an upstream's `text/html` cannot script the API's origin.
+pub fn foreign_content(response: &mut actix_web::HttpResponseBuilder) {
+    response
+        .insert_header((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((actix_web::http::header::CONTENT_SECURITY_POLICY, "sandbox"));
+}

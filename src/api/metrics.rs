@@ -19,13 +19,22 @@ fn route_of(pattern: Option<String>) -> String {
     pattern.unwrap_or_else(|| "unmatched".to_owned())
 }
 
+/// The method as a label: the standard ones by name, any other `OTHER` (a client may send any
+/// token as a method, and each would otherwise make series of its own, for good).
+fn method_label(method: &actix_web::http::Method) -> String {
+    const STANDARD: [&str; 9] =
+        ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
+    let name = method.as_str();
+    if STANDARD.contains(&name) { name } else { "OTHER" }.to_owned()
+}
+
 /// Counts each request and times it, by route template, method and status.
 pub async fn record_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let answered = next.call(req).await;
     let (route, status) = match &answered {
         Ok(res) => (route_of(res.request().match_pattern()), res.status()),

@@ -247,6 +247,7 @@ async fn serve(
     let unchanged = not_modified(req, &entry.etag, entry.stored_at);
     let mut response = if unchanged { HttpResponse::NotModified() } else { HttpResponse::Ok() };
     validators(&mut response, &entry.etag, entry.stored_at);
+    super::conditional::foreign_content(&mut response);
     response.insert_header((header::AGE, freshness.age_secs.to_string())).insert_header((
         header::CACHE_CONTROL,
         format!("max-age={}, stale-while-revalidate={}", freshness.fresh_for_secs, tool.stale_secs),
@@ -265,12 +266,14 @@ async fn serve(
                 if state.last_error_at.is_some_and(|at| at >= confirmed) {
                     response.append_header((header::WARNING, "111 - \"Revalidation Failed\""));
                 }
-                let (client, tool) = (client.clone(), tool.clone());
-                actix_rt::spawn(async move {
-                    if let Err(err) = client.tools().trigger(&client, &tool, &state).await {
-                        tracing::warn!(tool = %tool.name, "stale data could not trigger a refresh: {err}");
-                    }
-                });
+                if client.tools().stale_trigger_due(&tool.name) {
+                    let (client, tool) = (client.clone(), tool.clone());
+                    actix_rt::spawn(async move {
+                        if let Err(err) = client.tools().trigger(&client, &tool, &state).await {
+                            tracing::warn!(tool = %tool.name, "stale data could not trigger a refresh: {err}");
+                        }
+                    });
+                }
             }
             Err(err) => {
                 tracing::warn!(tool = %tool.name, "stale data served without a refresh: {err}")

@@ -621,6 +621,11 @@ impl EnvVars {
         std::env::var(name).ok().or_else(|| self.file.get(name).cloned())
     }
 
+    /// What the file alone says of `name`.
+    pub(crate) fn file_value(&self, name: &str) -> Option<String> {
+        self.file.get(name).cloned()
+    }
+
     /// The warnings about `JOBYARD_*` variables set here (in the environment or the file)
     /// that jobyard does not read.
     // Read by the command line only (`server`); an embedder reads its own environment.

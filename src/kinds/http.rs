@@ -143,7 +143,15 @@ impl Job for HttpRequest {
     async fn run(self, ctx: JobContext) -> Result<HttpResponse, JobError> {
         let method =
             Method::from_str(&self.method).map_err(|_| JobError::fatal("invalid method"))?;
-        let allowed_hosts = ctx.extension::<AllowedHosts>().is_some();
+        // Checked here too, not only at submit: the job may have been submitted through an
+        // instance without the list, or before it was set.
+        let allowed_hosts = match ctx.extension::<AllowedHosts>() {
+            Some(hosts) => {
+                hosts.check(&self.url).map_err(JobError::fatal)?;
+                true
+            }
+            None => false,
+        };
         let client = if allowed_hosts { &CLIENT_NO_REDIRECTS } else { &CLIENT };
         let mut request = client
             .with(|client| client.request(method, &self.url))

@@ -69,11 +69,24 @@ pub struct JobMeters {
     by_kind_and_queue: HashMap<(Arc<str>, Arc<str>), Meters>,
 }
 
+/// Kind and queue pairs with series of their own, at most; the jobs of further pairs count
+/// under queue `other` (queue names are the clients' to choose, and each pair's series last
+/// as long as the process).
+const MOST_PAIRS: usize = 1_000;
+
 impl JobMeters {
     fn meters(&mut self, kind: &Arc<str>, queue: &Arc<str>) -> &Meters {
+        let key = (kind.clone(), queue.clone());
+        let key = if self.by_kind_and_queue.len() < MOST_PAIRS
+            || self.by_kind_and_queue.contains_key(&key)
+        {
+            key
+        } else {
+            (kind.clone(), Arc::from("other"))
+        };
         self.by_kind_and_queue
-            .entry((kind.clone(), queue.clone()))
-            .or_insert_with(|| Meters::new(kind, queue))
+            .entry(key)
+            .or_insert_with_key(|(kind, queue)| Meters::new(kind, queue))
     }
 
     /// An attempt of `kind` in `queue` started after waiting `waited` since it was due.

@@ -104,6 +104,11 @@ pub struct Tools {
     allowed_hosts: Option<AllowedHosts>,
     served: ServedCounters,
     copies: Copies,
+    /// When a stale read last triggered a refresh of each tool, for [`Tools::stale_trigger_due`].
+    stale_triggers: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The values `.env.local` gives the listed secrets, read once at start (the process
+    /// environment, read at each request, wins over them).
+    file_secrets: Arc<HashMap<String, String>>,
 }
 
 impl Tools {
@@ -115,7 +120,35 @@ impl Tools {
             allowed_hosts: config.http_allowed_hosts.clone(),
             served: ServedCounters::default(),
             copies: Copies::default(),
+            file_secrets: Arc::new(file_secrets(&config.tool_secrets)),
+            stale_triggers: Arc::default(),
         }
+    }
+
+    /// Whether a stale read of tool `name` should trigger a refresh: not when one did less
+    /// than [`CONFIG_FOR`] ago on this instance. Every trigger of one refresh answers the same
+    /// job anyway; this spares a busy tool a task and a submit per read.
+    pub fn stale_trigger_due(&self, name: &str) -> bool {
+        let mut last = self.stale_triggers.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.get(name).is_some_and(|at| at.elapsed() < CONFIG_FOR) {
+            return false;
+        }
+        if last.len() >= 1_024 {
+            last.retain(|_, at| at.elapsed() < CONFIG_FOR);
+        }
+        last.insert(name.to_owned(), Instant::now());
+        true
+    }
+
+    /// The value of secret variable `name` (one of `JOBYARD_TOOL_SECRETS`): the process
+    /// environment's, else `.env.local`'s as read at start.
+    pub fn secret(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().or_else(|| self.file_secrets.get(name).cloned())
+    }
+
+    /// The hosts tools may call (`JOBYARD_HTTP_ALLOWED_HOSTS`); `None`: any.
+    pub fn allowed_hosts(&self) -> Option<&AllowedHosts> {
+        self.allowed_hosts.as_ref()
     }
 
     /// Tool `name` for a read of its data: this instance's copy while it is younger than
@@ -308,6 +341,13 @@ impl Tools {
         }
         Ok(triggered)
     }
+}
+
+/// What `.env.local` says of the `listed` variables (nothing when it cannot be read: the
+/// configuration, read from the same file, has said why already).
+fn file_secrets(listed: &[String]) -> HashMap<String, String> {
+    let Ok(file) = crate::config::EnvVars::read() else { return HashMap::new() };
+    listed.iter().filter_map(|name| Some((name.clone(), file.file_value(name)?))).collect()
 }
 
 /// The job a refresh of tool `name` is: under the tool's limit, a few attempts.

@@ -96,14 +96,22 @@ impl Job for RefreshTool {
             .filter(|entry| state.upstream.for_etag.as_deref() == Some(entry.etag.as_str()));
         let started = Instant::now();
         let answer = tokio::select! {
-            answer = request(&tool, tools.secrets(), conditional.map(|_| &state)) => answer,
+            answer = request(&tool, tools, conditional.map(|_| &state)) => answer,
             _ = ctx.cancelled() => return Err(JobError::Cancelled),
         };
-        // Deleted (or deleted and created again) while the request ran: what it brought
-        // belongs to no tool, and storing it would bring back data and state the delete removed.
+        // Deleted (or deleted and created again), or given another request, while the request
+        // ran: what it brought belongs to no tool as it is now, and storing it would bring back
+        // data and state the change removed.
         let current = tools.get(&tool.name).await?;
-        if current.is_none_or(|current| current.created_at != tool.created_at) {
-            return Ok(RefreshOutcome::skipped("the tool was deleted during the request"));
+        let same = |current: &Tool| {
+            current.created_at == tool.created_at
+                && (&current.url, &current.method, &current.headers)
+                    == (&tool.url, &tool.method, &tool.headers)
+        };
+        if !current.as_ref().is_some_and(same) {
+            return Ok(RefreshOutcome::skipped(
+                "the tool was deleted or changed during the request",
+            ));
         }
         let now = Utc::now();
         state.last_refresh_at = Some(now);
@@ -146,18 +154,22 @@ struct Answer {
     body: Vec<u8>,
 }
 
-/// Sends the request: `validators` make it conditional.
+/// Sends the request: `validators` make it conditional. The allowed hosts are checked here
+/// too, not only when the tool was stored: another instance, or this one before the list was
+/// set, may have stored it.
 async fn request(
     tool: &Tool,
-    allowed: &[String],
+    tools: &Tools,
     validators: Option<&ToolState>,
 ) -> Result<Answer, JobError> {
+    if let Some(hosts) = tools.allowed_hosts() {
+        hosts.check(&tool.url).map_err(JobError::fatal)?;
+    }
     let method = Method::from_bytes(tool.method.as_bytes())
         .map_err(|_| JobError::fatal(format!("invalid method '{}'", tool.method)))?;
     let mut request = CLIENT.with(|c| c.request(method, &tool.url)).timeout(REQUEST_TIMEOUT);
-    let env = crate::config::EnvVars::read().map_err(JobError::fatal)?;
     for (name, value) in &tool.headers {
-        let value = secrets::resolve(value, allowed, |var| env.get(var))
+        let value = secrets::resolve(value, tools.secrets(), |var| tools.secret(var))
             .map_err(|err| JobError::fatal(format!("header '{name}': {err}")))?;
         request = request.insert_header((name.as_str(), value));
     }

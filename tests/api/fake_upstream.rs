@@ -90,12 +90,14 @@ async fn answer(
 ) -> HttpResponse {
     let header =
         |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // The behaviour is taken before the request is counted: a test that changes it once it
+    // sees a request changes the answers of later requests only, never that one's.
+    let now_behaviour = behaviour.lock().unwrap().clone();
     seen.lock().unwrap().push(Seen {
         at: Utc::now(),
         if_none_match: header("if-none-match"),
         authorization: header("authorization"),
     });
-    let now_behaviour = behaviour.lock().unwrap().clone();
     if !now_behaviour.delay.is_zero() {
         tokio::time::sleep(now_behaviour.delay).await;
     }

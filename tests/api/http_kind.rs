@@ -182,3 +182,29 @@ async fn with_allowed_hosts_a_redirect_is_not_followed() {
         "{error}"
     );
 }
+
+#[actix_web::test]
+async fn allowed_hosts_hold_when_the_job_runs_not_only_at_submit() {
+    let on = On::redis();
+    let (base, calls) = upstream().await;
+    let prefix = format!("t{}", fastrand::u32(..));
+    // Submitted through an instance without the list (running no jobs)...
+    let lax = on.spawn_shared(&prefix, |c| c.concurrency = 0).await;
+    // ...and run by one whose list does not name the upstream's host.
+    let _strict = on
+        .spawn_shared(&prefix, |c| {
+            c.http_allowed_hosts =
+                Some(jobyard::kinds::upstream::AllowedHosts::parse("example.com"));
+        })
+        .await;
+    let job =
+        lax.submit(json!({"kind": "http", "payload": {"url": format!("{base}/flaky")}})).await;
+    let done = lax.wait_terminal(job["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (done["status"].as_str(), done["attempts"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{done}"
+    );
+    assert!(done["error"].as_str().unwrap().contains("JOBYARD_HTTP_ALLOWED_HOSTS"), "{done}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no request left for a host outside the list");
+}

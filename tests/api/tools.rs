@@ -549,3 +549,62 @@ async fn at_start_the_tools_read_most_are_refreshed_first() {
     let order: Vec<&str> = jobs.iter().map(|j| j["payload"]["tool"].as_str().unwrap()).collect();
     assert_eq!(order, ["charlie", "alpha", "bravo"]);
 }
+
+/// An app on Redis under `prefix`, adjusted.
+async fn on_redis_with(
+    redis: &TestRedis,
+    prefix: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    let url = redis.url();
+    let prefix = prefix.to_owned();
+    spawn_app_with(move |c| {
+        c.redis_url = Some(RedisUrl::parse(&url).unwrap());
+        c.redis_prefix = prefix;
+        c.queue_backend = QueueBackendKind::Redis;
+        c.cache_backend = CacheBackendKind::Hybrid;
+        c.data_dir = std::env::temp_dir().join("jobyard-tools-test-unused");
+        adjust(c);
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn allowed_hosts_hold_when_the_request_is_made_not_only_when_stored() {
+    let redis = TestRedis::start();
+    let upstream = FakeUpstream::start(r#"{"secret": 1}"#).await;
+    // Stored through an instance without the list (and running no jobs)...
+    let lax = on_redis_with(&redis, "hosts-at-request", |c| c.concurrency = 0).await;
+    put_tool(&lax, "elsewhere", json!({"url": upstream.url})).await;
+    // ...refreshed by one whose list does not name the upstream's host.
+    let strict = on_redis_with(&redis, "hosts-at-request", |c| {
+        c.http_allowed_hosts = Some(jobyard::kinds::upstream::AllowedHosts::parse("example.com"));
+    })
+    .await;
+    let job = strict.post_empty("/v1/tools/elsewhere/refresh").await;
+    assert_eq!(job.status, 202, "{}", job.body);
+    let done = strict.wait_terminal(job.body["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("JOBYARD_HTTP_ALLOWED_HOSTS"), "{done}");
+    assert_eq!(upstream.count(), 0, "no request left for a host outside the list");
+}
+
+#[actix_web::test]
+async fn a_refresh_in_flight_when_the_url_changes_stores_nothing() {
+    let old = FakeUpstream::start(r#"{"from": "old"}"#).await;
+    old.set(|b| b.delay = Duration::from_millis(500));
+    let new = FakeUpstream::start(r#"{"from": "new"}"#).await;
+    let (app, _dir) = app_with(|_| {}).await;
+    put_tool(&app, "moved", json!({"url": old.url})).await;
+    let job = app.post_empty("/v1/tools/moved/refresh").await;
+    let id = job.body["id"].as_str().unwrap().to_owned();
+    let asked = poll(|| async { (old.count() == 1).then_some(()) }).await;
+    assert!(asked.is_some(), "the old upstream is being asked");
+    put_tool(&app, "moved", json!({"url": new.url})).await;
+    let done = app.wait_terminal(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let (status, headers, body) = read(&app, "moved", &[]).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"from": "new"}"#), "the old answer was dropped");
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(header(&headers, "content-security-policy"), Some("sandbox"));
+}
