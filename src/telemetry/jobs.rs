@@ -108,3 +108,23 @@ impl JobMeters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_past_the_bound_share_one_series_per_kind() {
+        let mut meters = JobMeters::default();
+        let kind: Arc<str> = Arc::from("noop");
+        for n in 0..MOST_PAIRS + 500 {
+            let queue: Arc<str> = Arc::from(format!("q{n}"));
+            meters.started(&kind, &queue, Duration::ZERO);
+        }
+        assert_eq!(meters.by_kind_and_queue.len(), MOST_PAIRS + 1, "the bound, and `other`");
+        assert!(meters.by_kind_and_queue.contains_key(&(kind.clone(), Arc::from("other"))));
+        // A pair seen before the bound keeps its own series.
+        meters.ended(&kind, &Arc::from("q0"), Duration::ZERO, Ending::Succeeded);
+        assert_eq!(meters.by_kind_and_queue.len(), MOST_PAIRS + 1);
+    }
+}
