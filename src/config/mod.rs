@@ -446,17 +446,8 @@ impl Config {
                 var("OTEL_EXPORTER_OTLP_ENDPOINT"),
             )?,
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "jobyard".into()),
-            tool_secrets: var("JOBYARD_TOOL_SECRETS")
-                .map(|raw| {
-                    raw.split(',')
-                        .map(str::trim)
-                        .filter(|n| !n.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            http_allowed_hosts: var("JOBYARD_HTTP_ALLOWED_HOSTS")
-                .map(|raw| crate::kinds::upstream::AllowedHosts::parse(&raw)),
+            tool_secrets: tool_secrets(var("JOBYARD_TOOL_SECRETS"))?,
+            http_allowed_hosts: allowed_hosts(var("JOBYARD_HTTP_ALLOWED_HOSTS"))?,
         })
     }
 }
@@ -464,6 +455,38 @@ impl Config {
 /// Where the client commands find the server when `JOBYARD_URL` does not say (where `serve`
 /// listens by default).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// `JOBYARD_HTTP_ALLOWED_HOSTS`: bare host names or addresses, comma-separated.
+fn allowed_hosts(
+    raw: Option<String>,
+) -> Result<Option<crate::kinds::upstream::AllowedHosts>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let hosts = crate::kinds::upstream::AllowedHosts::parse(&raw);
+    if let Some(entry) = hosts.not_a_host() {
+        let allowed = format!(
+            "comma-separated host names or addresses, without scheme, port or path ('{entry}' \
+             is not one: write api.github.com, not https://api.github.com:443)"
+        );
+        return Err(invalid("JOBYARD_HTTP_ALLOWED_HOSTS", &raw, allowed));
+    }
+    Ok(Some(hosts))
+}
+
+/// `JOBYARD_TOOL_SECRETS`: the variables tool headers may reference, never the server's own
+/// secrets (anyone with API access could send them to a URL of their choosing).
+fn tool_secrets(raw: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let names: Vec<String> =
+        raw.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect();
+    if let Some(own) = names.iter().find(|n| *n == "REDIS_URL" || n.starts_with("JOBYARD_")) {
+        let allowed = format!(
+            "the variables tools may send upstream, not jobyard's own settings ('{own}' holds \
+             this server's secrets or settings)"
+        );
+        return Err(invalid("JOBYARD_TOOL_SECRETS", &raw, allowed));
+    }
+    Ok(names)
+}
 
 /// The OTLP traces URL from the two standard variables (the traces one is a whole URL, the
 /// other a base to which `/v1/traces` is appended).
@@ -751,6 +774,24 @@ mod variables {
         }
         let listed: BTreeSet<String> = VARIABLES.iter().map(|v| v.to_string()).collect();
         assert_eq!(asked.into_inner(), listed);
+    }
+
+    #[test]
+    fn tools_may_not_reach_the_servers_own_secrets_or_hosts_that_never_match() {
+        let with = |name: &str, value: &str| {
+            let (name, value) = (name.to_owned(), value.to_owned());
+            Config::from_lookup(move |n| (n == name).then(|| value.clone()))
+        };
+        assert!(with("JOBYARD_TOOL_SECRETS", "GITHUB_TOKEN, JIRA_TOKEN").is_ok());
+        for bad in ["GITHUB_TOKEN,REDIS_URL", "JOBYARD_API_TOKEN"] {
+            let err = with("JOBYARD_TOOL_SECRETS", bad).unwrap_err().to_string();
+            assert!(err.contains("not jobyard's own settings"), "{err}");
+        }
+        assert!(with("JOBYARD_HTTP_ALLOWED_HOSTS", "api.github.com, 127.0.0.1, ::1").is_ok());
+        for bad in ["https://api.github.com", "api.github.com:443", "example.com/path"] {
+            let err = with("JOBYARD_HTTP_ALLOWED_HOSTS", bad).unwrap_err().to_string();
+            assert!(err.contains("without scheme, port or path"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -32,6 +32,15 @@ impl AllowedHosts {
         &self.0
     }
 
+    /// The first entry that is not a bare host (a scheme, a port, a path or a user would
+    /// never match a URL's host, so the list would refuse what it seems to allow).
+    pub fn not_a_host(&self) -> Option<&str> {
+        self.0.iter().map(String::as_str).find(|entry| {
+            let colons = entry.matches(':').count();
+            entry.contains(['/', '@', '?', '#', ' ', '[', ']']) || colons == 1
+        })
+    }
+
     /// Ok when `url` names one of the hosts; the error says which host was refused.
     pub fn check(&self, url: &str) -> Result<(), String> {
         let host = host_of(url).ok_or_else(|| format!("url '{url}' names no host"))?;

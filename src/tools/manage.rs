@@ -273,7 +273,16 @@ impl Tools {
                     job: refresh_spec(name),
                     catch_up: false,
                 };
-                client.put_schedule(&schedule_name(name), spec).await?;
+                // Put again only when it differs: putting a schedule sets its next run anew,
+                // so every start of a rolling restart would skip a tick that is due.
+                let current = client.get_schedule(&schedule_name(name)).await.ok();
+                let same = current.is_some_and(|s| {
+                    (&s.cron, s.timezone.as_str(), s.catch_up) == (cron, "UTC", false)
+                        && serde_json::to_value(&s.job).ok() == serde_json::to_value(&spec.job).ok()
+                });
+                if !same {
+                    client.put_schedule(&schedule_name(name), spec).await?;
+                }
             }
             None => ignore_missing(client.delete_schedule(&schedule_name(name)).await)?,
         }

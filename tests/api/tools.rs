@@ -608,3 +608,22 @@ async fn a_refresh_in_flight_when_the_url_changes_stores_nothing() {
     assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
     assert_eq!(header(&headers, "content-security-policy"), Some("sandbox"));
 }
+
+#[actix_web::test]
+async fn a_restart_keeps_a_tools_schedule_as_it_is() {
+    let upstream = FakeUpstream::start(r#"{"n": 1}"#).await;
+    let (app, _dir) = app_with(|_| {}).await;
+    put_tool(&app, "ticking", json!({"url": upstream.url, "refresh": "0 0 * * * *"})).await;
+    let before = app.get("/v1/schedules/tool:ticking").await;
+    assert_eq!(before.status, 200, "{}", before.body);
+    // What every start does for every tool: the schedule is not put again (which would move
+    // its next run, skipping a tick that is due during a rolling restart).
+    let triggered = app.runtime.tools().start(&app.runtime, &[]).await.expect("start");
+    assert_eq!(triggered, 1, "nothing was cached");
+    let after = app.get("/v1/schedules/tool:ticking").await;
+    assert_eq!(after.body["updated_at"], before.body["updated_at"], "{}", after.body);
+    // A changed cron is put.
+    put_tool(&app, "ticking", json!({"url": upstream.url, "refresh": "0 30 * * * *"})).await;
+    let changed = app.get("/v1/schedules/tool:ticking").await;
+    assert_eq!(changed.body["cron"], "0 30 * * * *");
+}
