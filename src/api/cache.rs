@@ -165,10 +165,7 @@ pub async fn get(
     if unchanged {
         return Ok(response.finish());
     }
-    // A type read back from Redis that is not a valid header (foreign data) is not passed on.
-    let media = header::HeaderValue::from_str(&entry.content_type)
-        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
-    Ok(response.insert_header((header::CONTENT_TYPE, media)).body(entry.value.to_vec()))
+    Ok(super::conditional::entry_body(response, &entry))
 }
 
 #[utoipa::path(

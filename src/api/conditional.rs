@@ -4,8 +4,10 @@
 use std::time::{Duration, SystemTime};
 
 use actix_web::http::header::{self, HttpDate};
-use actix_web::{HttpRequest, HttpResponseBuilder};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};
+
+use crate::cache::Entry;
 
 /// True when the request's validators match: answer 304.
 pub fn not_modified(req: &HttpRequest, etag: &str, modified: DateTime<Utc>) -> bool {
@@ -49,8 +51,16 @@ pub fn validators(response: &mut HttpResponseBuilder, etag: &str, modified: Date
 /// Headers of an answer whose bytes someone else supplied (a cache entry, an upstream's body):
 /// a browser must neither guess another type for them nor run them as this origin's page, so
 /// an upstream's `text/html` cannot script the API's origin.
-pub fn foreign_content(response: &mut actix_web::HttpResponseBuilder) {
+pub fn foreign_content(response: &mut HttpResponseBuilder) {
     response
-        .insert_header((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((actix_web::http::header::CONTENT_SECURITY_POLICY, "sandbox"));
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, "sandbox"));
+}
+
+/// The answer carrying a cache entry's bytes with its content type. A type read back from
+/// Redis that is not a valid header (foreign data under our keys) is not passed on.
+pub fn entry_body(mut response: HttpResponseBuilder, entry: &Entry) -> HttpResponse {
+    let media = header::HeaderValue::from_str(&entry.content_type)
+        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
+    response.insert_header((header::CONTENT_TYPE, media)).body(entry.value.to_vec())
 }

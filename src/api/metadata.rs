@@ -11,6 +11,9 @@ use super::ApiError;
 use crate::documents::Namespace;
 use crate::runtime::Client;
 
+/// The path parameter naming a document, as the OpenAPI document describes it.
+const NAME: &str = "The document's name: 1 to 64 of `[a-z0-9_-]`";
+
 /// Largest document accepted, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
@@ -19,7 +22,7 @@ pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
     path = "/v1/metadata/{name}",
     operation_id = "put_metadata",
     tag = "metadata",
-    params(("name" = String, Path, description = "The document's name: 1 to 64 of `[a-z0-9_-]`")),
+    params(("name" = String, Path, description = NAME)),
     request_body(content = serde_json::Value, description = "Any JSON document of at most 64 KiB", content_type = "application/json"),
     responses(
         (status = 201, description = "Created; the document as stored", body = serde_json::Value),
@@ -57,7 +60,7 @@ pub async fn put(
     path = "/v1/metadata/{name}",
     operation_id = "get_metadata",
     tag = "metadata",
-    params(("name" = String, Path, description = "The document's name: 1 to 64 of `[a-z0-9_-]`")),
+    params(("name" = String, Path, description = NAME)),
     responses(
         (status = 200, description = "The document", body = serde_json::Value),
         (status = 404, description = "No such document", body = ErrorBody),
@@ -79,7 +82,7 @@ pub async fn get(
     path = "/v1/metadata/{name}",
     operation_id = "delete_metadata",
     tag = "metadata",
-    params(("name" = String, Path, description = "The document's name: 1 to 64 of `[a-z0-9_-]`")),
+    params(("name" = String, Path, description = NAME)),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such document", body = ErrorBody),

@@ -22,6 +22,9 @@ use crate::tools::manage::ToolView;
 use crate::tools::state::Served;
 use crate::tools::{data_key, Tool, ToolError, ToolSpec};
 
+/// The path parameter naming a tool, as the OpenAPI document describes it.
+const NAME: &str = "The tool's name: 1 to 64 of `[a-z0-9_-]`";
+
 /// How long a read of a tool with nothing cached waits for its refresh by default.
 const DEFAULT_WAIT_MS: u64 = 5_000;
 /// The longest it may be asked to wait.
@@ -72,7 +75,7 @@ pub struct DataPending {
     path = "/v1/tools/{name}",
     operation_id = "put_tool",
     tag = "tools",
-    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`")),
+    params(("name" = String, Path, description = NAME)),
     request_body = ToolSpec,
     responses(
         (status = 201, description = "Created, with its limit `tool:<name>` and its schedule", body = ToolView),
@@ -99,7 +102,7 @@ pub async fn put(
     path = "/v1/tools/{name}",
     operation_id = "get_tool",
     tag = "tools",
-    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`")),
+    params(("name" = String, Path, description = NAME)),
     responses(
         (status = 200, description = "The tool, its last and next refresh, the upstream's rate-limit budget, its last error", body = ToolView),
         (status = 404, description = "No such tool", body = ErrorBody),
@@ -135,7 +138,7 @@ pub async fn list(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
     path = "/v1/tools/{name}",
     operation_id = "delete_tool",
     tag = "tools",
-    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`")),
+    params(("name" = String, Path, description = NAME)),
     responses(
         (status = 204, description = "Removed, with its cached data, schedule and limit"),
         (status = 404, description = "No such tool", body = ErrorBody),
@@ -154,7 +157,7 @@ pub async fn delete(
     path = "/v1/tools/{name}/refresh",
     operation_id = "refresh_tool",
     tag = "tools",
-    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`")),
+    params(("name" = String, Path, description = NAME)),
     responses(
         (status = 202, description = "The refresh job (the one already in flight, if any), with `Location`", body = JobRecord),
         (status = 404, description = "No such tool", body = ErrorBody),
@@ -187,7 +190,7 @@ pub struct DataParams {
     path = "/v1/tools/{name}/data",
     operation_id = "get_tool_data",
     tag = "tools",
-    params(("name" = String, Path, description = "The tool's name: 1 to 64 of `[a-z0-9_-]`"), DataParams),
+    params(("name" = String, Path, description = NAME), DataParams),
     responses(
         (status = 200, description = "The cached upstream body with its `Content-Type`, `ETag`, `Last-Modified`, `Age` and `Cache-Control: max-age, stale-while-revalidate`; stale data is served at once while a refresh runs, and the last good data while the upstream fails (with a `Warning`)",
          content(("*/*"))),
@@ -284,7 +287,5 @@ async fn serve(
     if unchanged {
         return Ok(response.finish());
     }
-    let media = header::HeaderValue::from_str(&entry.content_type)
-        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
-    Ok(response.insert_header((header::CONTENT_TYPE, media)).body(entry.value.to_vec()))
+    Ok(super::conditional::entry_body(response, entry))
 }

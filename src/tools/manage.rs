@@ -12,11 +12,12 @@
 //! one ended since it was created skips the upstream altogether (see `refresh.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
+use super::recent::Recent;
 use super::spec::{Tool, ToolSpec};
 use super::state::{ServedCounters, ToolState};
 use super::{data_key, limit_name, schedule_name, tag, REFRESH_KIND};
@@ -93,9 +94,6 @@ pub struct StateView {
 /// reads within this time, and this instance's own changes at once.
 const CONFIG_FOR: Duration = Duration::from_secs(1);
 
-/// Tools copied for reads, by name, with when they were read from the store.
-type Copies = Arc<Mutex<HashMap<String, (Instant, Arc<Tool>)>>>;
-
 /// The tools service; cheap to clone (a runtime's client and its handlers share one).
 #[derive(Clone)]
 pub struct Tools {
@@ -103,9 +101,10 @@ pub struct Tools {
     secrets: Arc<[String]>,
     allowed_hosts: Option<AllowedHosts>,
     served: ServedCounters,
-    copies: Copies,
-    /// When a stale read last triggered a refresh of each tool, for [`Tools::stale_trigger_due`].
-    stale_triggers: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The configurations reads trust, for [`Tools::for_read`].
+    copies: Recent<Arc<Tool>>,
+    /// The tools a stale read triggered a refresh of lately, for [`Tools::stale_trigger_due`].
+    stale_triggers: Recent<()>,
     /// The values `.env.local` gives the listed secrets, read once at start (the process
     /// environment, read at each request, wins over them).
     file_secrets: Arc<HashMap<String, String>>,
@@ -119,9 +118,9 @@ impl Tools {
             secrets: config.tool_secrets.clone().into(),
             allowed_hosts: config.http_allowed_hosts.clone(),
             served: ServedCounters::default(),
-            copies: Copies::default(),
+            copies: Recent::new(CONFIG_FOR),
             file_secrets: Arc::new(file_secrets(&config.tool_secrets)),
-            stale_triggers: Arc::default(),
+            stale_triggers: Recent::new(CONFIG_FOR),
         }
     }
 
@@ -129,14 +128,10 @@ impl Tools {
     /// than [`CONFIG_FOR`] ago on this instance. Every trigger of one refresh answers the same
     /// job anyway; this spares a busy tool a task and a submit per read.
     pub fn stale_trigger_due(&self, name: &str) -> bool {
-        let mut last = self.stale_triggers.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.get(name).is_some_and(|at| at.elapsed() < CONFIG_FOR) {
+        if self.stale_triggers.get(name).is_some() {
             return false;
         }
-        if last.len() >= 1_024 {
-            last.retain(|_, at| at.elapsed() < CONFIG_FOR);
-        }
-        last.insert(name.to_owned(), Instant::now());
+        self.stale_triggers.note(name, ());
         true
     }
 
@@ -154,22 +149,12 @@ impl Tools {
     /// Tool `name` for a read of its data: this instance's copy while it is younger than
     /// [`CONFIG_FOR`], else read from the store (and copied).
     pub async fn for_read(&self, name: &str) -> Result<Arc<Tool>, ToolError> {
-        if let Some((at, tool)) = self.copies().get(name) {
-            if at.elapsed() < CONFIG_FOR {
-                return Ok(tool.clone());
-            }
+        if let Some(tool) = self.copies.get(name) {
+            return Ok(tool);
         }
         let tool = Arc::new(self.require(name).await?);
-        let mut copies = self.copies();
-        if copies.len() >= 1_024 {
-            copies.retain(|_, (at, _)| at.elapsed() < CONFIG_FOR);
-        }
-        copies.insert(name.to_owned(), (Instant::now(), tool.clone()));
+        self.copies.note(name, tool.clone());
         Ok(tool)
-    }
-
-    fn copies(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<Tool>)>> {
-        self.copies.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Where tools, their state and user metadata are kept.
@@ -246,7 +231,7 @@ impl Tools {
         }
         self.install(client, &tool).await?;
         let created = self.docs.put(Namespace::Tools, name, &tool).await?;
-        self.copies().remove(name);
+        self.copies.forget(name);
         let changed = existing.as_ref().is_some_and(|old| {
             (&old.url, &old.method, &old.headers) != (&tool.url, &tool.method, &tool.headers)
         });
@@ -292,7 +277,7 @@ impl Tools {
     /// Removes tool `name` with its schedule, limit, cached data and state.
     pub async fn delete(&self, client: &Client, name: &str) -> Result<(), ToolError> {
         super::spec::validate_name(name)?;
-        self.copies().remove(name);
+        self.copies.forget(name);
         if !self.docs.delete(Namespace::Tools, name).await? {
             return Err(ToolError::NotFound(name.to_owned()));
         }

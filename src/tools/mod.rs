@@ -20,6 +20,7 @@
 
 pub mod freshness;
 pub mod manage;
+mod recent;
 #[cfg(feature = "http-kind")]
 pub mod refresh;
 pub mod secrets;
