@@ -88,6 +88,7 @@ pub mod cli;
 mod clock;
 pub mod config;
 pub mod documents;
+pub mod events;
 pub mod instance;
 pub mod job;
 pub mod kinds;

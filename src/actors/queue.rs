@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::events::EventHub;
 use crate::job::{JobId, JobRecord, Json, NewJob};
 use crate::queue::flow::Claims;
 use crate::queue::{
@@ -25,7 +26,10 @@ use crate::schedule::{Fire, Schedule};
 
 use super::cache::StoreResults;
 
+mod announce;
 mod registry;
+
+use announce::Announcer;
 
 pub use registry::{GetTakeovers, LeaveRegistry, ListInstances, RecordHeartbeat, TakeOver};
 
@@ -188,11 +192,14 @@ pub struct QueueActor {
     waiters: HashMap<JobId, Arc<Notify>>,
     /// True once the backend delivers other instances' events here (kept across restarts).
     listening: bool,
+    /// Tells the event stream what changed.
+    announce: Announcer,
 }
 
 impl QueueActor {
-    pub(crate) fn new(backend: Arc<dyn QueueBackend>, clock: Clock) -> Self {
+    pub(crate) fn new(backend: Arc<dyn QueueBackend>, clock: Clock, events: EventHub) -> Self {
         QueueActor {
+            announce: Announcer::new(events, backend.clone(), clock.clone()),
             backend,
             clock,
             workers: Vec::new(),
@@ -324,15 +331,28 @@ impl Handler<Submit> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Submitted, QueueError>>;
     fn handle(&mut self, Submit(jobs): Submit, _: &mut Context<Self>) -> Self::Result {
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
-        self.mutate(async move { backend.submit(jobs, clock.now()).await }, |s| &s.changes)
+        let call = isolated(async move { backend.submit(jobs, clock.now()).await });
+        Box::pin(call.into_actor(self).map(|result, act, _| {
+            if let Ok(submitted) = &result {
+                act.publish(&submitted.changes);
+                act.announce.submitted(submitted);
+            }
+            result
+        }))
     }
 }
 
 impl Handler<Dequeue> for QueueActor {
-    type Result = ResponseFuture<Result<Claims, QueueError>>;
+    type Result = ResponseActFuture<Self, Result<Claims, QueueError>>;
     fn handle(&mut self, Dequeue(claim): Dequeue, _: &mut Context<Self>) -> Self::Result {
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
-        Box::pin(async move { backend.claim(claim, clock.now()).await })
+        let call = async move { backend.claim(claim, clock.now()).await };
+        Box::pin(call.into_actor(self).map(|result, act, _| {
+            if let Ok(claims) = &result {
+                act.announce.claimed(claims);
+            }
+            result
+        }))
     }
 }
 
@@ -349,11 +369,13 @@ impl Handler<Complete> for QueueActor {
                 .collect(),
             None => Vec::new(),
         };
+        let completing = self.announce.completing(&done);
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
         let call = isolated(async move { backend.complete(done, clock.now()).await });
         Box::pin(call.into_actor(self).map(move |result, act, _| {
             if let Ok(changes) = &result {
                 act.publish(changes);
+                act.announce.completed(completing, changes);
                 if let (Some(cache), false) = (&act.results, results.is_empty()) {
                     // Only results the store accepted: a stale attempt's is not the job's.
                     let accepted: HashSet<&JobId> = changes.finished.iter().collect();
@@ -379,13 +401,22 @@ impl Handler<Release> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Changes, QueueError>>;
     fn handle(&mut self, Release(leases): Release, _: &mut Context<Self>) -> Self::Result {
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
-        self.mutate(async move { backend.release(leases, clock.now()).await }, |c| c)
+        let released = leases.clone();
+        let call = isolated(async move { backend.release(leases, clock.now()).await });
+        Box::pin(call.into_actor(self).map(move |result, act, _| {
+            if let Ok(changes) = &result {
+                act.publish(changes);
+                act.announce.changed(changes, &released);
+            }
+            result
+        }))
     }
 }
 
 impl Handler<ReportProgress> for QueueActor {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, msg: ReportProgress, _: &mut Context<Self>) -> Self::Result {
+        self.announce.progress(msg.lease, &msg.progress);
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
         Box::pin(async move {
             if let Err(err) = backend.report_progress(msg.lease, msg.progress, clock.now()).await {
@@ -403,6 +434,7 @@ impl Handler<Cancel> for QueueActor {
         Box::pin(call.into_actor(self).map(|result, act, _| {
             let (outcome, changes) = result?;
             act.publish(&changes);
+            act.announce.cancelled(&outcome, &changes);
             if let CancelOutcome::Requested(record) = &outcome {
                 tracing::info!(job_id = %record.id, "cancel requested for running job");
                 for (_, cancel) in &act.workers {
@@ -418,7 +450,14 @@ impl Handler<Tick> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Changes, QueueError>>;
     fn handle(&mut self, msg: Tick, _: &mut Context<Self>) -> Self::Result {
         let backend = self.backend.clone();
-        self.mutate(async move { backend.tick(msg.now, msg.retention).await }, |c| c)
+        let call = isolated(async move { backend.tick(msg.now, msg.retention).await });
+        Box::pin(call.into_actor(self).map(|result, act, _| {
+            if let Ok(changes) = &result {
+                act.publish(changes);
+                act.announce.changed(changes, &[]);
+            }
+            result
+        }))
     }
 }
 

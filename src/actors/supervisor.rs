@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Cache, CacheHandle};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::documents::Documents;
+use crate::events::EventHub;
 use crate::job::handler::RecordLookup;
 use crate::job::{Extensions, JobError, Registry};
 use crate::metadata::MetadataStore;
@@ -57,6 +59,8 @@ pub struct RuntimeSupervisor {
     scheduler: Addr<Scheduler>,
     cache: Addr<CacheActor>,
     presence: Addr<Presence>,
+    /// Ends the event stream's tasks (the stats snapshots, the relay between instances).
+    stop: CancellationToken,
 }
 
 impl RuntimeSupervisor {
@@ -70,7 +74,15 @@ impl RuntimeSupervisor {
         let backend_shared = backend.shared();
         let records = record_lookup(backend.clone());
         let queue_clock = clock.clone();
-        let queue = resilient::start(move |_| QueueActor::new(backend, queue_clock));
+        let events = EventHub::new();
+        let stop = CancellationToken::new();
+        if backend_shared {
+            crate::events::relay::start(events.clone(), backend.clone(), stop.clone());
+        }
+        let queue_events = events.clone();
+        let queue = resilient::start(move |_| {
+            QueueActor::new(backend.clone(), queue_clock.clone(), queue_events.clone())
+        });
         let metadata = MetadataStore::new(&config.data_dir);
         let (actor_cache, retention) = (cache.clone(), config.retention);
         let cache_actor = resilient::start(move |_| {
@@ -86,6 +98,8 @@ impl RuntimeSupervisor {
         let documents = Documents::files(&config.data_dir);
         let tools = Tools::new(documents, config);
         extensions.insert(tools.clone());
+        // Tool refreshes announce their end on the event stream.
+        extensions.insert(events.clone());
         let settings = PoolSettings {
             // Named by the presence actor once the instance holds its name.
             instance: String::new(),
@@ -118,6 +132,7 @@ impl RuntimeSupervisor {
             name_state,
             tools: tools.clone(),
             allowed_hosts: config.http_allowed_hosts.clone(),
+            events: events.clone(),
         };
         let client = Client::new(queue.clone(), pool.clone(), parts);
         let scheduler_client = client.clone();
@@ -131,8 +146,9 @@ impl RuntimeSupervisor {
         actix_rt::spawn(warm(client.cache().clone(), MetadataStore::new(&config.data_dir)));
         let metadata = MetadataStore::new(&config.data_dir);
         actix_rt::spawn(start_tools(tools, client.clone(), metadata));
+        actix_rt::spawn(snapshots(client.clone(), events, stop.clone()));
         let supervisor =
-            RuntimeSupervisor { pool, scheduler, cache: cache_actor, presence }.start();
+            RuntimeSupervisor { pool, scheduler, cache: cache_actor, presence, stop }.start();
         (supervisor, client)
     }
 }
@@ -222,6 +238,30 @@ async fn start_tools(tools: Tools, client: Client, metadata: MetadataStore) {
     }
 }
 
+/// How often readers of the event stream get a stats snapshot.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// Sends a stats snapshot to the event stream's readers every second while there are any
+/// (one read of the stats per instance, whatever the number of readers).
+async fn snapshots(client: Client, events: EventHub, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if events.readers() == 0 {
+            continue;
+        }
+        match client.stats().await.map(|stats| serde_json::to_string(&stats)) {
+            Ok(Ok(body)) => events.stats(body),
+            Ok(Err(err)) => tracing::debug!("stats snapshot not serialised: {err}"),
+            Err(err) => tracing::debug!("stats snapshot not read: {err}"),
+        }
+    }
+}
+
 impl Actor for RuntimeSupervisor {
     type Context = Context<Self>;
 }
@@ -231,6 +271,7 @@ impl Handler<Shutdown> for RuntimeSupervisor {
     fn handle(&mut self, Shutdown { grace }: Shutdown, _: &mut Context<Self>) -> Self::Result {
         let (pool, scheduler) = (self.pool.clone(), self.scheduler.clone());
         let (cache, presence) = (self.cache.clone(), self.presence.clone());
+        self.stop.cancel();
         Box::pin(async move {
             scheduler.do_send(StopScheduling);
             let handed_back = pool.send(Drain { grace }).await.unwrap_or(0);

@@ -67,7 +67,7 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-fn parse_id(raw: &str) -> Result<JobId, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid("id", format!("'{raw}' is not a job id (a UUID)")))
 }
 

@@ -6,6 +6,7 @@ mod cache;
 mod conditional;
 pub(crate) mod conn;
 mod error;
+mod events;
 mod extract;
 mod flow;
 mod health;
@@ -127,6 +128,8 @@ fn v1_routes() -> Vec<Routes> {
         Routes::new("/jobs/{id}").get(jobs::get),
         Routes::new("/jobs/{id}/wait").get(jobs::wait),
         Routes::new("/jobs/{id}/cancel").post(jobs::cancel),
+        Routes::new("/jobs/{id}/events").get(events::stream_job),
+        Routes::new("/events").get(events::stream_all),
         Routes::new("/schedules").get(schedules::list),
         // Only a POST is the invalidation; other methods fall through to the key route (the
         // guard fails before this resource's 405), so `invalidate` stays usable as a cache key.

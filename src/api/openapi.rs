@@ -11,7 +11,7 @@ use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseB
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
-use super::{cache, flow, health, instances, jobs, metadata, metrics, schedules, tools};
+use super::{cache, events, flow, health, instances, jobs, metadata, metrics, schedules, tools};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,8 @@ use super::{cache, flow, health, instances, jobs, metadata, metrics, schedules, 
         jobs::get,
         jobs::wait,
         jobs::cancel,
+        events::stream_all,
+        events::stream_job,
         schedules::list,
         schedules::put,
         schedules::get,

@@ -479,6 +479,9 @@ pub enum BackendEvent {
 /// Where a backend delivers [`BackendEvent`]s.
 pub type EventSink = Arc<dyn Fn(BackendEvent) + Send + Sync>;
 
+/// Where a backend delivers the messages of the event feed other instances publish.
+pub type FeedSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// The job store. See the module doc for the shape of the calls.
 ///
 /// ```no_run
@@ -660,6 +663,29 @@ pub trait QueueBackend: Send + Sync + 'static {
     async fn wait_for_work(&self, timeout: Duration) -> Result<bool, QueueError> {
         tokio::time::sleep(timeout).await;
         Ok(false)
+    }
+
+    /// Sends `message` (this instance's job changes, for the event stream) to the instances
+    /// sharing this store whose readers want them ([`QueueBackend::feed_subscribe`]).
+    async fn feed_publish(&self, _message: String) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// How many instances subscribe to the feed now (this one included when it does): while
+    /// none does, nobody publishes.
+    async fn feed_readers(&self) -> Result<u64, QueueError> {
+        Ok(0)
+    }
+
+    /// Delivers what other instances publish on the feed to `sink` until `stop` is cancelled;
+    /// `on_state(true)` each time the subscription is made again after a loss (messages may
+    /// have been missed meanwhile).
+    fn feed_subscribe(
+        &self,
+        _sink: FeedSink,
+        _on_state: Arc<dyn Fn(bool) + Send + Sync>,
+        _stop: tokio_util::sync::CancellationToken,
+    ) {
     }
 
     /// Asks to hear (through [`QueueBackend::listen`]) when job `id` ends, until `until`.

@@ -16,6 +16,7 @@ use ::redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline};
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, RedisUrl};
 
@@ -368,11 +369,26 @@ impl RedisClient {
         on_message: impl Fn(&[u8]) + 'static,
         on_state: impl Fn(bool) + 'static,
     ) {
+        self.subscribe_until(channel, on_message, on_state, CancellationToken::new());
+    }
+
+    /// As [`RedisClient::subscribe`], until `stop` is cancelled (then the subscription's
+    /// connection is closed, and Redis counts one subscriber fewer on `channel`).
+    pub fn subscribe_until(
+        &self,
+        channel: String,
+        on_message: impl Fn(&[u8]) + 'static,
+        on_state: impl Fn(bool) + 'static,
+        stop: CancellationToken,
+    ) {
         let weak = Arc::downgrade(&self.inner);
         let mut generation = self.generation();
         actix_rt::spawn(async move {
             let mut backoff = Backoff::new();
             loop {
+                if stop.is_cancelled() {
+                    return;
+                }
                 let Some(inner) = weak.upgrade() else { return };
                 let (client, timeout) = (inner.client.clone(), inner.settings.connect_timeout);
                 let (initial, max) = (inner.settings.backoff_initial, inner.settings.backoff_max);
@@ -398,6 +414,7 @@ impl RedisClient {
                 let mut messages = pubsub.into_on_message();
                 loop {
                     tokio::select! {
+                        _ = stop.cancelled() => return,
                         message = messages.next() => match message {
                             Some(message) => on_message(message.get_payload_bytes()),
                             None => break,

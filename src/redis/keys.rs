@@ -265,6 +265,12 @@ impl QueueKeys {
         format!("{}watch", self.base)
     }
 
+    /// The pub/sub channel of job changes for the event stream: published to only while an
+    /// instance subscribes to it (some reader watches the dashboard).
+    pub fn feed(&self) -> String {
+        format!("{}feed", self.base)
+    }
+
     /// The pub/sub channel of requested cancels and finished jobs.
     pub fn events(&self) -> String {
         format!("{}events", self.base)

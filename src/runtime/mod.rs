@@ -274,6 +274,7 @@ pub struct Client {
     /// Set once the runtime starts shutting down (shared by every clone).
     draining: Arc<AtomicBool>,
     tools: crate::tools::Tools,
+    events: crate::events::EventHub,
 }
 
 /// What a [`Client`] is made of besides the actors' addresses.
@@ -295,6 +296,8 @@ pub(crate) struct ClientParts {
     pub tools: crate::tools::Tools,
     /// `JOBYARD_HTTP_ALLOWED_HOSTS`, checked on `http` jobs at submit.
     pub allowed_hosts: Option<crate::kinds::upstream::AllowedHosts>,
+    /// The instance's event stream.
+    pub events: crate::events::EventHub,
 }
 
 impl Client {
@@ -317,7 +320,30 @@ impl Client {
             name_state: parts.name_state,
             draining: Arc::default(),
             tools: parts.tools,
+            events: parts.events,
         }
+    }
+
+    /// The instance's event stream: job changes (of every instance sharing the backend), tool
+    /// refreshes and a stats snapshot a second.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &jobyard::Client) {
+    /// use jobyard::events::{Filter, Received};
+    ///
+    /// // Every change of the jobs of queue `emails`, as JSON.
+    /// let filter = Filter { queue: Some("emails".into()), ..Filter::default() };
+    /// let mut changes = client.events().subscribe(filter, None);
+    /// while let Some(received) = changes.next().await {
+    ///     match received {
+    ///         Received::Event(event) => println!("{}: {}", event.name, event.data),
+    ///         Received::Reset(why) => println!("missed some ({why}): read the jobs again"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> &crate::events::EventHub {
+        &self.events
     }
 
     /// Whether the runtime is shutting down: it runs no new attempts, and the HTTP API takes

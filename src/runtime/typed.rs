@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, Stream};
 
 use super::{Client, RuntimeError};
+use crate::events::{Filter, Subscription};
 use crate::job::record::to_json;
 use crate::job::{Backoff, Job, JobId, JobRecord, JobSpec, JobStatus, NoOutput, SpecError};
 use crate::queue::{CancelOutcome, SubmitResult};
@@ -845,8 +846,9 @@ impl<J: Job> From<&JobHandle<J>> for JobId {
     }
 }
 
-/// How often [`JobHandle::changes`] reads the job while it has not ended.
-const CHANGES_EVERY: Duration = Duration::from_millis(100);
+/// How often [`JobHandle::changes`] reads the job when no event said it changed: a change no
+/// event announces (a periodic step's) is still seen.
+const CHANGES_RECHECK: Duration = Duration::from_secs(1);
 
 impl<J: Job> JobHandle<J> {
     /// The handle of a job submitted earlier (its id kept in a database, say). Nothing is
@@ -931,9 +933,9 @@ impl<J: Job> JobHandle<J> {
     }
 
     /// The job's record each time its state, attempt or progress changed, starting with the
-    /// state it is in now and ending with its terminal state. A running job is read every
-    /// 100 ms; its end is seen at once. An error (the job was removed, the store is down)
-    /// ends the stream.
+    /// state it is in now and ending with its terminal state. It follows the event stream
+    /// (changes made on any instance sharing the backend), and reads the job at least once a
+    /// second besides. An error (the job was removed, the store is down) ends the stream.
     ///
     /// ```no_run
     /// # use jobyard::{Job, JobContext, JobError};
@@ -957,19 +959,25 @@ impl<J: Job> JobHandle<J> {
         struct Follow {
             client: Client,
             id: JobId,
+            /// Subscribed before the first read: no change after it is missed.
+            news: Subscription,
+            /// A record read while waiting, used instead of reading again.
+            read: Option<JobRecord>,
             last: Option<(JobStatus, u32, Option<String>)>,
             done: bool,
         }
-        let start = Follow { client: self.client.clone(), id: self.id, last: None, done: false };
+        let client = self.client.clone();
+        let news =
+            client.events().subscribe(Filter { job: Some(self.id), ..Filter::default() }, None);
+        let start = Follow { client, id: self.id, news, read: None, last: None, done: false };
         stream::unfold(start, |mut follow| async move {
             if follow.done {
                 return None;
             }
             loop {
-                let read = match follow.last {
+                let read = match follow.read.take() {
+                    Some(record) => Ok(record),
                     None => follow.client.status(follow.id).await,
-                    // Returns at the job's end, or after one interval without it.
-                    Some(_) => follow.client.wait(follow.id, CHANGES_EVERY).await,
                 };
                 let record = match read {
                     Ok(record) => record,
@@ -987,6 +995,18 @@ impl<J: Job> JobHandle<J> {
                     follow.last = Some(seen);
                     follow.done = record.status.is_terminal();
                     return Some((Ok(record), follow));
+                }
+                // The job's next event, or its end (heard at once from any instance), or a
+                // read after a while for a change no event announced.
+                tokio::select! {
+                    news = follow.news.next() => {
+                        if news.is_none() {
+                            tokio::time::sleep(CHANGES_RECHECK).await;
+                        }
+                    }
+                    waited = follow.client.wait(follow.id, CHANGES_RECHECK) => {
+                        follow.read = waited.ok();
+                    }
                 }
             }
         })

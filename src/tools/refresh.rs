@@ -28,6 +28,7 @@ use super::spec::Tool;
 use super::state::ToolState;
 use super::{data_key, limit_name};
 use crate::cache::{CacheHandle, Entry};
+use crate::events::{EventHub, RefreshOutcome as Refreshed, ToolRefresh};
 use crate::job::{Job, JobContext, JobError, JobId};
 use crate::kinds::upstream::RateLimitInfo;
 
@@ -140,8 +141,25 @@ impl Job for RefreshTool {
             state.generation += 1;
         }
         tools.save_state(&tool.name, &state).await?;
+        if let Some(events) = ctx.extension::<EventHub>() {
+            events.tool(announced(&tool.name, &outcome, now));
+        }
         outcome
     }
+}
+
+/// A refresh's end as the event stream announces it.
+fn announced(
+    name: &str,
+    outcome: &Result<RefreshOutcome, JobError>,
+    at: DateTime<Utc>,
+) -> ToolRefresh {
+    let (outcome, error) = match outcome {
+        Ok(RefreshOutcome { status: Some(304), .. }) => (Refreshed::NotModified, None),
+        Ok(_) => (Refreshed::Refreshed, None),
+        Err(err) => (Refreshed::Failed, Some(err.to_string())),
+    };
+    ToolRefresh { name: name.to_owned(), outcome, error, at }
 }
 
 /// What the upstream answered.

@@ -9,6 +9,7 @@ mod cache_redis;
 mod cli;
 mod embedding;
 mod errors;
+mod events;
 mod fake_upstream;
 mod flow_control;
 mod flow_http;

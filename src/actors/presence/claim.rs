@@ -158,7 +158,7 @@ mod tests {
     }
 
     fn link_to(backend: Arc<dyn QueueBackend>) -> Link {
-        Link(QueueActor::new(backend, Clock::default()).start())
+        Link(QueueActor::new(backend, Clock::default(), Default::default()).start())
     }
 
     /// A holder that stops heartbeating (a crash) loses its name after 3 missed heartbeats;

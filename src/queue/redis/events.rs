@@ -10,7 +10,12 @@ use ::redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use crate::job::JobId;
-use crate::queue::{BackendEvent, EventSink, QueueError};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::reply::redis_error;
+use crate::queue::{BackendEvent, EventSink, FeedSink, QueueError};
 use crate::redis::{QueueKeys, RedisClient};
 
 /// How much longer than its own timeout a blocking wait may take before its connection is
@@ -21,13 +26,21 @@ pub(super) struct Events {
     redis: RedisClient,
     wake: String,
     channel: String,
+    /// The event stream's channel between instances (see `QueueBackend::feed_publish`).
+    feed: String,
     /// The blocking connection, opened on first use and dropped after any failure.
     blocking: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl Events {
     pub fn new(redis: RedisClient, keys: &QueueKeys) -> Self {
-        Events { redis, wake: keys.wake(), channel: keys.events(), blocking: Mutex::new(None) }
+        Events {
+            redis,
+            wake: keys.wake(),
+            channel: keys.events(),
+            feed: keys.feed(),
+            blocking: Mutex::new(None),
+        }
     }
 
     /// Delivers the events channel to `sink` for as long as the client lives, resubscribing
@@ -46,6 +59,35 @@ impl Events {
                     on_state(BackendEvent::Resync);
                 }
             },
+        );
+    }
+
+    /// Publishes one message of job changes on the feed.
+    pub async fn feed_publish(&self, message: String) -> Result<(), QueueError> {
+        let cmd = ::redis::cmd("PUBLISH").arg(&self.feed).arg(message).to_owned();
+        let _: i64 = self.redis.cmd(&cmd, false).await.map_err(redis_error)?;
+        Ok(())
+    }
+
+    /// How many connections subscribe to the feed (one per instance whose readers want it).
+    pub async fn feed_readers(&self) -> Result<u64, QueueError> {
+        let cmd = ::redis::cmd("PUBSUB").arg("NUMSUB").arg(&self.feed).to_owned();
+        let (_, count): (String, u64) = self.redis.cmd(&cmd, true).await.map_err(redis_error)?;
+        Ok(count)
+    }
+
+    /// Delivers the feed's messages to `sink` until `stop`.
+    pub fn feed_subscribe(
+        &self,
+        sink: FeedSink,
+        on_state: Arc<dyn Fn(bool) + Send + Sync>,
+        stop: CancellationToken,
+    ) {
+        self.redis.subscribe_until(
+            self.feed.clone(),
+            move |payload| sink(payload),
+            move |live| on_state(live),
+            stop,
         );
     }
 

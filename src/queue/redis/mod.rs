@@ -36,9 +36,9 @@ use chrono::{DateTime, Utc};
 
 use super::flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
 use super::{
-    CancelOutcome, Changes, Claim, Completion, EventSink, InstanceInfo, LeaseRef, LeaseState,
-    ListQuery, Page, QueueBackend, QueueError, QueueLimits, QueueStats, Registration, Submitted,
-    TakeoverCounts,
+    CancelOutcome, Changes, Claim, Completion, EventSink, FeedSink, InstanceInfo, LeaseRef,
+    LeaseState, ListQuery, Page, QueueBackend, QueueError, QueueLimits, QueueStats, Registration,
+    Submitted, TakeoverCounts,
 };
 use crate::config::Config;
 use crate::job::{JobId, JobRecord, Json, NewJob};
@@ -484,6 +484,23 @@ impl QueueBackend for RedisQueue {
 
     async fn wait_for_work(&self, timeout: Duration) -> Result<bool, QueueError> {
         self.events.wait_for_work(timeout).await
+    }
+
+    async fn feed_publish(&self, message: String) -> Result<(), QueueError> {
+        self.events.feed_publish(message).await
+    }
+
+    async fn feed_readers(&self) -> Result<u64, QueueError> {
+        self.events.feed_readers().await
+    }
+
+    fn feed_subscribe(
+        &self,
+        sink: FeedSink,
+        on_state: Arc<dyn Fn(bool) + Send + Sync>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        self.events.feed_subscribe(sink, on_state, stop);
     }
 
     async fn watch(&self, id: JobId, until: DateTime<Utc>) -> Result<(), QueueError> {
