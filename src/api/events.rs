@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::error::ErrorBody;
 use super::jobs::parse_id;
 use super::ApiError;
-use crate::events::{EventHub, Filter, JobChange, Received, Stamped, Subscription};
+use crate::events::{Event, EventHub, Filter, JobChange, Reached, Received, Stamped, Subscription};
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::runtime::Client;
 
@@ -166,9 +166,9 @@ impl Frames {
                 if let Some(follow) = &mut self.follow {
                     if event.job.as_ref().is_some_and(|job| job.finished) {
                         self.ended = true;
-                    } else if let Ok(change) = serde_json::from_str::<JobChange>(&event.data) {
+                    } else if let Some(Event::Job(change)) = event.event() {
                         let progress = change.progress.as_ref().map(|p| p.get().to_owned());
-                        if let crate::events::Reached::Status(status) = change.to {
+                        if let Reached::Status(status) = change.to {
                             follow.last = Seen(status, change.attempt, progress);
                         }
                     }
@@ -208,7 +208,7 @@ impl Frames {
 
     fn frame(&self, event: &Stamped) -> Bytes {
         let id = self.hub.id_of(event).map(|id| format!("id: {id}\n")).unwrap_or_default();
-        Bytes::from(format!("{id}event: {}\ndata: {}\n\n", event.name, event.data))
+        Bytes::from(format!("{id}event: {}\ndata: {}\n\n", event.name, event.data()))
     }
 }
 

@@ -25,7 +25,9 @@ const RECENT: usize = 16_384;
 /// a reader whose connection dropped) can resume instead of starting over.
 const GRACE: Duration = Duration::from_secs(60);
 
-/// One event as readers get it: serialised once, whatever the number of readers.
+/// One event as readers get it: serialised once, by the first reader that sends it (not by
+/// whoever announced it: the job pipeline does not pay for the JSON), whatever the number of
+/// readers.
 #[derive(Debug)]
 pub struct Stamped {
     /// Its place in this instance's stream; 0 for events that cannot be resumed from (stats
@@ -33,10 +35,40 @@ pub struct Stamped {
     pub seq: u64,
     /// The SSE event name: `job`, `tool`, `stats` or `reset`.
     pub name: &'static str,
-    /// The event's JSON.
-    pub data: Arc<str>,
     /// The job it is about (for filters).
     pub job: Option<JobKey>,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Text(Arc<str>),
+    Event(Event, OnceLock<Arc<str>>),
+}
+
+impl Stamped {
+    /// The event's JSON.
+    pub fn data(&self) -> &str {
+        match &self.body {
+            Body::Text(text) => text,
+            Body::Event(event, text) => text.get_or_init(|| {
+                match event {
+                    Event::Job(change) => serde_json::to_string(change),
+                    Event::Tool(refresh) => serde_json::to_string(refresh),
+                }
+                .unwrap_or_else(|_| "null".into())
+                .into()
+            }),
+        }
+    }
+
+    /// The event itself (`None` for stats snapshots and resets).
+    pub fn event(&self) -> Option<&Event> {
+        match &self.body {
+            Body::Text(_) => None,
+            Body::Event(event, _) => Some(event),
+        }
+    }
 }
 
 /// What readers filter job events on.
@@ -182,21 +214,21 @@ impl EventHub {
 
     /// Sends a stats snapshot (the `GET /v1/stats` body) to this instance's readers.
     pub fn stats(&self, body: String) {
-        let stamped = Stamped { seq: 0, name: "stats", data: body.into(), job: None };
+        let stamped = Stamped { seq: 0, name: "stats", body: Body::Text(body.into()), job: None };
         let _ = self.inner.sender.send(Arc::new(stamped));
     }
 
     /// Tells every reader that events may have been missed.
     pub fn reset(&self, reason: &'static str) {
         let data = serde_json::json!({ "reason": reason }).to_string();
-        let stamped = Stamped { seq: 0, name: "reset", data: data.into(), job: None };
+        let stamped = Stamped { seq: 0, name: "reset", body: Body::Text(data.into()), job: None };
         let _ = self.inner.sender.send(Arc::new(stamped));
     }
 
     /// Announces changes another instance made (heard through the shared backend).
     pub fn heard(&self, events: Vec<Event>) {
         for event in events {
-            self.inner.stamp(&event);
+            self.inner.stamp(event);
         }
     }
 
@@ -224,7 +256,7 @@ impl EventHub {
                 }
             }
         }
-        inner.stamp(&event);
+        inner.stamp(event);
     }
 
     /// A reader of the events `filter` admits, resuming after `last_id` (a `Last-Event-ID`)
@@ -261,14 +293,8 @@ impl Inner {
         until != 0 && (self.born.elapsed().as_millis() as u64) < until
     }
 
-    fn stamp(&self, event: &Event) {
-        let data: Arc<str> = match event {
-            Event::Job(change) => serde_json::to_string(change),
-            Event::Tool(refresh) => serde_json::to_string(refresh),
-        }
-        .unwrap_or_else(|_| "null".into())
-        .into();
-        let job = match event {
+    fn stamp(&self, event: Event) {
+        let job = match &event {
             Event::Job(change) => Some(JobKey {
                 id: change.id,
                 kind: change.kind.clone(),
@@ -278,7 +304,9 @@ impl Inner {
             Event::Tool(_) => None,
         };
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let stamped = Arc::new(Stamped { seq: recent.next, name: event.name(), data, job });
+        let (seq, name) = (recent.next, event.name());
+        let stamped =
+            Arc::new(Stamped { seq, name, job, body: Body::Event(event, OnceLock::new()) });
         recent.next += 1;
         if recent.events.len() == RECENT {
             recent.events.pop_front();
@@ -373,7 +401,7 @@ mod tests {
 
     async fn next_job(sub: &mut Subscription) -> serde_json::Value {
         match sub.next().await {
-            Some(Received::Event(event)) => serde_json::from_str(&event.data).unwrap(),
+            Some(Received::Event(event)) => serde_json::from_str(event.data()).unwrap(),
             other => panic!("expected an event, got {other:?}"),
         }
     }

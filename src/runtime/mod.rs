@@ -336,7 +336,7 @@ impl Client {
     /// let mut changes = client.events().subscribe(filter, None);
     /// while let Some(received) = changes.next().await {
     ///     match received {
-    ///         Received::Event(event) => println!("{}: {}", event.name, event.data),
+    ///         Received::Event(event) => println!("{}: {}", event.name, event.data()),
     ///         Received::Reset(why) => println!("missed some ({why}): read the jobs again"),
     ///     }
     /// }
