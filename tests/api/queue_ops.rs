@@ -332,3 +332,31 @@ ops_suite!(
     delete_removes_a_terminal_job_everywhere,
     listings_filter_by_group,
 );
+
+/// On Redis, deleted and retried jobs leave nothing behind: no record, idempotency key,
+/// dependents' set or `parents` entry of a job that is gone, no listing entry of a state a job
+/// left.
+#[actix_web::test]
+async fn redis_keeps_no_key_of_a_deleted_job() {
+    let backend = crate::queue_backends::redis().await;
+    let (q, redis) = (&*backend.queue, backend.redis.as_ref().unwrap());
+    let keys = |pattern: &str| {
+        let reply = redis.command(&[b"KEYS", pattern.as_bytes()]);
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    let keyed = JobSpec { idempotency_key: Some("k".into()), ..noop() };
+    let root = failed_job(q, keyed, "boom", 0).await;
+    let child =
+        submit(q, JobSpec { depends_on: Some(vec![root.to_string()]), ..noop() }, t(1)).await;
+    q.retry(child, t(2)).await.unwrap();
+    assert!(keys("*:{q}:deps:*").starts_with("*1\r\n"), "the child waits on the root");
+    assert!(keys("*:{q}:j:*").starts_with("*2\r\n"), "two records");
+    assert!(keys("*:{q}:idem:*").starts_with("*1\r\n"), "one key");
+    q.delete(root, t(3)).await.unwrap();
+    q.delete(child, t(4)).await.unwrap();
+    for pattern in ["*:{q}:j:*", "*:{q}:idem:*", "*:{q}:deps:*", "*:{q}:parents", "*:{q}:ls:*"] {
+        assert_eq!(keys(pattern), "*0\r\n", "{pattern} is left");
+    }
+    q.tick(t(5), Duration::ZERO).await.unwrap();
+    assert!(q.stats().await.unwrap().values().all(|c| c.get(JobStatus::Cancelled) == 0));
+}
