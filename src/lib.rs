@@ -113,8 +113,8 @@ pub use job::{
 };
 pub use queue::{CancelOutcome, ListQuery, Page};
 pub use runtime::{
-    Batch, Client, Dependency, JobHandle, JobOptions, Planned, Runtime, RuntimeBuilder,
-    RuntimeError, ScheduleBuilder, SubmitBuilder, SubmittedBatch,
+    Batch, Client, Dependency, JobHandle, JobOptions, Planned, RetryFilter, Runtime,
+    RuntimeBuilder, RuntimeError, ScheduleBuilder, SubmitBuilder, SubmittedBatch,
 };
 pub use schedule::{Schedule, ScheduleSpec};
 /// The token a handler observes to learn its job was cancelled (tokio-util's).

@@ -1,6 +1,6 @@
 //! Property tests of the queue state machine through the [`QueueBackend`] trait, run on every
 //! backend: for random sequences of submit, dequeue, complete (success, retry, failure,
-//! cancel), cancel, renew, release and time steps, no job is lost or duplicated, terminal
+//! cancel), cancel, renew, release, run now and time steps, no job is lost or duplicated, terminal
 //! states never change, claims follow priority then submit order, dependents never start
 //! before their dependencies succeed, counters and listings match the records, every attempt
 //! that ended without success (failed, cancelled, lease expired) is in its job's history and
@@ -30,8 +30,8 @@ use jobyard::job::record::json_null;
 use jobyard::job::spec::{plan, KindLookup, SpecDefaults};
 use jobyard::job::{JobId, JobRecord, JobSpec, JobStatus};
 use jobyard::queue::{
-    CancelOutcome, Claim, Claimed, Completion, LeaseRef, LeaseState, ListQuery, MemoryQueue,
-    Outcome, QueueBackend, QueueError, RedisQueue,
+    CancelOutcome, Claim, Claimed, Completion, JobAction, LeaseRef, LeaseState, ListQuery,
+    MemoryQueue, Outcome, QueueBackend, QueueError, RedisQueue,
 };
 use jobyard::redis::{RedisClient, RedisSettings};
 use proptest::prelude::*;
@@ -80,6 +80,8 @@ enum Op {
     Renew,
     /// Hands back the attempts of these held leases (modulo their number).
     Release(Vec<usize>),
+    /// Makes a job due now (by its number, modulo their number): only a scheduled one is.
+    RunNow(usize),
     Advance(u64),
     /// Steps time exactly to a coming deadline (a scheduled job's run_at or a running job's
     /// lease expiry; the pick modulo their number, earliest first), where off-by-one errors
@@ -121,6 +123,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Cancel),
         1 => Just(Op::Renew),
         1 => prop::collection::vec(any::<usize>(), 1..3).prop_map(Op::Release),
+        1 => any::<usize>().prop_map(Op::RunNow),
         2 => millis(8_000).prop_map(Op::Advance),
         1 => any::<usize>().prop_map(Op::AdvanceToDeadline),
         1 => Just(Op::Tick),
@@ -446,6 +449,31 @@ impl Model {
         }
     }
 
+    /// Makes a job due now: a scheduled one becomes queued, its attempts unchanged; any other
+    /// is refused with its state.
+    async fn run_now(&mut self, pick: usize) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let id = self.ids[pick % self.ids.len()];
+        let before = self.get(id).await;
+        match within("run_now", self.queue.run_now(id, self.now)).await {
+            Ok((record, changes)) => {
+                assert_eq!(before.status, JobStatus::Scheduled, "ran now a job that was not");
+                assert_eq!(
+                    (record.status, record.attempts, record.run_at),
+                    (JobStatus::Queued, before.attempts, Some(self.now))
+                );
+                assert_eq!(changes.ready, 1);
+            }
+            Err(QueueError::InvalidState { id: which, status, action }) => {
+                assert_ne!(before.status, JobStatus::Scheduled, "refused to run a scheduled job");
+                assert_eq!((which, status, action), (id, before.status, JobAction::RunNow));
+            }
+            Err(err) => panic!("run_now failed: {err}"),
+        }
+    }
+
     /// Renews every lease held, as a worker pool does.
     async fn renew(&mut self) {
         let leases = self.leases.clone();
@@ -510,6 +538,7 @@ impl Model {
             Op::Cancel(pick) => self.cancel(*pick).await,
             Op::Renew => self.renew().await,
             Op::Release(picks) => self.release(picks).await,
+            Op::RunNow(pick) => self.run_now(*pick).await,
             Op::Advance(ms) => self.now += chrono::Duration::milliseconds(*ms as i64),
             Op::AdvanceToDeadline(pick) => self.advance_to_deadline(*pick),
             Op::Tick => self.tick().await,

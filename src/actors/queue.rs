@@ -29,7 +29,7 @@ use super::cache::StoreResults;
 mod announce;
 mod registry;
 
-use announce::Announcer;
+use announce::{Action, Announcer};
 
 pub use registry::{GetTakeovers, LeaveRegistry, ListInstances, RecordHeartbeat, TakeOver};
 
@@ -97,6 +97,22 @@ pub struct ReportProgress {
 #[derive(Message)]
 #[rtype(result = "Result<CancelOutcome, QueueError>")]
 pub struct Cancel(pub JobId);
+
+/// Put a `failed` or `cancelled` job back to run (see [`QueueBackend::retry`]); answers its
+/// new record.
+#[derive(Message)]
+#[rtype(result = "Result<JobRecord, QueueError>")]
+pub struct Retry(pub JobId);
+
+/// Make a `scheduled` job due now (see [`QueueBackend::run_now`]); answers its new record.
+#[derive(Message)]
+#[rtype(result = "Result<JobRecord, QueueError>")]
+pub struct RunNow(pub JobId);
+
+/// Remove a terminal job (see [`QueueBackend::delete`]); answers the record removed.
+#[derive(Message)]
+#[rtype(result = "Result<JobRecord, QueueError>")]
+pub struct Delete(pub JobId);
 
 /// Read one job.
 #[derive(Message)]
@@ -443,6 +459,45 @@ impl Handler<Cancel> for QueueActor {
             }
             Ok(outcome)
         }))
+    }
+}
+
+impl QueueActor {
+    /// An action on one job that answers its record and changes to publish.
+    fn act_on_job(
+        &mut self,
+        call: impl Future<Output = Result<(JobRecord, Changes), QueueError>> + 'static,
+        action: Action,
+    ) -> ResponseActFuture<Self, Result<JobRecord, QueueError>> {
+        Box::pin(self.mutate(call, |(_, changes)| changes).map(move |result, act, _| {
+            let (record, changes) = result?;
+            act.announce.acted_on(&record, action, &changes);
+            Ok(record)
+        }))
+    }
+}
+
+impl Handler<Retry> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<JobRecord, QueueError>>;
+    fn handle(&mut self, Retry(id): Retry, _: &mut Context<Self>) -> Self::Result {
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        self.act_on_job(async move { backend.retry(id, clock.now()).await }, Action::Retried)
+    }
+}
+
+impl Handler<RunNow> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<JobRecord, QueueError>>;
+    fn handle(&mut self, RunNow(id): RunNow, _: &mut Context<Self>) -> Self::Result {
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        self.act_on_job(async move { backend.run_now(id, clock.now()).await }, Action::RanNow)
+    }
+}
+
+impl Handler<Delete> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<JobRecord, QueueError>>;
+    fn handle(&mut self, Delete(id): Delete, _: &mut Context<Self>) -> Self::Result {
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        self.act_on_job(async move { backend.delete(id, clock.now()).await }, Action::Deleted)
     }
 }
 

@@ -221,6 +221,9 @@ impl From<QueueError> for ApiError {
             QueueError::AlreadyFinished { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_finished", err.to_string())
             }
+            QueueError::InvalidState { .. } | QueueError::DependencyGone { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_state", err.to_string())
+            }
             QueueError::UnknownDependency(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "unknown_dependency", err.to_string())
                     .with_field("depends_on")

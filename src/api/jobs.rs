@@ -1,5 +1,5 @@
 //! `/v1/jobs`: submit (one or a batch), read (with `ETag`/`Last-Modified` and 304), long-poll
-//! wait, list and cancel.
+//! wait, list and cancel; the operator's actions (retry, run now, delete) are in `job_ops`.
 
 use std::time::{Duration, SystemTime};
 
@@ -60,6 +60,8 @@ pub struct ListParams {
     pub kind: Option<String>,
     /// Only jobs of this queue.
     pub queue: Option<String>,
+    /// Only jobs of this group.
+    pub group: Option<String>,
     /// Jobs per page: 1 to 1000 (100 when left out).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
@@ -73,7 +75,7 @@ pub(super) fn parse_id(raw: &str) -> Result<JobId, ApiError> {
 
 /// A draining instance takes no new jobs: the client retries after `Retry-After`, by when a
 /// load balancer that reads `/ready` sends it to another instance.
-fn refuse_while_draining(client: &Client) -> Result<(), ApiError> {
+pub(super) fn refuse_while_draining(client: &Client) -> Result<(), ApiError> {
     if client.draining() {
         return Err(ApiError::draining());
     }
@@ -293,6 +295,7 @@ pub async fn list(
             status,
             kind: given(params.kind),
             queue: given(params.queue),
+            group: given(params.group),
             limit,
             cursor: given(params.cursor),
         })

@@ -11,6 +11,7 @@ mod extract;
 mod flow;
 mod health;
 mod instances;
+mod job_ops;
 mod jobs;
 pub(crate) mod limits;
 mod metadata;
@@ -125,11 +126,14 @@ fn v1_routes() -> Vec<Routes> {
         Routes::new("/instances").get(instances::list),
         Routes::new("/jobs").post(jobs::submit).get(jobs::list),
         Routes::new("/jobs/batch").post(jobs::submit_batch),
-        Routes::new("/jobs/{id}").get(jobs::get),
+        Routes::new("/jobs/retry").post(job_ops::retry_matching),
+        Routes::new("/jobs/{id}").get(jobs::get).delete(job_ops::delete),
         Routes::new("/jobs/{id}/wait").get(jobs::wait),
         Routes::new("/jobs/{id}/cancel").post(jobs::cancel),
         Routes::new("/jobs/{id}/events").get(events::stream_job),
         Routes::new("/events").get(events::stream_all),
+        Routes::new("/jobs/{id}/retry").post(job_ops::retry),
+        Routes::new("/jobs/{id}/run").post(job_ops::run_now),
         Routes::new("/schedules").get(schedules::list),
         // Only a POST is the invalidation; other methods fall through to the key route (the
         // guard fails before this resource's 405), so `invalidate` stays usable as a cache key.

@@ -11,7 +11,9 @@ use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseB
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
-use super::{cache, events, flow, health, instances, jobs, metadata, metrics, schedules, tools};
+use super::{
+    cache, events, flow, health, instances, job_ops, jobs, metadata, metrics, schedules, tools,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +39,10 @@ use super::{cache, events, flow, health, instances, jobs, metadata, metrics, sch
         jobs::cancel,
         events::stream_all,
         events::stream_job,
+        job_ops::retry,
+        job_ops::retry_matching,
+        job_ops::run_now,
+        job_ops::delete,
         schedules::list,
         schedules::put,
         schedules::get,
@@ -71,7 +77,7 @@ use super::{cache, events, flow, health, instances, jobs, metadata, metrics, sch
     security(("bearer" = [])),
     modifiers(&Common),
     tags(
-        (name = "jobs", description = "Submit, read, wait for, list and cancel jobs"),
+        (name = "jobs", description = "Submit, read, wait for, list, cancel, retry, run now and delete jobs"),
         (name = "schedules", description = "Cron schedules"),
         (name = "flow control", description = "Limits, paused queues, group weights"),
         (name = "cache", description = "Raw bodies with validators, invalidation by prefix or tag"),

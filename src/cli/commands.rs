@@ -62,6 +62,24 @@ pub struct SubmitArgs {
     wait_ms: Option<u64>,
 }
 
+/// `jobyard retry`: one job by id, or every job of a state (`--status`), narrowed by kind and
+/// queue.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "status"])))]
+pub struct RetryArgs {
+    /// The job's id.
+    id: Option<String>,
+    /// Every job in this state: failed or cancelled.
+    #[arg(long, conflicts_with = "id")]
+    status: Option<String>,
+    /// With --status: only jobs of this kind.
+    #[arg(long, requires = "status")]
+    kind: Option<String>,
+    /// With --status: only jobs of this queue.
+    #[arg(long, requires = "status")]
+    queue: Option<String>,
+}
+
 /// `jobyard jobs`.
 #[derive(Args, Debug)]
 pub struct JobsArgs {
@@ -75,6 +93,9 @@ pub struct JobsArgs {
     /// Only jobs of this queue.
     #[arg(long)]
     queue: Option<String>,
+    /// Only jobs of this group.
+    #[arg(long)]
+    group: Option<String>,
     /// Most jobs to list (at most 1 000; default 100).
     #[arg(long)]
     limit: Option<usize>,
@@ -168,11 +189,24 @@ pub async fn run(client: &HttpClient, output: Output, command: Command) -> ExitC
             job.map(|job| print(output, &job, output::job))
         }
         Command::Cancel { id, wait_ms } => cancel(client, output, &id, wait_ms).await,
+        Command::Retry(args) => retry(client, output, args).await,
+        Command::Run { id } => {
+            // Not retried: a second request for a job the first one queued answers 409.
+            let path = format!("/v1/jobs/{}/run", encode(&id));
+            let job = client.request("POST", &path, None, Retry::Never).await;
+            job.map(|job| print(output, &job, output::job))
+        }
+        Command::Delete { id } => {
+            let path = format!("/v1/jobs/{}", encode(&id));
+            let removed = client.request("DELETE", &path, None, Retry::Never).await;
+            removed.map(|_| done(output, &format!("job {id} removed")))
+        }
         Command::Jobs(args) => {
             let query = query(&[
                 ("status", args.status),
                 ("kind", args.kind),
                 ("queue", args.queue),
+                ("group", args.group),
                 ("limit", args.limit.map(|l| l.to_string())),
                 ("cursor", args.cursor),
             ]);
@@ -313,6 +347,28 @@ async fn cancel(
         );
         Ok(ExitCode::from(exit::STILL_RUNNING))
     }
+}
+
+async fn retry(
+    client: &HttpClient,
+    output: Output,
+    args: RetryArgs,
+) -> Result<ExitCode, ClientError> {
+    // Not retried: a second request finds the jobs the first one retried no longer failed,
+    // and answers 409 (one job) or counts none (a filter).
+    if let Some(id) = args.id {
+        let path = format!("/v1/jobs/{}/retry", encode(&id));
+        let job = client.request("POST", &path, None, Retry::Never).await?;
+        return Ok(print(output, &job, output::job));
+    }
+    let mut filter = json!({"status": args.status});
+    for (field, value) in [("kind", args.kind), ("queue", args.queue)] {
+        if let Some(value) = value {
+            filter[field] = json!(value);
+        }
+    }
+    let answer = client.request("POST", "/v1/jobs/retry", Some(&filter), Retry::Never).await?;
+    Ok(print(output, &answer, |a| format!("{} jobs retried\n", a["retried"])))
 }
 
 async fn schedules(

@@ -1,6 +1,7 @@
 //! The `jobyard` binary's subcommands: `serve` (the default) and `check`, which use the whole
 //! configuration, and the client commands, which talk to a running server over its HTTP API
-//! (`submit`, `status`, `cancel`, `jobs`, `stats`, `schedules`, `cache`) and need only its
+//! (`submit`, `status`, `cancel`, `retry`, `run`, `delete`, `jobs`, `stats`, `schedules`,
+//! `cache`) and need only its
 //! address and token.
 //!
 //! The client commands print the server's JSON when their output goes to a program, and short
@@ -83,6 +84,18 @@ pub enum Command {
         /// How long to wait for a running job to stop, in milliseconds.
         #[arg(long, default_value_t = 5_000)]
         wait_ms: u64,
+    },
+    /// Put a failed or cancelled job (or every one --status selects) back to run.
+    Retry(commands::RetryArgs),
+    /// Make a scheduled job (delayed, or waiting for its next retry) due now.
+    Run {
+        /// The job's id.
+        id: String,
+    },
+    /// Remove a finished job and its result.
+    Delete {
+        /// The job's id.
+        id: String,
     },
     /// List jobs, newest first.
     Jobs(commands::JobsArgs),

@@ -34,6 +34,47 @@ pub use memory::MemoryQueue;
 #[cfg(feature = "redis")]
 pub use redis::{RedisQueue, RedisQueueError};
 
+/// An operator's action on one job that applies only in some states (see
+/// [`QueueError::InvalidState`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobAction {
+    /// [`QueueBackend::retry`]: a `failed` or `cancelled` job.
+    Retry,
+    /// [`QueueBackend::run_now`]: a `scheduled` job.
+    RunNow,
+    /// [`QueueBackend::delete`]: a terminal job.
+    Delete,
+}
+
+impl JobAction {
+    /// Its name in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobAction::Retry => "retry",
+            JobAction::RunNow => "run now",
+            JobAction::Delete => "delete",
+        }
+    }
+
+    /// The states it applies to, as a message says them.
+    pub fn applies_to(self) -> &'static str {
+        match self {
+            JobAction::Retry => "failed or cancelled",
+            JobAction::RunNow => "scheduled",
+            JobAction::Delete => "finished (succeeded, failed or cancelled)",
+        }
+    }
+
+    /// Whether it applies to a job in `status`.
+    pub fn applies(self, status: JobStatus) -> bool {
+        match self {
+            JobAction::Retry => matches!(status, JobStatus::Failed | JobStatus::Cancelled),
+            JobAction::RunNow => status == JobStatus::Scheduled,
+            JobAction::Delete => status.is_terminal(),
+        }
+    }
+}
+
 /// Errors of the queue layer.
 ///
 /// ```
@@ -68,6 +109,26 @@ pub enum QueueError {
         id: JobId,
         /// The terminal state it is in.
         status: JobStatus,
+    },
+    /// The job is not in a state `action` applies to (a retry of a running job, running a
+    /// queued job now, deleting a job that has not ended).
+    #[error("job {id} is {status}; {} applies only to a {} job", action.as_str(), action.applies_to())]
+    InvalidState {
+        /// The job.
+        id: JobId,
+        /// The state it is in.
+        status: JobStatus,
+        /// What was asked of it.
+        action: JobAction,
+    },
+    /// A retry would make the job wait for a dependency that no longer exists (removed by
+    /// retention or deleted): it could never run, so it stays as it is.
+    #[error("job {id} depends on job {dependency}, which no longer exists: it cannot be retried")]
+    DependencyGone {
+        /// The job asked to be retried.
+        id: JobId,
+        /// Its dependency that is gone.
+        dependency: JobId,
     },
     /// A `depends_on` entry names a job that does not exist; the submit is refused whole.
     #[error("depends_on names job {0}, which does not exist")]
@@ -324,6 +385,8 @@ pub struct ListQuery {
     pub kind: Option<String>,
     /// Only jobs of this queue (`None`: any queue).
     pub queue: Option<String>,
+    /// Only jobs of this group (`None`: any group, or none).
+    pub group: Option<String>,
     /// Most jobs on the page (0 is taken as 1).
     pub limit: usize,
     /// Opaque: the `next_cursor` of the previous page.
@@ -341,6 +404,7 @@ impl Default for ListQuery {
             status: None,
             kind: None,
             queue: None,
+            group: None,
             limit: Self::DEFAULT_LIMIT,
             cursor: None,
         }
@@ -569,6 +633,45 @@ pub trait QueueBackend: Send + Sync + 'static {
         id: JobId,
         now: DateTime<Utc>,
     ) -> Result<(CancelOutcome, Changes), QueueError>;
+
+    /// Puts a `failed` or `cancelled` job back to run, with a fresh set of attempts: `attempts`
+    /// goes back to 0; `error`, `result`, `finished_at`, `cancel_requested`, `worker` and
+    /// `progress` are cleared; `run_at` becomes `now`; the `history` is kept, so the earlier
+    /// attempts' errors stay visible. The job becomes `queued` (and waits for its limits and
+    /// paused queue like any other), or `waiting` when some of its dependencies have not
+    /// succeeded (it runs once they all have; a dependency that failed must be retried first).
+    /// Jobs that were cancelled because this one failed are not revived: retry them too. Not
+    /// refused by [`QueueLimits::max_queued`]: the job is already stored.
+    ///
+    /// Errors: [`QueueError::NotFound`]; [`QueueError::InvalidState`] in any other state;
+    /// [`QueueError::DependencyGone`] when a dependency it would wait for no longer exists.
+    async fn retry(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError>;
+
+    /// Makes a `scheduled` job (delayed, or waiting for its next retry) due now: its `run_at`
+    /// becomes `now` and it is `queued` (its limits and paused queue still apply).
+    ///
+    /// Errors: [`QueueError::NotFound`]; [`QueueError::InvalidState`] in any other state.
+    async fn run_now(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError>;
+
+    /// Removes a terminal job at once, as retention would: from every index and count, with
+    /// its idempotency key (a later submit with it creates a new job). Answers the removed
+    /// record. Jobs that a retry made wait for it are cancelled (it can never succeed now).
+    /// The cached result is the caller's to remove.
+    ///
+    /// Errors: [`QueueError::NotFound`]; [`QueueError::InvalidState`] when it has not ended.
+    async fn delete(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError>;
 
     /// The job `id` as it is now; `None` when there is no such job.
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, QueueError>;

@@ -1,6 +1,6 @@
 //! The embedding API: [`Runtime::builder`] configures and starts the actors; [`Client`] (which
 //! a [`Runtime`] derefs to, and which the HTTP layer uses too) submits, reads, waits for and
-//! cancels jobs, and manages schedules.
+//! cancels jobs, retries, runs now and deletes them (`ops`), and manages schedules.
 //!
 //! ```no_run
 //! # use jobyard::{Job, JobContext, JobError, Runtime};
@@ -55,10 +55,12 @@ use crate::schedule::{validate_name, CronExpr, Schedule, ScheduleSpec};
 
 mod flow;
 mod kinds;
+mod ops;
 mod typed;
 
 use kinds::SubmitKinds;
 
+pub use ops::{RetryFilter, RETRY_BATCH};
 pub use typed::{
     Batch, Dependency, JobHandle, JobOptions, Planned, ScheduleBuilder, SubmitBuilder,
     SubmittedBatch,

@@ -428,3 +428,41 @@ async fn a_busy_port_names_the_variable_to_change() {
         );
     }
 }
+
+#[actix_web::test]
+async fn retry_run_delete_and_jobs_by_group() {
+    let app = spawn_app().await;
+    let env = [("JOBYARD_URL", app.base.as_str())];
+    let payload = r#"{"retryable": false, "message": "no"}"#;
+    let out = jobyard(&["submit", "--kind", "fail", "--payload", payload, "--wait"], &env).await;
+    let id = stdout_json(&out)["id"].as_str().unwrap().to_owned();
+    let out = jobyard(&["retry", &id], &env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = stdout_json(&out);
+    assert_eq!((job["status"].as_str(), job["attempts"].as_u64()), (Some("queued"), Some(0)));
+    let failed_times = |n: usize| {
+        move |job: &Value| {
+            job["status"] == "failed" && job["history"].as_array().map_or(0, Vec::len) == n
+        }
+    };
+    app.wait_until(&id, "failed again", failed_times(2)).await;
+    let out = jobyard(&["retry", "--status", "failed", "--kind", "fail"], &env).await;
+    assert_eq!(stdout_json(&out), json!({"retried": 1}), "{}", stderr(&out));
+    app.wait_until(&id, "failed a third time", failed_times(3)).await;
+    let out = jobyard(&["delete", &id], &env).await;
+    assert_eq!(stdout_json(&out), json!({}), "{}", stderr(&out));
+    let out = jobyard(&["status", &id], &env).await;
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+
+    let out = jobyard(&["submit", "--kind", "noop", "--delay-ms", "3600000", "--group", "g"], &env);
+    let delayed = stdout_json(&out.await)["id"].as_str().unwrap().to_owned();
+    let out = jobyard(&["jobs", "--group", "g"], &env).await;
+    assert_eq!(stdout_json(&out)["jobs"][0]["id"], delayed.as_str());
+    let out = jobyard(&["run", &delayed], &env).await;
+    assert_eq!(stdout_json(&out)["status"], "queued", "{}", stderr(&out));
+    app.wait_terminal(&delayed).await;
+    let out = jobyard(&["run", &delayed], &env).await;
+    assert!(stderr(&out).contains("409"), "not scheduled any more: {}", stderr(&out));
+    let out = jobyard(&["retry"], &env).await;
+    assert_eq!(out.status.code(), Some(2), "an id or --status is needed");
+}

@@ -328,6 +328,30 @@ impl QueueBackend for Faulty {
         self.gate()?;
         self.inner.cancel(id, now).await
     }
+    async fn retry(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError> {
+        self.gate()?;
+        self.inner.retry(id, now).await
+    }
+    async fn run_now(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError> {
+        self.gate()?;
+        self.inner.run_now(id, now).await
+    }
+    async fn delete(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError> {
+        self.gate()?;
+        self.inner.delete(id, now).await
+    }
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, QueueError> {
         self.gate()?;
         self.inner.get(id).await

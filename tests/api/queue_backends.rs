@@ -81,16 +81,16 @@ pub fn plan_batch(specs: Vec<JobSpec>, now: DateTime<Utc>) -> Vec<NewJob> {
     plan(specs, true, &AnyKind, &SpecDefaults::default(), now).expect("valid batch")
 }
 
-async fn submit(q: &dyn QueueBackend, spec: JobSpec, now: DateTime<Utc>) -> JobId {
+pub(crate) async fn submit(q: &dyn QueueBackend, spec: JobSpec, now: DateTime<Utc>) -> JobId {
     let jobs = plan(vec![spec], false, &AnyKind, &SpecDefaults::default(), now).unwrap();
     q.submit(jobs, now).await.unwrap().jobs[0].record.id
 }
 
-fn noop() -> JobSpec {
+pub(crate) fn noop() -> JobSpec {
     JobSpec::new("noop")
 }
 
-fn claim_of(n: usize, lease_ms: u64, kinds: &[&str]) -> Claim {
+pub(crate) fn claim_of(n: usize, lease_ms: u64, kinds: &[&str]) -> Claim {
     Claim {
         workers: (0..n).map(|i| Arc::from(format!("suite/w{i}"))).collect(),
         lease: Duration::from_millis(lease_ms),
@@ -98,30 +98,30 @@ fn claim_of(n: usize, lease_ms: u64, kinds: &[&str]) -> Claim {
     }
 }
 
-async fn claim(q: &dyn QueueBackend, n: usize, now: DateTime<Utc>) -> Vec<Claimed> {
+pub(crate) async fn claim(q: &dyn QueueBackend, n: usize, now: DateTime<Utc>) -> Vec<Claimed> {
     q.dequeue(claim_of(n, 10_000, &["noop", "other"]), now).await.unwrap()
 }
 
-async fn status(q: &dyn QueueBackend, id: JobId) -> JobStatus {
+pub(crate) async fn status(q: &dyn QueueBackend, id: JobId) -> JobStatus {
     q.get(id).await.unwrap().expect("job kept").status
 }
 
-fn done(lease: LeaseRef, outcome: Outcome) -> Completion {
+pub(crate) fn done(lease: LeaseRef, outcome: Outcome) -> Completion {
     Completion { lease, outcome }
 }
 
-fn success() -> Outcome {
+pub(crate) fn success() -> Outcome {
     Outcome::Succeeded(json_null())
 }
 
-fn failure(error: &str, retry_at: Option<DateTime<Utc>>) -> Outcome {
+pub(crate) fn failure(error: &str, retry_at: Option<DateTime<Utc>>) -> Outcome {
     Outcome::Failed { error: error.into(), retry_at }
 }
 
-const HOUR: Duration = Duration::from_secs(3600);
+pub(crate) const HOUR: Duration = Duration::from_secs(3600);
 
 /// A history entry: attempt `attempt` ended at `t(ms)` for `error`.
-fn failed(attempt: u32, error: &str, ms: i64) -> FailedAttempt {
+pub(crate) fn failed(attempt: u32, error: &str, ms: i64) -> FailedAttempt {
     FailedAttempt::new(attempt, error, t(ms))
 }
 
@@ -784,6 +784,7 @@ async fn listings_page_and_filter(q: &dyn QueueBackend) {
         queue: queue.map(Into::into),
         limit,
         cursor,
+        ..ListQuery::default()
     };
     let first = q.list(&page(None, None, None, 3, None)).await.unwrap();
     let got: Vec<JobId> = first.jobs.iter().map(|j| j.id).collect();

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::events::{EventHub, JobChange, Reached};
-use crate::job::{JobId, JobStatus, Json};
+use crate::job::{JobId, JobRecord, JobStatus, Json};
 use crate::queue::flow::Claims;
 use crate::queue::{
     CancelOutcome, Changes, Completion, LeaseRef, Outcome, QueueBackend, Submitted,
@@ -29,6 +29,14 @@ struct Seen {
     kind: Arc<str>,
     queue: Arc<str>,
     attempt: u32,
+}
+
+/// What an operator did to one job.
+#[derive(Clone, Copy)]
+pub(super) enum Action {
+    Retried,
+    RanNow,
+    Deleted,
 }
 
 /// A batch of completions' announced outcomes, until the store accepted them.
@@ -169,6 +177,27 @@ impl Announcer {
         if let CancelOutcome::Cancelled(record) = outcome {
             self.hub.jobs([JobChange::of(record, None, self.now())]);
         }
+        let others = changes.finished.iter().filter(|id| **id != record.id).copied().collect();
+        self.read_back(others, None);
+    }
+
+    /// A job an operator retried, ran now or deleted (`record` as it now is, or as it was
+    /// when deleted), and the jobs that ended with it.
+    pub fn acted_on(&self, record: &JobRecord, action: Action, changes: &Changes) {
+        if !self.hub.active() {
+            return;
+        }
+        let now = self.now();
+        let change = match action {
+            // Failed or cancelled before: which one is not kept.
+            Action::Retried => JobChange::of(record, None, now),
+            Action::RanNow => JobChange::of(record, Some(JobStatus::Scheduled), now),
+            Action::Deleted => JobChange {
+                to: Reached::Deleted,
+                ..JobChange::of(record, Some(record.status), now)
+            },
+        };
+        self.hub.jobs([change]);
         let others = changes.finished.iter().filter(|id| **id != record.id).copied().collect();
         self.read_back(others, None);
     }

@@ -128,6 +128,30 @@ impl QueueBackend for MemoryQueue {
         self.store().cancel(id, now)
     }
 
+    async fn retry(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError> {
+        self.store().retry(id, now)
+    }
+
+    async fn run_now(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError> {
+        self.store().run_now(id, now)
+    }
+
+    async fn delete(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError> {
+        self.store().delete(id, now)
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, QueueError> {
         Ok(self.store().get(id))
     }

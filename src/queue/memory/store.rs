@@ -26,6 +26,7 @@ use super::flow::Flow;
 use super::index::Indexes;
 
 mod claim;
+mod ops;
 
 /// The lease of a running attempt.
 #[derive(Clone, Copy, Debug)]
@@ -392,7 +393,8 @@ impl Store {
             let record = &self.jobs[id].record;
             let matches = query.status.is_none_or(|s| s == record.status)
                 && query.kind.as_deref().is_none_or(|k| k == &*record.kind)
-                && query.queue.as_deref().is_none_or(|q| q == &*record.queue);
+                && query.queue.as_deref().is_none_or(|q| q == &*record.queue)
+                && query.group.as_deref().is_none_or(|g| record.group.as_deref() == Some(g));
             if !matches {
                 continue;
             }
@@ -751,7 +753,13 @@ impl Store {
             };
             self.idx.remove(&entry);
             self.order.remove(&entry.seq);
-            self.dependents.remove(&id);
+            if let Some(mut dependents) = self.dependents.remove(&id) {
+                // Only a retry makes jobs wait for a job that already ended (see `ops`): they
+                // can never run now, so the next settling cancels them.
+                dependents.reverse();
+                let status = entry.record.status;
+                self.unsettled.push_back(Unsettled { job: id, status, dependents });
+            }
             if let Some(key) = &entry.record.idempotency_key {
                 if self.idempotency.get(key) == Some(&id) {
                     self.idempotency.remove(key);

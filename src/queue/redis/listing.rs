@@ -5,7 +5,7 @@
 //! - no status, `queued`, `succeeded`: the index of every job per queue, read one time slice
 //!   at a time (newest slice first, its ids sorted) and filtered. A page examines at most
 //!   [`EXAMINE`] jobs; when it stops there, `next_cursor` says where to continue, so a page may
-//!   hold fewer jobs than asked for. The same bound holds for a `kind` filter.
+//!   hold fewer jobs than asked for. The same bound holds for a `kind` or `group` filter.
 
 use ::redis::Value;
 
@@ -74,6 +74,7 @@ pub(super) async fn list(queue: &RedisQueue, query: &ListQuery) -> Result<Page, 
         query.status.is_none_or(|s| s == record.status)
             && query.kind.as_deref().is_none_or(|k| k == &*record.kind)
             && query.queue.as_deref().is_none_or(|q| q == &*record.queue)
+            && query.group.as_deref().is_none_or(|g| record.group.as_deref() == Some(g))
     };
     let mut below = query.cursor.clone();
     let mut jobs = Vec::with_capacity(limit.min(1024));

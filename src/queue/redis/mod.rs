@@ -20,6 +20,7 @@ mod flow;
 mod instances;
 mod jobs;
 mod listing;
+mod ops;
 mod record;
 mod reply;
 mod schedules;
@@ -362,6 +363,30 @@ impl QueueBackend for RedisQueue {
         now: DateTime<Utc>,
     ) -> Result<(CancelOutcome, Changes), QueueError> {
         self.cancel_job(id, now).await
+    }
+
+    async fn retry(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError> {
+        self.retry_job(id, now).await
+    }
+
+    async fn run_now(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError> {
+        self.run_job_now(id, now).await
+    }
+
+    async fn delete(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, Changes), QueueError> {
+        self.delete_job(id, now).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, QueueError> {

@@ -15,13 +15,16 @@ local keep, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local more, removed = false, 0
 redis.call('ZREMRANGEBYSCORE', WATCH, '-inf', now)
 
--- Removes the jobs `ids` of `queue` (those still stored) and what points to them.
-local function remove(queue, ids)
+-- Removes the jobs `ids` of `queue` filed in a batch of jobs that ended at `ended` (those still
+-- stored) and what points to them; answers how many it removed. A job retried since (see
+-- retry.lua) is passed over: it has not ended again, or it ended later and a later batch holds
+-- it. Jobs that a retry made wait for a removed job are cancelled by the next settling.
+local function remove(queue, ids, ended)
   load_many(ids)
-  local unlink = {}
+  local unlink, n = {}, 0
   for _, id in ipairs(ids) do
     local j = load(id)
-    if j then
+    if j and j.st >= SUCCEEDED and j.f <= ended then
       local key = idem_of(j)
       if key ~= '' and redis.call('GET', idem_key(key)) == id then
         unlink[#unlink + 1] = idem_key(key)
@@ -30,9 +33,12 @@ local function remove(queue, ids)
       count(queue, j.st, -1)
       unlist_job(queue, id)
       if j.st ~= SUCCEEDED then zrem(listing_key(queue, j.st), id) end
+      if redis.call('SREM', PARENTS, id) == 1 then redis.call('RPUSH', SETTLE, id .. ' ' .. j.st) end
+      n = n + 1
     end
   end
   if #unlink > 0 then apply('UNLINK', nil, unlink) end
+  return n
 end
 
 for _, queue in ipairs(redis.call('SMEMBERS', QUEUES)) do
@@ -58,10 +64,10 @@ for _, queue in ipairs(redis.call('SMEMBERS', QUEUES)) do
     if not ids or #ids == 0 then
       redis.call('ZREM', dk, batch)
     else
-      remove(queue, ids)
-      removed = removed + #ids
+      local gone = remove(queue, ids, finished_at)
+      removed = removed + gone
       budget = budget - #ids
-      terminal = terminal - #ids
+      terminal = terminal - gone
       if redis.call('EXISTS', batch_key(batch)) == 0 then redis.call('ZREM', dk, batch) end
     end
   end
