@@ -27,3 +27,4 @@ mod registry_backends;
 mod registry_http;
 mod schedules;
 mod tools;
+mod ui;
