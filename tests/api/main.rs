@@ -30,3 +30,4 @@ mod registry_backends;
 mod registry_http;
 mod schedules;
 mod tools;
+mod ui;
