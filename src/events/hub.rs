@@ -23,7 +23,7 @@ const CHANNEL: usize = 16_384;
 const RECENT: usize = 16_384;
 /// How long after the last reader left events are still kept, so that a page that reloads (or
 /// a reader whose connection dropped) can resume instead of starting over.
-const GRACE: Duration = Duration::from_secs(60);
+const GRACE: Duration = Duration::from_secs(15);
 
 /// One event as readers get it: serialised once, by the first reader that sends it (not by
 /// whoever announced it: the job pipeline does not pay for the JSON), whatever the number of
