@@ -17,6 +17,7 @@ mod metadata;
 mod metrics;
 mod openapi;
 mod schedules;
+mod stats;
 mod tools;
 
 use actix_web::dev::{AppService, HttpServiceFactory};
@@ -121,7 +122,10 @@ fn open_routes() -> Vec<Routes> {
 /// The routes under `/v1`, behind the bearer token when one is set.
 fn v1_routes() -> Vec<Routes> {
     vec![
-        Routes::new("/stats").get(health::stats),
+        Routes::new("/stats").get(stats::stats),
+        // Under `/stats/`: `/cache/{key:.+}` takes any path under `/cache/`.
+        Routes::new("/stats/history").get(stats::history),
+        Routes::new("/stats/cache").get(stats::cache),
         Routes::new("/instances").get(instances::list),
         Routes::new("/jobs").post(jobs::submit).get(jobs::list),
         Routes::new("/jobs/batch").post(jobs::submit_batch),
@@ -130,6 +134,7 @@ fn v1_routes() -> Vec<Routes> {
         Routes::new("/jobs/{id}/cancel").post(jobs::cancel),
         Routes::new("/jobs/{id}/events").get(events::stream_job),
         Routes::new("/events").get(events::stream_all),
+        Routes::new("/jobs/{id}/dependents").get(jobs::dependents),
         Routes::new("/schedules").get(schedules::list),
         // Only a POST is the invalidation; other methods fall through to the key route (the
         // guard fails before this resource's 405), so `invalidate` stays usable as a cache key.
@@ -148,6 +153,7 @@ fn v1_routes() -> Vec<Routes> {
             .put(flow::put_limit)
             .get(flow::get_limit)
             .delete(flow::delete_limit),
+        Routes::new("/limits/{name}/jobs").get(flow::limit_jobs),
         Routes::new("/tools").get(tools::list),
         Routes::new("/tools/{name}").put(tools::put).get(tools::get).delete(tools::delete),
         Routes::new("/tools/{name}/data").get(tools::data),

@@ -11,7 +11,9 @@ use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseB
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
-use super::{cache, events, flow, health, instances, jobs, metadata, metrics, schedules, tools};
+use super::{
+    cache, events, flow, health, instances, jobs, metadata, metrics, schedules, stats, tools,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,7 +29,9 @@ use super::{cache, events, flow, health, instances, jobs, metadata, metrics, sch
         health::health,
         health::ready,
         serve,
-        health::stats,
+        stats::stats,
+        stats::history,
+        stats::cache,
         instances::list,
         jobs::submit,
         jobs::list,
@@ -37,6 +41,7 @@ use super::{cache, events, flow, health, instances, jobs, metadata, metrics, sch
         jobs::cancel,
         events::stream_all,
         events::stream_job,
+        jobs::dependents,
         schedules::list,
         schedules::put,
         schedules::get,
@@ -49,6 +54,7 @@ use super::{cache, events, flow, health, instances, jobs, metadata, metrics, sch
         flow::put_limit,
         flow::get_limit,
         flow::delete_limit,
+        flow::limit_jobs,
         flow::list_queues,
         flow::pause,
         flow::resume,
