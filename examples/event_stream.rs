@@ -154,7 +154,8 @@ async fn rate(base: &str, runtime: &Runtime, changes: u64, secs: u64) {
     // Until every job's three changes arrived, or two seconds without progress.
     let expected = submitted * 3;
     let mut last = (counts.jobs.load(Ordering::Relaxed), Instant::now());
-    while counts.jobs.load(Ordering::Relaxed) < expected && last.1.elapsed() < Duration::from_secs(2)
+    while counts.jobs.load(Ordering::Relaxed) < expected
+        && last.1.elapsed() < Duration::from_secs(2)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = counts.jobs.load(Ordering::Relaxed);
@@ -166,11 +167,20 @@ async fn rate(base: &str, runtime: &Runtime, changes: u64, secs: u64) {
     let received = counts.jobs.load(Ordering::Relaxed);
     let mut late = std::mem::take(&mut *counts.lateness.lock().unwrap());
     late.sort_unstable();
-    let pct = |p: f64| late.get(((late.len() as f64 * p) as usize).min(late.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        late.get(((late.len() as f64 * p) as usize).min(late.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     println!("jobs submitted: {submitted} in {:.1} s", elapsed.as_secs_f64());
     println!("job changes made: {expected} ({:.0}/s)", expected as f64 / elapsed.as_secs_f64());
     println!("job events received: {received}; resets: {}", counts.resets.load(Ordering::Relaxed));
-    println!("lateness p50: {} µs, p99: {} µs, max: {} µs", pct(0.5), pct(0.99), late.last().unwrap_or(&0));
+    println!(
+        "lateness p50: {} µs, p99: {} µs, max: {} µs",
+        pct(0.5),
+        pct(0.99),
+        late.last().unwrap_or(&0)
+    );
 }
 
 async fn run_jobs(runtime: &Runtime, jobs: usize) -> f64 {

@@ -41,6 +41,14 @@ pub struct HoldLimit {
     pub until: DateTime<Utc>,
 }
 
+/// The queued jobs naming a limit that it holds back now, at most `most`.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<crate::job::JobRecord>, QueueError>")]
+pub struct GetLimitJobs {
+    pub name: String,
+    pub most: usize,
+}
+
 /// Pause (true) or resume (false) a queue.
 #[derive(Message)]
 #[rtype(result = "Result<(), QueueError>")]
@@ -99,6 +107,9 @@ flow_call!(ListLimits => Vec<Limit>, wakes: |_| false, |backend, msg, now| backe
 flow_call!(DeleteLimit => bool, wakes: |_| true, |backend, msg, now| backend.delete_limit(&msg.0));
 flow_call!(HoldLimit => (), wakes: |_| false, |backend, msg, now| {
     backend.hold_limit(&msg.name, msg.until.min(now + MAX_HOLD), now)
+});
+flow_call!(GetLimitJobs => Vec<crate::job::JobRecord>, wakes: |_| false, |backend, msg, now| {
+    backend.limit_jobs(&msg.name, msg.most, now)
 });
 flow_call!(PauseQueue => (), wakes: |msg| !msg.paused, |backend, msg, now| backend.pause_queue(&msg.queue, msg.paused));
 flow_call!(ListQueues => Vec<QueueInfo>, wakes: |_| false, |backend, msg, now| backend.queues(now));

@@ -3,7 +3,9 @@
 //! It forwards each call to the backend and reacts to what the call changed: idle workers are
 //! woken when jobs became queued, the scheduler is told the earliest due time, long-poll
 //! waiters are answered when their job ends, and results go to the cache. No job state lives
-//! here; a restart of this actor loses only waiters, which re-poll.
+//! here; a restart of this actor loses only waiters, which re-poll. It also counts the jobs its
+//! completions finished, for the history of finished jobs (`queue::history`), and hands those
+//! counts to a shared backend every couple of seconds.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -18,6 +20,7 @@ use crate::clock::Clock;
 use crate::events::EventHub;
 use crate::job::{JobId, JobRecord, Json, NewJob};
 use crate::queue::flow::Claims;
+use crate::queue::history::{self, Finishes, History};
 use crate::queue::{
     BackendEvent, CancelOutcome, Changes, Claim, Completion, LeaseRef, LeaseState, ListQuery,
     Outcome, Page, QueueBackend, QueueError, QueueStats, Submitted,
@@ -166,6 +169,19 @@ pub struct GetQueuedByKind;
 #[rtype(result = "Result<(), QueueError>")]
 pub struct Ping;
 
+/// The jobs finished per bucket over the last hour, by every instance of a shared backend.
+#[derive(Message)]
+#[rtype(result = "Result<History, QueueError>")]
+pub struct GetHistory;
+
+/// The jobs waiting on a job, at most `most` (see [`QueueBackend::dependents`]).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<JobRecord>, QueueError>")]
+pub struct GetDependents {
+    pub id: JobId,
+    pub most: usize,
+}
+
 /// Create or replace a schedule; true when created.
 #[derive(Message)]
 #[rtype(result = "Result<bool, QueueError>")]
@@ -210,10 +226,16 @@ pub struct QueueActor {
     listening: bool,
     /// Tells the event stream what changed.
     announce: Announcer,
+    /// The jobs this instance's completions finished, per bucket of the last hour (kept
+    /// across restarts).
+    finishes: Finishes,
+    /// A hand-over of `finishes` to the shared backend is under way.
+    flushing: bool,
 }
 
 impl QueueActor {
     pub(crate) fn new(backend: Arc<dyn QueueBackend>, clock: Clock, events: EventHub) -> Self {
+        let shared = backend.shared();
         QueueActor {
             announce: Announcer::new(events, backend.clone(), clock.clone()),
             backend,
@@ -223,7 +245,44 @@ impl QueueActor {
             results: None,
             waiters: HashMap::new(),
             listening: false,
+            finishes: Finishes::new(shared),
+            flushing: false,
         }
+    }
+
+    /// Counts the jobs that `done` finished, as the store accepted them (`finished`): the
+    /// history of finished jobs.
+    fn count_finished(&mut self, endings: &[(JobId, bool)], finished: &HashSet<&JobId>) {
+        let mut counts = history::Counts::default();
+        for (_, succeeded) in endings.iter().filter(|(id, _)| finished.contains(id)) {
+            match succeeded {
+                true => counts.succeeded += 1,
+                false => counts.failed += 1,
+            }
+        }
+        self.finishes.record(self.clock.now(), counts);
+    }
+
+    /// Hands the counts of finished jobs not handed over yet to the shared backend; keeps them
+    /// for the next time when that fails.
+    fn flush_finishes(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.finishes.pending().is_empty() {
+            return;
+        }
+        self.flushing = true;
+        let deltas = self.finishes.take_pending();
+        let backend = self.backend.clone();
+        let call = isolated(async move {
+            let result = backend.add_finished(&deltas).await;
+            Ok((result, deltas))
+        });
+        ctx.spawn(call.into_actor(self).map(|result, act, _| {
+            act.flushing = false;
+            if let Ok((Err(err), deltas)) = result {
+                tracing::debug!("finished-job counts not handed over yet: {err}");
+                act.finishes.give_back(deltas, act.clock.now());
+            }
+        }));
     }
 
     /// Wakes the waiters of jobs that ended.
@@ -291,6 +350,12 @@ impl Actor for QueueActor {
             self.listening = true;
             let me = ctx.address();
             self.backend.listen(Arc::new(move |event| me.do_send(Heard(event))));
+        }
+        if self.backend.shared() {
+            // A restart drops the context, and with it the end of a hand-over in flight (whose
+            // write may still land): the flag must not stay set.
+            self.flushing = false;
+            ctx.run_interval(history::FLUSH_EVERY, |act, ctx| act.flush_finishes(ctx));
         }
     }
 }
@@ -386,15 +451,27 @@ impl Handler<Complete> for QueueActor {
             None => Vec::new(),
         };
         let completing = self.announce.completing(&done);
+        // Whether each attempt succeeded or failed, counted once the store accepted it. (A
+        // handler that fails after its job's cancel was requested ends it `cancelled`, yet
+        // counts as failed: rare, since a handler told to stop returns the cancel.)
+        let endings: Vec<(JobId, bool)> = done
+            .iter()
+            .filter_map(|c| match &c.outcome {
+                Outcome::Succeeded(_) => Some((c.lease.id, true)),
+                Outcome::Failed { .. } => Some((c.lease.id, false)),
+                Outcome::Cancelled(_) => None,
+            })
+            .collect();
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
         let call = isolated(async move { backend.complete(done, clock.now()).await });
         Box::pin(call.into_actor(self).map(move |result, act, _| {
             if let Ok(changes) = &result {
                 act.publish(changes);
                 act.announce.completed(completing, changes);
+                // Only what the store accepted: a stale attempt's report is not the job's end.
+                let accepted: HashSet<&JobId> = changes.finished.iter().collect();
+                act.count_finished(&endings, &accepted);
                 if let (Some(cache), false) = (&act.results, results.is_empty()) {
-                    // Only results the store accepted: a stale attempt's is not the job's.
-                    let accepted: HashSet<&JobId> = changes.finished.iter().collect();
                     let results: Vec<_> =
                         results.into_iter().filter(|(id, _)| accepted.contains(id)).collect();
                     cache.do_send(StoreResults(results));
@@ -583,6 +660,7 @@ impl Handler<GetStats> for QueueActor {
         })
     }
 }
+forward!(GetDependents => Vec<JobRecord>, |backend, msg| backend.dependents(msg.id, msg.most));
 forward!(GetQueuedByKind => std::collections::BTreeMap<String, u64>, |backend, _msg| backend.queued_by_kind());
 forward!(Ping => (), |backend, _msg| backend.ping());
 forward!(PutSchedule => bool, |backend, msg| backend.put_schedule(msg.0));
@@ -590,3 +668,23 @@ forward!(GetSchedule => Option<Schedule>, |backend, msg| backend.get_schedule(&m
 forward!(ListSchedules => Vec<Schedule>, |backend, _msg| backend.list_schedules());
 forward!(DeleteSchedule => bool, |backend, msg| backend.delete_schedule(&msg.0));
 forward!(RecordFire => (), |backend, msg| backend.record_fire(&msg.name, msg.fire));
+
+impl Handler<GetHistory> for QueueActor {
+    type Result = ResponseFuture<Result<History, QueueError>>;
+    fn handle(&mut self, _: GetHistory, _: &mut Context<Self>) -> Self::Result {
+        let (backend, now) = (self.backend.clone(), self.clock.now());
+        // Read now, on the actor: this instance's counts, and those not handed over yet.
+        let (local, pending) = (self.finishes.local(now), self.finishes.pending().clone());
+        Box::pin(async move {
+            let (from, to) = history::window(now);
+            let counts = match backend.finished_history(from, to).await? {
+                None => local,
+                Some(mut shared) => {
+                    history::merge(&mut shared, &pending);
+                    shared
+                }
+            };
+            Ok(History::from_counts(now, &counts))
+        })
+    }
+}

@@ -1,13 +1,15 @@
-//! `/v1/limits`, `/v1/queues` and `/v1/groups`: flow control (limits jobs run under, paused
-//! queues, group weights).
+//! `/v1/limits`, `/v1/queues` and `/v1/groups`: flow control (limits jobs run under and the
+//! jobs they hold back, paused queues, group weights).
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
 use super::extract::JsonBody;
+use super::jobs::JobList;
 use super::ApiError;
 use crate::queue::flow::{GroupWeight, Limit, LimitSpec, QueueInfo};
+use crate::queue::MOST_LISTED;
 use crate::runtime::Client;
 
 /// Every limit.
@@ -80,6 +82,50 @@ pub async fn get_limit(
 )]
 pub async fn list_limits(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(LimitList { limits: client.limits().await? }))
+}
+
+/// The query of `/v1/limits/{name}/jobs`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LimitJobsParams {
+    /// Jobs answered at most: 1 to 1000 (50 when left out).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+}
+
+/// Jobs answered by `/v1/limits/{name}/jobs` when `limit` is left out.
+const DEFAULT_LIMIT_JOBS: usize = 50;
+
+/// The queued jobs naming this limit that it holds back now, highest priority first, then
+/// oldest.
+#[utoipa::path(
+    get,
+    path = "/v1/limits/{name}/jobs",
+    operation_id = "limit_jobs",
+    tag = "flow control",
+    params(("name" = String, Path, description = "The limit's name"), LimitJobsParams),
+    responses(
+        (status = 200, description = "The jobs it holds back", body = JobList),
+        (status = 400, description = "`limit` is invalid", body = ErrorBody),
+        (status = 404, description = "No such limit", body = ErrorBody),
+    )
+)]
+pub async fn limit_jobs(
+    client: web::Data<Client>,
+    name: web::Path<String>,
+    params: web::Query<LimitJobsParams>,
+) -> Result<HttpResponse, ApiError> {
+    let most = match params.limit.as_deref().filter(|raw| !raw.is_empty()) {
+        None => DEFAULT_LIMIT_JOBS,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MOST_LISTED).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", "limit must be between 1 and 1000"))?,
+    };
+    let jobs = client.limit_jobs(&name, most).await?;
+    Ok(HttpResponse::Ok().json(JobList { jobs }))
 }
 
 #[utoipa::path(

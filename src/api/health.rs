@@ -1,4 +1,4 @@
-//! `/health` (liveness), `/ready` (readiness of the backends) and `/v1/stats`.
+//! `/health` (liveness) and `/ready` (readiness of the backends).
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::error::ErrorBody;
 use super::ApiError;
 use crate::cache::CacheHealth;
-use crate::runtime::{Client, Stats};
+use crate::runtime::Client;
 
 /// The answer of `/health`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -80,15 +80,4 @@ pub async fn ready(client: web::Data<Client>) -> Result<HttpResponse, ApiError> 
     };
     let components = ReadyComponents { queue: "ok", cache, redis: client.backends().redis };
     Ok(HttpResponse::Ok().json(Ready { status, components }))
-}
-
-#[utoipa::path(
-    get,
-    path = "/v1/stats",
-    operation_id = "stats",
-    tag = "instances",
-    responses((status = 200, description = "Counts per queue and kind, workers, cache, backends", body = Stats))
-)]
-pub async fn stats(client: web::Data<Client>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(client.stats().await?))
 }

@@ -1,5 +1,6 @@
 //! `/v1/jobs`: submit (one or a batch), read (with `ETag`/`Last-Modified` and 304), long-poll
-//! wait, list and cancel; the operator's actions (retry, run now, delete) are in `job_ops`.
+//! wait, list, cancel, and the jobs waiting on a job; the operator's actions (retry, run now,
+//! delete) are in `job_ops`.
 
 use std::time::{Duration, SystemTime};
 
@@ -326,4 +327,48 @@ pub async fn cancel(
         CancelOutcome::Cancelled(record) | CancelOutcome::Requested(record) => record,
     };
     Ok(HttpResponse::Ok().json(record))
+}
+
+/// A job waiting on another, in `/v1/jobs/{id}/dependents`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Dependent {
+    id: JobId,
+    kind: String,
+    queue: String,
+    status: JobStatus,
+}
+
+/// The answer of `/v1/jobs/{id}/dependents`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DependentList {
+    /// At most 1000, oldest first.
+    jobs: Vec<Dependent>,
+}
+
+/// The jobs waiting on this one: what the store keeps to release them once it succeeds (or
+/// cancel them when it does not), so a job that ended has none left once they are settled.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/dependents",
+    operation_id = "job_dependents",
+    tag = "jobs",
+    params(("id" = String, Path, format = "uuid", description = "The job's id")),
+    responses(
+        (status = 200, description = "The jobs waiting on it (at most 1000)", body = DependentList),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
+pub async fn dependents(
+    client: web::Data<Client>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let jobs = client.dependents(id).await?.into_iter().map(|job| Dependent {
+        id: job.id,
+        kind: job.kind.to_string(),
+        queue: job.queue.to_string(),
+        status: job.status,
+    });
+    Ok(HttpResponse::Ok().json(DependentList { jobs: jobs.collect() }))
 }

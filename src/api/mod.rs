@@ -19,6 +19,7 @@ mod metadata;
 mod metrics;
 mod openapi;
 mod schedules;
+mod stats;
 mod tools;
 mod ui;
 
@@ -133,7 +134,10 @@ fn open_routes() -> Vec<Routes> {
 /// The routes under `/v1`, behind the bearer token when one is set.
 fn v1_routes() -> Vec<Routes> {
     vec![
-        Routes::new("/stats").get(health::stats),
+        Routes::new("/stats").get(stats::stats),
+        // Under `/stats/`: `/cache/{key:.+}` takes any path under `/cache/`.
+        Routes::new("/stats/history").get(stats::history),
+        Routes::new("/stats/cache").get(stats::cache),
         Routes::new("/instances").get(instances::list),
         Routes::new("/jobs").post(jobs::submit).get(jobs::list),
         Routes::new("/jobs/batch").post(jobs::submit_batch),
@@ -145,6 +149,7 @@ fn v1_routes() -> Vec<Routes> {
         Routes::new("/events").get(events::stream_all),
         Routes::new("/jobs/{id}/retry").post(job_ops::retry),
         Routes::new("/jobs/{id}/run").post(job_ops::run_now),
+        Routes::new("/jobs/{id}/dependents").get(jobs::dependents),
         Routes::new("/schedules").get(schedules::list),
         // Only a POST is the invalidation; other methods fall through to the key route (the
         // guard fails before this resource's 405), so `invalidate` stays usable as a cache key.
@@ -163,6 +168,7 @@ fn v1_routes() -> Vec<Routes> {
             .put(flow::put_limit)
             .get(flow::get_limit)
             .delete(flow::delete_limit),
+        Routes::new("/limits/{name}/jobs").get(flow::limit_jobs),
         Routes::new("/tools").get(tools::list),
         Routes::new("/tools/{name}").put(tools::put).get(tools::get).delete(tools::delete),
         Routes::new("/tools/{name}/data").get(tools::data),

@@ -12,7 +12,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
 use super::{
-    cache, events, flow, health, instances, job_ops, jobs, metadata, metrics, schedules, tools,
+    cache, events, flow, health, instances, job_ops, jobs, metadata, metrics, schedules, stats,
+    tools,
 };
 
 #[derive(OpenApi)]
@@ -29,7 +30,9 @@ use super::{
         health::health,
         health::ready,
         serve,
-        health::stats,
+        stats::stats,
+        stats::history,
+        stats::cache,
         instances::list,
         jobs::submit,
         jobs::list,
@@ -43,6 +46,7 @@ use super::{
         job_ops::retry_matching,
         job_ops::run_now,
         job_ops::delete,
+        jobs::dependents,
         schedules::list,
         schedules::put,
         schedules::get,
@@ -55,6 +59,7 @@ use super::{
         flow::put_limit,
         flow::get_limit,
         flow::delete_limit,
+        flow::limit_jobs,
         flow::list_queues,
         flow::pause,
         flow::resume,

@@ -8,6 +8,7 @@
 //! pure function of its calls and lets tests step time.
 
 pub mod flow;
+pub mod history;
 pub mod instances;
 #[doc(hidden)]
 pub mod memory;
@@ -211,6 +212,10 @@ pub const SETTLE_LIMIT: usize = 1_000;
 /// Most jobs one listing call reads while filtering, in every backend: a page whose filter
 /// matches few jobs stops there and comes back short (even empty) with a cursor to go on from.
 pub const LIST_EXAMINE: usize = 5_000;
+
+/// Most jobs one read of a job's dependents, or of the jobs a limit holds back, answers: a
+/// dashboard shows a sample, and the call stays one bounded round trip.
+pub const MOST_LISTED: usize = 1_000;
 
 /// Which worker slots ask for jobs: one job is claimed per name, so `workers.len()` is the
 /// most this call returns. Only jobs of `kinds` (those this instance has handlers for) are
@@ -750,6 +755,41 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     /// The groups whose weight is not 1, in name order.
     async fn group_weights(&self) -> Result<Vec<GroupWeight>, QueueError>;
+
+    // What dashboards read beside the jobs themselves.
+
+    /// The jobs still waiting on job `id`, at most `most` (read from the index that releases
+    /// them when it succeeds, in no particular order): once `id` ended and its dependents were
+    /// settled, none. `NotFound` when there is no such job.
+    async fn dependents(&self, id: JobId, most: usize) -> Result<Vec<JobRecord>, QueueError>;
+
+    /// The queued jobs naming limit `name` that it holds back now, at most `most`, in claim
+    /// order (highest priority first, then oldest). `LimitNotFound` when there is no such limit.
+    async fn limit_jobs(
+        &self,
+        name: &str,
+        most: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobRecord>, QueueError>;
+
+    /// Adds an instance's counts of finished jobs per bucket to the history every instance of
+    /// a shared store keeps (see [`history`]); a backend of one process keeps none.
+    async fn add_finished(
+        &self,
+        _counts: &BTreeMap<history::Bucket, history::Counts>,
+    ) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// The shared history's counts of buckets `from..=to`; `None` from a backend of one
+    /// process, whose instance's own counts are the whole history.
+    async fn finished_history(
+        &self,
+        _from: history::Bucket,
+        _to: history::Bucket,
+    ) -> Result<Option<BTreeMap<history::Bucket, history::Counts>>, QueueError> {
+        Ok(None)
+    }
 
     /// Whether other processes share this store. Their changes reach this instance only through
     /// [`QueueBackend::listen`] and [`QueueBackend::wait_for_work`]; a backend of one process

@@ -15,7 +15,8 @@
 //! The job queue: every key shares the hash tag `{q}`, so all of them live in one Redis Cluster
 //! slot. They must: one script touches jobs of several queues and kinds at once (dependencies
 //! cross queues, a claim spans every kind an instance runs, idempotency keys are global). No
-//! queue key carries a TTL, so a `volatile-*` eviction policy can only evict cache entries.
+//! queue key carries a TTL but the history of finished jobs (figures for a chart), so a
+//! `volatile-*` eviction policy can only evict cache entries and those figures.
 //! - `<p>:{q}:j:<id>`: a job record (string; format in `queue/redis/record.rs`).
 //! - `<p>:{q}:deps:<id>`: set of the `waiting` jobs that depend on job `<id>`.
 //! - `<p>:{q}:idem:<key>`: the id of the job that holds an idempotency key.
@@ -88,6 +89,12 @@
 //!   (no TTL, as on every queue key: the registry must not be evicted under `volatile-*`).
 //! - `<p>:{q}:takeovers`: hash of running attempts taken from workers that are gone, per cause
 //!   (`lease_expired`, `instance_restarted`), counted by the scripts that take them.
+//! - `<p>:{q}:hist:<hour>`: hash of the jobs finished per 10-second bucket during one hour
+//!   (hours since the epoch), `s:<bucket>` succeeded and `f:<bucket>` failed (buckets are
+//!   seconds since the epoch divided by 10), which each instance adds its counts to every
+//!   couple of seconds (`queue/history.rs`). The one queue key with a TTL (two hours after its
+//!   last write): it is figures for a chart, the last hour of which is read, and losing it to
+//!   eviction loses no job.
 
 /// Builds the keys of one deployment.
 #[derive(Clone, Debug)]
@@ -354,6 +361,16 @@ impl QueueKeys {
     /// Attempts taken over, per cause.
     pub fn takeovers(&self) -> String {
         format!("{}takeovers", self.base)
+    }
+
+    /// The set of the `waiting` jobs that depend on job `id`.
+    pub fn dependents(&self, id: &str) -> String {
+        format!("{}deps:{id}", self.base)
+    }
+
+    /// The jobs finished per bucket during `hour` (hours since the epoch).
+    pub fn history(&self, hour: i64) -> String {
+        format!("{}hist:{hour}", self.base)
     }
 }
 

@@ -5,14 +5,15 @@ use chrono::{DateTime, Utc};
 
 use super::{Client, RuntimeError};
 use crate::actors::flow::{
-    DeleteLimit, GetLimit, HoldLimit, ListGroupWeights, ListLimits, ListQueues, PauseQueue,
-    PutLimit, SetGroupWeight,
+    DeleteLimit, GetLimit, GetLimitJobs, HoldLimit, ListGroupWeights, ListLimits, ListQueues,
+    PauseQueue, PutLimit, SetGroupWeight,
 };
 use crate::job::spec::{validate_flow_name, validate_queue};
+use crate::job::JobRecord;
 use crate::queue::flow::{
     validate_limit_name, validate_weight, GroupWeight, Limit, LimitSpec, QueueInfo,
 };
-use crate::queue::QueueError;
+use crate::queue::{QueueError, MOST_LISTED};
 
 impl Client {
     /// Creates or replaces limit `name`; answers it with its state, and whether it was
@@ -51,6 +52,25 @@ impl Client {
     /// Every limit with its state, by name.
     pub async fn limits(&self) -> Result<Vec<Limit>, RuntimeError> {
         Ok(self.call(ListLimits).await??)
+    }
+
+    /// The queued jobs naming limit `name` that it holds back now, at most `most` (capped at
+    /// [`MOST_LISTED`]), highest priority first, then oldest.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &jobyard::Client) -> Result<(), jobyard::RuntimeError> {
+    /// for job in client.limit_jobs("github", 10).await? {
+    ///     println!("{} ({}) waits for the github limit", job.id, job.kind);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn limit_jobs(
+        &self,
+        name: &str,
+        most: usize,
+    ) -> Result<Vec<JobRecord>, RuntimeError> {
+        let most = most.min(MOST_LISTED);
+        Ok(self.call(GetLimitJobs { name: name.to_owned(), most }).await??)
     }
 
     /// Removes limit `name`: the jobs that name it run as if it did not exist, and new jobs

@@ -452,6 +452,19 @@ impl QueueBackend for Faulty {
         self.gate()?;
         self.inner.group_weights().await
     }
+    async fn dependents(&self, id: JobId, most: usize) -> Result<Vec<JobRecord>, QueueError> {
+        self.gate()?;
+        self.inner.dependents(id, most).await
+    }
+    async fn limit_jobs(
+        &self,
+        name: &str,
+        most: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        self.gate()?;
+        self.inner.limit_jobs(name, most, now).await
+    }
 }
 
 #[actix_web::test]

@@ -7,6 +7,8 @@ mod cache_backends;
 mod cache_http;
 mod cache_redis;
 mod cli;
+mod dashboard_backends;
+mod dashboard_data;
 mod embedding;
 mod errors;
 mod events;

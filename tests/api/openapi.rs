@@ -285,6 +285,8 @@ async fn answers_of_the_read_routes_validate() {
     let id = submitted.body["id"].as_str().unwrap().to_owned();
     let wait = format!("/v1/jobs/{id}/wait?timeout_ms=5000");
     let job = format!("/v1/jobs/{id}");
+    let dependents = format!("/v1/jobs/{id}/dependents");
+    put_limit(&app, "openapi-test").await;
     let reads = [
         ("/health", "/health"),
         ("/ready", "/ready"),
@@ -297,6 +299,10 @@ async fn answers_of_the_read_routes_validate() {
         ("/v1/limits", "/v1/limits"),
         ("/v1/queues", "/v1/queues"),
         ("/v1/groups", "/v1/groups"),
+        ("/v1/stats/history", "/v1/stats/history"),
+        ("/v1/stats/cache", "/v1/stats/cache"),
+        ("/v1/jobs/{id}/dependents", &dependents),
+        ("/v1/limits/{name}/jobs", "/v1/limits/openapi-test/jobs"),
     ];
     for (route, path) in reads {
         let request = app.http.get(format!("{}{path}", app.base)).bearer_auth(TOKEN);
@@ -305,6 +311,15 @@ async fn answers_of_the_read_routes_validate() {
         let schema = response_schema(&doc, "get", route, 200);
         assert_valid(&doc, schema, &resp.body, &format!("GET {path}"));
     }
+}
+
+/// Creates limit `name` (a concurrency of 1).
+async fn put_limit(app: &TestApp, name: &str) {
+    let url = format!("{}/v1/limits/{name}", app.base);
+    let body = br#"{"concurrency": 1}"#.to_vec();
+    let resp =
+        app.send(app.http.put(url).bearer_auth(TOKEN), Some(("application/json", body))).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
 }
 
 /// A value of `schema` for a query string: the first of an enum, the least integer allowed,
@@ -336,6 +351,7 @@ async fn documented_query_parameters_are_accepted() {
         )
         .await;
     let id = job.body["id"].as_str().expect("a job id").to_owned();
+    put_limit(&app, "openapi-test").await;
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
@@ -351,6 +367,7 @@ async fn documented_query_parameters_are_accepted() {
                 continue;
             }
             let path = path.replace("{id}", &id).replace("{key}", "openapi-test");
+            let path = path.replace("{name}", "openapi-test");
             let url = format!("{}{path}?{}", app.base, query.join("&"));
             let (request, body) = match method.as_str() {
                 "get" => (app.http.get(url), None),
@@ -376,7 +393,8 @@ async fn documented_query_parameters_are_accepted() {
         }
     }
     assert_eq!(
-        checked, 4,
-        "the listing, the long poll, the event stream and the cache's put take a query"
+        checked, 5,
+        "the listing, the long poll, the event stream, the cache's put and a limit's jobs take a \
+         query"
     );
 }

@@ -220,6 +220,20 @@ impl QueueBackend for MemoryQueue {
         Ok(self.store().group_weights())
     }
 
+    async fn dependents(&self, id: JobId, most: usize) -> Result<Vec<JobRecord>, QueueError> {
+        self.store().dependents(id, most).ok_or(QueueError::NotFound(id))
+    }
+
+    async fn limit_jobs(
+        &self,
+        name: &str,
+        most: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let jobs = self.store().limit_jobs(name, most, now);
+        jobs.ok_or_else(|| QueueError::LimitNotFound(name.to_owned()))
+    }
+
     async fn queued_by_kind(&self) -> Result<BTreeMap<String, u64>, QueueError> {
         Ok(self.store().queued_by_kind())
     }

@@ -376,6 +376,16 @@ impl Store {
         self.jobs.get(&id).map(|e| e.record.clone())
     }
 
+    /// The jobs in the index of `id`'s dependents (waiting on it, or not settled yet since it
+    /// ended), at most `most`; `None` when there is no such job.
+    pub fn dependents(&self, id: JobId, most: usize) -> Option<Vec<JobRecord>> {
+        self.jobs.get(&id)?;
+        let waiting = self.dependents.get(&id).into_iter().flatten();
+        let unsettled = self.unsettled.iter().filter(|u| u.job == id).flat_map(|u| &u.dependents);
+        let records = waiting.chain(unsettled).filter_map(|d| self.jobs.get(d));
+        Some(records.take(most).map(|e| e.record.clone()).collect())
+    }
+
     pub fn list(&self, query: &ListQuery) -> Result<Page, QueueError> {
         let before = match &query.cursor {
             None => u64::MAX,

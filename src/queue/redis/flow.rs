@@ -1,5 +1,6 @@
 //! Flow control in Redis: limits (`lua/limit.lua`), the jobs they hold back
-//! (`lua/throttled.lua`), paused queues and group weights. Claims apply all of it inside the
+//! (`lua/throttled.lua` counts them, `lua/limit_jobs.lua` names them), paused queues and group
+//! weights. Claims apply all of it inside the
 //! claim script; these are the calls that manage and report it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,8 +9,9 @@ use ::redis::Value;
 use chrono::{DateTime, Utc};
 
 use super::record::ms;
-use super::reply::{array, int, malformed, redis_error, text, time};
+use super::reply::{array, id, int, malformed, redis_error, text, time};
 use super::RedisQueue;
+use crate::job::{JobId, JobRecord, JobStatus};
 use crate::queue::flow::{GroupWeight, Limit, LimitSpec, LimitState, QueueInfo, Rate};
 use crate::queue::QueueError;
 
@@ -99,6 +101,27 @@ impl RedisQueue {
             throttled.insert(text(&pair[0])?.to_owned(), int(&pair[1])?.max(0) as u64);
         }
         Ok(throttled)
+    }
+
+    /// The queued jobs naming limit `name` that it holds back now (`lua/limit_jobs.lua`), at
+    /// most `most`, in claim order.
+    pub(super) async fn held_by_limit(
+        &self,
+        name: &str,
+        most: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let mut invocation = self.invocation(&self.scripts.limit_jobs);
+        invocation.arg(ms(now) as i64).arg(name).arg(most);
+        let reply = self.run(&invocation, true).await?;
+        let [found, ids @ ..] = array(&reply)? else { return Err(malformed("limit_jobs")) };
+        if int(found)? == 0 {
+            return Err(QueueError::LimitNotFound(name.to_owned()));
+        }
+        let ids = ids.iter().map(id).collect::<Result<Vec<JobId>, _>>()?;
+        let records = self.read_jobs(&ids).await?.into_iter().flatten();
+        // A job claimed or cancelled between the two reads is no longer held back.
+        Ok(records.filter(|r| r.status == JobStatus::Queued).collect())
     }
 
     pub(super) async fn store_pause(&self, queue: &str, paused: bool) -> Result<(), QueueError> {

@@ -260,6 +260,41 @@ impl RedisQueue {
         Ok(int(more)? == 1)
     }
 
+    /// The jobs in the index of `id`'s dependents (`deps:<id>`: waiting on it, or not settled
+    /// yet since it ended), at most `most`: scanned rather than read whole, so a job with a
+    /// huge fan-out costs a bounded read.
+    pub(super) async fn dependents_of(
+        &self,
+        id: JobId,
+        most: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let key = self.keys.dependents(&id.to_string());
+        let mut found: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let scan = ::redis::cmd("SSCAN").arg(&key).arg(cursor).arg("COUNT").arg(most).clone();
+            let (next, ids): (u64, Vec<String>) = self.cmd(&scan).await?;
+            found.extend(ids);
+            cursor = next;
+            if cursor == 0 || found.len() >= most {
+                break;
+            }
+        }
+        // A scan may answer a member twice.
+        found.sort_unstable();
+        found.dedup();
+        found.truncate(most);
+        let mut ids = vec![id];
+        for dependent in &found {
+            ids.push(dependent.parse().map_err(|_| malformed("a dependent's id"))?);
+        }
+        let mut records = self.read_jobs(&ids).await?.into_iter();
+        if records.next().flatten().is_none() {
+            return Err(QueueError::NotFound(id));
+        }
+        Ok(records.flatten().collect())
+    }
+
     /// Reads jobs as readers see them (stored records with their running attempts applied), in
     /// one round trip; `None` for a job that does not exist.
     pub(super) async fn read_jobs(

@@ -17,6 +17,7 @@ mod attempts;
 mod bulk;
 mod events;
 mod flow;
+mod history;
 mod instances;
 mod jobs;
 mod listing;
@@ -36,6 +37,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::flow::{Claims, GroupWeight, Limit, LimitSpec, QueueInfo};
+use super::history::{Bucket, Counts};
 use super::{
     CancelOutcome, Changes, Claim, Completion, EventSink, FeedSink, InstanceInfo, LeaseRef,
     LeaseState, ListQuery, Page, QueueBackend, QueueError, QueueLimits, QueueStats, Registration,
@@ -416,6 +418,31 @@ impl QueueBackend for RedisQueue {
 
     async fn queued_by_kind(&self) -> Result<BTreeMap<String, u64>, QueueError> {
         self.queued_per_kind().await
+    }
+
+    async fn dependents(&self, id: JobId, most: usize) -> Result<Vec<JobRecord>, QueueError> {
+        self.dependents_of(id, most).await
+    }
+
+    async fn limit_jobs(
+        &self,
+        name: &str,
+        most: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        self.held_by_limit(name, most, now).await
+    }
+
+    async fn add_finished(&self, counts: &BTreeMap<Bucket, Counts>) -> Result<(), QueueError> {
+        self.add_history(counts).await
+    }
+
+    async fn finished_history(
+        &self,
+        from: Bucket,
+        to: Bucket,
+    ) -> Result<Option<BTreeMap<Bucket, Counts>>, QueueError> {
+        self.read_history(from, to).await.map(Some)
     }
 
     async fn throttled(&self, now: DateTime<Utc>) -> Result<BTreeMap<String, u64>, QueueError> {

@@ -1,5 +1,5 @@
 //! The memory store's claim: which queued jobs a claim takes, in claim order (see
-//! `queue::flow`), past the lanes their limits hold back; and how many jobs those hold back.
+//! `queue::flow`), past the lanes their limits hold back; and which jobs those hold back.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -8,9 +8,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{Lease, Store};
-use crate::job::JobStatus;
+use crate::job::{JobRecord, JobStatus};
 use crate::queue::flow::{Budget, Claims};
-use crate::queue::memory::index::Lane;
+use crate::queue::memory::index::{Lane, Ready};
 use crate::queue::{Changes, Claim, Claimed, LeaseRef};
 
 /// A lane a claim may take from, and what it knows of it.
@@ -191,6 +191,30 @@ impl Store {
             }
         }
         throttled
+    }
+
+    /// The queued jobs naming limit `name` that it holds back now, at most `most`, highest
+    /// priority first, then oldest; `None` when there is no such limit.
+    pub fn limit_jobs(
+        &mut self,
+        name: &str,
+        most: usize,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<JobRecord>> {
+        let now_ms = now.timestamp_millis();
+        let name: Arc<str> = Arc::from(name);
+        let budget = *self.flow.budgets(std::iter::once(&name), now_ms).get(&name)?;
+        let lanes = self.idx.ready.values().flat_map(|lanes| lanes.iter());
+        let mut held: Vec<&Ready> = Vec::new();
+        for (lane, ready) in lanes.filter(|(lane, _)| lane.limits.contains(&name)) {
+            if budget.allows(u64::from(lane.cost), now_ms).is_err() {
+                held.extend(ready.iter().take(most));
+            }
+        }
+        // `Ready` sorts highest priority first, then in submit order.
+        held.sort_unstable();
+        let records = held.iter().take(most).filter_map(|(_, _, id)| self.jobs.get(id));
+        Some(records.map(|e| e.record.clone()).collect())
     }
 }
 
