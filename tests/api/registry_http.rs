@@ -48,7 +48,10 @@ async fn an_instance_lists_itself(on: &On) {
     let listed = instances_when(&app, "this instance", |l| l.len() == 1).await;
     let me = &listed[0];
     assert_eq!(me["name"], host_name(), "{me}");
-    assert_eq!(app.runtime.instance().as_deref(), Some(host_name().as_str()));
+    // The registry lists the name as soon as it is claimed; the runtime takes it once what a
+    // dead run of that name left running was taken back.
+    let named = poll(|| async { app.runtime.instance() }).await;
+    assert_eq!(named.as_deref(), Some(host_name().as_str()));
     assert_eq!(me["version"], env!("CARGO_PKG_VERSION"));
     let kinds: Vec<&str> =
         me["kinds"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
@@ -138,8 +141,12 @@ async fn runtimes_sharing_a_backend_never_share_a_name() {
     let mut wanted: Vec<&str> = expected.iter().map(String::as_str).collect();
     wanted.sort();
     assert_eq!(seen, wanted);
-    let mut taken: Vec<String> =
-        [&first, &second, &third].iter().filter_map(|a| a.runtime.instance()).collect();
+    let all_named = || async {
+        let names: Vec<String> =
+            [&first, &second, &third].iter().filter_map(|a| a.runtime.instance()).collect();
+        (names.len() == 3).then_some(names)
+    };
+    let mut taken = poll(all_named).await.expect("every runtime takes its name");
     taken.sort();
     assert_eq!(taken.iter().map(String::as_str).collect::<Vec<_>>(), wanted);
 
