@@ -27,3 +27,6 @@ mod registry_backends;
 mod registry_http;
 mod schedules;
 mod tools;
+mod ui_browser;
+#[path = "../support/webdriver.rs"]
+mod webdriver;
