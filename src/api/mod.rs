@@ -17,13 +17,14 @@ mod metrics;
 mod openapi;
 mod schedules;
 mod tools;
+mod ui;
 
 use actix_web::dev::{AppService, HttpServiceFactory};
 use actix_web::{
     guard, middleware, web, FromRequest, Handler, HttpRequest, HttpResponse, Responder,
 };
 
-use crate::config::Secret;
+use crate::config::{Secret, UiMode};
 use crate::runtime::Client;
 
 pub use error::ApiError;
@@ -53,6 +54,8 @@ pub struct ApiSettings {
     pub api_token: Option<Secret>,
     /// Connections one peer (IP address) may hold at once.
     pub max_connections_per_peer: usize,
+    /// Whether the dashboard is served at `/ui/`, and whether it may write.
+    pub ui: UiMode,
 }
 
 impl From<&crate::config::Config> for ApiSettings {
@@ -62,6 +65,7 @@ impl From<&crate::config::Config> for ApiSettings {
             cache_ttl: config.cache_ttl,
             api_token: config.api_token.clone(),
             max_connections_per_peer: config.max_connections_per_peer,
+            ui: config.ui,
         }
     }
 }
@@ -92,6 +96,9 @@ impl From<&crate::config::Config> for ApiSettings {
 /// ```
 pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
+        if settings.ui != UiMode::Off {
+            cfg.service(ui::service());
+        }
         cfg.app_data(web::Data::new(client))
             .app_data(web::Data::new(settings))
             .app_data(extract::query_config())
@@ -99,6 +106,9 @@ pub fn configure(client: Client, settings: ApiSettings) -> impl FnOnce(&mut web:
             .service(open_routes())
             .service(
                 web::scope("/v1")
+                    // The token is checked first (the outer layer): a request without it is
+                    // a 401 whoever sends it.
+                    .wrap(middleware::from_fn(ui::refuse_dashboard_writes))
                     .wrap(middleware::from_fn(auth::require_token))
                     .service(v1_routes())
                     .default_service(web::to(not_found)),
@@ -162,7 +172,8 @@ fn v1_routes() -> Vec<Routes> {
 }
 
 /// Every (method, path template) the API serves, as registered (`/v1/cache/{key:.+}`): what
-/// the test of the OpenAPI document checks it documents. HEAD is listed with each GET.
+/// the test of the OpenAPI document checks it documents. HEAD is listed with each GET. The
+/// dashboard's pages under `/ui/` are not part of the JSON API and are not listed.
 pub fn served_routes() -> Vec<(&'static str, String)> {
     let open = open_routes().into_iter().map(|r| (String::new(), r));
     let v1 = v1_routes().into_iter().map(|r| ("/v1".to_owned(), r));

@@ -129,6 +129,31 @@ impl CacheBackendKind {
     }
 }
 
+/// What the dashboard at `/ui/` may do (`JOBYARD_UI`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UiMode {
+    /// Not served: `/ui/...` answers 404 (`JOBYARD_UI=off`).
+    Off,
+    /// Served without its buttons, and the server refuses the dashboard's writes
+    /// (`JOBYARD_UI=read-only`). This holds back the dashboard, not a token holder: the same
+    /// token still writes through the API with any other client.
+    ReadOnly,
+    /// Served with its buttons (`JOBYARD_UI=on`, the default).
+    #[default]
+    On,
+}
+
+impl UiMode {
+    /// The name `JOBYARD_UI` takes for this mode: `off`, `read-only` or `on`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UiMode::Off => "off",
+            UiMode::ReadOnly => "read-only",
+            UiMode::On => "on",
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -240,6 +265,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How log lines are written (`JOBYARD_LOG_FORMAT`: `text` or `json`, default `text`).
     pub log_format: LogFormat,
+    /// The dashboard at `/ui/` (`JOBYARD_UI`: `off`, `read-only` or `on`, default `on`).
+    pub ui: UiMode,
     /// Where the server exports trace spans (OTLP/HTTP JSON): the standard
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`;
     /// `None` exports nothing.
@@ -360,6 +387,14 @@ impl Config {
                 return Err(invalid("JOBYARD_LOG_FORMAT", other, "expected text or json"))
             }
         };
+        let ui = match var("JOBYARD_UI").as_deref().map(str::trim) {
+            None | Some("on") => UiMode::On,
+            Some("read-only") => UiMode::ReadOnly,
+            Some("off") => UiMode::Off,
+            Some(other) => {
+                return Err(invalid("JOBYARD_UI", other, "expected off, read-only or on"))
+            }
+        };
         let lease =
             Duration::from_millis(number(&var, "JOBYARD_LEASE_MS", 30_000, 1_000..=3_600_000)?);
         Ok(Config {
@@ -443,6 +478,7 @@ impl Config {
             )? as usize,
             data_dir: PathBuf::from(var("JOBYARD_DATA_DIR").unwrap_or_else(|| "./data".into())),
             log_format,
+            ui,
             otlp_traces_endpoint: otlp_endpoint(
                 var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
                 var("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -687,6 +723,18 @@ mod tests {
             config(&[("JOBYARD_MAX_QUEUED", "100"), ("JOBYARD_RETENTION_MAX_JOBS", "5")]).unwrap();
         assert_eq!((c.max_queued, c.retention_max_jobs), (100, 5));
         assert_eq!(config(&[("JOBYARD_MAX_QUEUED", "0")]).unwrap_err().var, "JOBYARD_MAX_QUEUED");
+    }
+
+    #[test]
+    fn the_dashboard_is_on_unless_turned_off_or_read_only() {
+        assert_eq!(config(&[]).unwrap().ui, UiMode::On);
+        assert_eq!(config(&[("JOBYARD_UI", "read-only")]).unwrap().ui, UiMode::ReadOnly);
+        assert_eq!(config(&[("JOBYARD_UI", "off")]).unwrap().ui, UiMode::Off);
+        let err = config(&[("JOBYARD_UI", "readonly")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "JOBYARD_UI=readonly is invalid: expected off, read-only or on"
+        );
     }
 
     #[test]

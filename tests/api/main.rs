@@ -27,6 +27,7 @@ mod registry_backends;
 mod registry_http;
 mod schedules;
 mod tools;
+mod ui;
 mod ui_browser;
 #[path = "../support/webdriver.rs"]
 mod webdriver;
