@@ -24,6 +24,7 @@ let current = null;
 /** Bumped on every navigation: an answer for a view no longer on screen is dropped. */
 let generation = 0;
 let mode = 'on';
+let tokenRequired = false;
 
 const live = new Live(document.getElementById('live'), () => reload());
 
@@ -132,6 +133,7 @@ function unauthorized() {
   main.dataset.state = 'unauthorized';
   main.replaceChildren();
   tokenForm.hidden = false;
+  if (api.token()) showError({ message: 'The server refused this token: enter another one.', code: 'unauthorized' });
   tokenInput.focus();
 }
 
@@ -141,6 +143,7 @@ async function readConfig() {
     if (response.ok) {
       const config = await response.json();
       if (config && typeof config.mode === 'string') mode = config.mode;
+      tokenRequired = Boolean(config && config.token_required);
     }
   } catch {
     // An older server without it: the dashboard is then on.
@@ -168,6 +171,11 @@ tokenForm.addEventListener('submit', (event) => {
 window.addEventListener('hashchange', () => showRoute());
 
 readConfig().then(() => {
+  if (tokenRequired && !api.token()) {
+    // Every request would answer 401: ask first.
+    unauthorized();
+    return;
+  }
   live.start();
   showRoute();
 });

@@ -89,6 +89,16 @@ impl ApiError {
         )
     }
 
+    /// A 403 `read_only`: the dashboard, when `JOBYARD_UI=read-only`, asked to change
+    /// something.
+    pub fn read_only() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "the dashboard is read-only (JOBYARD_UI=read-only): it may not change anything",
+        )
+    }
+
     /// A 413 `payload_too_large`: the request body is larger than `limit` bytes.
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(

@@ -1,5 +1,6 @@
 //! The HTTP API (actix-web; `docs/http-api.md` describes every route): routes, the shared
-//! state of handlers, and the fallbacks that keep every error answer in the error body.
+//! state of handlers, and the fallbacks that keep every error answer in the error body. The
+//! dashboard's page at `/ui/` is served beside it (`ui.rs`) unless `JOBYARD_UI=off`.
 
 mod auth;
 mod cache;

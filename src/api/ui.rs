@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{HttpServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::http::{header, Method, StatusCode};
+use actix_web::http::{header, Method};
 use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -174,12 +174,7 @@ pub async fn refuse_dashboard_writes(
         .is_some_and(|settings| settings.ui == UiMode::ReadOnly);
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
     if read_only && write && from_dashboard(&req) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "read_only",
-            "the dashboard is read-only (JOBYARD_UI=read-only): it may not change anything",
-        )
-        .into());
+        return Err(ApiError::read_only().into());
     }
     next.call(req).await
 }

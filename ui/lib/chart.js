@@ -35,7 +35,6 @@ export function throughputChart(id, points, stepSecs, spanSecs) {
     viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
     role: 'img',
     class: 'chart',
-    preserveAspectRatio: 'none',
   },
   svg('title', {}, `Jobs finished per ${stepSecs} s over the last ${Math.round(spanSecs / 60)} min: ${total('succeeded')} succeeded, ${total('failed')} failed`),
   svg('line', { x1: PAD.left, y1: y(0), x2: WIDTH - PAD.right, y2: y(0), class: 'axis' }),
@@ -59,8 +58,14 @@ export function countFinished(points, stepSecs, spanSecs, at, outcome) {
   const bucket = Math.floor(time / step) * step;
   let last = points.length ? new Date(points[points.length - 1].at).getTime() : null;
   if (last !== null && bucket < last) {
-    const point = points.find((p) => new Date(p.at).getTime() === bucket);
-    if (point) point[outcome] = (point[outcome] || 0) + 1;
+    // Late news (events arrive about in order): counted into its step, made if missing.
+    if (bucket < Date.now() - spanSecs * 1000) return;
+    const i = points.findIndex((p) => new Date(p.at).getTime() >= bucket);
+    if (new Date(points[i].at).getTime() === bucket) {
+      points[i][outcome] = (points[i][outcome] || 0) + 1;
+    } else {
+      points.splice(i, 0, { at: new Date(bucket).toISOString(), succeeded: 0, failed: 0, [outcome]: 1 });
+    }
     return;
   }
   if (last === null) last = bucket - step;
