@@ -33,3 +33,6 @@ mod registry_http;
 mod schedules;
 mod tools;
 mod ui;
+mod ui_browser;
+#[path = "../support/webdriver.rs"]
+mod webdriver;
