@@ -21,6 +21,8 @@ use crate::events::{Event, EventHub, Filter, JobChange, Reached, Received, Stamp
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::runtime::Client;
 
+/// Bytes of frames gathered into one write when events come in a burst.
+const CHUNK: usize = 64 * 1024;
 /// A comment sent when nothing else was, so that proxies and readers see the stream alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often a one-job stream reads its job even without news: a change no event announced
@@ -161,8 +163,27 @@ impl Frames {
         let wait = if self.follow.is_some() { RECHECK } else { KEEP_ALIVE };
         let received = tokio::time::timeout(wait, self.reader.next()).await;
         match received {
+            Ok(Some(Received::Event(event))) if self.follow.is_none() => {
+                // What else is there already leaves in the same write: one chunk for a burst
+                // rather than one per event.
+                let mut chunk = String::with_capacity(256);
+                self.write_frame(&mut chunk, &event);
+                while chunk.len() < CHUNK {
+                    match self.reader.try_next() {
+                        Some(Received::Event(event)) => self.write_frame(&mut chunk, &event),
+                        Some(Received::Reset(reason)) => {
+                            chunk.push_str(&reset_frame(reason));
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                self.pending.push(Bytes::from(chunk));
+            }
             Ok(Some(Received::Event(event))) => {
-                self.pending.push(self.frame(&event));
+                let mut frame = String::new();
+                self.write_frame(&mut frame, &event);
+                self.pending.push(Bytes::from(frame));
                 if let Some(follow) = &mut self.follow {
                     if event.job.as_ref().is_some_and(|job| job.finished) {
                         self.ended = true;
@@ -175,8 +196,7 @@ impl Frames {
                 }
             }
             Ok(Some(Received::Reset(reason))) => {
-                let data = serde_json::json!({ "reason": reason }).to_string();
-                self.pending.push(Bytes::from(format!("event: reset\ndata: {data}\n\n")));
+                self.pending.push(Bytes::from(reset_frame(reason)));
                 // A one-job stream reads its job again rather than leave its reader to.
                 self.recheck().await;
             }
@@ -206,10 +226,23 @@ impl Frames {
         }
     }
 
-    fn frame(&self, event: &Stamped) -> Bytes {
-        let id = self.hub.id_of(event).map(|id| format!("id: {id}\n")).unwrap_or_default();
-        Bytes::from(format!("{id}event: {}\ndata: {}\n\n", event.name, event.data()))
+    fn write_frame(&self, out: &mut String, event: &Stamped) {
+        if let Some(id) = self.hub.id_of(event) {
+            out.push_str("id: ");
+            out.push_str(&id);
+            out.push('\n');
+        }
+        out.push_str("event: ");
+        out.push_str(event.name);
+        out.push_str("\ndata: ");
+        out.push_str(event.data());
+        out.push_str("\n\n");
     }
+}
+
+fn reset_frame(reason: &str) -> String {
+    let data = serde_json::json!({ "reason": reason }).to_string();
+    format!("event: reset\ndata: {data}\n\n")
 }
 
 /// A `job` frame of `record` as it is (no id: it is not part of the resumable stream).

@@ -343,7 +343,8 @@ impl Subscription {
         if let Some(reason) = self.reset.take() {
             return Some(Received::Reset(reason));
         }
-        let last_replayed = self.backlog.back().map(|e| e.seq);
+        // The receiver was made under the ring's lock: it holds only what followed the
+        // backlog, so nothing comes twice.
         while let Some(event) = self.backlog.pop_front() {
             if self.filter.admits(&event) {
                 return Some(Received::Event(event));
@@ -352,10 +353,6 @@ impl Subscription {
         loop {
             match self.receiver.recv().await {
                 Ok(event) => {
-                    // Replayed from the ring already (sent between the snapshot and now).
-                    if event.seq > 0 && last_replayed.is_some_and(|last| event.seq <= last) {
-                        continue;
-                    }
                     if self.filter.admits(&event) {
                         return Some(Received::Event(event));
                     }
@@ -364,6 +361,30 @@ impl Subscription {
                     return Some(Received::Reset("this reader fell behind and was skipped ahead"))
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Subscription {
+    /// The next event for this reader if one is there already, without waiting.
+    pub fn try_next(&mut self) -> Option<Received> {
+        if let Some(reason) = self.reset.take() {
+            return Some(Received::Reset(reason));
+        }
+        while let Some(event) = self.backlog.pop_front() {
+            if self.filter.admits(&event) {
+                return Some(Received::Event(event));
+            }
+        }
+        loop {
+            match self.receiver.try_recv() {
+                Ok(event) if self.filter.admits(&event) => return Some(Received::Event(event)),
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    return Some(Received::Reset("this reader fell behind and was skipped ahead"))
+                }
+                Err(_) => return None,
             }
         }
     }
