@@ -119,7 +119,7 @@ async fn read(base: &str, counts: Arc<Counts>) -> actix_rt::task::JoinHandle<()>
                     continue;
                 }
                 // Lateness of one event in 64: the reader's own work stays small.
-                if counts.jobs.fetch_add(1, Ordering::Relaxed) % 64 != 0 {
+                if !counts.jobs.fetch_add(1, Ordering::Relaxed).is_multiple_of(64) {
                     continue;
                 }
                 let at = block.split("\"at\":\"").nth(1).and_then(|rest| rest.split('"').next());

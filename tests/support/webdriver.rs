@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+/// How many times a click is tried again when its element was redrawn under it.
+const STALE_RETRIES: usize = 10;
 /// Where Debian's `chromium` and `chromium-driver` packages put the two programs.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -251,8 +253,18 @@ impl Browser {
 
     /// Clicks the element matching `css` (as a user would: it must be visible).
     pub async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.command("POST", &format!("/element/{id}/click"), None).await;
+        // A live page redraws what changed: the element found may be replaced before the
+        // click lands, as a person's click would land on the redrawn button. Found again then.
+        for _ in 0..STALE_RETRIES {
+            let id = self.element(css).await;
+            let path = format!("{}/element/{id}/click", self.session);
+            match self.request("POST", &path, None).await {
+                Ok(_) => return,
+                Err(err) if err.code == "stale element reference" => continue,
+                Err(err) => panic!("webdriver: {err}"),
+            }
+        }
+        panic!("webdriver: `{css}` was redrawn under every one of {STALE_RETRIES} clicks");
     }
 
     /// Types `text` into the element matching `css` (keys as a user would press them).
