@@ -169,6 +169,12 @@ tokenForm.addEventListener('submit', (event) => {
 });
 
 window.addEventListener('hashchange', () => showRoute());
+// A page left (or kept in the back-forward cache) closes its stream, so the browser's few
+// connections to this server are not held by pages no one sees; one shown again reopens it.
+window.addEventListener('pagehide', () => live.stop());
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted) live.start();
+});
 
 readConfig().then(() => {
   if (tokenRequired && !api.token()) {

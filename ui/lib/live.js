@@ -42,6 +42,11 @@ export class Live {
     this.stream.start();
   }
 
+  /** Closes the stream (the page is going away: its connection is not kept open). */
+  stop() {
+    this.stream.stop();
+  }
+
   /** Connects again (with a new token, after a 401). */
   restart() {
     this.stream.stop();
