@@ -21,6 +21,8 @@ use crate::job::JobId;
 const CHANNEL: usize = 16_384;
 /// Newest events kept for readers that reconnect with `Last-Event-ID`.
 const RECENT: usize = 16_384;
+/// Why a reader that fell behind was skipped ahead (both ways of reading say the same).
+const FELL_BEHIND: &str = "this reader fell behind and was skipped ahead";
 /// How long after the last reader left events are still kept, so that a page that reloads (or
 /// a reader whose connection dropped) can resume instead of starting over.
 const GRACE: Duration = Duration::from_secs(15);
@@ -358,7 +360,7 @@ impl Subscription {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Some(Received::Reset("this reader fell behind and was skipped ahead"))
+                    return Some(Received::Reset(FELL_BEHIND))
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
@@ -382,7 +384,7 @@ impl Subscription {
                 Ok(event) if self.filter.admits(&event) => return Some(Received::Event(event)),
                 Ok(_) => {}
                 Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                    return Some(Received::Reset("this reader fell behind and was skipped ahead"))
+                    return Some(Received::Reset(FELL_BEHIND))
                 }
                 Err(_) => return None,
             }
