@@ -5,6 +5,7 @@
 //! more than the hub's bounded channel. `Last-Event-ID` resumes where the hub still has the
 //! events.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +17,12 @@ use serde::Deserialize;
 
 use super::error::ErrorBody;
 use super::jobs::parse_id;
+use super::sse::{self, Burst};
 use super::ApiError;
 use crate::events::{Event, EventHub, Filter, JobChange, Reached, Received, Stamped, Subscription};
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::runtime::Client;
 
-/// Bytes of frames gathered into one write when events come in a burst.
-const CHUNK: usize = 64 * 1024;
 /// A comment sent when nothing else was, so that proxies and readers see the stream alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often a one-job stream reads its job even without news: a change no event announced
@@ -93,7 +93,7 @@ pub async fn stream_job(
     let record = client.status(id).await?;
     let follow = Follow { client: client.into_inner(), id, last: Seen::of(&record) };
     let mut frames = Frames::new(hub, reader, Some(follow));
-    frames.pending.push(job_frame(&record));
+    frames.pending.push_back(job_frame(&record));
     frames.ended = record.status.is_terminal();
     Ok(event_stream(frames))
 }
@@ -130,9 +130,12 @@ struct Frames {
     reader: Subscription,
     follow: Option<Follow>,
     /// Frames to send before reading on.
-    pending: Vec<Bytes>,
+    pending: VecDeque<Bytes>,
     /// The stream ends once `pending` is sent.
     ended: bool,
+    /// When the last burst was written, if it made this reader busy: the next one waits
+    /// out the throttle and merges each job's changes.
+    busy_since: Option<tokio::time::Instant>,
 }
 
 impl Frames {
@@ -140,14 +143,20 @@ impl Frames {
         // Sent at once: the reader sees the stream open before the first event, and is told
         // how soon to reconnect after a drop.
         let hello = Bytes::from_static(b"retry: 2000\n: connected\n\n");
-        Frames { hub, reader, follow, pending: vec![hello], ended: false }
+        Frames {
+            hub,
+            reader,
+            follow,
+            pending: VecDeque::from([hello]),
+            ended: false,
+            busy_since: None,
+        }
     }
 
     fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> {
         stream::unfold(self, |mut frames| async move {
             loop {
-                if !frames.pending.is_empty() {
-                    let frame = frames.pending.remove(0);
+                if let Some(frame) = frames.pending.pop_front() {
                     return Some((Ok(frame), frames));
                 }
                 if frames.ended {
@@ -163,27 +172,11 @@ impl Frames {
         let wait = if self.follow.is_some() { RECHECK } else { KEEP_ALIVE };
         let received = tokio::time::timeout(wait, self.reader.next()).await;
         match received {
-            Ok(Some(Received::Event(event))) if self.follow.is_none() => {
-                // What else is there already leaves in the same write: one chunk for a burst
-                // rather than one per event.
-                let mut chunk = String::with_capacity(256);
-                self.write_frame(&mut chunk, &event);
-                while chunk.len() < CHUNK {
-                    match self.reader.try_next() {
-                        Some(Received::Event(event)) => self.write_frame(&mut chunk, &event),
-                        Some(Received::Reset(reason)) => {
-                            chunk.push_str(&reset_frame(reason));
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                self.pending.push(Bytes::from(chunk));
-            }
+            Ok(Some(Received::Event(event))) if self.follow.is_none() => self.burst(event).await,
             Ok(Some(Received::Event(event))) => {
-                let mut frame = String::new();
-                self.write_frame(&mut frame, &event);
-                self.pending.push(Bytes::from(frame));
+                let mut frame = Vec::new();
+                sse::write_frame(&self.hub, &mut frame, &event, None);
+                self.pending.push_back(Bytes::from(frame));
                 if let Some(follow) = &mut self.follow {
                     if event.job.as_ref().is_some_and(|job| job.finished) {
                         self.ended = true;
@@ -196,13 +189,13 @@ impl Frames {
                 }
             }
             Ok(Some(Received::Reset(reason))) => {
-                self.pending.push(Bytes::from(reset_frame(reason)));
+                self.pending.push_back(reset_frame(reason));
                 // A one-job stream reads its job again rather than leave its reader to.
                 self.recheck().await;
             }
             Ok(None) => self.ended = true,
             Err(_) if self.follow.is_some() => self.recheck().await,
-            Err(_) => self.pending.push(Bytes::from_static(b": keep-alive\n\n")),
+            Err(_) => self.pending.push_back(Bytes::from_static(b": keep-alive\n\n")),
         }
     }
 
@@ -214,7 +207,7 @@ impl Frames {
                 let seen = Seen::of(&record);
                 if seen != follow.last {
                     follow.last = seen;
-                    self.pending.push(job_frame(&record));
+                    self.pending.push_back(job_frame(&record));
                 }
                 self.ended = record.status.is_terminal();
             }
@@ -226,23 +219,39 @@ impl Frames {
         }
     }
 
-    fn write_frame(&self, out: &mut String, event: &Stamped) {
-        if let Some(id) = self.hub.id_of(event) {
-            out.push_str("id: ");
-            out.push_str(&id);
-            out.push('\n');
+    /// Writes `first` and what else has come already: one write for a burst rather than one
+    /// per event. A reader whose last burst was large waits out the throttle first, and is
+    /// sent each job's changes merged.
+    async fn burst(&mut self, first: Arc<Stamped>) {
+        let merge = self.busy_since.is_some();
+        if let Some(since) = self.busy_since {
+            tokio::time::sleep_until(since + sse::THROTTLE).await;
         }
-        out.push_str("event: ");
-        out.push_str(event.name);
-        out.push_str("\ndata: ");
-        out.push_str(event.data());
-        out.push_str("\n\n");
+        let mut burst = Burst::new(merge);
+        burst.push(first);
+        let mut reset = None;
+        while burst.len() < sse::MOST {
+            match self.reader.try_next() {
+                Some(Received::Event(event)) => burst.push(event),
+                Some(Received::Reset(reason)) => {
+                    reset = Some(reason);
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.busy_since = (burst.len() >= sse::BUSY).then(tokio::time::Instant::now);
+        self.pending.extend(burst.write(&self.hub));
+        if let Some(reason) = reset {
+            self.pending.push_back(reset_frame(reason));
+        }
     }
 }
 
-fn reset_frame(reason: &str) -> String {
-    let data = serde_json::json!({ "reason": reason }).to_string();
-    format!("event: reset\ndata: {data}\n\n")
+fn reset_frame(reason: &str) -> Bytes {
+    let mut frame = Vec::new();
+    sse::write_reset(&mut frame, reason);
+    Bytes::from(frame)
 }
 
 /// A `job` frame of `record` as it is (no id: it is not part of the resumable stream).

@@ -19,6 +19,7 @@ mod metadata;
 mod metrics;
 mod openapi;
 mod schedules;
+mod sse;
 mod stats;
 mod tools;
 mod ui;

@@ -66,7 +66,14 @@ pub struct JobChange {
     /// The progress its handler last reported.
     pub progress: Option<Json>,
     /// When the change was seen.
+    #[serde(serialize_with = "rfc3339")]
     pub at: DateTime<Utc>,
+}
+
+/// `at` as chrono writes it (RFC 3339, `Z`), formatted before it is escaped: serde_json
+/// escapes a formatted value one character at a time, and a busy stream writes thousands.
+fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 impl JobChange {
@@ -146,6 +153,25 @@ mod tests {
         }
         assert!(serde_json::from_str::<Reached>("\"gone\"").is_err());
         assert!(Reached::Deleted.is_final());
+    }
+
+    #[test]
+    fn a_change_writes_its_time_as_chrono_does() {
+        let at = Utc::now();
+        let change = JobChange {
+            id: JobId::new(),
+            kind: "noop".into(),
+            queue: "default".into(),
+            from: None,
+            to: Reached::Status(JobStatus::Queued),
+            attempt: 0,
+            progress: None,
+            at,
+        };
+        let written: serde_json::Value = serde_json::to_value(&change).unwrap();
+        assert_eq!(written["at"], serde_json::to_value(at).unwrap());
+        let read: JobChange = serde_json::from_value(written).unwrap();
+        assert_eq!(read.at, at);
         assert!(!Reached::Status(JobStatus::Queued).is_final());
     }
 

@@ -45,7 +45,7 @@ pub struct Stamped {
 #[derive(Debug)]
 enum Body {
     Text(Arc<str>),
-    Event(Event, OnceLock<Arc<str>>),
+    Event(Event, OnceLock<String>),
 }
 
 impl Stamped {
@@ -54,12 +54,16 @@ impl Stamped {
         match &self.body {
             Body::Text(text) => text,
             Body::Event(event, text) => text.get_or_init(|| {
-                match event {
-                    Event::Job(change) => serde_json::to_string(change),
-                    Event::Tool(refresh) => serde_json::to_string(refresh),
+                // Sized for a job change, so that writing it rarely grows the buffer.
+                let mut out = Vec::with_capacity(256);
+                let written = match event {
+                    Event::Job(change) => serde_json::to_writer(&mut out, change),
+                    Event::Tool(refresh) => serde_json::to_writer(&mut out, refresh),
+                };
+                match written.map(|()| String::from_utf8(out)) {
+                    Ok(Ok(text)) => text,
+                    _ => "null".into(),
                 }
-                .unwrap_or_else(|_| "null".into())
-                .into()
             }),
         }
     }
@@ -202,8 +206,18 @@ impl EventHub {
 
     /// Announces job changes made on this instance.
     pub fn jobs(&self, changes: impl IntoIterator<Item = JobChange>) {
+        let inner = &self.inner;
+        let outbox = inner.remote_readers.load(Ordering::Relaxed).then(|| inner.outbox.get());
+        // One lock for the whole batch (a claim or a completion announces hundreds).
+        let mut recent = inner.lock_recent();
         for change in changes {
-            self.local(Event::Job(change));
+            let event = Event::Job(change);
+            if let Some(Some(outbox)) = outbox {
+                if outbox.try_send(event.clone()).is_err() {
+                    inner.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            inner.stamp_locked(&mut recent, event);
         }
     }
 
@@ -285,7 +299,15 @@ impl EventHub {
 
     /// The id a reader sends back to resume after `event`.
     pub fn id_of(&self, event: &Stamped) -> Option<String> {
-        (event.seq > 0).then(|| format!("{:08x}-{}", self.inner.epoch, event.seq))
+        let mut id = Vec::new();
+        self.write_id(event, &mut id).then(|| String::from_utf8_lossy(&id).into_owned())
+    }
+
+    /// Appends the id of `event` to `out` (no allocation of its own: a burst writes
+    /// thousands); false for an event that cannot be resumed from.
+    pub fn write_id(&self, event: &Stamped, out: &mut Vec<u8>) -> bool {
+        use std::io::Write;
+        event.seq > 0 && write!(out, "{:08x}-{}", self.inner.epoch, event.seq).is_ok()
     }
 }
 
@@ -295,7 +317,18 @@ impl Inner {
         until != 0 && (self.born.elapsed().as_millis() as u64) < until
     }
 
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn stamp(&self, event: Event) {
+        let mut recent = self.lock_recent();
+        self.stamp_locked(&mut recent, event);
+    }
+
+    /// Numbers `event`, keeps it among the recent ones and sends it, the ring's lock held (so
+    /// that the sequence, the ring and the channel agree on the order).
+    fn stamp_locked(&self, recent: &mut Recent, event: Event) {
         let job = match &event {
             Event::Job(change) => Some(JobKey {
                 id: change.id,
@@ -305,7 +338,6 @@ impl Inner {
             }),
             Event::Tool(_) => None,
         };
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let (seq, name) = (recent.next, event.name());
         let stamped =
             Arc::new(Stamped { seq, name, job, body: Body::Event(event, OnceLock::new()) });

@@ -270,6 +270,55 @@ async fn a_reader_that_stops_reading_is_skipped_ahead() {
     assert!(reset.data["reason"].as_str().unwrap().contains("behind"), "{reset:?}");
 }
 
+/// A reader sent thousands of changes at once gets each job's changes within a write merged
+/// into one event: fewer events than changes, every job's end, and per job a chain of states
+/// (each `from` the previous `to`) in the order of the ids.
+#[actix_web::test]
+async fn a_busy_reader_gets_each_jobs_changes_merged_into_a_chain() {
+    let app = On::Memory.spawn(|_| {}).await;
+    let mut reader = Sse::open(&app, "/v1/events", &[]).await;
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let jobs: Vec<Value> = (0..1000).map(|_| json!({"kind": "noop"})).collect();
+        for job in app.submit_batch(json!(jobs)).await {
+            ids.insert(job["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut last: std::collections::HashMap<String, Value> = Default::default();
+    let (mut events, mut merged, mut ended, mut previous_seq) = (0, 0, 0, 0u64);
+    let all_ended = within(DEADLINE, async {
+        while ended < ids.len() {
+            let frame = reader.next().await.expect("the stream goes on");
+            assert_ne!(frame.event, "reset", "a reader that keeps up is not skipped ahead");
+            if frame.event != "job" {
+                continue;
+            }
+            let seq: u64 =
+                frame.id.as_deref().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+            assert!(seq > previous_seq, "ids go up: {seq} after {previous_seq}");
+            previous_seq = seq;
+            let (id, from, to) =
+                (frame.data["id"].as_str().unwrap(), &frame.data["from"], &frame.data["to"]);
+            assert!(ids.contains(id), "{frame:?}");
+            events += 1;
+            let before = last.get(id).cloned().unwrap_or(Value::Null);
+            assert_eq!(from, &before, "job {id}'s events form a chain: {frame:?}");
+            // One event standing for two changes or more: it skips the state between.
+            let skipped = matches!(
+                (from.as_str(), to.as_str()),
+                (None | Some("queued"), Some("succeeded")) | (None, Some("running"))
+            );
+            merged += usize::from(skipped);
+            ended += usize::from(to == "succeeded");
+            last.insert(id.to_owned(), to.clone());
+        }
+    })
+    .await;
+    assert!(all_ended.is_some(), "{ended} of {} jobs' ends seen within {DEADLINE:?}", ids.len());
+    assert!(merged > 0, "some job's changes were merged ({events} events)");
+    assert!(events < 3 * ids.len(), "{events} events for {} jobs", ids.len());
+}
+
 /// `JobHandle::changes` follows the stream: progress and the end are seen without polling.
 #[actix_web::test]
 async fn a_handle_follows_its_job_through_the_stream() {
