@@ -1,7 +1,6 @@
 //! The cache actor: owns the instance's cache beyond single reads and writes (which callers
-//! make directly on the thread-safe [`Cache`], so a cache hit never crosses threads). It stores
-//! job results, and records the hottest keys in the metadata store for the next start's
-//! warming job.
+//! make directly on the thread-safe [`Cache`], so a cache hit never crosses threads): it records
+//! the hottest keys in the metadata store for the next start's warming job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +9,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{result_key, Cache, Entry};
-use crate::job::{JobId, Json};
+use crate::cache::Cache;
 use crate::metadata::MetadataStore;
 
 pub use crate::metadata::WARMING_DOC;
@@ -32,11 +30,6 @@ pub struct HotKey {
     pub reads: u64,
 }
 
-/// Cache these job results (ids with their JSON output) for the retention period.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StoreResults(pub Vec<(JobId, Json)>);
-
 /// Record the hottest keys now; answers how many were recorded.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -46,20 +39,13 @@ pub struct PersistHotKeys;
 pub struct CacheActor {
     cache: Arc<dyn Cache>,
     metadata: MetadataStore,
-    /// Results live as long as the jobs they belong to.
-    result_ttl: Duration,
     /// How often the hottest keys are recorded (only for backends warming can reload from).
     persist_every: Duration,
 }
 
 impl CacheActor {
-    pub fn new(
-        cache: Arc<dyn Cache>,
-        metadata: MetadataStore,
-        result_ttl: Duration,
-        persist_every: Duration,
-    ) -> Self {
-        CacheActor { cache, metadata, result_ttl, persist_every }
+    pub fn new(cache: Arc<dyn Cache>, metadata: MetadataStore, persist_every: Duration) -> Self {
+        CacheActor { cache, metadata, persist_every }
     }
 
     /// Whether warming can reload anything on the next start: only from a shared layer.
@@ -79,29 +65,6 @@ impl Actor for CacheActor {
 }
 
 impl Supervised for CacheActor {}
-
-impl Handler<StoreResults> for CacheActor {
-    type Result = ();
-    fn handle(&mut self, StoreResults(results): StoreResults, ctx: &mut Context<Self>) {
-        let (cache, ttl) = (self.cache.clone(), self.result_ttl);
-        // All of a batch at once: with a Redis cache the writes share the round trips of the
-        // multiplexed connection instead of queueing one behind another; in memory they are
-        // one pass.
-        let store = async move {
-            let entries = results
-                .into_iter()
-                .map(|(id, result)| {
-                    // Untagged: a tag naming every job would index every result.
-                    let entry =
-                        Entry::new(result.get().as_bytes(), "application/json", ttl, vec![]);
-                    (result_key(id), entry)
-                })
-                .collect();
-            cache.insert_new_many(entries).await;
-        };
-        ctx.spawn(store.into_actor(self));
-    }
-}
 
 impl Handler<PersistHotKeys> for CacheActor {
     type Result = ResponseFuture<usize>;

@@ -2,7 +2,8 @@
 //!
 //! It forwards each call to the backend and reacts to what the call changed: idle workers are
 //! woken when jobs became queued, the scheduler is told the earliest due time, long-poll
-//! waiters are answered when their job ends, and results go to the cache. No job state lives
+//! waiters are answered when their job ends. (Results stay in their job's record: the cache
+//! reads them there, see `runtime::results`.) No job state lives
 //! here; a restart of this actor loses only waiters, which re-poll. It also counts the jobs its
 //! completions finished, for the history of finished jobs (`queue::history`), and hands those
 //! counts to a shared backend every couple of seconds.
@@ -26,8 +27,6 @@ use crate::queue::{
     Outcome, Page, QueueBackend, QueueError, QueueStats, Submitted,
 };
 use crate::schedule::{Fire, Schedule};
-
-use super::cache::StoreResults;
 
 mod announce;
 mod registry;
@@ -57,7 +56,6 @@ pub struct CancelRunning(pub JobId);
 pub enum Subscribe {
     Workers(Recipient<JobsReady>, Recipient<CancelRunning>),
     Scheduler(Recipient<WakeAt>),
-    Results(Recipient<StoreResults>),
 }
 
 /// Submit a validated batch.
@@ -219,7 +217,6 @@ pub struct QueueActor {
     pub(super) clock: Clock,
     pub(super) workers: Vec<(Recipient<JobsReady>, Recipient<CancelRunning>)>,
     scheduler: Option<Recipient<WakeAt>>,
-    results: Option<Recipient<StoreResults>>,
     /// Long-poll waiters by job, woken when the job ends (or when news may have been missed).
     waiters: HashMap<JobId, Arc<Notify>>,
     /// True once the backend delivers other instances' events here (kept across restarts).
@@ -242,7 +239,6 @@ impl QueueActor {
             clock,
             workers: Vec::new(),
             scheduler: None,
-            results: None,
             waiters: HashMap::new(),
             listening: false,
             finishes: Finishes::new(shared),
@@ -403,7 +399,6 @@ impl Handler<Subscribe> for QueueActor {
         match msg {
             Subscribe::Workers(ready, cancel) => self.workers.push((ready, cancel)),
             Subscribe::Scheduler(wake) => self.scheduler = Some(wake),
-            Subscribe::Results(results) => self.results = Some(results),
         }
     }
 }
@@ -440,16 +435,6 @@ impl Handler<Dequeue> for QueueActor {
 impl Handler<Complete> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Changes, QueueError>>;
     fn handle(&mut self, Complete(done): Complete, _: &mut Context<Self>) -> Self::Result {
-        let results: Vec<(JobId, Json)> = match &self.results {
-            Some(_) => done
-                .iter()
-                .filter_map(|c| match &c.outcome {
-                    Outcome::Succeeded(result) => Some((c.lease.id, result.clone())),
-                    _ => None,
-                })
-                .collect(),
-            None => Vec::new(),
-        };
         let completing = self.announce.completing(&done);
         // Whether each attempt succeeded or failed, counted once the store accepted it. (A
         // handler that fails after its job's cancel was requested ends it `cancelled`, yet
@@ -471,11 +456,6 @@ impl Handler<Complete> for QueueActor {
                 // Only what the store accepted: a stale attempt's report is not the job's end.
                 let accepted: HashSet<&JobId> = changes.finished.iter().collect();
                 act.count_finished(&endings, &accepted);
-                if let (Some(cache), false) = (&act.results, results.is_empty()) {
-                    let results: Vec<_> =
-                        results.into_iter().filter(|(id, _)| accepted.contains(id)).collect();
-                    cache.do_send(StoreResults(results));
-                }
             }
             result
         }))

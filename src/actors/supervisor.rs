@@ -23,6 +23,7 @@ use crate::metadata::MetadataStore;
 use crate::queue::QueueBackend;
 #[cfg(feature = "redis")]
 use crate::redis::RedisClient;
+use crate::runtime::results::JobResults;
 use crate::runtime::{Client, ClientParts};
 use crate::tools::Tools;
 
@@ -68,6 +69,9 @@ impl RuntimeSupervisor {
     /// client of the whole. Must run inside an actix `System`.
     pub fn start(config: &Config, parts: RuntimeParts) -> (Addr<Self>, Client) {
         let RuntimeParts { registry, backend, cache, mut extensions, clock, .. } = parts;
+        // Results are read from their job's record, never copied into the cache.
+        let cache: Arc<dyn Cache> =
+            Arc::new(JobResults::new(cache, backend.clone(), config.retention));
         #[cfg(feature = "redis")]
         let redis = parts.redis;
         let backends = (backend.name(), cache.backend());
@@ -85,9 +89,8 @@ impl RuntimeSupervisor {
         });
         let metadata = MetadataStore::new(&config.data_dir);
         let (actor_cache, retention) = (cache.clone(), config.retention);
-        let cache_actor = resilient::start(move |_| {
-            CacheActor::new(actor_cache, metadata, retention, HOT_KEYS_EVERY)
-        });
+        let cache_actor =
+            resilient::start(move |_| CacheActor::new(actor_cache, metadata, HOT_KEYS_EVERY));
         extensions.insert(CacheHandle::new(cache.clone()));
         #[cfg(feature = "redis")]
         let documents = match &redis {
@@ -142,7 +145,6 @@ impl RuntimeSupervisor {
         // After a test skipped time, the scheduler steps at once rather than at its next turn.
         let wake = scheduler.clone();
         clock.on_advance(move || wake.do_send(WakeAt(chrono::DateTime::<chrono::Utc>::MIN_UTC)));
-        queue.do_send(Subscribe::Results(cache_actor.clone().recipient()));
         actix_rt::spawn(warm(client.cache().clone(), MetadataStore::new(&config.data_dir)));
         let metadata = MetadataStore::new(&config.data_dir);
         actix_rt::spawn(start_tools(tools, client.clone(), metadata));

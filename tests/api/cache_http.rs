@@ -142,3 +142,42 @@ async fn job_results_are_cached() {
     .await;
     assert_eq!(cached, Some(json!({"answer": 42})));
 }
+
+/// A job's result is read from its record: there the moment the job ends, with no copy in
+/// the cache (its memory holds no entry), and gone with the job.
+async fn a_result_is_read_from_its_job_and_never_copied(on: &On) {
+    let app = on
+        .spawn(|config| {
+            if matches!(on, On::Redis(_)) {
+                // The production default: a Redis queue and the hybrid cache.
+                config.cache_backend = jobyard::config::CacheBackendKind::Hybrid;
+            }
+        })
+        .await;
+    let job = app.submit(json!({"kind": "noop", "payload": {"answer": 42}})).await;
+    let id = job["id"].as_str().unwrap();
+    let ended = app.wait_terminal(id).await;
+    let path = format!("/v1/cache/jobs:{id}:result");
+    let resp = app.get(&path).await;
+    assert_eq!((resp.status, &resp.body), (200, &json!({"answer": 42})), "at once, no wait");
+    let stats = app.get("/v1/stats").await.body;
+    let entries = &stats["cache"]["entries"];
+    assert_eq!(entries, &json!(0), "no copy of the result in the cache: {}", stats["cache"]);
+    // Made when the job ended.
+    let modified = app.http.get(format!("{}{path}", app.base)).send().await.unwrap();
+    let modified = modified.headers().get("last-modified").unwrap().to_str().unwrap().to_owned();
+    let finished: chrono::DateTime<chrono::Utc> =
+        ended["finished_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(modified, finished.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+    // A job that has not ended has no result yet; an unknown job none at all.
+    let waiting = app.submit(json!({"kind": "sleep", "payload": {"ms": 60000}})).await;
+    let waiting = format!("/v1/cache/jobs:{}:result", waiting["id"].as_str().unwrap());
+    assert_eq!(app.get(&waiting).await.status, 404);
+    let unknown = "/v1/cache/jobs:0190b6a2-4f3c-7d4e-9a1b-2c3d4e5f6a7b:result";
+    assert_eq!(app.get(unknown).await.status, 404);
+    // Gone with its job.
+    assert_eq!(app.delete(&format!("/v1/jobs/{id}")).await.status, 204);
+    assert_eq!(app.get(&path).await.status, 404);
+}
+
+on_both_backends!(a_result_is_read_from_its_job_and_never_copied);
