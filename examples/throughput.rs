@@ -14,9 +14,9 @@
 //!
 //! With `--backend redis` (Redis from `REDIS_URL`, jobs under a fresh prefix) it also prints
 //! the round trips per job (counted by the queue's Redis link) and Redis's CPU per job (from
-//! `INFO cpu`, and the scripts' own time from `INFO commandstats`), over the run. Results are
-//! cached in memory unless `--cache hybrid` (the default of a server given `REDIS_URL`), which
-//! also stores each job's result in Redis as a cache entry.
+//! `INFO cpu`, and the scripts' own time from `INFO commandstats`), over the run. The cache is
+//! in memory unless `--cache hybrid` (the default of a server given `REDIS_URL`); either way a
+//! job's result is stored once, in its record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
