@@ -206,25 +206,13 @@ impl EventHub {
 
     /// Announces job changes made on this instance.
     pub fn jobs(&self, changes: impl IntoIterator<Item = JobChange>) {
-        let inner = &self.inner;
-        let outbox = inner.remote_readers.load(Ordering::Relaxed).then(|| inner.outbox.get());
-        // One lock for the whole batch (a claim or a completion announces hundreds).
-        let mut recent = inner.lock_recent();
-        for change in changes {
-            let event = Event::Job(change);
-            if let Some(Some(outbox)) = outbox {
-                if outbox.try_send(event.clone()).is_err() {
-                    inner.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            inner.stamp_locked(&mut recent, event);
-        }
+        self.local(changes.into_iter().map(Event::Job));
     }
 
     /// Announces a tool refresh that ended on this instance.
     pub fn tool(&self, refresh: ToolRefresh) {
         if self.active() {
-            self.local(Event::Tool(refresh));
+            self.local([Event::Tool(refresh)]);
         }
     }
 
@@ -243,8 +231,9 @@ impl EventHub {
 
     /// Announces changes another instance made (heard through the shared backend).
     pub fn heard(&self, events: Vec<Event>) {
+        let mut recent = self.inner.lock_recent();
         for event in events {
-            self.inner.stamp(event);
+            self.inner.stamp_locked(&mut recent, event);
         }
     }
 
@@ -263,16 +252,20 @@ impl EventHub {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
-    fn local(&self, event: Event) {
+    /// Announces events made on this instance: to its readers, and to other instances' when
+    /// some listen. One lock for the whole batch (a claim or a completion announces hundreds).
+    fn local(&self, events: impl IntoIterator<Item = Event>) {
         let inner = &self.inner;
-        if inner.remote_readers.load(Ordering::Relaxed) {
-            if let Some(outbox) = inner.outbox.get() {
+        let outbox = inner.remote_readers.load(Ordering::Relaxed).then(|| inner.outbox.get());
+        let mut recent = inner.lock_recent();
+        for event in events {
+            if let Some(Some(outbox)) = outbox {
                 if outbox.try_send(event.clone()).is_err() {
                     inner.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            inner.stamp_locked(&mut recent, event);
         }
-        inner.stamp(event);
     }
 
     /// A reader of the events `filter` admits, resuming after `last_id` (a `Last-Event-ID`)
@@ -319,11 +312,6 @@ impl Inner {
 
     fn lock_recent(&self) -> std::sync::MutexGuard<'_, Recent> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn stamp(&self, event: Event) {
-        let mut recent = self.lock_recent();
-        self.stamp_locked(&mut recent, event);
     }
 
     /// Numbers `event`, keeps it among the recent ones and sends it, the ring's lock held (so
@@ -374,15 +362,8 @@ pub struct Subscription {
 impl Subscription {
     /// The next event for this reader; `None` once the hub is gone.
     pub async fn next(&mut self) -> Option<Received> {
-        if let Some(reason) = self.reset.take() {
-            return Some(Received::Reset(reason));
-        }
-        // The receiver was made under the ring's lock: it holds only what followed the
-        // backlog, so nothing comes twice.
-        while let Some(event) = self.backlog.pop_front() {
-            if self.filter.admits(&event) {
-                return Some(Received::Event(event));
-            }
+        if let Some(first) = self.pending() {
+            return Some(first);
         }
         loop {
             match self.receiver.recv().await {
@@ -401,8 +382,10 @@ impl Subscription {
 }
 
 impl Subscription {
-    /// The next event for this reader if one is there already, without waiting.
-    pub fn try_next(&mut self) -> Option<Received> {
+    /// What comes before the channel: the reset a resume from a lost id owes, then the
+    /// backlog the filter admits. (The receiver was made under the ring's lock: it holds only
+    /// what followed the backlog, so nothing comes twice.)
+    fn pending(&mut self) -> Option<Received> {
         if let Some(reason) = self.reset.take() {
             return Some(Received::Reset(reason));
         }
@@ -410,6 +393,14 @@ impl Subscription {
             if self.filter.admits(&event) {
                 return Some(Received::Event(event));
             }
+        }
+        None
+    }
+
+    /// The next event for this reader if one is there already, without waiting.
+    pub fn try_next(&mut self) -> Option<Received> {
+        if let Some(first) = self.pending() {
+            return Some(first);
         }
         loop {
             match self.receiver.try_recv() {

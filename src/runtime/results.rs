@@ -30,28 +30,25 @@ impl JobResults {
         JobResults { cache, queue, retention }
     }
 
-    /// The result of the job `key` names, as an entry; `None` for a key that names no job
-    /// (not a result key, or not a job id), and `Some(None)` for a job with no result.
-    async fn result(&self, key: &str) -> Option<Option<Arc<Entry>>> {
+    /// The result of the job `key` names, as an entry; `None` when `key` is not a job's
+    /// result key, or the job is unknown or has no result.
+    async fn result(&self, key: &str) -> Option<Arc<Entry>> {
         let id: JobId = key.strip_prefix("jobs:")?.strip_suffix(":result")?.parse().ok()?;
         let record = match self.queue.get(id).await {
-            Ok(record) => record,
+            Ok(record) => record?,
             Err(err) => {
                 tracing::debug!(job_id = %id, "result not read: {err}");
-                return Some(None);
+                return None;
             }
         };
-        let Some(record) = record else { return Some(None) };
-        let (Some(result), Some(finished)) = (record.result, record.finished_at) else {
-            return Some(None);
-        };
+        let (result, finished) = (record.result?, record.finished_at?);
         let mut entry =
             Entry::new(result.get().as_bytes(), "application/json", self.retention, vec![]);
         // It was made when the job ended, and goes with the job.
         entry.stored_at = finished;
         entry.expires_at =
             finished + chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
-        Some(Some(Arc::new(entry)))
+        Some(Arc::new(entry))
     }
 }
 
@@ -62,11 +59,11 @@ impl Cache for JobResults {
     }
 
     async fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        // Otherwise the key is an ordinary one (a key someone wrote under a result's name is
+        // still read when no job's result answers it).
         match self.result(key).await {
-            // A job's result, or none while it has none; a key written by someone else under
-            // the same name is still read when the job is unknown.
-            Some(Some(entry)) => Some(entry),
-            _ => self.cache.get(key).await,
+            Some(entry) => Some(entry),
+            None => self.cache.get(key).await,
         }
     }
 
