@@ -19,7 +19,8 @@
 //!   this process, on the server's cores: by default it only counts the events it receives
 //!   (what a dashboard in a browser elsewhere costs this machine, and a bit more); with
 //!   `--parse` it also splits and reads every event as the `rate` reader does, which a page
-//!   does in the browser, not on the server.
+//!   does in the browser, not on the server. `--query queue=none` gives the reader a filter
+//!   no job passes: what the hub alone costs the pipeline, with nothing written.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +66,10 @@ enum What {
         /// only counting them.
         #[arg(long)]
         parse: bool,
+        /// The reader's filters, as `GET /v1/events` takes them (`queue=none` admits no job
+        /// event: what the hub costs the pipeline without anything written).
+        #[arg(long, default_value = "")]
+        query: String,
     },
 }
 
@@ -102,7 +107,10 @@ async fn main() {
     let serving = actix_rt::spawn(server.run_until_stopped());
     match args.what {
         What::Rate { changes, secs } => rate(&base, &runtime, changes, secs).await,
-        What::Cost { jobs, rounds, parse } => cost(&base, &runtime, jobs, rounds, parse).await,
+        What::Cost { jobs, rounds, parse, query } => {
+            let url = format!("{base}/v1/events?{query}");
+            cost(&url, &runtime, jobs, rounds, parse).await
+        }
     }
     trigger.trigger();
     let _ = serving.await;
@@ -137,11 +145,11 @@ impl Drop for Reader {
     }
 }
 
-/// Opens `/v1/events` and counts what arrives until the reader is stopped: every event split
-/// out and read (`parse`), or only counted. The reader has its own thread, as a dashboard
-/// would be elsewhere: it does not share the submitting task's.
-async fn read(base: &str, counts: Arc<Counts>, parse: bool) -> Reader {
-    let url = format!("{base}/v1/events");
+/// Opens `url` (`/v1/events` and its filters) and counts what arrives until the reader is
+/// stopped: every event split out and read (`parse`), or only counted. The reader has its own
+/// thread, as a dashboard would be elsewhere: it does not share the submitting task's.
+async fn read(url: &str, counts: Arc<Counts>, parse: bool) -> Reader {
+    let url = url.to_owned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (opened, open) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -229,7 +237,7 @@ async fn split(mut body: Body, counts: Arc<Counts>) {
 
 async fn rate(base: &str, runtime: &Runtime, changes: u64, secs: u64) {
     let counts = Arc::new(Counts::default());
-    let reader = read(base, counts.clone(), true).await;
+    let reader = read(&format!("{base}/v1/events"), counts.clone(), true).await;
     // The reader is registered once the first stats snapshot arrives; wait for the stream to
     // be live (a first job's events) before pacing.
     let jobs_per_sec = changes / 3;
@@ -335,7 +343,7 @@ async fn settle(runtime: &Runtime, keep: u64) {
     }
 }
 
-async fn cost(base: &str, runtime: &Runtime, jobs: usize, rounds: usize, parse: bool) {
+async fn cost(url: &str, runtime: &Runtime, jobs: usize, rounds: usize, parse: bool) {
     let keep = runtime.config().retention_max_jobs;
     // A first run warms the allocator and the store.
     run_jobs(runtime, jobs / 4).await;
@@ -348,7 +356,7 @@ async fn cost(base: &str, runtime: &Runtime, jobs: usize, rounds: usize, parse: 
         for watched_run in [round % 2 == 1, round % 2 == 0] {
             settle(runtime, keep).await;
             if watched_run {
-                let reader = read(base, counts.clone(), parse).await;
+                let reader = read(url, counts.clone(), parse).await;
                 w = run_jobs(runtime, jobs).await;
                 reader.stop();
             } else {
