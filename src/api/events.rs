@@ -19,7 +19,7 @@ use super::error::ErrorBody;
 use super::jobs::parse_id;
 use super::sse::{self, Burst};
 use super::ApiError;
-use crate::events::{Event, EventHub, Filter, JobChange, Reached, Received, Stamped, Subscription};
+use crate::events::{EventHub, Filter, JobChange, Reached, Received, Stamped, Subscription};
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::runtime::Client;
 
@@ -178,9 +178,9 @@ impl Frames {
                 sse::write_frame(&self.hub, &mut frame, &event, None);
                 self.pending.push_back(Bytes::from(frame));
                 if let Some(follow) = &mut self.follow {
-                    if event.job.as_ref().is_some_and(|job| job.finished) {
+                    if event.job().is_some_and(|change| change.to.is_final()) {
                         self.ended = true;
-                    } else if let Some(Event::Job(change)) = event.event() {
+                    } else if let Some(change) = event.job() {
                         let progress = change.progress.as_ref().map(|p| p.get().to_owned());
                         if let Reached::Status(status) = change.to {
                             follow.last = Seen(status, change.attempt, progress);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 
-use crate::events::{Event, EventHub, Stamped};
+use crate::events::{EventHub, Stamped};
 use crate::job::{JobId, JobStatus};
 
 /// Bytes of frames gathered into one write.
@@ -59,7 +59,7 @@ impl Burst {
     /// Adds the next event.
     pub(super) fn push(&mut self, event: Arc<Stamped>) {
         let mut from = None;
-        if let (true, Some(job)) = (self.merge, &event.job) {
+        if let (true, Some(job)) = (self.merge, event.job()) {
             let at = self.items.len();
             if let Some(earlier) = self.latest.insert(job.id, at) {
                 let earlier = &mut self.items[earlier];
@@ -89,10 +89,7 @@ impl Burst {
 
 /// The state a job event says its job left.
 fn from_of(event: &Stamped) -> Option<JobStatus> {
-    match event.event() {
-        Some(Event::Job(change)) => change.from,
-        _ => None,
-    }
+    event.job().and_then(|change| change.from)
 }
 
 /// Appends one frame: `event`, its job's `from` replaced when changes were merged into it.
@@ -112,8 +109,8 @@ pub(super) fn write_frame(
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(event.name.as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    match (from, event.event()) {
-        (Some(from), Some(Event::Job(change))) => {
+    match (from, event.job()) {
+        (Some(from), Some(change)) => {
             let mut merged = change.clone();
             merged.from = from;
             if serde_json::to_writer(&mut *out, &merged).is_err() {

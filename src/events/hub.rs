@@ -37,8 +37,6 @@ pub struct Stamped {
     pub seq: u64,
     /// The SSE event name: `job`, `tool`, `stats` or `reset`.
     pub name: &'static str,
-    /// The job it is about (for filters).
-    pub job: Option<JobKey>,
     body: Body,
 }
 
@@ -68,6 +66,14 @@ impl Stamped {
         }
     }
 
+    /// The job change it is, if it is one (what filters read).
+    pub fn job(&self) -> Option<&JobChange> {
+        match self.event() {
+            Some(Event::Job(change)) => Some(change),
+            _ => None,
+        }
+    }
+
     /// The event itself (`None` for stats snapshots and resets).
     pub fn event(&self) -> Option<&Event> {
         match &self.body {
@@ -75,19 +81,6 @@ impl Stamped {
             Body::Event(event, _) => Some(event),
         }
     }
-}
-
-/// What readers filter job events on.
-#[derive(Debug, Clone)]
-pub struct JobKey {
-    /// The job.
-    pub id: JobId,
-    /// Its kind.
-    pub kind: Arc<str>,
-    /// Its queue.
-    pub queue: Arc<str>,
-    /// Nothing more will happen to it.
-    pub finished: bool,
 }
 
 /// Which events a reader wants.
@@ -106,7 +99,7 @@ pub struct Filter {
 impl Filter {
     /// Whether `event` passes.
     pub fn admits(&self, event: &Stamped) -> bool {
-        match &event.job {
+        match event.job() {
             Some(job) => {
                 self.job.is_none_or(|id| id == job.id)
                     && self.queue.as_deref().is_none_or(|q| q == &*job.queue)
@@ -218,14 +211,14 @@ impl EventHub {
 
     /// Sends a stats snapshot (the `GET /v1/stats` body) to this instance's readers.
     pub fn stats(&self, body: String) {
-        let stamped = Stamped { seq: 0, name: "stats", body: Body::Text(body.into()), job: None };
+        let stamped = Stamped { seq: 0, name: "stats", body: Body::Text(body.into()) };
         let _ = self.inner.sender.send(Arc::new(stamped));
     }
 
     /// Tells every reader that events may have been missed.
     pub fn reset(&self, reason: &'static str) {
         let data = serde_json::json!({ "reason": reason }).to_string();
-        let stamped = Stamped { seq: 0, name: "reset", body: Body::Text(data.into()), job: None };
+        let stamped = Stamped { seq: 0, name: "reset", body: Body::Text(data.into()) };
         let _ = self.inner.sender.send(Arc::new(stamped));
     }
 
@@ -317,18 +310,8 @@ impl Inner {
     /// Numbers `event`, keeps it among the recent ones and sends it, the ring's lock held (so
     /// that the sequence, the ring and the channel agree on the order).
     fn stamp_locked(&self, recent: &mut Recent, event: Event) {
-        let job = match &event {
-            Event::Job(change) => Some(JobKey {
-                id: change.id,
-                kind: change.kind.clone(),
-                queue: change.queue.clone(),
-                finished: change.to.is_final(),
-            }),
-            Event::Tool(_) => None,
-        };
         let (seq, name) = (recent.next, event.name());
-        let stamped =
-            Arc::new(Stamped { seq, name, job, body: Body::Event(event, OnceLock::new()) });
+        let stamped = Arc::new(Stamped { seq, name, body: Body::Event(event, OnceLock::new()) });
         recent.next += 1;
         if recent.events.len() == RECENT {
             recent.events.pop_front();

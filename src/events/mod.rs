@@ -11,4 +11,4 @@ mod hub;
 pub(crate) mod relay;
 
 pub use change::{Event, JobChange, Reached, RefreshOutcome, ToolRefresh};
-pub use hub::{EventHub, Filter, JobKey, Received, Stamped, Subscription};
+pub use hub::{EventHub, Filter, Received, Stamped, Subscription};
